@@ -27,3 +27,308 @@ def ffmpeg_exe() -> str:
     except ImportError as e:  # pragma: no cover - it is a declared dependency
         raise RuntimeError("no ffmpeg on PATH and imageio-ffmpeg is not installed") from e
     return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+import re
+import subprocess
+import threading
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+
+import numpy as np
+
+# Quiet, non-interactive, deterministic: workers must never wait on a terminal.
+_BASE = ("-nostdin", "-hide_banner")
+
+
+class MediaError(Exception):
+    """A file ffmpeg cannot use; the message is the one-line reason recorded in the manifest."""
+
+
+@dataclass
+class Probe:
+    """What a file holds, as far as the pipeline cares; times are seconds from the file's start."""
+
+    start_s: float  # usable span: where both the audio and the video streams really have data
+    end_s: float
+    duration_s: float  # end_s - start_s
+    header_duration_s: float | None  # what the container claims (can overstate a truncated file)
+    video_index: int  # absolute stream indices, chosen by type (first real video, first audio)
+    audio_index: int
+    width: int  # as displayed: rotation and sample aspect ratio applied
+    height: int
+    fps: float | None
+    rotation: int  # degrees of the display matrix, 0 when none
+    sar: float  # sample aspect ratio (1.0 for square pixels)
+    video_codec: str
+    audio_codec: str
+    audio_rate: int
+    audio_channels: int
+    audio_end_s: float
+    video_end_s: float
+
+    def as_row(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_row(cls, row) -> "Probe":
+        """Rebuild from a table row, where pandas may have turned ints into floats."""
+        kinds = {"int": int, "float": float, "str": str}
+        out = {}
+        for name, f in cls.__dataclass_fields__.items():
+            v = row[name]
+            base = str(f.type).split("|")[0].strip()
+            if v is None or (isinstance(v, float) and v != v):
+                out[name] = None
+            else:
+                out[name] = kinds.get(base, lambda x: x)(v)
+        return cls(**out)
+
+
+_STREAM = re.compile(r"^\s*Stream #0:(\d+)(?:\[[^\]]*\])?(?:\([^)]*\))?: (\w+): (.*)$")
+_DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
+_SIZE = re.compile(r"(?:^|[ ,])(\d{1,5})x(\d{1,5})(?:[ ,\[]|$)")
+_SAR = re.compile(r"SAR (\d+):(\d+)")
+_FPS = re.compile(r"([\d.]+)(k?) (?:fps|tbr)")
+_RATE = re.compile(r"(\d+) Hz")
+_ROTATION = re.compile(r"rotation of (-?[\d.]+) degrees")
+_LAYOUTS = {"mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "quad": 4, "4.0": 4, "5.0": 5, "5.1": 6,
+            "6.1": 7, "7.1": 8, "downmix": 2}
+
+
+def _channels(desc: str) -> int:
+    parts = [p.strip() for p in desc.split(",")]
+    for p in parts[1:]:
+        m = re.match(r"(\d+) channels", p)
+        if m:
+            return int(m.group(1))
+        base = p.split("(")[0]
+        if base in _LAYOUTS:
+            return _LAYOUTS[base]
+    return 0
+
+
+def _parse_header(stderr: str) -> tuple[float | None, list[dict]]:
+    """The input section of ``ffmpeg -i``: container duration and one dict per stream."""
+    duration = None
+    streams: list[dict] = []
+    in_input = False
+    for line in stderr.splitlines():
+        if line.startswith("Input #0"):
+            in_input = True
+            continue
+        if line.startswith(("Output #", "Stream mapping:")):
+            break
+        if not in_input:
+            continue
+        m = _DURATION.search(line)
+        if m and duration is None:
+            h, mi, s = m.groups()
+            duration = int(h) * 3600 + int(mi) * 60 + float(s)
+            continue
+        m = _STREAM.match(line)
+        if m:
+            streams.append({"index": int(m.group(1)), "type": m.group(2).lower(), "desc": m.group(3)})
+            continue
+        m = _ROTATION.search(line)
+        if m and streams:  # side data belongs to the stream printed just above it
+            streams[-1]["rotation"] = int(round(float(m.group(1)))) % 360
+    return duration, streams
+
+
+def _parse_packets(framecrc: str) -> dict[int, tuple[float, float]]:
+    """Per output stream: (first pts, end of last packet) in seconds, from a framecrc listing."""
+    tbs: dict[int, float] = {}
+    ext: dict[int, list[float]] = {}
+    for line in framecrc.splitlines():
+        if line.startswith("#tb "):
+            idx, frac = line[4:].split(":")
+            num, den = frac.strip().split("/")
+            tbs[int(idx)] = int(num) / int(den)
+        elif line and line[0].isdigit():
+            f = line.split(",")
+            if len(f) < 5:
+                continue
+            i, pts, dur = int(f[0]), int(f[2]), int(f[3])
+            if pts < -(2**62):  # AV_NOPTS_VALUE
+                continue
+            tb = tbs.get(i, 0.0)
+            start, end = pts * tb, (pts + max(dur, 0)) * tb
+            cur = ext.setdefault(i, [start, end])
+            cur[0], cur[1] = min(cur[0], start), max(cur[1], end)
+    return {i: (a, b) for i, (a, b) in ext.items()}
+
+
+_KNOWN = (("moov atom not found", "truncated or incomplete MP4/MOV (moov atom not found)"),
+          ("EBML header parsing failed", "not a valid Matroska/WebM file"))
+
+
+def _last_error(stderr: str) -> str:
+    for needle, reason in _KNOWN:
+        if needle in stderr:
+            return reason
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        low = ln.lower()
+        if any(w in low for w in ("invalid", "error", "no such", "not found", "denied", "unknown")):
+            return re.sub(r"^\[[^\]]*\]\s*", "", ln)[:200]
+    return (lines[-1] if lines else "ffmpeg printed nothing")[:200]
+
+
+def probe(path: str, timeout: float = 300.0) -> Probe:
+    """Describe a file or raise `MediaError` with the reason it cannot be used.
+
+    One ffmpeg run: the header (stderr) names the streams; a demux-only copy of the first video
+    and audio streams to framecrc (stdout) lists their packets without decoding, so the usable
+    duration is where the data really stops, not what the header promises.
+    """
+    if not os.path.isfile(path):
+        raise MediaError("file not found")
+    if os.path.getsize(path) == 0:
+        raise MediaError("empty file (0 bytes)")
+    # Streams are chosen by type: attached pictures (cover art) are not video.
+    head = subprocess.run([ffmpeg_exe(), *_BASE, "-i", path], capture_output=True, timeout=timeout)
+    header_text = head.stderr.decode("utf-8", "replace")
+    header_duration, streams = _parse_header(header_text)
+    if not streams:
+        raise MediaError(f"not a readable media file: {_last_error(header_text)}")
+    video = [s for s in streams if s["type"] == "video" and "attached pic" not in s["desc"]]
+    audio = [s for s in streams if s["type"] == "audio"]
+    if not video and not audio:
+        raise MediaError("no audio and no video stream")
+    if not video:
+        cover = " (only a still cover picture)" if any(s["type"] == "video" for s in streams) else ""
+        raise MediaError(f"no video stream{cover}: audio-only file")
+    if not audio:
+        raise MediaError("no audio stream: video-only file")
+    v, a = video[0], audio[0]
+    cmd = [ffmpeg_exe(), *_BASE, "-loglevel", "error", "-i", path, "-map", f"0:{v['index']}",
+           "-map", f"0:{a['index']}", "-c", "copy", "-f", "framecrc", "-"]
+    run = subprocess.run(cmd, capture_output=True, timeout=timeout)
+    packets = _parse_packets(run.stdout.decode("ascii", "replace"))
+    if 0 not in packets:
+        raise MediaError(f"video stream has no readable packets: {_last_error(run.stderr.decode('utf-8', 'replace'))}")
+    if 1 not in packets:
+        raise MediaError(f"audio stream has no readable packets: {_last_error(run.stderr.decode('utf-8', 'replace'))}")
+    (video_start, video_end), (audio_start, audio_end) = packets[0], packets[1]
+    # Negative first pts are encoder priming cut by an edit list: the data starts at zero.
+    start, end = max(0.0, video_start, audio_start), min(video_end, audio_end)
+
+    size = _SIZE.search(v["desc"])
+    if not size:
+        raise MediaError("video stream has no frame size")
+    w, h = int(size.group(1)), int(size.group(2))
+    sar_m = _SAR.search(v["desc"])
+    sar = int(sar_m.group(1)) / int(sar_m.group(2)) if sar_m and int(sar_m.group(2)) else 1.0
+    sar = sar if sar > 0 else 1.0
+    w = int(round(w * sar))
+    rotation = v.get("rotation", 0)
+    if rotation in (90, 270):
+        w, h = h, w
+    fps_m = _FPS.search(v["desc"])
+    fps = float(fps_m.group(1)) * (1000 if fps_m.group(2) else 1) if fps_m else None
+    rate_m = _RATE.search(a["desc"])
+    return Probe(
+        start_s=start,
+        end_s=max(start, end),
+        duration_s=max(0.0, end - start),
+        header_duration_s=header_duration,
+        video_index=v["index"],
+        audio_index=a["index"],
+        width=w,
+        height=h,
+        fps=fps,
+        rotation=rotation,
+        sar=sar,
+        video_codec=v["desc"].split(",")[0].split(" ")[0],
+        audio_codec=a["desc"].split(",")[0].split(" ")[0],
+        audio_rate=int(rate_m.group(1)) if rate_m else 0,
+        audio_channels=_channels(a["desc"]),
+        audio_end_s=audio_end,
+        video_end_s=video_end,
+    )
+
+
+# Audio before the first and after the last segment that the analysis windows read (25 ms
+# frames centred on a 10 ms grid overhang a segment by 7.5 ms); a little more costs nothing.
+AUDIO_MARGIN_S = 0.05
+SEEK_LEAD_S = 1.0
+
+
+@dataclass
+class Decoded:
+    audio: np.ndarray  # float32 mono in [-1, 1]; audio[0] sits at `audio_start_s` in the file
+    audio_start_s: float
+    frames: np.ndarray  # uint8 [n, size, size, 3]: frame k is on screen at `frame_times_s[k]`
+
+
+def _video_filter(probe: Probe, shift_s: float, step_s: float, size: int) -> str:
+    # Shift so that the wanted instants fall on the output grid k * step, then let the fps filter
+    # pick, for each grid point, the last frame whose pts <= that instant (round=up): "the frame
+    # on screen" whatever the frame rate, constant or variable. Crop and scale run only on the
+    # few frames that survive. Autorotation has already been applied by ffmpeg before this graph.
+    rate = Fraction(step_s).limit_denominator(1000) ** -1
+    chain = [f"setpts=PTS-{shift_s:.6f}/TB", f"fps=fps={rate.numerator}/{rate.denominator}:round=up:start_time=0"]
+    if abs(probe.sar - 1.0) > 1e-3:
+        chain.append("scale=w='trunc(iw*sar/2)*2':h=ih,setsar=1")
+    chain += ["crop=w='min(iw,ih)':h='min(iw,ih)'", f"scale={size}:{size}:flags=area", "format=rgb24"]
+    return ",".join(chain)
+
+
+def decode(path: str, probe: Probe, audio_span_s: tuple[float, float], first_frame_s: float = 0.0,
+           n_frames: int = 0, frame_step_s: float = 1.0, sample_rate: int = 16000,
+           image_size: int = 96, timeout: float = 600.0) -> Decoded:
+    """Decode a file once: its first audio stream as mono at ``sample_rate`` over ``audio_span_s``,
+    and the frames on screen at ``first_frame_s + k * frame_step_s`` for k < ``n_frames``,
+    square-cropped and scaled to ``image_size`` (fewer come back if the video ends first).
+
+    One ffmpeg process writes the audio to stdout and the frames to a second pipe; a thread drains
+    the frames so neither pipe can fill up and stall the other.
+    """
+    # Seeking a second early costs a second of cheap decoding and keeps a long-held frame (a
+    # slideshow, a frozen stream) that started before the span in reach of the fps filter.
+    seek = max(0.0, audio_span_s[0] - SEEK_LEAD_S)
+    stop = audio_span_s[1] + AUDIO_MARGIN_S
+    read_fd, write_fd = os.pipe()
+    cmd = [ffmpeg_exe(), *_BASE, "-loglevel", "error", "-threads", "1"]
+    if seek > 0:
+        cmd += ["-ss", f"{seek:.6f}"]
+    cmd += ["-i", path,
+            # first_pts=0 pads with silence when the audio starts after the container's zero
+            # (and trims encoder priming), so sample k really sits at seek + k / rate.
+            "-map", f"0:{probe.audio_index}", "-t", f"{stop - seek:.6f}", "-ac", "1",
+            "-af", f"aresample={sample_rate}:first_pts=0", "-f", "f32le", "pipe:1"]
+    if n_frames:
+        cmd += ["-map", f"0:{probe.video_index}",
+                "-vf", _video_filter(probe, first_frame_s - seek, frame_step_s, image_size),
+                "-frames:v", str(n_frames), "-f", "rawvideo", f"pipe:{write_fd}"]
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        with os.fdopen(read_fd, "rb") as f:
+            while block := f.read(1 << 20):
+                chunks.append(block)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                pass_fds=(write_fd,))
+    finally:
+        os.close(write_fd)  # the child holds its own copy; ours must close for EOF to arrive
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise MediaError(f"decoding took longer than {timeout:.0f} s")
+    finally:
+        reader.join(timeout=60)
+    if proc.returncode != 0:
+        raise MediaError(f"decoding failed: {_last_error(err.decode('utf-8', 'replace'))}")
+    audio = np.frombuffer(out, dtype="<f4").astype(np.float32)
+    frame_bytes = image_size * image_size * 3
+    raw = b"".join(chunks)
+    frames = np.frombuffer(raw[: len(raw) // frame_bytes * frame_bytes], dtype=np.uint8)
+    return Decoded(audio=audio, audio_start_s=seek,
+                   frames=frames.reshape(-1, image_size, image_size, 3))

@@ -14,6 +14,11 @@ from dataclasses import dataclass
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
+# Lower-case file extensions (no dot) that sources treat as video; compared case-insensitively.
+VIDEO_EXTENSIONS: frozenset[str] = frozenset(
+    {"mp4", "mkv", "webm", "mov", "avi", "m4v", "flv", "mpg", "mpeg", "ts", "3gp", "wmv", "ogv"}
+)
+
 
 @dataclass(frozen=True)
 class VideoItem:

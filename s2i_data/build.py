@@ -1,0 +1,309 @@
+"""The pipeline: sources → probe → plan (on disk) → shards → manifests.
+
+Layout of an output folder (SPEC 2.6), plus ``_build/`` that makes a run resumable:
+``_build/plan.parquet`` (every sample with its shard, written before any extraction),
+``_build/probe.parquet`` (one row per input) and ``_build/shards/*.json`` (one stats file per
+finished shard: the resume marker). Re-running the same command skips sources and probing,
+finishes the shards without a stats file and rebuilds the manifests from the stats files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import __version__, media, plan, shards
+from .classes import resolve_classes
+from .config import BuildConfig
+from .executors import LocalExecutor, default_workers
+from .sources import VideoItem
+
+BUILD_DIR = "_build"
+
+
+class BuildError(Exception):
+    """Bad arguments or an output folder that cannot take this build: one line for the user."""
+
+
+@dataclass
+class BuildResult:
+    out: Path
+    counts: pd.DataFrame  # split × class
+    videos: pd.DataFrame
+    failed_shards: list[tuple[str, str]] = field(default_factory=list)
+    resumed: bool = False
+
+    @property
+    def problems(self) -> pd.DataFrame:
+        return self.videos[self.videos["status"] != "ok"]
+
+
+def _write_atomic(path: Path, write: Callable[[str], None]) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, obj) -> None:
+    _write_atomic(path, lambda p: Path(p).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n"))
+
+
+def _write_parquet(path: Path, df: pd.DataFrame) -> None:
+    _write_atomic(path, lambda p: df.to_parquet(p, index=False))
+
+
+# ----------------------------------------------------------------------------- sources
+
+def collect_items(cfg: BuildConfig, class_infos) -> list[VideoItem]:
+    if cfg.source == "folders":
+        from .sources.folders import prepare_folders
+
+        items = prepare_folders(Path(cfg.root), class_infos)
+    elif cfg.source == "audioset":
+        from .sources.audioset import prepare_audioset
+
+        items = prepare_audioset([Path(c) for c in cfg.csvs], Path(cfg.root), class_infos, clips=cfg.clips)
+    else:
+        raise BuildError(f"unknown --source {cfg.source!r}: use folders or audioset")
+    if cfg.limit:
+        kept = []
+        for alias in cfg.classes:
+            mine = [it for it in items if it.cls == alias and it.reason is None]
+            order = np.argsort(plan.video_hash(pd.Series([it.video_id for it in mine]), cfg.seed, "limit"))
+            kept += [mine[i] for i in order[: cfg.limit]]
+        items = kept + [it for it in items if it.reason is not None]
+    return items
+
+
+def probe_items(items: list[VideoItem], workers: int, on_probe: Callable[[], None] | None = None) -> pd.DataFrame:
+    """One row per item, status ok or skipped with the reason; probes run in parallel threads
+    (each is an ffmpeg subprocess, so threads are enough)."""
+
+    def one(it: VideoItem) -> dict:
+        row = {"video_id": it.video_id, "source": it.source, "class": it.cls, "status": "ok",
+               "reason": "", "window_start_s": float(it.start_s), "window_end_s": np.nan}
+        if it.reason:
+            row.update(status="skipped", reason=it.reason)
+        else:
+            try:
+                pr = media.probe(it.source)
+            except media.MediaError as e:
+                row.update(status="skipped", reason=str(e))
+            except (OSError, ValueError, UnicodeError) as e:  # unreadable path, odd bytes
+                row.update(status="skipped", reason=f"cannot probe: {type(e).__name__}: {e}")
+            else:
+                # The usable window: the source's (an AudioSet start..end) within the span where
+                # the file really has both sound and picture.
+                start = max(float(it.start_s), pr.start_s)
+                end = pr.end_s if it.end_s is None else min(float(it.end_s), pr.end_s)
+                row.update(pr.as_row(), window_start_s=start, window_end_s=end)
+                if it.start_s >= pr.end_s:
+                    row.update(status="skipped",
+                               reason=f"segment window starts at {it.start_s:.1f} s but the file ends at {pr.end_s:.2f} s")
+        if on_probe:
+            on_probe()
+        return row
+
+    with ThreadPoolExecutor(max_workers=max(1, workers * 2)) as pool:
+        rows = list(pool.map(one, items))
+    df = pd.DataFrame(rows)
+    for col in plan.VIDEO_COLUMNS:
+        if col not in df.columns:
+            df[col] = np.nan
+    return df
+
+
+# ----------------------------------------------------------------------------- output folder
+
+def check_output(out: Path, cfg: BuildConfig) -> bool:
+    """True when ``out`` holds a plan of this very configuration (resume); raise if it holds
+    another build or unrelated files; False when it is new or empty."""
+    build_json = out / "build.json"
+    if build_json.exists():
+        old = json.loads(build_json.read_text())
+        old_cfg = BuildConfig.from_dict(old.get("config", {}))
+        if old_cfg.fingerprint() != cfg.fingerprint():
+            a, b = old_cfg.identity(), cfg.identity()
+            diff = ", ".join(f"{k}: {a.get(k)!r} → {b.get(k)!r}" for k in sorted(b) if a.get(k) != b.get(k))
+            raise BuildError(f"{out} holds a different build ({diff}); choose another --out")
+        return (out / BUILD_DIR / "plan.parquet").exists()
+    if out.exists() and any(p.name != BUILD_DIR for p in out.iterdir()):
+        raise BuildError(f"{out} is not empty and holds no s2i build; choose another --out")
+    return False
+
+
+def build_info(cfg: BuildConfig) -> dict:
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("numpy", "pandas", "pyarrow", "webdataset", "pillow", "soundfile", "imageio-ffmpeg"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    try:
+        import subprocess
+
+        ff = subprocess.run([media.ffmpeg_exe(), "-version"], capture_output=True, text=True).stdout.split("\n")[0]
+    except OSError:
+        ff = None
+    return {"tool": "s2i-data", "version": __version__, "fingerprint": cfg.fingerprint(),
+            "config": cfg.to_dict(), "python": sys.version.split()[0], "platform": platform.platform(),
+            "ffmpeg": ff, "libraries": versions}
+
+
+# ----------------------------------------------------------------------------- the pipeline
+
+def make_tasks(samples: pd.DataFrame, probes: pd.DataFrame) -> list[shards.ShardTask]:
+    by_video = probes.set_index("video_id")
+    tasks = []
+    for name, part in samples.groupby("shard", sort=True):
+        videos = []
+        for vid, rows in part.groupby("video_id", sort=True):
+            info = by_video.loc[vid]
+            videos.append({"video_id": vid, "source": info["source"],
+                           "probe": media.Probe.from_row(info).as_row(),
+                           "samples": [{k: _plain(v) for k, v in r.items()} for r in rows.to_dict("records")]})
+        tasks.append(shards.ShardTask(name=name, videos=videos, order=part["key"].tolist()))
+    # Big shards first: the last worker to finish is then not the one that started the biggest.
+    tasks.sort(key=lambda t: -len(t.order))
+    return tasks
+
+
+def _plain(v):
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def shard_config(cfg: BuildConfig) -> dict:
+    return {"segment_seconds": cfg.segment_seconds, "sample_rate": cfg.sample_rate,
+            "image_size": cfg.image_size, "keep_audio": cfg.keep_audio, "image_format": cfg.image_format}
+
+
+def prepare(cfg: BuildConfig) -> tuple[BuildConfig, Path, bool]:
+    """Validate arguments and the output folder before any work; returns the resolved config."""
+    class_infos = resolve_classes(cfg.classes) if cfg.classes else None
+    if not class_infos:
+        raise BuildError("--classes is required (e.g. --classes dog,rail)")
+    cfg.classes = [c.alias for c in class_infos]
+    if not cfg.root:
+        raise BuildError("--root is required")
+    root = Path(cfg.root).expanduser()
+    if not root.is_dir():
+        raise BuildError(f"--root {cfg.root}: no such folder")
+    cfg.root = str(root.resolve())
+    if cfg.source == "audioset":
+        if not cfg.csvs:
+            raise BuildError("--source audioset needs at least one --csv")
+        for c in cfg.csvs:
+            if not Path(c).is_file():
+                raise BuildError(f"--csv {c}: no such file")
+        cfg.csvs = [str(Path(c).resolve()) for c in cfg.csvs]
+    out = Path(cfg.out).expanduser()
+    cfg.out = str(out.resolve())
+    return cfg, out, check_output(out, cfg)
+
+
+def build(cfg: BuildConfig, progress=None) -> BuildResult:
+    """Build (or finish) the shards of ``cfg``. ``progress`` is an optional `Progress` sink."""
+    cfg, out, resuming = prepare(cfg)
+    workers = cfg.workers or default_workers()
+    work = out / BUILD_DIR
+    progress = progress or NullProgress()
+
+    if resuming:
+        probes = pd.read_parquet(work / "probe.parquet")
+        samples = pd.read_parquet(work / "plan.parquet")
+    else:
+        items = collect_items(cfg, resolve_classes(cfg.classes))
+        (work / "shards").mkdir(parents=True, exist_ok=True)
+        progress.start("probe", len(items))
+        probes = probe_items(items, workers, on_probe=lambda: progress.advance("probe"))
+        videos, samples, report = plan.plan(probes, cfg)
+        probes = videos
+        _write_parquet(work / "probe.parquet", probes)
+        _write_parquet(work / "plan.parquet", samples)
+        _write_json(work / "balance.json", report)
+        # build.json last: its presence with this fingerprint is what marks the plan as complete.
+        _write_json(out / "build.json", build_info(cfg))
+
+    tasks = make_tasks(samples, probes)
+    _remove_partial_files(out)
+    todo = [t for t in tasks if not shards.is_done(str(out), t.name)]
+    progress.start("extract", len(samples), total_videos=int((probes["segments"] > 0).sum()))
+    progress.advance("extract", len(samples) - sum(len(t.order) for t in todo),
+                     videos=sum(len(t.videos) for t in tasks) - sum(len(t.videos) for t in todo))
+    executor = LocalExecutor(workers)
+    failed = executor.run(shards.write_shard, todo, args=(str(out), shard_config(cfg)),
+                          on_done=lambda t, st: progress.advance("extract", len(t.order), videos=len(t.videos)))
+    progress.stop()
+    result = assemble(out, cfg, probes, samples, tasks)
+    result.failed_shards = [(t.name, err) for t, err in failed]
+    result.resumed = resuming
+    return result
+
+
+def _remove_partial_files(out: Path) -> None:
+    # Temporary shards of an interrupted run: never valid, always redone.
+    for split in plan.SPLITS:
+        for p in (out / split).glob(".*.tmp-*") if (out / split).is_dir() else []:
+            p.unlink(missing_ok=True)
+
+
+def assemble(out: Path, cfg: BuildConfig, probes: pd.DataFrame, samples: pd.DataFrame,
+             tasks: list[shards.ShardTask]) -> BuildResult:
+    """Manifests and stats from the plan and what the shards report (only finished shards)."""
+    stats = []
+    for t in tasks:
+        p = Path(shards.stats_path(str(out), t.name))
+        if p.exists() and (out / t.name).exists():
+            stats.append(json.loads(p.read_text()))
+    done_shards = {s["shard"] for s in stats}
+    failed_keys = {f["key"]: f["reason"] for s in stats for f in s["failed"]}
+    video_fail = {vid: r for s in stats for vid, r in s["videos_failed"].items()}
+
+    manifest = samples[samples["shard"].isin(done_shards) & ~samples["key"].isin(failed_keys)]
+    manifest = manifest.reset_index(drop=True)
+    videos = probes.copy()
+    written = manifest.groupby("video_id").size()
+    videos["segments"] = videos["video_id"].map(written).fillna(0).astype(int)
+    hit = videos["video_id"].isin(video_fail.keys())
+    videos.loc[hit, "status"] = "failed"
+    videos.loc[hit, "reason"] = videos.loc[hit, "video_id"].map(video_fail)
+    pending = set(samples["shard"]) - done_shards
+    videos_out = videos[plan.VIDEO_COLUMNS[:13]]
+    _write_parquet(out / "manifest.parquet", manifest)
+    _write_parquet(out / "videos.parquet", videos_out)
+
+    counts = (manifest.groupby(["split", "class"]).size().unstack(fill_value=0)
+              .reindex(index=list(plan.SPLITS), columns=cfg.classes, fill_value=0))
+    train_mel = shards.MelStats.merge([s["mel"] for s in stats if s["shard"].startswith("train/")])
+    status = {k: int(v) for k, v in videos["status"].value_counts().items()}
+    stat = {
+        "counts": {sp: {c: int(counts.loc[sp, c]) for c in cfg.classes} for sp in plan.SPLITS},
+        "samples": int(len(manifest)),
+        "shards": {sp: sorted(s for s in done_shards if s.startswith(sp + "/")) for sp in plan.SPLITS},
+        "pending_shards": sorted(pending),
+        "failed_samples": len(failed_keys),
+        "videos": status,
+        "balanced": bool(all(len(set(counts.loc[sp])) <= 1 for sp in plan.SPLITS)),
+        "complete": not pending,
+        "train_logmel": train_mel.summary(),
+        "classes": cfg.classes,
+    }
+    _write_json(out / "stats.json", stat)
+    return BuildResult(out=out, counts=counts, videos=videos_out)
+
+
+class NullProgress:
+    def start(self, phase: str, total: int, **kw) -> None: ...
+    def advance(self, phase: str, n: int = 1, **kw) -> None: ...
+    def stop(self) -> None: ...

@@ -1,0 +1,230 @@
+"""Classes: the project's class table, the AudioSet ontology, and turning user names into classes.
+
+Owns ``manifests/classes.csv`` (the ten VEGAS classes with their folder spellings and AudioSet ids)
+and the shipped AudioSet ``ontology.json``. Any class the ontology names is usable as well: its
+alias is the slug of its display name ("Bird vocalization, bird call, bird song" →
+``bird_vocalization_bird_call_bird_song``).
+
+How a requested name resolves, first hit wins:
+
+1. a class-table alias or display name (``dog``, ``Rail transport``, ``rail_transport``);
+2. an AudioSet id or ontology display name / slug (``/m/07jdr``, ``Train``). When the ontology
+   class is exactly a table class (same single id, e.g. ``Baby cry, infant cry``) the table class
+   is returned, so one class never appears under two aliases;
+3. a folder spelling from the table (``baby_crying``, ``trains``). It comes last so that a folder
+   spelling never hides an ontology class of the same name ("Train" is the ontology class Train,
+   not Rail transport).
+
+Names are compared case-insensitively, ignoring everything but letters and digits, so ``Baby cry``,
+``baby_cry`` and ``BABY-CRY`` are the same name.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import functools
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+MANIFESTS_DIR = Path(__file__).resolve().parent.parent / "manifests"
+CLASS_TABLE = "classes.csv"
+ONTOLOGY = "audioset/ontology.json"
+
+_NON_ALNUM = re.compile(r"[\W_]+")
+_SLUG_SEP = re.compile(r"[^0-9a-z]+")
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    alias: str  # short key-safe name used in manifests and shards
+    display_name: str
+    folder_names: tuple[str, ...]  # spellings a VEGAS-style class folder may use
+    audioset_ids: tuple[str, ...]  # ontology ids; descendants match too
+
+
+def normalize(name: str) -> str:
+    """Comparison form of a name: case-folded, letters and digits only."""
+    return _NON_ALNUM.sub("", name.casefold())
+
+
+def slugify(name: str) -> str:
+    """Alias form of a display name: lower case ASCII words joined by '_'."""
+    return _SLUG_SEP.sub("_", name.lower()).strip("_")
+
+
+def manifest_path(relative: str) -> Path:
+    """A file under the repository's ``manifests/`` folder, with a clear error when it is absent."""
+    path = MANIFESTS_DIR / relative
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"s2i data file {path} is missing: s2i reads manifests/ from the repository root "
+            "beside s2i_data/ (install with `pip install -e .` from a checkout)"
+        )
+    return path
+
+
+class Ontology:
+    """The AudioSet ontology: names and the child hierarchy."""
+
+    def __init__(self, entries: Iterable[dict]):
+        self._names: dict[str, str] = {}
+        self._children: dict[str, tuple[str, ...]] = {}
+        for entry in entries:
+            self._names[entry["id"]] = entry["name"]
+            self._children[entry["id"]] = tuple(entry.get("child_ids", ()))
+        self._by_norm = {normalize(name): mid for mid, name in self._names.items()}
+        self._descendants: dict[str, frozenset[str]] = {}
+
+    @classmethod
+    def load(cls, path: Path) -> Ontology:
+        with open(path, encoding="utf-8") as f:
+            return cls(json.load(f))
+
+    def __contains__(self, mid: str) -> bool:
+        return mid in self._names
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(self._names)
+
+    def name(self, mid: str) -> str:
+        self._check(mid)
+        return self._names[mid]
+
+    def find(self, name: str) -> str | None:
+        """The id of the class whose display name (or slug) equals ``name``, ignoring case/punctuation."""
+        return self._by_norm.get(normalize(name))
+
+    def descendants(self, mid: str) -> frozenset[str]:
+        """``mid`` and every class below it."""
+        if mid not in self._descendants:
+            self._descendants[mid] = self._walk(mid)
+        return self._descendants[mid]
+
+    def _walk(self, mid: str) -> frozenset[str]:
+        self._check(mid)
+        seen = {mid}
+        stack = [mid]
+        while stack:
+            for child in self._children.get(stack.pop(), ()):
+                if child not in seen:  # guards against a cycle in a hand-edited ontology
+                    seen.add(child)
+                    stack.append(child)
+        return frozenset(seen)
+
+    def _check(self, mid: str) -> None:
+        if mid not in self._names:
+            raise ValueError(f"unknown AudioSet id {mid!r}")
+
+
+@functools.lru_cache(maxsize=1)
+def ontology() -> Ontology:
+    """The shipped AudioSet ontology, loaded once."""
+    return Ontology.load(manifest_path(ONTOLOGY))
+
+
+def _split(cell: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in cell.split(";") if part.strip())
+
+
+def _unique(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(values))
+
+
+@functools.lru_cache(maxsize=1)
+def class_table() -> tuple[ClassInfo, ...]:
+    """The project's class table (``manifests/classes.csv``), in file order."""
+    path = manifest_path(CLASS_TABLE)
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    table = []
+    for row in rows:
+        alias, display = row["alias"].strip(), row["display_name"].strip()
+        folders = _unique((*_split(row["vegas_folders"]), display, alias))
+        table.append(ClassInfo(alias, display, folders, _split(row["audioset_ids"])))
+    return tuple(table)
+
+
+def _ontology_class(mid: str) -> ClassInfo:
+    """The table class that is exactly ``mid``, else a class made from the ontology entry."""
+    for info in class_table():
+        if info.audioset_ids == (mid,):
+            return info
+    name = ontology().name(mid)
+    alias = slugify(name)
+    if any(info.alias == alias for info in class_table()):
+        # e.g. ontology "Water" vs the table's "water" (Water flowing): keep aliases unique
+        alias = f"{alias}_{slugify(mid.rsplit('/', 1)[-1])}"
+    return ClassInfo(alias, name, _unique((name, slugify(name))), (mid,))
+
+
+def _resolve_one(name: str) -> ClassInfo | None:
+    key = normalize(name)
+    if not key:
+        return None
+    table = class_table()
+    for info in table:
+        if key in (normalize(info.alias), normalize(info.display_name)):
+            return info
+    onto = ontology()
+    mid = name.strip() if name.strip() in onto else onto.find(name)
+    if mid is not None:
+        return _ontology_class(mid)
+    for info in table:
+        if any(key == normalize(folder) for folder in info.folder_names):
+            return info
+    return None
+
+
+def _suggestions(name: str) -> list[str]:
+    vocabulary = {normalize(info.alias): info.alias for info in class_table()}
+    for mid in ontology().ids:
+        vocabulary.setdefault(normalize(ontology().name(mid)), ontology().name(mid))
+    close = difflib.get_close_matches(normalize(name), list(vocabulary), n=3, cutoff=0.6)
+    return [vocabulary[c] for c in close]
+
+
+def resolve_classes(names: Sequence[str]) -> list[ClassInfo]:
+    """Classes for user-given names (aliases, display names, folder names or AudioSet ids).
+
+    Order is kept: a class's index is its position. Unknown names and two names for the same
+    class raise ``ValueError`` with a one-line message.
+    """
+    if isinstance(names, str):
+        names = [names]
+    if not names:
+        raise ValueError("no classes requested")
+    resolved: list[ClassInfo] = []
+    first_name: dict[str, str] = {}
+    for name in names:
+        info = _resolve_one(name)
+        if info is None:
+            hint = _suggestions(name)
+            more = f"; did you mean: {', '.join(repr(h) for h in hint)}?" if hint else ""
+            raise ValueError(f"unknown class {name!r}{more}")
+        if info.alias in first_name:
+            raise ValueError(
+                f"class {name!r} is requested twice (same class as {first_name[info.alias]!r})"
+            )
+        first_name[info.alias] = name
+        resolved.append(info)
+    return resolved
+
+
+def match_folder(folder_name: str, classes: Sequence[ClassInfo]) -> ClassInfo | None:
+    """The first class one of whose folder spellings, alias or display name equals ``folder_name``.
+
+    Comparison ignores case, spaces, underscores, hyphens, commas and other punctuation.
+    """
+    key = normalize(folder_name)
+    if not key:
+        return None
+    for info in classes:
+        spellings = (info.alias, info.display_name, *info.folder_names)
+        if any(key == normalize(s) for s in spellings):
+            return info
+    return None

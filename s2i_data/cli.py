@@ -1,0 +1,211 @@
+"""`s2i-data`: a thin typer wrapper. It parses arguments, calls the library, prints tables.
+
+Every anticipated failure (bad arguments, unreadable files, a foreign output folder) is turned
+into one line on stderr and a non-zero exit; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Audiovisual video collections → video-disjoint, class-balanced webdataset shards.")
+console = Console(stderr=True)
+out_console = Console()
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _floats(text: str, name: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        _fail(f"{name} must be comma-separated numbers, got {text!r}")
+        raise  # unreachable
+
+
+class RichProgress:
+    """Files, segments and throughput while building."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.p = Progress(TextColumn("{task.description:<8}"), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("{task.fields[extra]}"), TimeElapsedColumn(), console=console,
+                          disable=not enabled, transient=False)
+        self.tasks: dict[str, int] = {}
+        self.t0: dict[str, float] = {}
+        self.videos = 0
+        self.total_videos = 0
+        self.p.start()
+
+    def start(self, phase: str, total: int, total_videos: int = 0, **_) -> None:
+        self.total_videos = total_videos
+        self.t0[phase] = time.time()
+        label = "files" if phase == "probe" else "segments"
+        self.tasks[phase] = self.p.add_task(f"{phase}", total=total, extra=label)
+
+    def advance(self, phase: str, n: int = 1, videos: int = 0, **_) -> None:
+        task = self.tasks[phase]
+        self.p.advance(task, n)
+        if phase == "extract":
+            self.videos += videos
+            done = self.p.tasks[task].completed
+            rate = done / max(time.time() - self.t0[phase], 1e-9)
+            self.p.update(task, extra=f"segments · {self.videos}/{self.total_videos} videos · {rate:.0f} seg/s")
+
+    def stop(self) -> None:
+        self.p.stop()
+
+
+def _print_counts(counts, title: str) -> None:
+    table = Table(title=title)
+    table.add_column("split")
+    for c in counts.columns:
+        table.add_column(str(c), justify="right")
+    table.add_column("total", justify="right")
+    for split, row in counts.iterrows():
+        table.add_row(split, *[str(int(v)) for v in row], str(int(row.sum())))
+    out_console.print(table)
+
+
+@app.command()
+def build(
+    source: str = typer.Option("folders", help="folders (VEGAS-style ROOT/<class>/**/file) or audioset"),
+    root: Path = typer.Option(..., help="folder holding the videos"),
+    classes: str = typer.Option(..., help="comma-separated aliases, display names or AudioSet ids"),
+    out: Path = typer.Option(..., help="output folder (created; resumed when it holds this same build)"),
+    csv: Optional[list[Path]] = typer.Option(None, help="AudioSet segment CSV (repeatable)"),
+    clips: bool = typer.Option(False, help="audioset: files named <YTID>.<ext> are already cut"),
+    segment_seconds: float = typer.Option(1.0, help="segment length"),
+    sample_rate: int = typer.Option(16000, help="audio rate of the log-mel front end"),
+    image_size: int = typer.Option(96, help="side of the square centre frame"),
+    splits: str = typer.Option("0.80,0.09,0.11", help="train,val,test proportions by video"),
+    per_class: Optional[int] = typer.Option(None, help="samples per class and split (default: smallest class)"),
+    seed: int = typer.Option(0, help="seed of the split, balance and shard order"),
+    shard_size: int = typer.Option(1000, help="target samples per shard"),
+    keep_audio: bool = typer.Option(False, "--keep-audio/--no-keep-audio", help="also store KEY.flac"),
+    image_format: str = typer.Option("png", help="png (lossless) or jpg"),
+    limit: Optional[int] = typer.Option(None, help="at most this many videos per class"),
+    workers: int = typer.Option(0, help="parallel worker processes (0: all cores)"),
+    strict: bool = typer.Option(False, help="exit non-zero if any input was skipped or failed"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
+) -> None:
+    """Probe, plan, extract and write the shards (re-run the same command to resume)."""
+    from .build import BuildError, build as run_build
+    from .config import BuildConfig
+
+    try:
+        cfg = BuildConfig(source=source, root=str(root), csvs=[str(c) for c in csv or []], clips=clips,
+                          classes=[c.strip() for c in classes.split(",") if c.strip()], out=str(out),
+                          segment_seconds=segment_seconds, sample_rate=sample_rate, image_size=image_size,
+                          splits=_floats(splits, "--splits"), per_class=per_class, seed=seed,
+                          shard_size=shard_size, keep_audio=keep_audio, image_format=image_format,
+                          limit=limit, workers=workers, strict=strict, progress=progress)
+        bar = RichProgress(progress and sys.stderr.isatty())
+        try:
+            result = run_build(cfg, progress=bar)
+        finally:
+            bar.stop()
+    except (BuildError, ValueError, FileNotFoundError) as e:
+        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return
+    except KeyboardInterrupt:
+        _fail("interrupted: finished shards are kept; re-run the same command to resume", 130)
+        return
+    _print_counts(result.counts, f"samples in {result.out}" + (" (resumed)" if result.resumed else ""))
+    problems = result.problems
+    if len(problems):
+        table = Table(title=f"{len(problems)} input(s) not used (all listed in videos.parquet)")
+        for col in ("status", "class", "source", "reason"):
+            table.add_column(col, overflow="fold")
+        for _, r in problems.head(20).iterrows():
+            table.add_row(r["status"], str(r["class"]), str(r["source"]), str(r["reason"]))
+        if len(problems) > 20:
+            table.add_row("…", "", f"{len(problems) - 20} more", "")
+        out_console.print(table)
+    for name, err in result.failed_shards:
+        console.print(f"[red]shard failed:[/red] {name}: {err}")
+    if result.failed_shards:
+        _fail(f"{len(result.failed_shards)} shard(s) failed; re-run the same command to retry them", 1)
+    if strict and len(problems):
+        _fail(f"--strict: {len(problems)} input(s) skipped or failed", 1)
+
+
+@app.command()
+def verify(path: Path = typer.Argument(..., help="a built output folder")) -> None:
+    """Read every shard back and check it against the manifests; non-zero exit on any violation."""
+    from .verify import verify as run_verify
+
+    if not (path / "build.json").is_file():
+        _fail(f"{path} holds no s2i build (no build.json)")
+    report = run_verify(path)
+    for line in report.checks:
+        out_console.print(f"[green]ok[/green]   {line}", highlight=False)
+    for line in report.errors:
+        out_console.print(f"[red]FAIL[/red] {line}", highlight=False)
+    if report.errors:
+        raise typer.Exit(1)
+    out_console.print(f"verified {report.samples} samples in {report.shards} shards")
+
+
+@app.command()
+def inspect(
+    path: Path = typer.Argument(..., help="a built output folder"),
+    png: Optional[Path] = typer.Option(None, help="write a contact sheet (spectrogram | frame, a row per class)"),
+    per_class: int = typer.Option(6, help="samples per class on the sheet"),
+    split: str = typer.Option("train", help="split to draw the sheet from"),
+) -> None:
+    """Counts per split × class, failures, and a contact sheet to look at."""
+    from .inspect import contact_sheet, summary
+
+    if not (path / "build.json").is_file():
+        _fail(f"{path} holds no s2i build (no build.json)")
+    counts, problems = summary(path)
+    _print_counts(counts, f"samples in {path}")
+    if len(problems):
+        out_console.print(problems.groupby(["status", "reason"]).size().rename("inputs").to_string())
+    if png:
+        try:
+            contact_sheet(path, png, per_class=per_class, split=split)
+        except ValueError as e:
+            _fail(str(e))
+        out_console.print(f"contact sheet: {png}")
+
+
+@app.command()
+def synth(
+    out: Path = typer.Argument(..., help="folder to create the videos in (ROOT/<class>/<class>_NNN.mp4)"),
+    videos_per_class: int = typer.Option(12, help="videos per class"),
+    classes: str = typer.Option("baby,dog,rail,fireworks,water", help="classes to make"),
+    seed: int = typer.Option(0, help="seed: the same seed gives the same files"),
+    workers: int = typer.Option(0, help="parallel encoders (0: all cores)"),
+) -> None:
+    """Make the built-in synthetic audiovisual data set (real H.264 + AAC MP4 files)."""
+    from .synth import synth as run_synth
+
+    try:
+        paths = run_synth(out, videos_per_class=videos_per_class,
+                          classes=[c.strip() for c in classes.split(",") if c.strip()], seed=seed,
+                          workers=workers or None)
+    except (ValueError, RuntimeError) as e:
+        _fail(str(e))
+        return
+    out_console.print(f"{len(paths)} videos in {out}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Run shard work units: a local process pool (Dask joins here later behind the same call).
+
+The failing unit is a sample (handled inside `shards.write_shard`); the retried unit is a shard:
+a shard whose worker raised or died is run again, up to ``retries`` more times, and reported as
+failed after that while the other shards go on. A dead worker process breaks a
+ProcessPoolExecutor as a whole, so the pool is rebuilt and the unfinished shards resubmitted.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _context():
+    # Workers come from a forkserver that has imported the shard writer once (webdataset pulls
+    # in torch: seconds of start-up we pay once, not per worker), and they never inherit the
+    # threads of the parent (progress bars, probe pool) that plain fork would copy mid-lock.
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["s2i_data.shards"])
+    return ctx
+
+
+class LocalExecutor:
+    def __init__(self, workers: int = 0, retries: int = 2) -> None:
+        self.workers = workers or default_workers()
+        self.retries = retries
+
+    def run(self, fn: Callable, tasks: Sequence, args: tuple = (),
+            on_done: Callable[[Any, Any], None] | None = None) -> list[tuple[Any, str]]:
+        """Run ``fn(task, *args)`` for every task; returns [(task, error)] for those that failed."""
+        attempts = {id(t): 0 for t in tasks}
+        pending = list(tasks)
+        failures: list[tuple[Any, str]] = []
+        while pending:
+            with ProcessPoolExecutor(max_workers=min(self.workers, len(pending)), mp_context=_context()) as pool:
+                futures = {pool.submit(fn, t, *args): t for t in pending}
+                pending = []
+                broken = False
+                while futures:
+                    done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        task = futures.pop(fut)
+                        try:
+                            result = fut.result()
+                        except BrokenProcessPool:
+                            broken = True
+                            self._retry(task, "worker process died", attempts, pending, failures)
+                            continue
+                        except Exception as e:  # noqa: BLE001 - any error of one shard is that shard's
+                            self._retry(task, f"{type(e).__name__}: {e}", attempts, pending, failures)
+                            continue
+                        if on_done:
+                            on_done(task, result)
+                    if broken:  # the others were lost with the pool: resubmit them too
+                        for fut, task in futures.items():
+                            if fut.done() and not fut.exception():
+                                if on_done:
+                                    on_done(task, fut.result())
+                            else:
+                                pending.append(task)
+                        futures = {}
+        return failures
+
+    def _retry(self, task, error, attempts, pending, failures) -> None:
+        attempts[id(task)] += 1
+        if attempts[id(task)] > self.retries:
+            failures.append((task, error))
+        else:
+            pending.append(task)

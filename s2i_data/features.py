@@ -1,0 +1,82 @@
+"""The audio front end (SPEC 2.3), shared by the shard builder and `s2i-model imagine`.
+
+Log-mel: 16 kHz mono, 25 ms periodic Hamming frames on a 10 ms grid, |FFT 512|², 128 Slaney mel
+bands (librosa's filter bank, computed here so that worker processes need not import librosa),
+natural log of (energy + 1e-6). Exactly 100 frames per 1 s segment: frame i of a segment starting
+at t0 is centred at t0 + (i + 0.5) * 10 ms and reads the real neighbouring audio of the track.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+WIN = 400  # 25 ms
+HOP = 160  # 10 ms
+N_FFT = 512
+N_MELS = 128
+LOG_EPS = 1e-6
+
+
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    # Slaney's auditory-toolbox scale: linear below 1 kHz, logarithmic above.
+    f = np.asarray(f, dtype=np.float64)
+    mel = f / (200.0 / 3)
+    log_region = f >= 1000.0
+    return np.where(log_region, 15.0 + np.log(np.maximum(f, 1e-12) / 1000.0) / (np.log(6.4) / 27.0), mel)
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), m * (200.0 / 3))
+
+
+@functools.lru_cache(maxsize=8)
+def mel_filterbank(sr: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS,
+                   fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+    """[n_mels, n_fft//2+1] triangular filters, area-normalised (librosa ``norm='slaney'``)."""
+    fmax = sr / 2 if fmax is None else fmax
+    fft_freqs = np.linspace(0, sr / 2, n_fft // 2 + 1)
+    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = mel_f[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels]))[:, None]
+    return weights.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=2)
+def hamming(n: int = WIN) -> np.ndarray:
+    # Periodic ("fftbins") Hamming, as scipy.signal.get_window and librosa use for spectra.
+    return (0.54 - 0.46 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
+
+
+def log_mel_segments(audio: np.ndarray, audio_start_s: float, starts_s, seconds: float = 1.0,
+                     sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Log-mel of each segment: float32 [len(starts_s), frames, 128] with frames = seconds / 10 ms.
+
+    ``audio`` is mono float32 whose first sample sits at ``audio_start_s`` in the file; windows that
+    reach outside it read zeros (only the ends of the file are padded).
+    """
+    hop = sr // 100
+    win = int(round(0.025 * sr))
+    frames = int(round(seconds * 100))
+    starts = np.asarray(list(starts_s), dtype=np.float64)
+    if starts.size == 0:
+        return np.zeros((0, frames, N_MELS), np.float32)
+    s0 = np.round((starts - audio_start_s) * sr).astype(np.int64)  # segment start, in samples
+    centres = s0[:, None] + hop // 2 + hop * np.arange(frames)[None, :]
+    first = centres - win // 2
+    pad_left = int(max(0, -first.min()))
+    pad_right = int(max(0, first.max() + win - audio.shape[0]))
+    padded = np.pad(np.asarray(audio, np.float32), (pad_left, pad_right))
+    idx = (first + pad_left).reshape(-1, 1) + np.arange(win)[None, :]
+    spec = np.fft.rfft(padded[idx] * hamming(win), n=N_FFT if sr == SAMPLE_RATE else None, axis=-1)
+    power = (spec.real**2 + spec.imag**2).astype(np.float32)
+    n_fft = (power.shape[-1] - 1) * 2
+    mel = power @ mel_filterbank(sr, n_fft, N_MELS, 0.0, sr / 2).T
+    return np.log(mel + LOG_EPS).astype(np.float32).reshape(len(starts), frames, N_MELS)

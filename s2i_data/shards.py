@@ -1,0 +1,222 @@
+"""Write one shard (the unit of work and of resumption) and read shards back.
+
+A shard is written to a temporary name beside its final one and renamed only when complete; its
+stats file (written next, also atomically) is the resume marker. A video that cannot be decoded
+fails its own samples only: they are listed in the stats with the reason, and the shard goes on.
+Members are encoded here (not by webdataset's pickle-capable default encoder) so that the bytes
+are reproducible and the readers never need to unpickle anything.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import features, media
+
+FIXED_MTIME = 946684800  # 2000-01-01: identical bytes for identical content, run after run
+HIST_EDGES = np.linspace(-16.0, 16.0, 3201)  # 0.01-wide bins over every plausible log-mel value
+
+
+@dataclass
+class ShardTask:
+    name: str  # e.g. "train/train-000000.tar", relative to the output folder
+    videos: list[dict]  # video_id, source, probe fields, and "samples": manifest rows
+    order: list[str] = field(default_factory=list)  # keys in write order
+
+
+def stats_path(out: str, name: str) -> str:
+    return os.path.join(out, "_build", "shards", os.path.basename(name).replace(".tar", ".json"))
+
+
+def is_done(out: str, name: str) -> bool:
+    return os.path.exists(os.path.join(out, name)) and os.path.exists(stats_path(out, name))
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def encode_image(img: np.ndarray, fmt: str) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    if fmt == "png":
+        Image.fromarray(img).save(buf, format="PNG", compress_level=6)
+    else:
+        Image.fromarray(img).save(buf, format="JPEG", quality=95, subsampling=0)
+    return buf.getvalue()
+
+
+def encode_npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def encode_flac(wave: np.ndarray, sr: int) -> bytes:
+    import soundfile
+
+    buf = io.BytesIO()
+    soundfile.write(buf, np.clip(wave, -1, 1), sr, format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
+class MelStats:
+    """Mergeable log-mel statistics: per-band sums, extremes and a global histogram."""
+
+    def __init__(self, n_mels: int = features.N_MELS) -> None:
+        self.count = 0
+        self.sum = np.zeros(n_mels, np.float64)
+        self.sumsq = np.zeros(n_mels, np.float64)
+        self.min = np.inf
+        self.max = -np.inf
+        self.hist = np.zeros(len(HIST_EDGES) - 1, np.int64)
+
+    def add(self, mel: np.ndarray) -> None:
+        m = mel.reshape(-1, mel.shape[-1]).astype(np.float64)
+        self.count += m.shape[0]
+        self.sum += m.sum(0)
+        self.sumsq += (m * m).sum(0)
+        self.min = min(self.min, float(m.min()))
+        self.max = max(self.max, float(m.max()))
+        self.hist += np.histogram(np.clip(m, HIST_EDGES[0], HIST_EDGES[-1]), HIST_EDGES)[0]
+
+    def to_dict(self) -> dict:
+        return {"count": self.count, "sum": self.sum.tolist(), "sumsq": self.sumsq.tolist(),
+                "min": self.min if self.count else None, "max": self.max if self.count else None,
+                "hist": self.hist.tolist()}
+
+    @classmethod
+    def merge(cls, dicts: list[dict]) -> "MelStats":
+        out = cls()
+        for d in dicts:
+            if not d or not d["count"]:
+                continue
+            out.count += d["count"]
+            out.sum += np.asarray(d["sum"])
+            out.sumsq += np.asarray(d["sumsq"])
+            out.min = min(out.min, d["min"])
+            out.max = max(out.max, d["max"])
+            out.hist += np.asarray(d["hist"], np.int64)
+        return out
+
+    def summary(self) -> dict:
+        """What a loader needs to normalise: per-band mean/std, global extremes and percentiles."""
+        if not self.count:
+            return {"count": 0}
+        mean = self.sum / self.count
+        std = np.sqrt(np.maximum(self.sumsq / self.count - mean**2, 0))
+        cdf = np.cumsum(self.hist) / self.hist.sum()
+        pct = {f"p{p:g}": float(HIST_EDGES[1:][np.searchsorted(cdf, p / 100)]) for p in (0.1, 1, 50, 99, 99.9)}
+        return {"count": int(self.count), "mean": mean.tolist(), "std": std.tolist(),
+                "global_mean": float(self.sum.sum() / (self.count * len(mean))),
+                "global_std": float(np.sqrt(max(self.sumsq.sum() / (self.count * len(mean))
+                                                 - (self.sum.sum() / (self.count * len(mean))) ** 2, 0))),
+                "min": self.min, "max": self.max, **pct}
+
+
+def _extract_video(video: dict, cfg: dict) -> tuple[dict[str, dict], dict[str, str]]:
+    """Decode one video once; return {key: members} and {key: reason} for samples that failed."""
+    samples = video["samples"]
+    seconds = cfg["segment_seconds"]
+    starts = [s["start_s"] for s in samples]
+    # Decode the whole run from the first to the last selected segment, with a frame at every
+    # segment centre in between (the fps filter drops everything else before cropping).
+    first, last = min(starts), max(starts)
+    steps = {s["start_s"]: int(round((s["start_s"] - first) / seconds)) for s in samples}
+    decoded = media.decode(video["source"], media.Probe.from_row(video["probe"]), (first, last + seconds),
+                           first_frame_s=first + seconds / 2, n_frames=max(steps.values()) + 1,
+                           frame_step_s=seconds, sample_rate=cfg["sample_rate"],
+                           image_size=cfg["image_size"])
+    frames = decoded.frames
+    mels = features.log_mel_segments(decoded.audio, decoded.audio_start_s, starts, seconds, cfg["sample_rate"])
+    audio_end = decoded.audio_start_s + len(decoded.audio) / cfg["sample_rate"]
+    good: dict[str, dict] = {}
+    bad: dict[str, str] = {}
+    for s, mel in zip(samples, mels):
+        k = steps[s["start_s"]]
+        frame = frames[k] if k < len(frames) else None
+        if frame is None:
+            bad[s["key"]] = f"no video frame at {s['start_s'] + seconds / 2:.2f} s (video data ends early)"
+            continue
+        if s["end_s"] > audio_end + 0.02:
+            bad[s["key"]] = f"audio data ends at {audio_end:.2f} s, before the segment end {s['end_s']:.2f} s"
+            continue
+        if not np.isfinite(mel).all():
+            bad[s["key"]] = "non-finite log-mel values"
+            continue
+        members = {"mel.npy": mel, "image": frame, "cls": s["class_index"], "json": s}
+        if cfg["keep_audio"]:
+            a0 = int(round((s["start_s"] - decoded.audio_start_s) * cfg["sample_rate"]))
+            n = int(round(seconds * cfg["sample_rate"]))
+            wave = np.zeros(n, np.float32)
+            piece = decoded.audio[max(a0, 0) : a0 + n]
+            wave[max(-a0, 0) : max(-a0, 0) + len(piece)] = piece
+            members["flac"] = wave
+        good[s["key"]] = members
+    return good, bad
+
+
+def write_shard(task: ShardTask, out: str, cfg: dict) -> dict:
+    """Extract every video of the shard once, write the tar atomically, then its stats file."""
+    import webdataset as wds
+
+    t0 = time.time()
+    samples: dict[str, dict] = {}
+    failed: list[dict] = []
+    videos_failed: dict[str, str] = {}
+    for video in task.videos:
+        try:
+            good, bad = _extract_video(video, cfg)
+        except media.MediaError as e:
+            good, bad = {}, {s["key"]: str(e) for s in video["samples"]}
+        samples.update(good)
+        for key, reason in bad.items():
+            failed.append({"key": key, "video_id": video["video_id"], "reason": reason})
+            videos_failed.setdefault(video["video_id"], reason)
+
+    mel_stats = MelStats()
+    final = os.path.join(out, task.name)
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    tmp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.tmp-{os.getpid()}")
+    ext = "png" if cfg["image_format"] == "png" else "jpg"
+    written = 0
+    with open(tmp, "wb") as f:
+        writer = wds.TarWriter(f, encoder=False, mtime=FIXED_MTIME)
+        for key in task.order:
+            m = samples.get(key)
+            if m is None:
+                continue
+            try:
+                record = {"__key__": key, "mel.npy": encode_npy(m["mel.npy"]),
+                          ext: encode_image(m["image"], cfg["image_format"]),
+                          "cls": str(int(m["cls"])).encode("ascii"),
+                          "json": json.dumps(m["json"], sort_keys=True).encode("utf-8")}
+                if "flac" in m:
+                    record["flac"] = encode_flac(m["flac"], cfg["sample_rate"])
+            except Exception as e:  # name the key and the member type, webdataset-style
+                raise ValueError(f"{task.name}: cannot encode sample {key}: {type(e).__name__}: {e}") from e
+            writer.write(record)
+            mel_stats.add(m["mel.npy"])
+            written += 1
+        writer.close()
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    stats = {"shard": task.name, "written": written, "failed": failed, "videos_failed": videos_failed,
+             "videos": len(task.videos), "bytes": os.path.getsize(final),
+             "seconds": round(time.time() - t0, 3), "mel": mel_stats.to_dict()}
+    os.makedirs(os.path.dirname(stats_path(out, task.name)), exist_ok=True)
+    _atomic_write(stats_path(out, task.name), json.dumps(stats).encode("utf-8"))
+    return stats

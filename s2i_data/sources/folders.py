@@ -1,0 +1,121 @@
+"""Folder source: a VEGAS-style tree ``ROOT/<class folder>/**/<video file>`` as ``VideoItem``s.
+
+Owns how a tree of clips maps to classes and ids. The class folder is matched to a requested class
+with `s2i_data.classes.match_folder` (case, spaces, underscores and punctuation ignored); files are
+found at any depth below it. A clip's window is the whole file, as VEGAS clips are already trimmed
+to the sound event.
+
+What is recorded rather than dropped, so a build report shows it:
+
+- a top-level folder that matches no class at all: one item for the whole folder, with a reason;
+- a video file lying directly in ROOT, outside any class folder: one item with a reason.
+
+A top-level folder that matches a class of the class table which was simply not requested is
+ignored silently (the user chose a subset). Hidden entries (names starting with '.') and non-video
+files are ignored. Symbolic links to folders below a class folder are not followed, so a link loop
+cannot hang the walk.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from s2i_data.classes import ClassInfo, class_table, match_folder
+from s2i_data.sources import VIDEO_EXTENSIONS, VideoItem, safe_id
+
+
+def _normalize_extensions(extensions: Iterable[str]) -> frozenset[str]:
+    return frozenset(ext.lower().lstrip(".") for ext in extensions)
+
+
+def _is_video(name: str, extensions: frozenset[str]) -> bool:
+    if name.startswith("."):
+        return False
+    _, dot, ext = name.rpartition(".")
+    return bool(dot) and ext.lower() in extensions
+
+
+def _video_files(folder: str, extensions: frozenset[str]) -> list[str]:
+    """Absolute paths of the video files at any depth below ``folder`` (hidden entries skipped)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(os.path.join(dirpath, f) for f in filenames if _is_video(f, extensions))
+    return found
+
+
+def _relative(path: str, root: str) -> str:
+    return Path(os.path.relpath(path, root)).as_posix()
+
+
+def _clip_item(path: str, root: str, info: ClassInfo) -> VideoItem:
+    rel = _relative(path, root)
+    return VideoItem(video_id=safe_id(Path(path).stem, rel), source=path, cls=info.alias)
+
+
+def _unmatched_folder_item(path: str, name: str) -> VideoItem:
+    return VideoItem(
+        video_id=safe_id(name, name),
+        source=path,
+        cls="",
+        reason=f"folder {name!r} matches no requested class",
+    )
+
+
+def _loose_file_item(path: str, root: str) -> VideoItem:
+    rel = _relative(path, root)
+    return VideoItem(
+        video_id=safe_id(Path(path).stem, rel),
+        source=path,
+        cls="",
+        reason=f"file {rel!r} is not inside a class folder",
+    )
+
+
+def prepare_folders(
+    root: Path,
+    classes: Sequence[ClassInfo],
+    extensions: Iterable[str] = VIDEO_EXTENSIONS,
+) -> list[VideoItem]:
+    """Items for every video file under the class folders of ``root``, sorted by relative path.
+
+    Raises ``ValueError`` when ``root`` is not a folder or none of its folders matches a requested
+    class.
+    """
+    root_str = os.path.abspath(os.fspath(root))
+    if not os.path.isdir(root_str):
+        raise ValueError(f"folder source {root_str} does not exist or is not a folder")
+    exts = _normalize_extensions(extensions)
+    with os.scandir(root_str) as it:
+        entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+    ranked: list[tuple[str, VideoItem]] = []
+    matched_any = False
+    for entry in entries:
+        if not entry.is_dir():
+            if _is_video(entry.name, exts):
+                ranked.append((entry.name, _loose_file_item(entry.path, root_str)))
+            continue
+        info = match_folder(entry.name, classes)
+        if info is None:
+            if match_folder(entry.name, class_table()) is None:
+                ranked.append((entry.name, _unmatched_folder_item(entry.path, entry.name)))
+            continue
+        matched_any = True
+        for path in _video_files(entry.path, exts):
+            ranked.append((_relative(path, root_str), _clip_item(path, root_str, info)))
+    if not matched_any:
+        raise ValueError(_no_match_message(root_str, classes, entries))
+    ranked.sort(key=lambda pair: pair[0])
+    return [item for _, item in ranked]
+
+
+def _no_match_message(root: str, classes: Sequence[ClassInfo], entries: list[os.DirEntry]) -> str:
+    wanted = ", ".join(info.alias for info in classes) or "none"
+    folders = [e.name for e in entries if e.is_dir()]
+    shown = ", ".join(repr(f) for f in folders[:10]) + (", ..." if len(folders) > 10 else "")
+    return (
+        f"no folder under {root} matches a requested class ({wanted}); "
+        f"folders found: {shown or 'none'}"
+    )
