@@ -58,7 +58,25 @@ def _write_json(path: Path, obj) -> None:
 
 
 def _write_parquet(path: Path, df: pd.DataFrame) -> None:
-    _write_atomic(path, lambda p: df.to_parquet(p, index=False))
+    """Parquet whose bytes depend only on the values: a fixed Arrow type per column (pandas may
+    hold the same strings as object or str dtype) and no pandas metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fields = []
+    for name in df.columns:
+        col = df[name]
+        if pd.api.types.is_bool_dtype(col):
+            typ = pa.bool_()
+        elif pd.api.types.is_integer_dtype(col):
+            typ = pa.int64()
+        elif pd.api.types.is_float_dtype(col):
+            typ = pa.float64()
+        else:
+            typ = pa.string()
+        fields.append(pa.field(str(name), typ))
+    table = pa.Table.from_pandas(df, schema=pa.schema(fields), preserve_index=False)
+    _write_atomic(path, lambda p: pq.write_table(table.replace_schema_metadata(None), p))
 
 
 # ----------------------------------------------------------------------------- sources

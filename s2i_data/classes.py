@@ -96,7 +96,7 @@ class Ontology:
         return self._names[mid]
 
     def find(self, name: str) -> str | None:
-        """The id of the class whose display name (or slug) equals ``name``, ignoring case/punctuation."""
+        """Id of the class named ``name`` (display name or slug, any case or punctuation)."""
         return self._by_norm.get(normalize(name))
 
     def descendants(self, mid: str) -> frozenset[str]:

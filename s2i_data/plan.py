@@ -153,18 +153,26 @@ def plan(videos: pd.DataFrame, cfg: BuildConfig) -> tuple[pd.DataFrame, pd.DataF
 
 
 def _assign_shards(samples: pd.DataFrame, cfg: BuildConfig) -> pd.Series:
-    """Shard names: whole videos, packed in hashed video order, about shard_size samples each.
+    """Shard names: whole videos, about shard_size samples each, every shard mixing classes.
 
     A video never straddles two shards, so each video is decoded exactly once by one worker.
+    Videos are interleaved across classes (each class's videos, in hashed order, spread evenly
+    over the sequence), then the sequence is cut into shards of equal sample counts.
     """
     shard = pd.Series("", index=samples.index, dtype=object)
     for split, part in samples.groupby("split", sort=False):
-        per_video = part.groupby("video_id").size()
-        order = per_video.index[np.argsort(video_hash(pd.Series(per_video.index), cfg.seed, "shard"), kind="stable")]
-        counts = per_video[order].to_numpy()
+        per_video = part.groupby(["class", "video_id"]).size().reset_index(name="n")
+        per_video["h"] = video_hash(per_video["video_id"], cfg.seed, "shard")
+        per_video = per_video.sort_values(["class", "h"], kind="stable")
+        rank = per_video.groupby("class").cumcount()
+        size = per_video.groupby("class")["n"].transform("size")
+        per_video["pos"] = (rank + 0.5) / size
+        per_video = per_video.sort_values(["pos", "h"], kind="stable")
+        counts = per_video["n"].to_numpy()
+        total = int(counts.sum())
         before = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        n_shards = max(1, math.ceil(counts.sum() / cfg.shard_size))
-        index = np.minimum(before // cfg.shard_size, n_shards - 1)
-        names = pd.Series([f"{split}/{split}-{i:06d}.tar" for i in index], index=order)
+        n_shards = max(1, math.ceil(total / cfg.shard_size))
+        index = np.minimum(before * n_shards // total, n_shards - 1)
+        names = pd.Series([f"{split}/{split}-{i:06d}.tar" for i in index], index=per_video["video_id"].to_numpy())
         shard.loc[part.index] = part["video_id"].map(names).to_numpy()
     return shard

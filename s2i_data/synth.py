@@ -1,10 +1,11 @@
-"""A built-in synthetic audiovisual data set, so the pipeline can be run and tested with no download.
+"""A built-in synthetic audiovisual data set, so the pipeline runs and is tested with no download.
 
-``synth()`` writes real H.264 + AAC MP4 files in the VEGAS layout (``<out>/<class>/<class>_NNN.mp4``)
-for the five classes the Sound-to-Imagination paper uses. Every class has its own sound and look,
-varied per video (pitch, rhythm, colour, position), and sound and picture move together where that
-is natural (firework dots appear with the bangs, the baby's mouth opens while it cries), so a model
-has something real to learn without the task being trivial.
+``synth()`` writes real H.264 + AAC MP4 files in the VEGAS layout
+(``<out>/<class>/<class>_NNN.mp4``) for the five classes the Sound-to-Imagination paper uses.
+Every class has its own sound and look, varied per video (pitch, rhythm, colour, position), and
+sound and picture move together where that is natural (firework dots appear with the bangs, the
+baby's mouth opens while it cries), so a model has something real to learn without the task
+being trivial.
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ class _Canvas:
         return np.arange(self.n_samples, dtype=np.float64) / SAMPLE_RATE
 
 
-Frames = np.ndarray  # (T, H, W, 3) float32 in 0..1
+# planar (T, 3, H, W) while drawing: broadcasting a colour over a trailing axis of 3 is several
+# times slower in numpy than over whole rows; it is interleaved to rgb24 only for the encoder
+Frames = np.ndarray  # (T, 3, H, W) float32 in 0..1
 Mono = np.ndarray  # (N,) float64, any scale: it is peak-normalised afterwards
 _Maker = Callable[[np.random.Generator, _Canvas], tuple[Frames, Mono, float]]
 
@@ -64,9 +67,16 @@ def _grid() -> tuple[np.ndarray, np.ndarray]:
     return yy, xx
 
 
+def _colour(rgb) -> np.ndarray:
+    return np.asarray(rgb, dtype=np.float32).reshape(3, 1, 1)
+
+
 def _paint(frames: Frames, alpha: np.ndarray, rgb) -> None:
     """Composite a colour over frames in place; alpha broadcasts to (T, H, W)."""
-    frames += alpha[..., None] * (np.asarray(rgb, dtype=np.float32) - frames)
+    # plane by plane: temporaries a third the size stay under malloc's mmap threshold and get
+    # reused, where whole-video temporaries would be fresh pages (page faults) every time
+    for plane, value in zip(frames.swapaxes(0, 1), np.asarray(rgb, dtype=np.float32)):
+        plane += alpha * (value - plane)
 
 
 def _paint_ellipse(frames: Frames, cy, cx, ry, rx, rgb, soft: float = 1.5) -> None:
@@ -84,7 +94,7 @@ def _paint_ellipse(frames: Frames, cy, cx, ry, rx, rgb, soft: float = 1.5) -> No
     yy, xx = np.mgrid[r0:r1, c0:c1].astype(np.float32)
     d = np.sqrt(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2)
     alpha = np.clip((1.0 - d) * np.minimum(ry, rx) / soft + 0.5, 0.0, 1.0).astype(np.float32)
-    _paint(frames[:, r0:r1, c0:c1], alpha, rgb)
+    _paint(frames[:, :, r0:r1, c0:c1], alpha, rgb)
 
 
 def _jitter(rng: np.random.Generator, rgb, amount: float) -> np.ndarray:
@@ -97,8 +107,8 @@ def _muted_colour(rng: np.random.Generator) -> np.ndarray:
     return np.clip(grey + rng.uniform(-0.12, 0.12, 3), 0.0, 1.0).astype(np.float32)
 
 
-def _blank(colour) -> Frames:
-    return np.broadcast_to(np.asarray(colour, np.float32), (HEIGHT, WIDTH, 3)).copy()
+def _blank(colour, n_frames: int = 1) -> Frames:
+    return np.broadcast_to(_colour(colour), (n_frames, 3, HEIGHT, WIDTH)).copy()
 
 
 def _bursts(rng, duration: float, length: tuple[float, float], gap: tuple[float, float],
@@ -115,7 +125,7 @@ def _bursts(rng, duration: float, length: tuple[float, float], gap: tuple[float,
 
 
 def _burst_phase(t: np.ndarray, starts: np.ndarray, lengths: np.ndarray):
-    """For each time: index of the burst it falls in, position 0..1 inside it, and whether inside."""
+    """Per time: index of the burst it falls in, position 0..1 within it, and whether inside."""
     if len(starts) == 0:
         zeros = np.zeros_like(t)
         return zeros.astype(int), zeros, zeros.astype(bool)
@@ -183,7 +193,7 @@ def _baby_look(rng, c: _Canvas, mouth: np.ndarray) -> Frames:
     wob_f, wob_a = rng.uniform(0.2, 0.6), rng.uniform(1.0, 4.0)
     cy = cy0 + wob_a * np.sin(2 * np.pi * wob_f * t)
     cx = cx0 + wob_a * np.cos(2 * np.pi * wob_f * 0.7 * t)
-    frames = np.repeat(_blank(_muted_colour(rng))[None], c.n_frames, axis=0)
+    frames = _blank(_muted_colour(rng), c.n_frames)
     _paint_ellipse(frames, cy, cx, ry * (1 + 0.05 * m), rx * (1 + 0.05 * m), skin)
     for side in (-1, 1):  # eyes squeeze shut while crying
         _paint_ellipse(frames, cy - 0.25 * ry, cx + side * 0.35 * rx,
@@ -229,7 +239,7 @@ def _dog_look(rng, c: _Canvas, bark: np.ndarray) -> Frames:
     cy, cx = rng.uniform(0.45, 0.7) * HEIGHT, rng.uniform(0.35, 0.65) * WIDTH
     ground = rng.uniform(0.7, 0.85) * HEIGHT
     # the body stands still: draw it once, then copy it into every frame
-    still = _blank(_muted_colour(rng))[None]
+    still = _blank(_muted_colour(rng))
     _paint(still, (yy > ground).astype(np.float32), _muted_colour(rng) * 0.8)
     for leg in (-0.6, -0.3, 0.3, 0.6):
         legs = (np.abs(xx - (cx + leg * brx)) < 3) & (yy > cy) & (yy < cy + bry * 2.2)
@@ -247,8 +257,8 @@ def _dog_look(rng, c: _Canvas, bark: np.ndarray) -> Frames:
 def _dog(rng, c: _Canvas):
     starts, lengths = _bursts(rng, c.duration, length=(0.08, 0.2), gap=(0.12, 0.9))
     audio = _dog_sound(rng, c, starts, lengths)
-    _, u, inside = _burst_phase(c.frame_times(), starts, lengths)
-    bark = np.where(inside, 1.0, 0.0)
+    _, _, inside = _burst_phase(c.frame_times(), starts, lengths)
+    bark = inside.astype(np.float64)
     return _dog_look(rng, c, bark), audio, rng.uniform(0.4, 0.8)
 
 
@@ -278,18 +288,18 @@ def _rail_look(rng, c: _Canvas, period: float) -> Frames:
     band = np.searchsorted(edges, np.arange(HEIGHT))
     greys = rng.uniform(0.3, 0.75, len(edges) + 1)
     tint = rng.uniform(-0.03, 0.03, 3)
-    base = (greys[band][:, None] + tint)[:, None, :] * np.ones((1, WIDTH, 1))
-    frames = np.repeat(base.astype(np.float32)[None], c.n_frames, axis=0)
+    rows = (greys[band][None, :] + tint[:, None]).astype(np.float32)  # (3, H)
+    frames = np.repeat(np.repeat(rows[None, :, :, None], WIDTH, axis=3), c.n_frames, axis=0)
     # one carriage seam passes per clack period, so the picture keeps time with the sound
     seam_every = rng.uniform(60.0, 140.0)
     speed = seam_every / period * rng.choice([-1.0, 1.0])
     pos = np.mod(xx[None, :1] - speed * t, seam_every)  # (T, 1, W): bands are uniform along y
     top, bottom = np.sort(rng.uniform(0.2, 0.8, 2) * HEIGHT)
     top, bottom = int(top), int(max(bottom, top + 25.0))
-    train = frames[:, top:bottom]
+    train = frames[:, :, top:bottom]
     _paint(train, (pos < 3.0).astype(np.float32), (0.12, 0.12, 0.12))
     pane = np.mod(pos, seam_every / 3)
-    windows = train[:, int(0.2 * (bottom - top)) : int(0.5 * (bottom - top))]
+    windows = train[:, :, int(0.2 * (bottom - top)) : int(0.5 * (bottom - top))]
     _paint(windows, ((pane > seam_every / 12) & (pane < seam_every / 5)) * np.float32(0.6),
            (0.2, 0.22, 0.25))
     return frames
@@ -316,30 +326,39 @@ def _fireworks_sound(rng, c: _Canvas, bangs: np.ndarray) -> Mono:
     return out
 
 
+# a soft 3x3 spark: a single pixel would not survive the encoder's chroma subsampling
+_SPARK = [(dy, dx, 1.0 if dy == dx == 0 else 0.5 if dy == 0 or dx == 0 else 0.25)
+          for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+
+
 def _fireworks_look(rng, c: _Canvas, bangs: np.ndarray) -> Frames:
     sky = _jitter(rng, (0.02, 0.03, 0.08), 0.02)
-    frames = np.repeat(_blank(sky)[None], c.n_frames, axis=0)
+    frames = _blank(sky, c.n_frames)
     stars_y, stars_x = rng.integers(0, HEIGHT, 12), rng.integers(0, WIDTH, 12)
-    frames[:, stars_y, stars_x] += 0.15
+    frames[:, :, stars_y, stars_x] += 0.15
     gravity = rng.uniform(15.0, 35.0)
     ft = c.frame_times()
     for tb in bangs:
         n = int(rng.integers(25, 60))
         cy, cx = rng.uniform(0.15, 0.6) * HEIGHT, rng.uniform(0.15, 0.85) * WIDTH
-        hue = rng.uniform(0.3, 1.0, 3)
+        hue = rng.uniform(0.0, 0.5, 3)
         hue[rng.integers(3)] = 1.0  # always one channel at full: a bright, saturated spark
         colours = np.where(rng.random((n, 1)) < 0.15, 1.0, hue)  # a few white ones
         angle, speed = rng.uniform(0, 2 * np.pi, n), rng.uniform(15.0, 55.0, n)
-        tau = rng.uniform(0.5, 1.0)
-        for i in np.flatnonzero(ft >= tb):
-            dt = ft[i] - tb
-            y = (cy + np.sin(angle) * speed * dt + 0.5 * gravity * dt**2).astype(int)
-            x = (cx + np.cos(angle) * speed * dt).astype(int)
-            glow = colours * np.exp(-dt / tau)
-            for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1)):
-                ok = (y + dy >= 0) & (y + dy < HEIGHT) & (x + dx >= 0) & (x + dx < WIDTH)
-                np.add.at(frames[i], (y[ok] + dy, x[ok] + dx), glow[ok])
-            frames[i] += 0.08 * np.exp(-dt / 0.08)  # the flash lights the whole sky briefly
+        tau = rng.uniform(0.7, 1.4)
+        after = np.flatnonzero(ft >= tb)  # the sparks exist from the bang on
+        dt = (ft[after] - tb)[:, None]  # (F, 1) against n sparks
+        y = np.floor(cy + np.sin(angle) * speed * dt + 0.5 * gravity * dt**2).astype(int)
+        x = np.floor(cx + np.cos(angle) * speed * dt).astype(int)
+        glow = colours[None] * np.exp(-dt / tau)[..., None]  # (F, n, 3)
+        frame = np.broadcast_to(after[:, None], y.shape)
+        for dy, dx, w in _SPARK:
+            ok = (y + dy >= 0) & (y + dy < HEIGHT) & (x + dx >= 0) & (x + dx < WIDTH)
+            for ch in range(3):
+                np.add.at(frames, (frame[ok], ch, y[ok] + dy, x[ok] + dx), w * glow[..., ch][ok])
+        flash = after[: int(0.5 * FPS)]  # the flash lights the whole sky briefly
+        glare = 0.08 * np.exp(-(ft[flash] - tb) / 0.08)
+        frames[flash] += glare.astype(np.float32)[:, None, None, None]
     return frames
 
 
@@ -380,13 +399,13 @@ def _water_look(rng, c: _Canvas, swell: np.ndarray) -> Frames:
         theta, wl, v = rng.uniform(0, 2 * np.pi), rng.uniform(15.0, 50.0), rng.uniform(10.0, 40.0)
         k = 2 * np.pi / wl
         space = k * (np.cos(theta) * xx + np.sin(theta) * yy)
-        time = rng.uniform(0, 2 * np.pi) - k * v * t
+        drift = rng.uniform(0, 2 * np.pi) - k * v * t
         basis += [np.sin(space), np.cos(space)]
-        coef += [np.cos(time), np.sin(time)]
+        coef += [np.cos(drift), np.sin(drift)]
     coef = np.stack(coef, axis=1) * (swell / 3.0)[:, None]
     waves = (coef.astype(np.float32) @ np.stack(basis).reshape(6, -1).astype(np.float32))
     waves = waves.reshape(c.n_frames, HEIGHT, WIDTH)
-    frames = blue * (1.0 + 0.25 * waves[..., None])
+    frames = _colour(blue) * (1.0 + 0.25 * waves[:, None])
     glint = np.clip((waves - 0.55) * 3.0, 0.0, 1.0)  # sun glints on the crests
     _paint(frames, glint * 0.7, (0.85, 0.92, 1.0))
     return frames
@@ -417,12 +436,13 @@ def _video_rng(seed: int, cls: str, index: int) -> np.random.Generator:
 
 def _finish_frames(rng, frames: Frames) -> np.ndarray:
     # grain frames drawn from a small bank: it flickers like sensor noise at a fraction of the cost
-    bank = rng.standard_normal((_GRAIN_BANK, HEIGHT, WIDTH, 1), dtype=np.float32)
+    bank = rng.standard_normal((_GRAIN_BANK, 1, HEIGHT, WIDTH), dtype=np.float32)
     bank *= _IMAGE_GRAIN * 255.0
     bank += 0.5  # rounds instead of truncating in the cast below
     frames *= 255.0
     frames += bank[rng.integers(_GRAIN_BANK, size=len(frames))]
-    return np.clip(frames, 0.0, 255.0, out=frames).astype(np.uint8)
+    planar = np.clip(frames, 0.0, 255.0, out=frames).astype(np.uint8)
+    return np.ascontiguousarray(planar.transpose(0, 2, 3, 1))  # rgb24 for the encoder
 
 
 def _finish_audio(rng, mono: Mono, peak: float) -> np.ndarray:
@@ -444,11 +464,12 @@ def _render(cls: str, seed: int, index: int, min_seconds: float, max_seconds: fl
 
 
 def _encode(frames: np.ndarray, audio: np.ndarray, final: Path) -> None:
-    tmp_video = final.with_name(f".{final.stem}.tmp.mp4")
-    tmp_audio = final.with_name(f".{final.stem}.tmp.wav")
+    # hidden, and not ending in .mp4, so that no scan for videos picks up a half-written one
+    tmp_video = final.with_name(f".{final.name}.part")
+    tmp_audio = final.with_name(f".{final.stem}.wav.part")
     # audio goes through a file, video through stdin: one pipe in, stderr read by communicate(),
     # so neither side can block the other
-    sf.write(tmp_audio, audio, SAMPLE_RATE, subtype="PCM_16")
+    sf.write(tmp_audio, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
     cmd = [
         ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
         "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{WIDTH}x{HEIGHT}", "-r", str(FPS),
@@ -487,7 +508,7 @@ def _make_one(job: tuple[Path, str, int, int, float, float]) -> Path:
 def synth(out_dir: Path, videos_per_class: int = 12, classes: Sequence[str] = PAPER_CLASSES,
           seed: int = 0, min_seconds: float = 3.0, max_seconds: float = 6.0,
           workers: int | None = None) -> list[Path]:
-    """Write the synthetic data set as ``out_dir/<class>/<class>_NNN.mp4`` and return all paths, sorted.
+    """Write the synthetic set as ``out_dir/<class>/<class>_NNN.mp4``; return all paths, sorted.
 
     Each video is H.264 + AAC (stereo, 22.05 kHz) in MP4, 160x120 at 25 fps, lasting a duration
     drawn uniformly from [min_seconds, max_seconds]. Its content depends only on (seed, class,
@@ -495,16 +516,20 @@ def synth(out_dir: Path, videos_per_class: int = 12, classes: Sequence[str] = PA
 
     A video whose final file already exists is skipped (and still returned), so re-running an
     interrupted or finished call is cheap; delete the folder to regenerate with new settings.
-    Files are written under a hidden temporary name and renamed into place, so a visible
-    ``.mp4`` is always complete. ``workers`` videos are made at once (default: one per CPU).
+    Files are written under a hidden temporary name (``.<name>.mp4.part``) and renamed into
+    place, so a visible ``.mp4`` is always complete. ``workers`` videos are made at once
+    (default: one per CPU).
 
     Raises ValueError for a class name not in PAPER_CLASSES or nonsensical counts and durations,
     and RuntimeError naming the file if ffmpeg fails.
     """
+    if isinstance(classes, str):  # a lone name, not its letters
+        classes = [classes]
     classes = list(dict.fromkeys(classes))
     unknown = [c for c in classes if c not in _MAKERS]
     if unknown:
-        raise ValueError(f"unknown synthetic class(es) {unknown}; allowed: {', '.join(PAPER_CLASSES)}")
+        raise ValueError(
+            f"unknown synthetic class(es) {unknown}; allowed: {', '.join(PAPER_CLASSES)}")
     if videos_per_class < 0:
         raise ValueError(f"videos_per_class must be >= 0, got {videos_per_class}")
     if not 0 < min_seconds <= max_seconds:
@@ -524,5 +549,12 @@ def synth(out_dir: Path, videos_per_class: int = 12, classes: Sequence[str] = PA
 
     # threads suffice: the encoding runs in ffmpeg processes and numpy drops the GIL for the rest
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        list(pool.map(_make_one, jobs))
+        futures = [pool.submit(_make_one, job) for job in jobs]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            for future in futures:  # fail fast: don't make the videos still queued
+                future.cancel()
+            raise
     return sorted(paths)

@@ -1,0 +1,40 @@
+# Everything runs from a local virtual environment made with the Python 3.11 on PATH.
+# `make demo` and `make test` set it up on first use (CPU torch from the wheel pip finds here;
+# GPU users install their own torch into .venv first and it is kept).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.s2i-installed
+DEMO   ?= data/demo
+WORKERS ?= 0
+
+.PHONY: setup demo test bench clean help
+help:
+	@echo "make demo   set up .venv and run the whole pipeline on the built-in synthetic data"
+	@echo "make test   set up .venv and run the test suite"
+	@echo "make bench  run the benchmarks (figures go to docs/performance.md by hand)"
+
+setup: $(STAMP)
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/s2i-data synth $(DEMO)/videos --videos-per-class 12
+	$(BIN)/s2i-data build --root $(DEMO)/videos --classes baby,dog,rail,fireworks,water \
+		--out $(DEMO)/shards --shard-size 64 --workers $(WORKERS)
+	$(BIN)/s2i-data verify $(DEMO)/shards
+	$(BIN)/s2i-data inspect $(DEMO)/shards --png $(DEMO)/contact-sheet.png
+	@echo "demo finished: look at $(DEMO)/contact-sheet.png"
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/build.py
+
+clean:
+	rm -rf $(DEMO) bench/out .pytest_cache

@@ -1,0 +1,70 @@
+"""inspect: the counts of a build and a contact sheet to look at (spectrogram beside frame)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .plan import SPLITS
+from .readers import decode_sample, iter_raw
+
+# A perceptual dark-to-bright ramp (black → purple → orange → pale yellow, like "magma").
+_RAMP = np.array([[0, 0, 4], [59, 15, 112], [140, 41, 129], [222, 73, 104], [254, 159, 109], [252, 253, 191]], float)
+
+
+def colorize(mel: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """[time, mel] log-mel → RGB image with low frequencies at the bottom, time to the right."""
+    x = np.clip((mel.T[::-1] - lo) / max(hi - lo, 1e-9), 0, 1) * (len(_RAMP) - 1)
+    i = np.minimum(x.astype(int), len(_RAMP) - 2)
+    f = (x - i)[..., None]
+    return (_RAMP[i] * (1 - f) + _RAMP[i + 1] * f).astype(np.uint8)
+
+
+def summary(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    videos = pd.read_parquet(out / "videos.parquet")
+    classes = json.loads((out / "stats.json").read_text())["classes"]
+    counts = (manifest.groupby(["split", "class"]).size().unstack(fill_value=0)
+              .reindex(index=list(SPLITS), columns=classes, fill_value=0))
+    return counts, videos[videos["status"] != "ok"]
+
+
+def contact_sheet(out: Path, png: Path, per_class: int = 6, split: str = "train") -> Path:
+    """A row per class: ``per_class`` pairs of (spectrogram | frame), read back from the shards."""
+    from PIL import Image, ImageDraw
+
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    classes = json.loads((out / "stats.json").read_text())["classes"]
+    part = manifest[manifest["split"] == split]
+    if part.empty:
+        raise ValueError(f"split {split!r} of {out} has no samples")
+    # A spread of videos per class: the first segment of each of the first videos (by key).
+    chosen = (part.sort_values("key").groupby("video_id").head(1).groupby("class").head(per_class))
+    wanted = set(chosen["key"])
+    got: dict[str, dict] = {}
+    for raw in iter_raw([str(out / s) for s in sorted(set(chosen["shard"]))]):
+        if raw["__key__"] in wanted:
+            got[raw["__key__"]] = decode_sample(raw)
+    mels = np.stack([s["mel"] for s in got.values()])
+    lo, hi = np.percentile(mels, 1), np.percentile(mels, 99.5)
+
+    cell_h, label_w, gap = 128, 110, 6
+    spec_w = got[next(iter(got))]["mel"].shape[0]
+    cell_w = spec_w + cell_h + gap
+    sheet = Image.new("RGB", (label_w + per_class * cell_w, len(classes) * (cell_h + gap) + gap), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for r, cls in enumerate(classes):
+        y = gap + r * (cell_h + gap)
+        draw.text((6, y + cell_h // 2 - 6), cls[:16], fill=(0, 0, 0))
+        keys = chosen[chosen["class"] == cls]["key"].tolist()
+        for c, key in enumerate(keys):
+            s = got[key]
+            x = label_w + c * cell_w
+            sheet.paste(Image.fromarray(colorize(s["mel"], lo, hi)), (x, y))
+            sheet.paste(Image.fromarray(s["image"]).resize((cell_h, cell_h), Image.Resampling.NEAREST), (x + spec_w, y))
+    png.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(png)
+    return png

@@ -1,0 +1,137 @@
+"""verify: prove that a built folder keeps the data contract (SPEC 2.6).
+
+Reads every shard back through plain webdataset and checks it against the manifests. Every
+violation becomes one line in the report; the CLI exits non-zero if there is any.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .plan import SPLITS
+from .readers import SampleError, decode_sample, iter_raw, shard_urls
+from .shards import MelStats
+
+
+@dataclass
+class Report:
+    checks: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    samples: int = 0
+    shards: int = 0
+
+    def check(self, ok: bool, what: str, detail: str = "") -> None:
+        (self.checks if ok else self.errors).append(what if ok else f"{what}: {detail}")
+
+
+def verify(out: Path, max_errors: int = 50) -> Report:
+    rep = Report()
+    cfg = json.loads((out / "build.json").read_text())["config"]
+    stats = json.loads((out / "stats.json").read_text())
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    videos = pd.read_parquet(out / "videos.parquet")
+    frames = int(round(cfg["segment_seconds"] * 100))
+    size = cfg["image_size"]
+
+    rep.check(manifest["key"].is_unique, "manifest keys are unique",
+              f"{manifest['key'].duplicated().sum()} duplicates")
+    rep.check(not manifest["key"].str.contains(r"\.", regex=True).any(), "keys contain no dots")
+    rep.check(stats.get("complete", False), "all planned shards are written",
+              f"pending: {', '.join(stats.get('pending_shards', [])[:5])} (re-run the build to finish)")
+
+    rows = manifest.set_index("key")
+    seen: Counter = Counter()
+    mel = MelStats()
+    bad: list[str] = []
+    urls = shard_urls(out)
+    rep.shards = len(urls)
+    on_disk = {str(Path(u).relative_to(out)) for u in urls}
+    listed = {name for split in SPLITS for name in stats["shards"].get(split, [])}
+    rep.check(on_disk == listed and set(manifest["shard"]) <= listed,
+              "the shards on disk are exactly those of this build",
+              f"unexpected {sorted(on_disk - listed)[:3]}, missing {sorted(listed - on_disk)[:3]}")
+    for raw in iter_raw(urls):
+        key = raw["__key__"]
+        seen[key] += 1
+        if key not in rows.index:
+            bad.append(f"{key}: in {raw['__url__']} but not in manifest.parquet")
+            continue
+        try:
+            s = decode_sample(raw)
+        except SampleError as e:
+            bad.append(str(e))
+            continue
+        row = rows.loc[key]
+        shard = str(Path(raw["__url__"]).relative_to(out))
+        problems = []
+        if shard != row["shard"]:
+            problems.append(f"in {shard}, manifest says {row['shard']}")
+        m = s["mel"]
+        if m.shape != (frames, 128) or m.dtype != np.float32:
+            problems.append(f"mel.npy is {m.dtype}{list(m.shape)}, expected float32[{frames}, 128]")
+        elif not np.isfinite(m).all():
+            problems.append("mel.npy has non-finite values")
+        if s["image"].shape != (size, size, 3) or s["image_mode"] != "RGB":
+            problems.append(f"image is {s['image_mode']} {s['image'].shape}, expected RGB ({size}, {size}, 3)")
+        if s["cls"] != row["class_index"]:
+            problems.append(f"cls {s['cls']} != class_index {row['class_index']}")
+        meta_expected = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+        meta_expected["key"] = key
+        for k, v in meta_expected.items():
+            got = s["meta"].get(k)
+            if isinstance(v, float) and isinstance(got, (int, float)):
+                if abs(v - got) > 1e-6:
+                    problems.append(f"json {k}={got} != manifest {v}")
+            elif got != v:
+                problems.append(f"json {k}={got!r} != manifest {v!r}")
+        if problems:
+            bad.append(f"{key}: " + "; ".join(problems))
+        elif row["split"] == "train":
+            mel.add(m)
+        rep.samples += 1
+    rep.check(not bad, "every sample decodes and matches its manifest row",
+              f"{len(bad)} bad, e.g. " + " | ".join(bad[:3]))
+    missing = set(rows.index) - set(seen)
+    dup = [k for k, n in seen.items() if n > 1]
+    rep.check(not missing, "every manifest row is present in the shards",
+              f"{len(missing)} missing, e.g. {sorted(missing)[:3]}")
+    rep.check(not dup, "no sample appears twice", f"{len(dup)} duplicated, e.g. {dup[:3]}")
+
+    counts = manifest.groupby(["split", "class"]).size().unstack(fill_value=0)
+    for split in SPLITS:
+        per = counts.loc[split].to_dict() if split in counts.index else {}
+        full = {c: int(per.get(c, 0)) for c in stats["classes"]}
+        rep.check(len(set(full.values())) <= 1, f"{split}: every class has the same count ({next(iter(full.values()), 0)})",
+                  f"counts {full}")
+        rep.check(full == stats["counts"][split], f"{split}: stats.json counts match the manifest",
+                  f"stats {stats['counts'][split]} vs manifest {full}")
+    splits_per_video = manifest.groupby("video_id")["split"].nunique()
+    rep.check((splits_per_video <= 1).all(), "no video is in two splits",
+              f"{(splits_per_video > 1).sum()} videos span splits")
+    vsplit = videos.set_index("video_id")["split"]
+    mism = manifest[manifest["split"] != manifest["video_id"].map(vsplit)]
+    rep.check(mism.empty, "manifest splits agree with videos.parquet", f"{len(mism)} rows disagree")
+    used = manifest.groupby("video_id").size()
+    vs = videos.set_index("video_id")["segments"]
+    rep.check(bool((used == vs.reindex(used.index)).all()) and int(vs.sum()) == len(manifest),
+              "videos.parquet segment counts match the manifest")
+    rep.check(set(videos["status"]) <= {"ok", "skipped", "failed"}, "video statuses are ok|skipped|failed")
+    no_reason = videos[(videos["status"] != "ok") & (videos["reason"].fillna("") == "")]
+    rep.check(no_reason.empty, "every skipped or failed input has a reason", f"{len(no_reason)} without")
+
+    tl = stats.get("train_logmel", {})
+    if mel.count and tl.get("count"):
+        summ = mel.summary()
+        close = (tl["count"] == summ["count"]
+                 and np.allclose(tl["mean"], summ["mean"], rtol=1e-6, atol=1e-6)
+                 and np.allclose(tl["std"], summ["std"], rtol=1e-5, atol=1e-5))
+        rep.check(close, "train log-mel statistics match the shards", "stats.json train_logmel differs")
+    if len(rep.errors) > max_errors:
+        rep.errors = rep.errors[:max_errors]
+    return rep

@@ -1,0 +1,224 @@
+"""build end to end: synth → build → verify → inspect, awkward inputs, bad arguments, refusal
+to mix configurations, and resumption after kill -9 giving the same bytes as a clean build."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from badcorpus import make_bad_corpus
+
+CLASSES = "baby,dog,rail,fireworks,water"
+
+
+def cli(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "s2i_data.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"s2i-data {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def digest(folder: Path) -> dict[str, str]:
+    """sha256 of every shard and manifest (not build.json: it records library versions)."""
+    names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*.tar"))
+    names += ["manifest.parquet", "videos.parquet", "stats.json"]
+    return {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in names}
+
+
+@pytest.fixture(scope="module")
+def built(synth_videos, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("built") / "shards"
+    cli("build", "--root", str(synth_videos), "--classes", CLASSES, "--out", str(out),
+        "--shard-size", "16", "--workers", "2", "--keep-audio")
+    return out
+
+
+def test_build_layout_and_contract(built):
+    for name in ("manifest.parquet", "videos.parquet", "stats.json", "build.json"):
+        assert (built / name).is_file()
+    manifest = pd.read_parquet(built / "manifest.parquet")
+    assert list(manifest.columns)[:10] == ["key", "split", "shard", "class", "class_index", "video_id",
+                                           "segment_index", "start_s", "end_s", "source"]
+    counts = manifest.groupby(["split", "class"]).size().unstack()
+    assert set(counts.index) == {"train", "val", "test"}
+    assert (counts.nunique(axis=1) == 1).all()  # balanced in every split
+    stats = json.loads((built / "stats.json").read_text())
+    assert stats["complete"] and stats["balanced"]
+    assert len(stats["train_logmel"]["mean"]) == 128
+    assert stats["train_logmel"]["count"] == 100 * int(counts.loc["train"].sum())
+
+
+def test_plain_webdataset_reads_the_shards(built):
+    import webdataset as wds
+
+    urls = sorted(str(p) for p in (built / "train").glob("*.tar"))
+    n = 0
+    classes = set()
+    for sample in wds.WebDataset(urls, shardshuffle=False).decode("rgb8"):
+        assert sample["mel.npy"].shape == (100, 128) and sample["mel.npy"].dtype == np.float32
+        assert sample["png"].shape == (96, 96, 3) and sample["png"].dtype == np.uint8
+        assert "." not in sample["__key__"]
+        assert sample["json"]["key"] == sample["__key__"]
+        classes.add(int(sample["cls"]))
+        n += 1
+    assert n == json.loads((built / "stats.json").read_text())["counts"]["train"]["dog"] * 5
+    assert classes == {0, 1, 2, 3, 4}
+
+
+def test_flac_member_holds_the_segment_waveform(built):
+    import io
+
+    import soundfile
+    import webdataset as wds
+
+    url = sorted(str(p) for p in (built / "test").glob("*.tar"))[0]
+    sample = next(iter(wds.WebDataset([url], shardshuffle=False)))
+    wave, sr = soundfile.read(io.BytesIO(sample["flac"]))
+    assert sr == 16000 and wave.shape == (16000,)
+
+
+def test_verify_and_inspect(built, tmp_path):
+    v = cli("verify", str(built))
+    assert "FAIL" not in v.stdout and "verified" in v.stdout
+    png = tmp_path / "sheet.png"
+    i = cli("inspect", str(built), "--png", str(png))
+    assert "train" in i.stdout
+    from PIL import Image
+
+    with Image.open(png) as im:
+        assert im.size[0] > 500 and im.size[1] > 5 * 128
+
+
+def test_verify_catches_a_tampered_shard(built, tmp_path):
+    import shutil
+    import tarfile
+
+    copy = tmp_path / "copy"
+    shutil.copytree(built, copy)
+    victim = sorted((copy / "val").glob("*.tar"))[0]
+    with tarfile.open(victim) as tf:
+        members = [(m, tf.extractfile(m).read()) for m in tf.getmembers()]
+    with tarfile.open(victim, "w") as tf:  # drop one sample's members
+        first_key = members[0][0].name.split(".")[0]
+        for m, data in members:
+            if not m.name.startswith(first_key + "."):
+                import io
+
+                tf.addfile(m, io.BytesIO(data))
+    r = cli("verify", str(copy), check=False)
+    assert r.returncode == 1 and "missing" in r.stdout
+
+
+def test_rebuild_is_reproducible_and_a_rerun_is_a_noop(built, synth_videos, tmp_path):
+    before = digest(built)
+    r = cli("build", "--root", str(synth_videos), "--classes", CLASSES, "--out", str(built),
+            "--shard-size", "16", "--workers", "1", "--keep-audio")
+    assert "resumed" in r.stdout
+    assert digest(built) == before
+    other = tmp_path / "again"
+    cli("build", "--root", str(synth_videos), "--classes", CLASSES, "--out", str(other),
+        "--shard-size", "16", "--workers", "1", "--keep-audio")
+    assert digest(other) == before
+
+
+def test_a_different_configuration_is_refused_and_nothing_is_touched(built, synth_videos):
+    before = digest(built)
+    r = cli("build", "--root", str(synth_videos), "--classes", CLASSES, "--out", str(built),
+            "--shard-size", "16", "--seed", "5", check=False)
+    assert r.returncode == 2
+    assert "different build" in r.stderr and "seed" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert digest(built) == before
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--classes", "dog,unicorn"], "unicorn"),
+    (["--root", "/no/such/folder"], "no such folder"),
+    (["--splits", "0.5,0.5,0.5"], "splits"),
+    (["--image-format", "gif"], "image-format"),
+])
+def test_bad_arguments_fail_fast_with_one_line(synth_videos, tmp_path, args, message):
+    base = {"--root": str(synth_videos), "--classes": "dog,water", "--out": str(tmp_path / "o")}
+    for k, v in zip(args[::2], args[1::2]):
+        base[k] = v
+    flat = [x for kv in base.items() for x in kv]
+    r = cli("build", *flat, check=False)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_empty_audioset_csv_fails_fast(synth_videos, tmp_path):
+    csv = tmp_path / "empty.csv"
+    csv.write_text("")
+    r = cli("build", "--source", "audioset", "--csv", str(csv), "--root", str(synth_videos),
+            "--classes", "dog", "--out", str(tmp_path / "o"), check=False)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_output_folder_with_other_files_is_refused(synth_videos, tmp_path):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "precious.txt").write_text("keep me")
+    r = cli("build", "--root", str(synth_videos), "--classes", "dog,water", "--out", str(tmp_path / "o"), check=False)
+    assert r.returncode == 2 and "not empty" in r.stderr
+    assert (tmp_path / "o" / "precious.txt").read_text() == "keep me"
+
+
+def test_awkward_inputs_are_built_or_recorded(tmp_path):
+    cases = make_bad_corpus(tmp_path / "corpus")
+    out = tmp_path / "out"
+    r = cli("build", "--root", str(tmp_path / "corpus"), "--classes", "dog,water", "--out", str(out),
+            "--shard-size", "8", "--workers", "2")
+    assert "Traceback" not in r.stderr
+    videos = pd.read_parquet(out / "videos.parquet")
+    by_source = {Path(s).name: row for s, row in zip(videos["source"], videos.to_dict("records"))}
+    for case in cases:
+        # an unknown class folder is recorded once, as the folder
+        row = by_source.get(case.path.name) or by_source.get(case.path.parent.name)
+        assert row is not None, f"{case.name} not recorded"
+        if case.expect == "ok":
+            assert row["status"] == "ok", f"{case.name}: {row['reason']}"
+            if case.segments is not None:
+                assert int(np.floor(row["duration_s"] + 1e-4)) == case.segments, case.name
+        else:
+            assert row["status"] in ("skipped", "failed") and row["reason"], case.name
+            assert row["segments"] == 0
+    cli("verify", str(out))
+    strict = cli("build", "--root", str(tmp_path / "corpus"), "--classes", "dog,water", "--out", str(out),
+                 "--shard-size", "8", "--strict", check=False)
+    assert strict.returncode == 1 and "--strict" in strict.stderr
+
+
+def test_resume_after_kill_gives_the_clean_result(synth_videos, tmp_path):
+    args = ["build", "--root", str(synth_videos), "--classes", CLASSES, "--shard-size", "4",
+            "--workers", "1", "--no-progress"]
+    clean = tmp_path / "clean"
+    cli(*args, "--out", str(clean))
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "s2i_data.cli", *args, "--out", str(killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    marker_dir = killed / "_build" / "shards"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(marker_dir.glob("*.json"))) < 3:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole group: the CLI and its workers, mid-shard
+    proc.wait()
+    done = len(list(marker_dir.glob("*.json")))
+    total = len(list(clean.rglob("*.tar")))
+    assert 3 <= done < total, "the build finished before it could be killed"
+    r = cli(*args, "--out", str(killed))
+    assert "resumed" in r.stdout
+    assert digest(killed) == digest(clean)
+    cli("verify", str(killed))
