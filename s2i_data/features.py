@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import scipy.fft
 
 SAMPLE_RATE = 16000
 WIN = 400  # 25 ms
@@ -74,9 +75,15 @@ def log_mel_segments(audio: np.ndarray, audio_start_s: float, starts_s, seconds:
     pad_left = int(max(0, -first.min()))
     pad_right = int(max(0, first.max() + win - audio.shape[0]))
     padded = np.pad(np.asarray(audio, np.float32), (pad_left, pad_right))
-    idx = (first + pad_left).reshape(-1, 1) + np.arange(win)[None, :]
-    spec = np.fft.rfft(padded[idx] * hamming(win), n=N_FFT if sr == SAMPLE_RATE else None, axis=-1)
-    power = (spec.real**2 + spec.imag**2).astype(np.float32)
-    n_fft = (power.shape[-1] - 1) * 2
-    mel = power @ mel_filterbank(sr, n_fft, N_MELS, 0.0, sr / 2).T
-    return np.log(mel + LOG_EPS).astype(np.float32).reshape(len(starts), frames, N_MELS)
+    # Row gather from a strided view: one copy of the frames, no per-sample index array.
+    windows = np.lib.stride_tricks.sliding_window_view(padded, win)[(first + pad_left).ravel()]
+    n_fft = N_FFT if sr == SAMPLE_RATE else int(2 ** np.ceil(np.log2(win)))
+    spec = scipy.fft.rfft(windows * hamming(win), n=n_fft, axis=-1, workers=1)
+    power = np.square(spec.real) + np.square(spec.imag)
+    mel = power @ _filterbank_t(sr, n_fft)
+    return np.log(mel + LOG_EPS, dtype=np.float32).reshape(len(starts), frames, N_MELS)
+
+
+@functools.lru_cache(maxsize=8)
+def _filterbank_t(sr: int, n_fft: int) -> np.ndarray:
+    return np.ascontiguousarray(mel_filterbank(sr, n_fft, N_MELS, 0.0, sr / 2).T)

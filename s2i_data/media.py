@@ -178,20 +178,25 @@ def _last_error(stderr: str) -> str:
 def probe(path: str, timeout: float = 300.0) -> Probe:
     """Describe a file or raise `MediaError` with the reason it cannot be used.
 
-    One ffmpeg run: the header (stderr) names the streams; a demux-only copy of the first video
-    and audio streams to framecrc (stdout) lists their packets without decoding, so the usable
-    duration is where the data really stops, not what the header promises.
+    The header names the streams; a demux-only copy of the audio and video streams to framecrc
+    lists their packets without decoding, so the usable span is where the data really is, not
+    what the header promises.
     """
     if not os.path.isfile(path):
         raise MediaError("file not found")
     if os.path.getsize(path) == 0:
         raise MediaError("empty file (0 bytes)")
-    # Streams are chosen by type: attached pictures (cover art) are not video.
-    head = subprocess.run([ffmpeg_exe(), *_BASE, "-i", path], capture_output=True, timeout=timeout)
-    header_text = head.stderr.decode("utf-8", "replace")
-    header_duration, streams = _parse_header(header_text)
+    # One run: stderr describes the streams, stdout lists every packet of every audio and video
+    # stream (demuxed and copied, never decoded). Output streams follow the -map order, all
+    # video then all audio, which is how packets are matched back to input streams below.
+    cmd = [ffmpeg_exe(), *_BASE, "-i", path, "-map", "0:v?", "-map", "0:a?", "-c", "copy",
+           "-f", "framecrc", "-"]
+    run = subprocess.run(cmd, capture_output=True, timeout=timeout)
+    stderr = run.stderr.decode("utf-8", "replace")
+    header_duration, streams = _parse_header(stderr)
     if not streams:
-        raise MediaError(f"not a readable media file: {_last_error(header_text)}")
+        raise MediaError(f"not a readable media file: {_last_error(stderr)}")
+    # Streams are chosen by type: attached pictures (cover art) are not video.
     video = [s for s in streams if s["type"] == "video" and "attached pic" not in s["desc"]]
     audio = [s for s in streams if s["type"] == "audio"]
     if not video and not audio:
@@ -202,15 +207,16 @@ def probe(path: str, timeout: float = 300.0) -> Probe:
     if not audio:
         raise MediaError("no audio stream: video-only file")
     v, a = video[0], audio[0]
-    cmd = [ffmpeg_exe(), *_BASE, "-loglevel", "error", "-i", path, "-map", f"0:{v['index']}",
-           "-map", f"0:{a['index']}", "-c", "copy", "-f", "framecrc", "-"]
-    run = subprocess.run(cmd, capture_output=True, timeout=timeout)
+    order = sorted((s for s in streams if s["type"] == "video"), key=lambda s: s["index"])
+    order += sorted(audio, key=lambda s: s["index"])
+    out_index = {s["index"]: i for i, s in enumerate(order)}
     packets = _parse_packets(run.stdout.decode("ascii", "replace"))
-    if 0 not in packets:
-        raise MediaError(f"video stream has no readable packets: {_last_error(run.stderr.decode('utf-8', 'replace'))}")
-    if 1 not in packets:
-        raise MediaError(f"audio stream has no readable packets: {_last_error(run.stderr.decode('utf-8', 'replace'))}")
-    (video_start, video_end), (audio_start, audio_end) = packets[0], packets[1]
+    if out_index[v["index"]] not in packets:
+        raise MediaError(f"video stream has no readable packets: {_last_error(stderr)}")
+    if out_index[a["index"]] not in packets:
+        raise MediaError(f"audio stream has no readable packets: {_last_error(stderr)}")
+    (video_start, video_end) = packets[out_index[v["index"]]]
+    (audio_start, audio_end) = packets[out_index[a["index"]]]
     # Negative first pts are encoder priming cut by an edit list: the data starts at zero.
     start, end = max(0.0, video_start, audio_start), min(video_end, audio_end)
 
