@@ -173,7 +173,12 @@ def inspect(
     counts, problems = summary(path)
     _print_counts(counts, f"samples in {path}")
     if len(problems):
-        out_console.print(problems.groupby(["status", "reason"]).size().rename("inputs").to_string())
+        table = Table(title="inputs not used, by reason (details in videos.parquet)")
+        for col in ("status", "reason", "inputs"):
+            table.add_column(col, overflow="fold")
+        for (status, reason), n in problems.groupby(["status", "reason"]).size().items():
+            table.add_row(status, reason, str(n))
+        out_console.print(table)
     if png:
         try:
             contact_sheet(path, png, per_class=per_class, split=split)
