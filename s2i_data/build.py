@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -118,6 +119,8 @@ def probe_items(items: list[VideoItem], workers: int, on_probe: Callable[[], Non
                 row.update(status="skipped", reason=str(e))
             except (OSError, ValueError, UnicodeError) as e:  # unreadable path, odd bytes
                 row.update(status="skipped", reason=f"cannot probe: {type(e).__name__}: {e}")
+            except (media.FFmpegKilled, subprocess.TimeoutExpired) as e:
+                row.update(status="failed", reason=str(e).splitlines()[0])
             else:
                 # The usable window: the source's (an AudioSet start..end) within the span where
                 # the file really has both sound and picture.
@@ -169,8 +172,6 @@ def build_info(cfg: BuildConfig) -> dict:
         except md.PackageNotFoundError:
             versions[pkg] = None
     try:
-        import subprocess
-
         ff = subprocess.run([media.ffmpeg_exe(), "-version"], capture_output=True, text=True).stdout.split("\n")[0]
     except OSError:
         ff = None

@@ -209,7 +209,11 @@ def synth(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # outside a command (start-up): nothing was written
+        console.print("interrupted")
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -32,6 +33,12 @@ def _context():
     return ctx
 
 
+def _ignore_sigint() -> None:
+    # Ctrl-C reaches the whole process group; the parent alone decides what to stop, so that
+    # no worker dies half-way through recording a result.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class LocalExecutor:
     def __init__(self, workers: int = 0, retries: int = 2) -> None:
         self.workers = workers or default_workers()
@@ -44,7 +51,9 @@ class LocalExecutor:
         pending = list(tasks)
         failures: list[tuple[Any, str]] = []
         while pending:
-            with ProcessPoolExecutor(max_workers=min(self.workers, len(pending)), mp_context=_context()) as pool:
+            pool = ProcessPoolExecutor(max_workers=min(self.workers, len(pending)), mp_context=_context(),
+                                       initializer=_ignore_sigint)
+            try:
                 futures = {pool.submit(fn, t, *args): t for t in pending}
                 pending = []
                 broken = False
@@ -71,6 +80,15 @@ class LocalExecutor:
                             else:
                                 pending.append(task)
                         futures = {}
+            except BaseException:
+                # Interrupted: stop at once. Shards in flight are lost (their temporary files
+                # are removed by the next run); finished shards and their markers stay.
+                workers = list((getattr(pool, "_processes", None) or {}).values())
+                for proc in workers:
+                    proc.kill()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown(wait=True)
         return failures
 
     def _retry(self, task, error, attempts, pending, failures) -> None:

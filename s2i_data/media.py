@@ -45,6 +45,16 @@ class MediaError(Exception):
     """A file ffmpeg cannot use; the message is the one-line reason recorded in the manifest."""
 
 
+class FFmpegKilled(RuntimeError):
+    """ffmpeg died of a signal (out of memory, a kill): says nothing about the file, so the
+    work is retried instead of the file being recorded as bad."""
+
+
+def _check_killed(returncode: int, path: str) -> None:
+    if returncode < 0:
+        raise FFmpegKilled(f"ffmpeg was killed by signal {-returncode} while reading {path}")
+
+
 @dataclass
 class Probe:
     """What a file holds, as far as the pipeline cares; times are seconds from the file's start."""
@@ -191,7 +201,10 @@ def probe(path: str, timeout: float = 300.0) -> Probe:
     # video then all audio, which is how packets are matched back to input streams below.
     cmd = [ffmpeg_exe(), *_BASE, "-i", path, "-map", "0:v?", "-map", "0:a?", "-c", "copy",
            "-f", "framecrc", "-"]
-    run = subprocess.run(cmd, capture_output=True, timeout=timeout)
+    # Own session: a Ctrl-C at the terminal stops the build (which then stops its workers), it
+    # must not kill ffmpeg under a worker and make a good file look broken.
+    run = subprocess.run(cmd, capture_output=True, timeout=timeout, start_new_session=True)
+    _check_killed(run.returncode, path)
     stderr = run.stderr.decode("utf-8", "replace")
     header_duration, streams = _parse_header(stderr)
     if not streams:
@@ -319,7 +332,7 @@ def decode(path: str, probe: Probe, audio_span_s: tuple[float, float], first_fra
     reader.start()
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                pass_fds=(write_fd,))
+                                pass_fds=(write_fd,), start_new_session=True)
     finally:
         os.close(write_fd)  # the child holds its own copy; ours must close for EOF to arrive
     try:
@@ -330,6 +343,7 @@ def decode(path: str, probe: Probe, audio_span_s: tuple[float, float], first_fra
         raise MediaError(f"decoding took longer than {timeout:.0f} s")
     finally:
         reader.join(timeout=60)
+    _check_killed(proc.returncode, path)
     if proc.returncode != 0:
         raise MediaError(f"decoding failed: {_last_error(err.decode('utf-8', 'replace'))}")
     audio = np.frombuffer(out, dtype="<f4").astype(np.float32)

@@ -201,20 +201,25 @@ def test_awkward_inputs_are_built_or_recorded(tmp_path):
     assert strict.returncode == 1 and "--strict" in strict.stderr
 
 
-def test_resume_after_kill_gives_the_clean_result(synth_videos, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_resume_after_kill_gives_the_clean_result(synth_videos, tmp_path, sig):
     args = ["build", "--root", str(synth_videos), "--classes", CLASSES, "--shard-size", "4",
             "--workers", "1", "--no-progress"]
     clean = tmp_path / "clean"
     cli(*args, "--out", str(clean))
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "s2i_data.cli", *args, "--out", str(killed)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     marker_dir = killed / "_build" / "shards"
     deadline = time.time() + 120
     while time.time() < deadline and len(list(marker_dir.glob("*.json"))) < 3:
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the whole group: the CLI and its workers, mid-shard
-    proc.wait()
+    # The whole process group, as a terminal's Ctrl-C or a kill of the job would: the CLI, its
+    # workers and their ffmpeg processes, mid-shard.
+    os.killpg(proc.pid, sig)
+    _, err = proc.communicate(timeout=60)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
     done = len(list(marker_dir.glob("*.json")))
     total = len(list(clean.rglob("*.tar")))
     assert 3 <= done < total, "the build finished before it could be killed"
