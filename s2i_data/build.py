@@ -42,6 +42,7 @@ class BuildResult:
     videos: pd.DataFrame
     failed_shards: list[tuple[str, str]] = field(default_factory=list)
     resumed: bool = False
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def problems(self) -> pd.DataFrame:
@@ -136,11 +137,10 @@ def probe_items(items: list[VideoItem], workers: int, on_probe: Callable[[], Non
 
     with ThreadPoolExecutor(max_workers=max(1, workers * 2)) as pool:
         rows = list(pool.map(one, items))
-    df = pd.DataFrame(rows)
-    for col in plan.VIDEO_COLUMNS:
-        if col not in df.columns:
-            df[col] = np.nan
-    return df
+    columns = ["video_id", "source", "class", "status", "reason", "window_start_s", "window_end_s",
+               *media.Probe.__dataclass_fields__]
+    # The same columns whether or not any file probed fine (or there were no files at all).
+    return pd.DataFrame(rows).reindex(columns=columns)
 
 
 # ----------------------------------------------------------------------------- output folder
@@ -267,7 +267,20 @@ def build(cfg: BuildConfig, progress=None) -> BuildResult:
     result = assemble(out, cfg, probes, samples, tasks)
     result.failed_shards = [(t.name, err) for t, err in failed]
     result.resumed = resuming
+    result.warnings = balance_warnings(json.loads((work / "balance.json").read_text()))
     return result
+
+
+def balance_warnings(report: dict) -> list[str]:
+    """Say why a split is empty: balance gives every class the smallest class's count."""
+    out = []
+    for split in plan.SPLITS:
+        available = report["available"].get(split, {})
+        empty = [c for c, n in available.items() if n == 0]
+        if empty:
+            out.append(f"{split} is empty: no usable segments for {', '.join(empty)} "
+                       f"(a class needs at least 3 usable videos to reach every split)")
+    return out
 
 
 def _remove_partial_files(out: Path) -> None:
@@ -298,7 +311,7 @@ def assemble(out: Path, cfg: BuildConfig, probes: pd.DataFrame, samples: pd.Data
     videos.loc[hit, "status"] = "failed"
     videos.loc[hit, "reason"] = videos.loc[hit, "video_id"].map(video_fail)
     pending = set(samples["shard"]) - done_shards
-    videos_out = videos[plan.VIDEO_COLUMNS[:13]]
+    videos_out = videos[plan.VIDEO_COLUMNS]
     _write_parquet(out / "manifest.parquet", manifest)
     _write_parquet(out / "videos.parquet", videos_out)
 

@@ -16,9 +16,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Audiovisual video collections → video-disjoint, class-balanced webdataset shards.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # one message, one line, whatever the width
 out_console = Console()
 
 
@@ -133,6 +133,8 @@ def build(
         if len(problems) > 20:
             table.add_row("…", "", f"{len(problems) - 20} more", "")
         out_console.print(table)
+    for line in result.warnings:
+        console.print(f"[yellow]warning:[/yellow] {line}", highlight=False)
     for name, err in result.failed_shards:
         console.print(f"[red]shard failed:[/red] {name}: {err}")
     if result.failed_shards:
@@ -209,11 +211,19 @@ def synth(
 
 
 def main() -> None:
+    import os
+
     try:
-        app()
+        app(standalone_mode=True)
     except KeyboardInterrupt:  # outside a command (start-up): nothing was written
         console.print("interrupted")
         sys.exit(130)
+    except Exception as e:  # a bug, not bad input: one line unless asked for the traceback
+        if os.environ.get("S2I_DEBUG"):
+            raise
+        console.print(f"[red]internal error:[/red] {type(e).__name__}: {e} "
+                      "(set S2I_DEBUG=1 for the traceback; please report it)", highlight=False)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,9 @@ from .config import BuildConfig
 
 SPLITS = ("train", "val", "test")
 
+# videos.parquet, as SPEC 2.6 names it; the probe table behind it has more (window, streams).
 VIDEO_COLUMNS = ["video_id", "source", "class", "split", "status", "reason", "duration_s", "fps",
-                 "width", "height", "audio_rate", "audio_channels", "segments", "window_start_s",
-                 "window_end_s", "video_index", "audio_index", "sar", "rotation"]
+                 "width", "height", "audio_rate", "audio_channels", "segments"]
 SAMPLE_COLUMNS = ["key", "split", "shard", "class", "class_index", "video_id", "segment_index",
                   "start_s", "end_s", "source"]
 
@@ -126,7 +126,14 @@ def plan(videos: pd.DataFrame, cfg: BuildConfig) -> tuple[pd.DataFrame, pd.DataF
             continue
         part = seg[seg["split"] == split].sort_values(["class", "rank", "vhash", "segment_index"], kind="stable")
         chosen.append(part.groupby("class", sort=False).head(target))
-    picked = pd.concat(chosen) if chosen else seg.iloc[:0]
+    if not chosen:  # nothing usable in some split: an empty, well-typed plan
+        empty = pd.DataFrame({c: pd.Series(dtype=object) for c in SAMPLE_COLUMNS})
+        for c in ("class_index", "segment_index"):
+            empty[c] = empty[c].astype(np.int64)
+        for c in ("start_s", "end_s"):
+            empty[c] = empty[c].astype(np.float64)
+        return videos, empty, report
+    picked = pd.concat(chosen)
 
     rows = videos.loc[picked["row"]]
     samples = pd.DataFrame({

@@ -151,10 +151,11 @@ class MelStats:
         std = np.sqrt(np.maximum(self.sumsq / self.count - mean**2, 0))
         cdf = np.cumsum(self.hist) / self.hist.sum()
         pct = {f"p{p:g}": float(HIST_EDGES[1:][np.searchsorted(cdf, p / 100)]) for p in (0.1, 1, 50, 99, 99.9)}
+        n = self.count * len(mean)
+        global_mean = self.sum.sum() / n
+        global_std = np.sqrt(max(self.sumsq.sum() / n - global_mean**2, 0))
         return {"count": int(self.count), "mean": mean.tolist(), "std": std.tolist(),
-                "global_mean": float(self.sum.sum() / (self.count * len(mean))),
-                "global_std": float(np.sqrt(max(self.sumsq.sum() / (self.count * len(mean))
-                                                 - (self.sum.sum() / (self.count * len(mean))) ** 2, 0))),
+                "global_mean": float(global_mean), "global_std": float(global_std),
                 "min": self.min, "max": self.max, **pct}
 
 

@@ -227,3 +227,40 @@ def test_resume_after_kill_gives_the_clean_result(synth_videos, tmp_path, sig):
     assert "resumed" in r.stdout
     assert digest(killed) == digest(clean)
     cli("verify", str(killed))
+
+
+def test_audioset_source_end_to_end(synth_videos, tmp_path):
+    """Whole videos cut at the CSV window, pre-cut clips, missing files and unknown labels."""
+    import shutil
+
+    root = tmp_path / "videos"
+    root.mkdir()
+    rows = []
+    dogs = sorted((synth_videos / "dog").glob("*.mp4"))
+    waters = sorted((synth_videos / "water").glob("*.mp4"))
+    for i, src in enumerate(dogs):  # whole videos: window 1.0 .. 2.2 s of the file → 1 segment
+        ytid = f"dogVideo{i:03d}"
+        shutil.copy(src, root / f"{ytid}.mp4")
+        rows.append(f'{ytid}, 1.000, 2.200, "/m/05tny_,/m/0jbk"')  # Bark: a descendant of Dog
+    for i, src in enumerate(waters):  # already cut, named <YTID>_<start ms>_<end ms>
+        ytid = f"wat-Video{i:02d}"
+        shutil.copy(src, root / f"{ytid}_30000_40000.mp4")
+        rows.append(f'{ytid}, 30.000, 40.000, "/m/0j6m2"')
+    rows.append('missingVid1, 0.000, 10.000, "/m/0bt9lr"')
+    rows.append('notOurClass, 0.000, 10.000, "/m/09x0r"')  # Speech: not part of the corpus
+    csv = tmp_path / "segments.csv"
+    csv.write_text("# Segments csv created Sun Mar  5 10:54:31 2017\n"
+                   "# num_ytids=9, num_segs=9, num_unique_labels=3, num_positive_labels=9\n"
+                   "# YTID, start_seconds, end_seconds, positive_labels\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "as"
+    cli("build", "--source", "audioset", "--csv", str(csv), "--root", str(root), "--classes", "dog,water",
+        "--out", str(out), "--shard-size", "8")
+    cli("verify", str(out))
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    dog = manifest[manifest["class"] == "dog"]
+    assert (dog["start_s"] >= 1.0).all() and (dog["end_s"] <= 2.2 + 1e-6).all()
+    assert (dog["segment_index"] == 0).all()
+    videos = pd.read_parquet(out / "videos.parquet")
+    missing = videos[videos["video_id"].str.startswith("missingVid1")]
+    assert len(missing) == 1 and missing["status"].iloc[0] == "skipped" and "no video file" in missing["reason"].iloc[0]
+    assert not videos["video_id"].str.startswith("notOurClass").any()
