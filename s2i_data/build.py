@@ -104,6 +104,14 @@ def collect_items(cfg: BuildConfig, class_infos) -> list[VideoItem]:
     return items
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def probe_items(items: list[VideoItem], workers: int, on_probe: Callable[[], None] | None = None) -> pd.DataFrame:
     """One row per item, status ok or skipped with the reason; probes run in parallel threads
     (each is an ffmpeg subprocess, so threads are enough)."""
@@ -113,6 +121,10 @@ def probe_items(items: list[VideoItem], workers: int, on_probe: Callable[[], Non
                "reason": "", "window_start_s": float(it.start_s), "window_end_s": np.nan}
         if it.reason:
             row.update(status="skipped", reason=it.reason)
+        elif not _utf8(it.source):
+            # Manifests are UTF-8 text: a name that is not cannot be recorded faithfully.
+            row.update(status="skipped", source=it.source.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
+                       reason="file name is not valid UTF-8: rename the file")
         else:
             try:
                 pr = media.probe(it.source)

@@ -137,6 +137,8 @@ def _parse_header(stderr: str) -> tuple[float | None, list[dict]]:
             duration = int(h) * 3600 + int(mi) * 60 + float(s)
             continue
         m = _STREAM.match(line)
+        if m and any(s["index"] == int(m.group(1)) for s in streams):
+            continue  # listed again under a program (MPEG-TS): one entry per stream
         if m:
             streams.append({"index": int(m.group(1)), "type": m.group(2).lower(), "desc": m.group(3)})
             continue

@@ -37,5 +37,5 @@ def safe_id(name: str, salt: str) -> str:
     survive any filesystem, so everything outside [A-Za-z0-9_-] becomes '_'.
     """
     stem = _UNSAFE.sub("_", name).strip("_")[:48] or "video"
-    digest = hashlib.sha1(salt.encode("utf-8")).hexdigest()[:8]
+    digest = hashlib.sha1(salt.encode("utf-8", "surrogateescape")).hexdigest()[:8]
     return f"{stem}-{digest}"

@@ -264,3 +264,20 @@ def test_audioset_source_end_to_end(synth_videos, tmp_path):
     missing = videos[videos["video_id"].str.startswith("missingVid1")]
     assert len(missing) == 1 and missing["status"].iloc[0] == "skipped" and "no video file" in missing["reason"].iloc[0]
     assert not videos["video_id"].str.startswith("notOurClass").any()
+
+
+def test_file_name_that_is_not_utf8_is_recorded_not_fatal(synth_videos, tmp_path):
+    import shutil
+
+    root = tmp_path / "v"
+    for cls in ("dog", "water"):
+        shutil.copytree(synth_videos / cls, root / cls)
+    latin1 = os.fsencode(str(root / "dog")) + b"/chien_\xe9t\xe9.mp4"  # Latin-1 bytes, not UTF-8
+    shutil.copy(sorted((synth_videos / "dog").glob("*.mp4"))[0], latin1)
+    out = tmp_path / "o"
+    r = cli("build", "--root", str(root), "--classes", "dog,water", "--out", str(out), "--shard-size", "8")
+    assert "Traceback" not in r.stderr
+    videos = pd.read_parquet(out / "videos.parquet")
+    bad = videos[videos["reason"].fillna("").str.contains("UTF-8")]
+    assert len(bad) == 1 and bad["status"].iloc[0] == "skipped"
+    cli("verify", str(out))
