@@ -1,0 +1,60 @@
+"""Small shared pieces: conv → BatchNorm → activation (→ dropout), width scaling, init."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def scaled(channels: int, width: float) -> int:
+    """Hidden channel count under the width multiplier (SPEC 4): rounded, at least 8."""
+    return channels if width == 1.0 else max(8, int(round(channels * width)))
+
+
+class StochasticDropout2d(nn.Module):
+    """Dropout2d that stays on at test time when ``always`` (the generator's source of diversity)."""
+
+    def __init__(self, p: float, always: bool = False) -> None:
+        super().__init__()
+        self.p = p
+        self.always = always
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout2d(x, self.p, training=self.training or self.always)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, always={self.always}"
+
+
+class ConvUnit(nn.Sequential):
+    """(Transposed) convolution → BatchNorm → ReLU or tanh → optional Dropout2d."""
+
+    def __init__(self, cin: int, cout: int, kernel, stride=1, padding=0, *, transposed: bool = False,
+                 bias: bool = True, act: str = "relu", dropout: float = 0.0, always_dropout: bool = False):
+        conv_cls = nn.ConvTranspose2d if transposed else nn.Conv2d
+        layers: list[nn.Module] = [conv_cls(cin, cout, kernel, stride, padding, bias=bias), nn.BatchNorm2d(cout)]
+        layers.append(nn.ReLU(inplace=True) if act == "relu" else nn.Tanh())
+        if dropout:
+            layers.append(StochasticDropout2d(dropout, always_dropout))
+        super().__init__(*layers)
+
+
+def xavier_init(module: nn.Module) -> None:
+    """Xavier (Glorot) uniform weights, zero biases, unit BatchNorm (paper)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def conv_layers(module: nn.Module) -> int:
+    return sum(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in module.modules())
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
