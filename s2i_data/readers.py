@@ -58,10 +58,14 @@ def decode_sample(raw: dict) -> dict:
 
 
 def iter_raw(urls: list[str]) -> Iterator[dict]:
-    """Raw samples of the given shards, in order, through plain webdataset."""
+    """Raw samples of the given shards, in order, through plain webdataset.
+
+    The caller decides which shards a process reads (the trainer deals them to workers and
+    ranks itself), so webdataset's own node and worker splitting is switched off.
+    """
     import webdataset as wds
 
-    ds = wds.WebDataset(urls, shardshuffle=False, empty_check=False)
+    ds = wds.WebDataset(urls, shardshuffle=False, empty_check=False, nodesplitter=None, workersplitter=None)
     yield from ds
 
 

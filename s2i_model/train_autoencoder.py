@@ -1,0 +1,103 @@
+"""Stage 1: the audio autoencoder on the train split's spectrograms (SPEC 4.1).
+
+One loop, top to bottom. Re-running the same command resumes from RUN/autoencoder.pt (models,
+optimiser, epoch, RNG states) and reaches the state an uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import checkpoint
+from .config import AutoencoderConfig
+from .data import Normalizer, ShardStream, loader
+from .metrics import MetricsLog
+from .nets import AudioAutoencoder
+from .runtime import autocast, pick_device, prepare_model, rng_state, seed_everything, set_rng_state
+
+CKPT = "autoencoder.pt"
+
+
+class TrainingError(Exception):
+    """A run that cannot go on (non-finite loss, missing stage): one line for the user."""
+
+
+def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
+    run = Path(cfg.run)
+    # ---- set-up: device, seeds, data, model, optimiser
+    device = pick_device(cfg.device)
+    seed_everything(cfg.seed)
+    norm = Normalizer.from_build(cfg.data)
+    train_ds = ShardStream(cfg.data, "train", norm, cfg.seed, shuffle=True, buffer=cfg.shuffle_buffer)
+    val_ds = ShardStream(cfg.data, "val", norm, cfg.seed, shuffle=False)
+    model = prepare_model(AudioAutoencoder(cfg.emb, cfg.width), device)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    start = 0
+
+    # ---- resume: everything the next epoch depends on
+    state = checkpoint.load(run / CKPT, device)
+    if state is not None:
+        old = state["config"]
+        for k in ("emb", "width", "data"):
+            if old[k] != getattr(cfg, k):
+                raise TrainingError(f"{run / CKPT} was trained with {k}={old[k]!r}, not {getattr(cfg, k)!r}; use another --run")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        start = state["epoch"]
+    if start >= cfg.epochs:
+        log(f"autoencoder already trained for {start} epochs in {run}: nothing to do")
+        return state
+    metrics = MetricsLog(run, "autoencoder", start)
+
+    for epoch in range(start, cfg.epochs):
+        # ---- train one epoch
+        model.train()
+        train_ds.set_epoch(epoch)
+        t0, total, n = time.time(), 0.0, 0
+        for step, (mel, _, _, _) in enumerate(loader(train_ds, cfg.batch_size, cfg.workers)):
+            if cfg.max_steps and step >= cfg.max_steps:
+                break
+            mel = mel.to(device, non_blocking=True)
+            with autocast(device, cfg.amp):
+                recon, _ = model(mel)
+                loss = F.mse_loss(recon.float(), mel)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"non-finite autoencoder loss at epoch {epoch + 1}, step {step + 1}; "
+                                    f"the last good checkpoint ({start if epoch == start else epoch} epochs) is kept")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * mel.shape[0]
+            n += mel.shape[0]
+        train_time = time.time() - t0
+
+        # ---- validate: reconstruction loss on the val split
+        model.eval()
+        vtotal, vn = 0.0, 0
+        with torch.no_grad():
+            for mel, _, _, _ in loader(val_ds, cfg.batch_size, cfg.workers):
+                mel = mel.to(device)
+                with autocast(device, cfg.amp):
+                    recon, _ = model(mel)
+                vtotal += F.mse_loss(recon.float(), mel, reduction="sum").item() / mel[0].numel()
+                vn += mel.shape[0]
+
+        # ---- log and checkpoint
+        row = {"epoch": epoch + 1, "train_loss": total / max(n, 1), "val_loss": vtotal / max(vn, 1),
+               "samples": n, "seconds": round(train_time, 3), "samples_per_s": n / max(train_time, 1e-9)}
+        metrics.write(row)
+        log(f"autoencoder epoch {epoch + 1}/{cfg.epochs}: train {row['train_loss']:.4f} val {row['val_loss']:.4f} "
+            f"({row['samples_per_s']:.1f} samples/s)")
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                 "rng": rng_state(), "config": cfg.to_dict(), "normalizer": norm.to_dict(),
+                 "last": row}
+        checkpoint.save(run / CKPT, state)
+    metrics.close()
+    (run / "autoencoder.json").write_text(json.dumps({"config": cfg.to_dict(), "last": state["last"]}, indent=2))
+    return state

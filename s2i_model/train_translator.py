@@ -1,0 +1,188 @@
+"""Stage 2: the sound-to-image translator (SPEC 4.2) on top of the frozen audio encoder.
+
+One loop, top to bottom. The encoder is frozen, so every sample's embedding is computed once and
+cached (RUN/embeddings.pt). The generator G minimises pixel MSE + λ · L_ma, where L_ma is the
+batch adversarial loss averaged with the mean adversarial losses of the previous k-1 epochs; the
+discriminator D sees balanced real/fake batches and is updated once every n_gd G updates.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import checkpoint
+from .config import AutoencoderConfig, TranslatorConfig, from_dict
+from .data import Normalizer, ShardStream, compute_embeddings, loader
+from .grid import save_grid
+from .metrics import MetricsLog
+from .nets import AudioAutoencoder, DenseGenerator, Discriminator
+from .runtime import autocast, pick_device, prepare_model, rng_state, seed_everything, set_rng_state
+from .train_autoencoder import CKPT as AE_CKPT
+from .train_autoencoder import TrainingError
+
+CKPT = "translator.pt"
+
+
+def load_encoder(run: Path, device: torch.device) -> tuple[torch.nn.Module, AutoencoderConfig, Normalizer]:
+    state = checkpoint.load(run / AE_CKPT, device)
+    if state is None:
+        raise TrainingError(f"{run / AE_CKPT} not found: train the autoencoder first (s2i-model train-autoencoder)")
+    cfg = from_dict(AutoencoderConfig, state["config"])
+    if state["epoch"] < cfg.epochs:
+        raise TrainingError(f"the autoencoder in {run} is at epoch {state['epoch']} of {cfg.epochs}: finish it first")
+    ae = AudioAutoencoder(cfg.emb, cfg.width)
+    ae.load_state_dict(state["model"])
+    encoder = ae.encoder.to(device).eval()
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    return encoder, cfg, Normalizer(**state["normalizer"])
+
+
+def embedding_cache(run: Path, encoder, data: str, norm: Normalizer, device, workers: int) -> dict:
+    path = run / "embeddings.pt"
+    cached = checkpoint.load(path)
+    if cached is not None:
+        return cached
+    cache = {split: compute_embeddings(encoder, data, split, norm, device, workers=workers) for split in ("train", "val")}
+    checkpoint.save(path, cache)
+    return cache
+
+
+def lookup(cache: dict) -> dict[str, int]:
+    return {k: i for i, k in enumerate(cache["keys"])}
+
+
+def train_translator(cfg: TranslatorConfig, log=print) -> dict:
+    run = Path(cfg.run)
+    # ---- set-up: device, frozen encoder and its cached embeddings, data, G, D, optimisers
+    device = pick_device(cfg.device)
+    seed_everything(cfg.seed)
+    encoder, ae_cfg, norm = load_encoder(run, device)
+    emb = embedding_cache(run, encoder, cfg.data, norm, device, cfg.workers)
+    train_index = lookup(emb["train"])
+    train_ds = ShardStream(cfg.data, "train", norm, cfg.seed, shuffle=True, buffer=cfg.shuffle_buffer)
+    G = prepare_model(DenseGenerator(ae_cfg.emb, ae_cfg.width), device)
+    D = prepare_model(Discriminator(ae_cfg.emb, ae_cfg.width), device)
+    opt_g = torch.optim.SGD(G.parameters(), lr=cfg.lr_g, momentum=cfg.momentum_g)
+    opt_d = torch.optim.SGD(D.parameters(), lr=cfg.lr_d, momentum=cfg.momentum_d)
+    start, g_steps, adv_history = 0, 0, []
+
+    # ---- resume
+    state = checkpoint.load(run / CKPT, device)
+    if state is not None:
+        G.load_state_dict(state["G"])
+        D.load_state_dict(state["D"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        set_rng_state(state["rng"])
+        start, g_steps, adv_history = state["epoch"], state["g_steps"], state["adv_history"]
+    if start >= cfg.epochs:
+        log(f"translator already trained for {start} epochs in {run}: nothing to do")
+        return state
+    metrics = MetricsLog(run, "translator", start)
+    grid_rows = fixed_validation_sounds(cfg, emb["val"], norm)
+
+    for epoch in range(start, cfg.epochs):
+        G.train()
+        D.train()
+        train_ds.set_epoch(epoch)
+        t0 = time.time()
+        sums = {"pixel": 0.0, "adv": 0.0, "g": 0.0, "d": 0.0}
+        n = d_updates = 0
+        past = adv_history[-(cfg.ma_k - 1):] if cfg.ma_k > 1 else []
+        for step, (_, real, _, keys) in enumerate(loader(train_ds, cfg.batch_size, cfg.workers)):
+            if cfg.max_steps and step >= cfg.max_steps:
+                break
+            z = emb["train"]["emb"][[train_index[k] for k in keys]].to(device)
+            real = real.to(device, non_blocking=True)
+
+            # ---- generator update: pixel MSE + λ · moving-average adversarial loss
+            with autocast(device, cfg.amp):
+                fake = G(z)
+                pixel = F.mse_loss(fake.float(), real)
+                adv = torch.mean((1.0 - D(fake, z).float()) ** 2)
+            l_ma = (adv + sum(past)) / (1 + len(past))  # only the batch term carries a gradient
+            loss_g = pixel + cfg.lam * l_ma
+            if not torch.isfinite(loss_g):
+                raise TrainingError(f"non-finite generator loss at epoch {epoch + 1}, step {step + 1}; "
+                                    f"the last good checkpoint ({epoch} epochs) is kept")
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            g_steps += 1
+
+            # ---- discriminator update, once every n_gd generator updates, real and fake halves
+            if g_steps % cfg.n_gd == 0:
+                with autocast(device, cfg.amp):
+                    d_real = D(real, z).float()
+                    d_fake = D(fake.detach(), z).float()
+                    loss_d = F.mse_loss(d_real, torch.ones_like(d_real)) + F.mse_loss(d_fake, -torch.ones_like(d_fake))
+                if not torch.isfinite(loss_d):
+                    raise TrainingError(f"non-finite discriminator loss at epoch {epoch + 1}; "
+                                        f"the last good checkpoint ({epoch} epochs) is kept")
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
+                sums["d"] += loss_d.item()
+                d_updates += 1
+            b = real.shape[0]
+            sums["pixel"] += pixel.item() * b
+            sums["adv"] += adv.item() * b
+            sums["g"] += loss_g.item() * b
+            n += b
+        seconds = time.time() - t0
+
+        # ---- log, image grid, checkpoint
+        adv_history.append(sums["adv"] / max(n, 1))
+        row = {"epoch": epoch + 1, "pixel_loss": sums["pixel"] / max(n, 1), "adv_loss": adv_history[-1],
+               "g_loss": sums["g"] / max(n, 1), "d_loss": sums["d"] / max(d_updates, 1), "d_updates": d_updates,
+               "samples": n, "seconds": round(seconds, 3), "samples_per_s": n / max(seconds, 1e-9)}
+        metrics.write(row)
+        log(f"translator epoch {epoch + 1}/{cfg.epochs}: pixel {row['pixel_loss']:.4f} adv {row['adv_loss']:.4f} "
+            f"D {row['d_loss']:.4f} ({row['samples_per_s']:.1f} samples/s)")
+        if grid_rows and ((epoch + 1) % cfg.grid_every == 0 or epoch + 1 == cfg.epochs):
+            draw_grid(G, grid_rows, cfg.grid_images, device, run / "grids" / f"epoch-{epoch + 1:05d}.png")
+        state = {"G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                 "epoch": epoch + 1, "g_steps": g_steps, "adv_history": adv_history, "rng": rng_state(),
+                 "config": cfg.to_dict(), "autoencoder": ae_cfg.to_dict(), "normalizer": norm.to_dict(),
+                 "last": row}
+        checkpoint.save(run / CKPT, state)
+    metrics.close()
+    return state
+
+
+def fixed_validation_sounds(cfg: TranslatorConfig, val: dict, norm: Normalizer) -> list[tuple]:
+    """The first few validation sounds of each class (by key), with their real frames."""
+    if not len(val["keys"]):
+        return []
+    order = sorted(range(len(val["keys"])), key=lambda i: val["keys"][i])
+    picked: dict[int, list[int]] = {}
+    for i in order:
+        c = int(val["cls"][i])
+        if len(picked.setdefault(c, [])) < cfg.grid_sounds_per_class:
+            picked[c].append(i)
+    wanted = {val["keys"][i] for idx in picked.values() for i in idx}
+    frames = {}
+    for _, img, _, key in ShardStream(cfg.data, "val", norm, shuffle=False):
+        if key in wanted:
+            frames[key] = img
+    return [(val["keys"][i], frames.get(val["keys"][i]), val["emb"][i], c)
+            for c in sorted(picked) for i in picked[c]]
+
+
+@torch.no_grad()
+def draw_grid(G, rows: list[tuple], k: int, device, path: Path) -> Path:
+    from .data import tensor_to_image
+
+    was_training = G.training
+    G.eval()  # BatchNorm in inference mode; dropout stays on by design
+    out = []
+    for key, real, z, _ in rows:
+        gen = G(z[None].repeat(k, 1).to(device)).cpu()
+        out.append((key, tensor_to_image(real) if real is not None else None, list(gen)))
+    G.train(was_training)
+    return save_grid(out, path)
