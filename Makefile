@@ -7,11 +7,21 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.s2i-installed
 DEMO   ?= data/demo
 WORKERS ?= 0
+# make train: stage 1 then stage 2 (re-running a finished run does nothing; a killed one resumes)
+EMB        ?= 512
+DATA       ?= data/vegas5
+RUN        ?= runs/emb$(EMB)
+WIDTH      ?= 1.0
+EPOCHS_AE  ?= 1000
+EPOCHS_GAN ?= 4000
+LOADERS    ?= 4
+BATCH      ?= 64
 
-.PHONY: setup demo test bench clean help
+.PHONY: setup demo test bench train clean help
 help:
 	@echo "make demo   set up .venv and run the whole pipeline on the built-in synthetic data"
 	@echo "make test   set up .venv and run the test suite"
+	@echo "make train  EMB=512 DATA=data/vegas5 RUN=runs/emb512 [WIDTH= EPOCHS_AE= EPOCHS_GAN=]"
 	@echo "make bench  run the benchmarks (figures go to docs/performance.md by hand)"
 
 setup: $(STAMP)
@@ -29,6 +39,12 @@ demo: setup
 	$(BIN)/s2i-data verify $(DEMO)/shards
 	$(BIN)/s2i-data inspect $(DEMO)/shards --png $(DEMO)/contact-sheet.png
 	@echo "demo finished: look at $(DEMO)/contact-sheet.png"
+
+train: setup
+	$(BIN)/s2i-model train-autoencoder --data $(DATA) --run $(RUN) --emb $(EMB) --width $(WIDTH) \
+		--epochs $(EPOCHS_AE) --batch-size $(BATCH) --workers $(LOADERS)
+	$(BIN)/s2i-model train-translator --data $(DATA) --run $(RUN) --epochs $(EPOCHS_GAN) \
+		--batch-size $(BATCH) --workers $(LOADERS)
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -354,3 +354,22 @@ def decode(path: str, probe: Probe, audio_span_s: tuple[float, float], first_fra
     frames = np.frombuffer(raw[: len(raw) // frame_bytes * frame_bytes], dtype=np.uint8)
     return Decoded(audio=audio, audio_start_s=seek,
                    frames=frames.reshape(-1, image_size, image_size, 3))
+
+
+def decode_audio(path: str, sample_rate: int = 16000, timeout: float = 600.0) -> np.ndarray:
+    """The first audio stream of any audio or video file, as mono float32 at ``sample_rate``,
+    sample 0 at the file's time zero. Raises `MediaError` with the reason it cannot."""
+    if not os.path.isfile(path):
+        raise MediaError("file not found")
+    if os.path.getsize(path) == 0:
+        raise MediaError("empty file (0 bytes)")
+    cmd = [ffmpeg_exe(), *_BASE, "-loglevel", "error", "-i", path, "-map", "0:a:0", "-ac", "1",
+           "-af", f"aresample={sample_rate}:first_pts=0", "-f", "f32le", "pipe:1"]
+    run = subprocess.run(cmd, capture_output=True, timeout=timeout, start_new_session=True)
+    _check_killed(run.returncode, path)
+    err = run.stderr.decode("utf-8", "replace")
+    if run.returncode != 0:
+        if "matches no streams" in err:
+            raise MediaError("no audio stream")
+        raise MediaError(f"cannot decode the audio: {_last_error(err)}")
+    return np.frombuffer(run.stdout, dtype="<f4").astype(np.float32)

@@ -23,6 +23,13 @@ from .runtime import autocast, pick_device, prepare_model, rng_state, seed_every
 CKPT = "autoencoder.pt"
 
 
+def set_hyperparameters(opt: torch.optim.Optimizer, **values) -> None:
+    # A resumed optimiser brings back its momentum buffers and also its old settings: the
+    # settings of the command being run win, so a rate can be changed on resume.
+    for group in opt.param_groups:
+        group.update(values)
+
+
 class TrainingError(Exception):
     """A run that cannot go on (non-finite loss, missing stage): one line for the user."""
 
@@ -48,6 +55,7 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
                 raise TrainingError(f"{run / CKPT} was trained with {k}={old[k]!r}, not {getattr(cfg, k)!r}; use another --run")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        set_hyperparameters(opt, lr=cfg.lr, momentum=cfg.momentum)
         set_rng_state(state["rng"])
         start = state["epoch"]
     if start >= cfg.epochs:
@@ -63,6 +71,8 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
         for step, (mel, _, _, _) in enumerate(loader(train_ds, cfg.batch_size, cfg.workers)):
             if cfg.max_steps and step >= cfg.max_steps:
                 break
+            if mel.shape[0] < 2:  # a last batch of one: BatchNorm cannot train on it
+                continue
             mel = mel.to(device, non_blocking=True)
             with autocast(device, cfg.amp):
                 recon, _ = model(mel)

@@ -22,7 +22,7 @@ from .metrics import MetricsLog
 from .nets import AudioAutoencoder, DenseGenerator, Discriminator
 from .runtime import autocast, pick_device, prepare_model, rng_state, seed_everything, set_rng_state
 from .train_autoencoder import CKPT as AE_CKPT
-from .train_autoencoder import TrainingError
+from .train_autoencoder import TrainingError, set_hyperparameters
 
 CKPT = "translator.pt"
 
@@ -78,6 +78,8 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
         D.load_state_dict(state["D"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
+        set_hyperparameters(opt_g, lr=cfg.lr_g, momentum=cfg.momentum_g)
+        set_hyperparameters(opt_d, lr=cfg.lr_d, momentum=cfg.momentum_d)
         set_rng_state(state["rng"])
         start, g_steps, adv_history = state["epoch"], state["g_steps"], state["adv_history"]
     if start >= cfg.epochs:
@@ -97,6 +99,8 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
         for step, (_, real, _, keys) in enumerate(loader(train_ds, cfg.batch_size, cfg.workers)):
             if cfg.max_steps and step >= cfg.max_steps:
                 break
+            if real.shape[0] < 2:  # a last batch of one: BatchNorm cannot train on it
+                continue
             z = emb["train"]["emb"][[train_index[k] for k in keys]].to(device)
             real = real.to(device, non_blocking=True)
 

@@ -1,0 +1,55 @@
+"""Proxy metrics that need no human labels (clearly not informativity, SPEC 5).
+
+Class agreement: a classifier trained on the real frames of the train split names the class of
+each image generated from a held-out sound; the share that matches the sound's class. The paper
+shows why this over-reports (a plain classifier calls mostly uninformative images "matches"), so
+it is reported as a proxy, never as informativity.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .data import Normalizer, ShardStream
+from .nets import InformativityClassifier
+
+
+def load_split(data: str | Path, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """All (mel, image, class, key) of a split in memory (small splits: tests, evaluation)."""
+    mels, imgs, classes, keys = [], [], [], []
+    for mel, img, cls, key in ShardStream(data, split, Normalizer.from_build(data), shuffle=False):
+        mels.append(mel)
+        imgs.append(img)
+        classes.append(cls)
+        keys.append(key)
+    return torch.stack(mels), torch.stack(imgs), torch.tensor(classes), keys
+
+
+def train_frame_classifier(data: str | Path, n_classes: int, epochs: int = 30, seed: int = 0,
+                           device: str = "cpu") -> torch.nn.Module:
+    """The informativity architecture with one output per class, on the train split's frames."""
+    torch.manual_seed(seed)
+    _, images, classes, _ = load_split(data, "train")
+    model = InformativityClassifier(n_classes).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        model.train()
+        for idx in torch.randperm(len(images), generator=gen).split(32):
+            if len(idx) < 2:  # BatchNorm needs two
+                continue
+            loss = F.nll_loss(model(images[idx].to(device)), classes[idx].to(device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def class_agreement(classifier: torch.nn.Module, generated: torch.Tensor, classes: torch.Tensor) -> float:
+    """Share of generated images [N, 3, 96, 96] the classifier assigns to the sound's class."""
+    pred = torch.cat([classifier(b).argmax(1) for b in generated.split(256)])
+    return float((pred.cpu() == classes).float().mean())

@@ -1,0 +1,129 @@
+"""Training: resume reaches the uninterrupted state, completion is idempotent, non-finite losses
+stop the run with its last good checkpoint, and imagine turns real files into pictures."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from s2i_model import checkpoint
+from s2i_model.config import AutoencoderConfig, TranslatorConfig
+from s2i_model.train_autoencoder import TrainingError, train_autoencoder
+from s2i_model.train_translator import train_translator
+
+QUIET = dict(log=lambda *_: None)
+
+
+def ae_cfg(data, run, **kw):
+    return AutoencoderConfig(data=str(data), run=str(run), emb=64, width=0.125, batch_size=8, workers=2, **kw)
+
+
+def gan_cfg(data, run, **kw):
+    return TranslatorConfig(data=str(data), run=str(run), batch_size=8, n_gd=2, workers=2, grid_every=1,
+                            grid_images=2, **kw)
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_build, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    train_autoencoder(ae_cfg(tiny_build, run, epochs=2), **QUIET)
+    train_translator(gan_cfg(tiny_build, run, epochs=2), **QUIET)
+    return run
+
+
+def test_resume_reaches_the_uninterrupted_state(tiny_build, trained, tmp_path):
+    run = tmp_path / "resumed"
+    train_autoencoder(ae_cfg(tiny_build, run, epochs=1), **QUIET)  # "killed" after epoch 1
+    train_autoencoder(ae_cfg(tiny_build, run, epochs=2), **QUIET)
+    train_translator(gan_cfg(tiny_build, run, epochs=1), **QUIET)
+    train_translator(gan_cfg(tiny_build, run, epochs=2), **QUIET)
+    a, b = checkpoint.load(trained / "autoencoder.pt"), checkpoint.load(run / "autoencoder.pt")
+    assert same_weights(a["model"], b["model"])
+    a, b = checkpoint.load(trained / "translator.pt"), checkpoint.load(run / "translator.pt")
+    assert same_weights(a["G"], b["G"]) and same_weights(a["D"], b["D"])
+    assert a["g_steps"] == b["g_steps"] and a["adv_history"] == b["adv_history"]
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["epoch"]) for r in rows] == [("autoencoder", 1), ("autoencoder", 2),
+                                                        ("translator", 1), ("translator", 2)]
+
+
+def test_a_finished_run_does_nothing(tiny_build, trained):
+    before = (trained / "translator.pt").stat().st_mtime_ns
+    said = []
+    train_autoencoder(ae_cfg(tiny_build, trained, epochs=2), log=said.append)
+    train_translator(gan_cfg(tiny_build, trained, epochs=2), log=said.append)
+    assert all("nothing to do" in s for s in said) and len(said) == 2
+    assert (trained / "translator.pt").stat().st_mtime_ns == before
+
+
+def test_outputs_of_a_run(trained):
+    rows = [json.loads(x) for x in (trained / "metrics.jsonl").read_text().splitlines()]
+    gan = [r for r in rows if r["stage"] == "translator"]
+    assert all(math.isfinite(r["pixel_loss"]) and r["samples"] > 0 for r in gan)
+    assert sum(r["d_updates"] for r in gan) >= 1
+    assert sorted(p.name for p in (trained / "grids").glob("*.png")) == ["epoch-00001.png", "epoch-00002.png"]
+    assert any((trained / "tensorboard").iterdir())
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_build, tmp_path):
+    run = tmp_path / "nan"
+    train_autoencoder(ae_cfg(tiny_build, run, epochs=1), **QUIET)
+    good = checkpoint.load(run / "autoencoder.pt")
+    with pytest.raises(TrainingError, match="non-finite"):
+        train_autoencoder(ae_cfg(tiny_build, run, epochs=3, lr=float("nan")), **QUIET)
+    kept = checkpoint.load(run / "autoencoder.pt")
+    assert kept["epoch"] == 1 and same_weights(kept["model"], good["model"])
+
+
+def model_cli(*args, check=False):
+    return subprocess.run([sys.executable, "-m", "s2i_model.cli", *args], capture_output=True, text=True,
+                          check=check)
+
+
+def test_translator_needs_a_finished_autoencoder(tiny_build, tmp_path):
+    r = model_cli("train-translator", "--data", str(tiny_build), "--run", str(tmp_path / "empty"))
+    assert r.returncode == 1 and "train the autoencoder first" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_imagine_real_files_and_clear_errors(trained, synth_videos, tmp_path):
+    sr = 44100
+    t = np.arange(int(sr * 2.5)) / sr
+    wav = tmp_path / "whistle.wav"
+    soundfile.write(wav, 0.3 * np.sin(2 * np.pi * 900 * t), sr)
+    grid = tmp_path / "whistle.png"
+    r = model_cli("imagine", str(wav), "--run", str(trained), "-n", "3", "-o", str(grid), "--out-dir", str(tmp_path / "each"))
+    assert r.returncode == 0, r.stderr
+    from PIL import Image
+
+    with Image.open(grid) as im:
+        assert im.size[1] >= 2 * 96  # two whole 1 s windows, a row each
+    assert len(list((tmp_path / "each").glob("*.png"))) == 2 * 3
+    video = sorted((synth_videos / "dog").glob("*.mp4"))[0]  # a video file: its sound track
+    assert model_cli("imagine", str(video), "--run", str(trained), "-o", str(tmp_path / "v.png")).returncode == 0
+    folder = model_cli("imagine", str(synth_videos / "rail"), "--run", str(trained), "--out-dir", str(tmp_path / "rail"))
+    assert folder.returncode == 0 and len(list((tmp_path / "rail").glob("*.png"))) == 5
+
+    silent = tmp_path / "silent.wav"
+    soundfile.write(silent, np.zeros(sr * 2), sr)
+    short = tmp_path / "short.flac"
+    soundfile.write(short, 0.3 * np.sin(2 * np.pi * 440 * t[: sr // 2]), sr)
+    junk = tmp_path / "junk.mp3"
+    junk.write_text("not audio at all\n" * 10)
+    for path, reason in ((silent, "silent"), (short, "too short"), (junk, "cannot decode"),
+                         (tmp_path / "nope.wav", "no such file")):
+        r = model_cli("imagine", str(path), "--run", str(trained), "-o", str(tmp_path / "x.png"))
+        assert r.returncode != 0 and reason in r.stderr, (path, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
