@@ -16,6 +16,7 @@ EPOCHS_AE  ?= 1000
 EPOCHS_GAN ?= 4000
 LOADERS    ?= 4
 BATCH      ?= 64
+OPT        ?= sgd
 
 .PHONY: setup demo test bench train clean help
 help:
@@ -42,9 +43,9 @@ demo: setup
 
 train: setup
 	$(BIN)/s2i-model train-autoencoder --data $(DATA) --run $(RUN) --emb $(EMB) --width $(WIDTH) \
-		--epochs $(EPOCHS_AE) --batch-size $(BATCH) --workers $(LOADERS)
+		--epochs $(EPOCHS_AE) --batch-size $(BATCH) --optimizer $(OPT) --workers $(LOADERS)
 	$(BIN)/s2i-model train-translator --data $(DATA) --run $(RUN) --epochs $(EPOCHS_GAN) \
-		--batch-size $(BATCH) --workers $(LOADERS)
+		--batch-size $(BATCH) --optimizer $(OPT) --workers $(LOADERS)
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -52,6 +52,8 @@ def train_autoencoder(
     width: float = typer.Option(1.0, help="channel width multiplier (1.0: the paper's network)"),
     epochs: int = typer.Option(1000), batch_size: int = typer.Option(64), lr: float = typer.Option(0.05),
     momentum: float = typer.Option(0.9), seed: int = typer.Option(0), workers: int = typer.Option(2),
+    optimizer: str = typer.Option("sgd", help="sgd (the paper's) or adam (short CPU runs)"),
+    adam_lr: float = typer.Option(1e-3, help="learning rate when --optimizer adam"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ) -> None:
     """Stage 1: the audio autoencoder on the train split's spectrograms."""
@@ -61,7 +63,7 @@ def train_autoencoder(
     _check_data(data)
     cfg = AutoencoderConfig(data=str(data), run=str(run), emb=emb, width=width, epochs=epochs,
                             batch_size=batch_size, lr=lr, momentum=momentum, seed=seed, workers=workers,
-                            device=device)
+                            optimizer=optimizer, adam_lr=adam_lr, device=device)
     try:
         run_train(cfg, log=lambda m: console.print(m, highlight=False))
     except (TrainingError, ValueError) as e:
@@ -79,6 +81,8 @@ def train_translator(
     lam: float = typer.Option(0.1, help="weight of the moving-average adversarial loss"),
     ma_k: int = typer.Option(10, help="epochs in the moving average (the paper does not give k)"),
     grid_every: int = typer.Option(10, help="epochs between validation image grids"),
+    optimizer: str = typer.Option("sgd", help="sgd (the paper's) or adam (short CPU runs)"),
+    adam_lr: float = typer.Option(1e-3, help="learning rate of G and D when --optimizer adam"),
     seed: int = typer.Option(0), workers: int = typer.Option(2), device: str = typer.Option("auto"),
 ) -> None:
     """Stage 2: generator and discriminator on the frozen encoder's embeddings."""
@@ -88,7 +92,8 @@ def train_translator(
     _check_data(data)
     cfg = TranslatorConfig(data=str(data), run=str(run), epochs=epochs, batch_size=batch_size, lr_g=lr_g,
                            lr_d=lr_d, momentum_g=momentum_g, momentum_d=momentum_d, n_gd=n_gd, lam=lam,
-                           ma_k=ma_k, grid_every=grid_every, seed=seed, workers=workers, device=device)
+                           ma_k=ma_k, grid_every=grid_every, optimizer=optimizer, adam_lr=adam_lr, seed=seed,
+                           workers=workers, device=device)
     try:
         run_train(cfg, log=lambda m: console.print(m, highlight=False))
     except (TrainingError, ValueError) as e:

@@ -17,6 +17,8 @@ class AutoencoderConfig:
     batch_size: int = 64
     lr: float = 0.05
     momentum: float = 0.9
+    optimizer: str = "sgd"  # sgd (paper) | adam (ours: short CPU runs)
+    adam_lr: float = 1e-3  # (ours) used when optimizer == "adam"
     seed: int = 0
     workers: int = 2  # DataLoader worker processes reading shards (ours)
     shuffle_buffer: int = 1000  # samples (ours)
@@ -38,6 +40,8 @@ class TranslatorConfig:
     momentum_g: float = 0.5
     lr_d: float = 0.1
     momentum_d: float = 0.5
+    optimizer: str = "sgd"  # sgd (paper) | adam (ours: short CPU runs)
+    adam_lr: float = 1e-3  # (ours) used when optimizer == "adam", for G and D
     n_gd: int = 5  # generator updates per discriminator update
     lam: float = 0.1  # weight of the moving-average adversarial loss
     ma_k: int = 10  # epochs in the moving average (ours: the paper does not give k)

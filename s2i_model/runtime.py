@@ -51,3 +51,17 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def make_optimizer(params, kind: str, lr: float, momentum: float, adam_lr: float) -> torch.optim.Optimizer:
+    """SGD with the paper's rate and momentum, or Adam (ours) for short runs such as CPU tests:
+    the paper's SGD needs far more updates than a few CPU minutes give."""
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum)
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=adam_lr, betas=(0.5, 0.999))
+    raise ValueError(f"--optimizer must be sgd or adam, got {kind!r}")
+
+
+def optimizer_settings(kind: str, lr: float, momentum: float, adam_lr: float) -> dict:
+    return {"lr": lr, "momentum": momentum} if kind == "sgd" else {"lr": adam_lr}

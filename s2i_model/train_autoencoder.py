@@ -18,7 +18,8 @@ from .config import AutoencoderConfig
 from .data import Normalizer, ShardStream, loader
 from .metrics import MetricsLog
 from .nets import AudioAutoencoder
-from .runtime import autocast, pick_device, prepare_model, rng_state, seed_everything, set_rng_state
+from .runtime import (autocast, make_optimizer, optimizer_settings, pick_device, prepare_model, rng_state,
+                      seed_everything, set_rng_state)
 
 CKPT = "autoencoder.pt"
 
@@ -43,19 +44,19 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
     train_ds = ShardStream(cfg.data, "train", norm, cfg.seed, shuffle=True, buffer=cfg.shuffle_buffer)
     val_ds = ShardStream(cfg.data, "val", norm, cfg.seed, shuffle=False)
     model = prepare_model(AudioAutoencoder(cfg.emb, cfg.width), device)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    opt = make_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.adam_lr)
     start = 0
 
     # ---- resume: everything the next epoch depends on
     state = checkpoint.load(run / CKPT, device)
     if state is not None:
         old = state["config"]
-        for k in ("emb", "width", "data"):
+        for k in ("emb", "width", "data", "optimizer"):
             if old[k] != getattr(cfg, k):
                 raise TrainingError(f"{run / CKPT} was trained with {k}={old[k]!r}, not {getattr(cfg, k)!r}; use another --run")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        set_hyperparameters(opt, lr=cfg.lr, momentum=cfg.momentum)
+        set_hyperparameters(opt, **optimizer_settings(cfg.optimizer, cfg.lr, cfg.momentum, cfg.adam_lr))
         set_rng_state(state["rng"])
         start = state["epoch"]
     if start >= cfg.epochs:

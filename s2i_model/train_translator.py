@@ -20,7 +20,8 @@ from .data import Normalizer, ShardStream, compute_embeddings, loader
 from .grid import save_grid
 from .metrics import MetricsLog
 from .nets import AudioAutoencoder, DenseGenerator, Discriminator
-from .runtime import autocast, pick_device, prepare_model, rng_state, seed_everything, set_rng_state
+from .runtime import (autocast, make_optimizer, optimizer_settings, pick_device, prepare_model, rng_state,
+                      seed_everything, set_rng_state)
 from .train_autoencoder import CKPT as AE_CKPT
 from .train_autoencoder import TrainingError, set_hyperparameters
 
@@ -67,8 +68,8 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
     train_ds = ShardStream(cfg.data, "train", norm, cfg.seed, shuffle=True, buffer=cfg.shuffle_buffer)
     G = prepare_model(DenseGenerator(ae_cfg.emb, ae_cfg.width), device)
     D = prepare_model(Discriminator(ae_cfg.emb, ae_cfg.width), device)
-    opt_g = torch.optim.SGD(G.parameters(), lr=cfg.lr_g, momentum=cfg.momentum_g)
-    opt_d = torch.optim.SGD(D.parameters(), lr=cfg.lr_d, momentum=cfg.momentum_d)
+    opt_g = make_optimizer(G.parameters(), cfg.optimizer, cfg.lr_g, cfg.momentum_g, cfg.adam_lr)
+    opt_d = make_optimizer(D.parameters(), cfg.optimizer, cfg.lr_d, cfg.momentum_d, cfg.adam_lr)
     start, g_steps, adv_history = 0, 0, []
 
     # ---- resume
@@ -78,8 +79,11 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
         D.load_state_dict(state["D"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
-        set_hyperparameters(opt_g, lr=cfg.lr_g, momentum=cfg.momentum_g)
-        set_hyperparameters(opt_d, lr=cfg.lr_d, momentum=cfg.momentum_d)
+        if state["config"].get("optimizer", "sgd") != cfg.optimizer:
+            raise TrainingError(f"{run / CKPT} was trained with --optimizer {state['config'].get('optimizer', 'sgd')}; "
+                                "use the same or another --run")
+        set_hyperparameters(opt_g, **optimizer_settings(cfg.optimizer, cfg.lr_g, cfg.momentum_g, cfg.adam_lr))
+        set_hyperparameters(opt_d, **optimizer_settings(cfg.optimizer, cfg.lr_d, cfg.momentum_d, cfg.adam_lr))
         set_rng_state(state["rng"])
         start, g_steps, adv_history = state["epoch"], state["g_steps"], state["adv_history"]
     if start >= cfg.epochs:
