@@ -211,19 +211,9 @@ def synth(
 
 
 def main() -> None:
-    import os
+    from s2i_data.cliutil import run_app
 
-    try:
-        app(standalone_mode=True)
-    except KeyboardInterrupt:  # outside a command (start-up): nothing was written
-        console.print("interrupted")
-        sys.exit(130)
-    except Exception as e:  # a bug, not bad input: one line unless asked for the traceback
-        if os.environ.get("S2I_DEBUG"):
-            raise
-        console.print(f"[red]internal error:[/red] {type(e).__name__}: {e} "
-                      "(set S2I_DEBUG=1 for the traceback; please report it)", highlight=False)
-        sys.exit(1)
+    run_app(app, console, "interrupted")
 
 
 if __name__ == "__main__":

@@ -342,7 +342,7 @@ def decode(path: str, probe: Probe, audio_span_s: tuple[float, float], first_fra
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        raise MediaError(f"decoding took longer than {timeout:.0f} s")
+        raise MediaError(f"decoding took longer than {timeout:.0f} s") from None
     finally:
         reader.join(timeout=60)
     _check_killed(proc.returncode, path)

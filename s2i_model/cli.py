@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -148,17 +146,9 @@ def imagine(
 
 
 def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        console.print("interrupted: re-run the same command to resume from the last checkpoint")
-        sys.exit(130)
-    except Exception as e:  # a bug, not bad input
-        if os.environ.get("S2I_DEBUG"):
-            raise
-        console.print(f"[red]internal error:[/red] {type(e).__name__}: {e} "
-                      "(set S2I_DEBUG=1 for the traceback; please report it)", highlight=False)
-        sys.exit(1)
+    from s2i_data.cliutil import run_app
+
+    run_app(app, console, "interrupted: re-run the same command to resume from the last checkpoint")
 
 
 if __name__ == "__main__":

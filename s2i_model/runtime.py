@@ -10,6 +10,21 @@ import numpy as np
 import torch
 
 
+class TrainingError(Exception):
+    """A run that cannot go on (non-finite loss, missing stage): one line for the user."""
+
+
+def update(opt: torch.optim.Optimizer, loss: torch.Tensor, what: str, epoch: int, step: int) -> None:
+    """One optimiser step, refused for a non-finite loss: the run stops and the checkpoint on disk
+    (written at the end of the last complete epoch) stays its last good state."""
+    if not torch.isfinite(loss):
+        raise TrainingError(f"non-finite {what} loss at epoch {epoch + 1}, step {step + 1}; "
+                            f"the last good checkpoint ({epoch} epochs) is kept")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -18,8 +18,10 @@ from .config import AutoencoderConfig
 from .data import Normalizer, ShardStream, loader
 from .metrics import MetricsLog
 from .nets import AudioAutoencoder
-from .runtime import (autocast, make_optimizer, optimizer_settings, pick_device, prepare_model, rng_state,
-                      seed_everything, set_rng_state)
+from .runtime import (TrainingError, autocast, make_optimizer, optimizer_settings, pick_device, prepare_model,
+                      rng_state, seed_everything, set_rng_state, update)
+
+__all__ = ["CKPT", "TrainingError", "set_hyperparameters", "train_autoencoder"]
 
 CKPT = "autoencoder.pt"
 
@@ -29,10 +31,6 @@ def set_hyperparameters(opt: torch.optim.Optimizer, **values) -> None:
     # settings of the command being run win, so a rate can be changed on resume.
     for group in opt.param_groups:
         group.update(values)
-
-
-class TrainingError(Exception):
-    """A run that cannot go on (non-finite loss, missing stage): one line for the user."""
 
 
 def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
@@ -78,12 +76,7 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
             with autocast(device, cfg.amp):
                 recon, _ = model(mel)
                 loss = F.mse_loss(recon.float(), mel)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"non-finite autoencoder loss at epoch {epoch + 1}, step {step + 1}; "
-                                    f"the last good checkpoint ({start if epoch == start else epoch} epochs) is kept")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            update(opt, loss, "autoencoder", epoch, step)
             total += loss.item() * mel.shape[0]
             n += mel.shape[0]
         train_time = time.time() - t0

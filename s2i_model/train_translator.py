@@ -21,7 +21,7 @@ from .grid import save_grid
 from .metrics import MetricsLog
 from .nets import AudioAutoencoder, DenseGenerator, Discriminator
 from .runtime import (autocast, make_optimizer, optimizer_settings, pick_device, prepare_model, rng_state,
-                      seed_everything, set_rng_state)
+                      seed_everything, set_rng_state, update)
 from .train_autoencoder import CKPT as AE_CKPT
 from .train_autoencoder import TrainingError, set_hyperparameters
 
@@ -115,12 +115,7 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
                 adv = torch.mean((1.0 - D(fake, z).float()) ** 2)
             l_ma = (adv + sum(past)) / (1 + len(past))  # only the batch term carries a gradient
             loss_g = pixel + cfg.lam * l_ma
-            if not torch.isfinite(loss_g):
-                raise TrainingError(f"non-finite generator loss at epoch {epoch + 1}, step {step + 1}; "
-                                    f"the last good checkpoint ({epoch} epochs) is kept")
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
+            update(opt_g, loss_g, "generator", epoch, step)
             g_steps += 1
 
             # ---- discriminator update, once every n_gd generator updates, real and fake halves
@@ -129,12 +124,7 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
                     d_real = D(real, z).float()
                     d_fake = D(fake.detach(), z).float()
                     loss_d = F.mse_loss(d_real, torch.ones_like(d_real)) + F.mse_loss(d_fake, -torch.ones_like(d_fake))
-                if not torch.isfinite(loss_d):
-                    raise TrainingError(f"non-finite discriminator loss at epoch {epoch + 1}; "
-                                        f"the last good checkpoint ({epoch} epochs) is kept")
-                opt_d.zero_grad(set_to_none=True)
-                loss_d.backward()
-                opt_d.step()
+                update(opt_d, loss_d, "discriminator", epoch, step)
                 sums["d"] += loss_d.item()
                 d_updates += 1
             b = real.shape[0]

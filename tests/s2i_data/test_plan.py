@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -34,7 +33,7 @@ def test_splits_are_video_disjoint_stratified_and_deterministic():
     v = videos_table({"a": 30, "b": 25, "c": 40})
     vids, samples, _ = plan(v, cfg())
     assert samples.groupby("video_id")["split"].nunique().max() == 1
-    for cls, g in vids.groupby("class"):
+    for _, g in vids.groupby("class"):
         assert set(g["split"]) == {"train", "val", "test"}
     # independent of input order
     shuffled = v.sample(frac=1, random_state=7).reset_index(drop=True)
@@ -54,7 +53,7 @@ def test_balance_equal_per_class_and_spread_across_videos():
         assert counts.loc[split].iloc[0] == min(report["available"][split].values())
     # fair share: within a class and split, per-video counts differ by at most one unless the
     # video ran out of segments
-    for (split, cls), g in samples.groupby(["split", "class"]):
+    for _, g in samples.groupby(["split", "class"]):
         used = g.groupby("video_id").size()
         avail = vids.set_index("video_id").loc[used.index, "window_end_s"].astype(int)
         has_spare = used < avail
@@ -83,7 +82,7 @@ def test_shards_hold_whole_videos_and_mix_classes():
     _, samples, _ = plan(v, cfg())
     assert samples.groupby("video_id")["shard"].nunique().max() == 1
     train = samples[samples["split"] == "train"]
-    for shard, g in train.groupby("shard"):
+    for _, g in train.groupby("shard"):
         assert g["class"].nunique() > 1
         assert g["video_id"].nunique() > 1
 

@@ -1,0 +1,22 @@
+"""What both command-line tools share: running a typer app so that only bugs can show a traceback."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def run_app(app, console, interrupted: str) -> None:
+    """Run ``app``; Ctrl-C outside a command's own handling exits 130 with ``interrupted``, an
+    unexpected exception exits 1 with one line (``S2I_DEBUG=1`` shows the traceback)."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print(interrupted)
+        sys.exit(130)
+    except Exception as e:  # a bug, not bad input
+        if os.environ.get("S2I_DEBUG"):
+            raise
+        console.print(f"[red]internal error:[/red] {type(e).__name__}: {e} "
+                      "(set S2I_DEBUG=1 for the traceback; please report it)", highlight=False)
+        sys.exit(1)
