@@ -52,6 +52,8 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/build.py
+	$(BIN)/python bench/plan.py
+	$(BIN)/python bench/train.py
 
 clean:
 	rm -rf $(DEMO) bench/out .pytest_cache

@@ -208,8 +208,11 @@ def test_resume_after_kill_gives_the_clean_result(synth_videos, tmp_path, sig):
     clean = tmp_path / "clean"
     cli(*args, "--out", str(clean))
     killed = tmp_path / "killed"
+    # SIGINT back to its default in the child: a test runner started in the background (nohup,
+    # `cmd &` in a script) hands its children an ignored SIGINT, which Python then keeps ignoring.
     proc = subprocess.Popen([sys.executable, "-m", "s2i_data.cli", *args, "--out", str(killed)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     marker_dir = killed / "_build" / "shards"
     deadline = time.time() + 120
     while time.time() < deadline and len(list(marker_dir.glob("*.json"))) < 3:
