@@ -17,6 +17,7 @@ EPOCHS_GAN ?= 4000
 LOADERS    ?= 4
 BATCH      ?= 64
 OPT        ?= sgd
+LAM        ?= 0.1
 
 .PHONY: setup demo test bench train clean help
 help:
@@ -45,7 +46,7 @@ train: setup
 	$(BIN)/s2i-model train-autoencoder --data $(DATA) --run $(RUN) --emb $(EMB) --width $(WIDTH) \
 		--epochs $(EPOCHS_AE) --batch-size $(BATCH) --optimizer $(OPT) --workers $(LOADERS)
 	$(BIN)/s2i-model train-translator --data $(DATA) --run $(RUN) --epochs $(EPOCHS_GAN) \
-		--batch-size $(BATCH) --optimizer $(OPT) --workers $(LOADERS)
+		--batch-size $(BATCH) --optimizer $(OPT) --lam $(LAM) --workers $(LOADERS)
 
 test: setup
 	$(BIN)/python -m pytest -q
