@@ -100,8 +100,10 @@ def train_translator(
 
 @app.command()
 def imagine(
-    source: Path = typer.Argument(..., help="an audio or video file (wav, flac, mp3, ogg, mp4, mov, ...) or a folder"),
+    source: Optional[Path] = typer.Argument(None, help="an audio or video file (wav, flac, mp3, ogg, mp4, mov, ...) or a folder"),
     run: Path = typer.Option(..., help="a run folder with a trained translator"),
+    data: Optional[Path] = typer.Option(None, help="instead of a file: the sounds of a built split (with --split)"),
+    split: str = typer.Option("test", help="with --data: the split whose sounds to imagine from"),
     n: int = typer.Option(8, "-n", help="images per 1 s window"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="PNG grid (single file; default <name>.imagined.png)"),
     out_dir: Optional[Path] = typer.Option(None, help="also write every image here (needed for a folder)"),
@@ -110,9 +112,21 @@ def imagine(
     device: str = typer.Option("auto"),
 ) -> None:
     """Pictures of what could be making a sound: a grid with a row per 1 s window."""
-    from .imagine import ImagineError, Translator, imagine_file, media_files
+    from .imagine import ImagineError, Translator, imagine_file, imagine_split, media_files
     from .train_autoencoder import TrainingError
 
+    if data is not None:  # a grid from a build's own held-out sounds, real frame first
+        _check_data(data)
+        try:
+            grid = imagine_split(Translator.load(run, device), data, split, output or Path(f"{split}.imagined.png"),
+                                 n=n, seed=seed)
+        except (TrainingError, ImagineError, ValueError) as e:
+            _fail(str(e))
+            return
+        print(grid)
+        return
+    if source is None:
+        _fail("give an audio or video file, a folder, or --data BUILD")
     if not source.exists():
         _fail(f"{source}: no such file or folder")
     if source.is_dir() and out_dir is None:

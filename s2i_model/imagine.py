@@ -105,3 +105,22 @@ def imagine_file(tr: Translator, path: Path, n: int, grid: Path, out_dir: Path |
             for k in range(n):
                 Image.fromarray(tensor_to_image(imgs[i, k])).save(out_dir / f"{path.stem}_{t:07.1f}s_{k}.png")
     return grid
+
+
+def imagine_split(tr: Translator, data: Path, split: str, out: Path, n: int = 4, per_class: int = 2,
+                  seed: int = 0) -> Path:
+    """A grid from a built split's own sounds: a row per sound, its real frame then n pictures
+    (the first ``per_class`` samples of every class, by key)."""
+    from .data import ShardStream
+
+    chosen: dict[int, list] = {}
+    for mel, img, cls, key in sorted(ShardStream(data, split, tr.norm, shuffle=False), key=lambda s: s[3]):
+        if len(chosen.setdefault(cls, [])) < per_class:
+            chosen[cls].append((key, mel, img))
+    rows = [r for c in sorted(chosen) for r in chosen[c]]
+    if not rows:
+        raise ImagineError(f"{data}: the {split} split has no samples")
+    with torch.no_grad():
+        z = tr.encoder(torch.stack([m for _, m, _ in rows]).to(tr.device))
+    imgs = tr.images(z, n, seed).cpu()
+    return save_grid([(key, tensor_to_image(img), list(imgs[i])) for i, (key, _, img) in enumerate(rows)], out)
