@@ -18,12 +18,18 @@ LOADERS    ?= 4
 BATCH      ?= 64
 OPT        ?= sgd
 LAM        ?= 0.1
+INFORMATIVITY ?=
+# make sweep: every embedding size trained (resumed), evaluated, then one report
+EMBS       ?= 128 256 512 1024 2048
+RUNS       ?= runs/sweep
+SAMPLES    ?= 10
 
-.PHONY: setup demo test bench train clean help
+.PHONY: setup demo test bench train sweep clean help
 help:
 	@echo "make demo   set up .venv and run the whole pipeline on the built-in synthetic data"
 	@echo "make test   set up .venv and run the test suite"
 	@echo "make train  EMB=512 DATA=data/vegas5 RUN=runs/emb512 [WIDTH= EPOCHS_AE= EPOCHS_GAN=]"
+	@echo "make sweep  EMBS=\"128 256 512 1024 2048\" DATA=data/vegas5 RUNS=runs/sweep [INFORMATIVITY=dir]"
 	@echo "make bench  run the benchmarks (figures go to docs/performance.md by hand)"
 
 setup: $(STAMP)
@@ -50,7 +56,18 @@ train: setup
 	$(BIN)/s2i-model train-autoencoder --data $(DATA) --run $(RUN) --emb $(EMB) --width $(WIDTH) \
 		--epochs $(EPOCHS_AE) --batch-size $(BATCH) --optimizer $(OPT) --workers $(LOADERS)
 	$(BIN)/s2i-model train-translator --data $(DATA) --run $(RUN) --epochs $(EPOCHS_GAN) \
-		--batch-size $(BATCH) --optimizer $(OPT) --lam $(LAM) --workers $(LOADERS)
+		--batch-size $(BATCH) --optimizer $(OPT) --lam $(LAM) --workers $(LOADERS) \
+		$(if $(INFORMATIVITY),--informativity $(INFORMATIVITY))
+
+# Each size is its own make train (so a finished size is skipped and a killed one resumes),
+# evaluated with the one real-frame classifier kept in RUNS, then the report over all of them.
+sweep: setup
+	set -e; for e in $(EMBS); do \
+		$(MAKE) --no-print-directory -o setup train EMB=$$e RUN=$(RUNS)/emb$$e; \
+		$(BIN)/s2i-model evaluate --run $(RUNS)/emb$$e --data $(DATA) --samples $(SAMPLES) \
+			--proxy-cache $(RUNS)/frame-classifier.pt $(if $(INFORMATIVITY),--informativity $(INFORMATIVITY)); \
+	done
+	$(BIN)/s2i-model report $(RUNS) -o $(RUNS)/report
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -76,11 +76,15 @@ def train_translator(
     lr_g: float = typer.Option(0.1), lr_d: float = typer.Option(0.1),
     momentum_g: float = typer.Option(0.5), momentum_d: float = typer.Option(0.5),
     n_gd: int = typer.Option(5, help="generator updates per discriminator update"),
+    d_schedule: str = typer.Option("step", help="step: D once every n_gd G steps; epoch: D through every n_gd-th epoch"),
     lam: float = typer.Option(0.1, help="weight of the moving-average adversarial loss"),
     ma_k: int = typer.Option(10, help="epochs in the moving average (the paper does not give k)"),
     grid_every: int = typer.Option(10, help="epochs between validation image grids"),
     optimizer: str = typer.Option("sgd", help="sgd (the paper's) or adam (short CPU runs)"),
     adam_lr: float = typer.Option(1e-3, help="learning rate of G and D when --optimizer adam"),
+    informativity: Optional[Path] = typer.Option(None, help="informativity classifiers: measure informativity every epoch"),
+    informativity_every: int = typer.Option(1, help="epochs between informativity measurements"),
+    informativity_samples: int = typer.Option(4, help="pictures per test sound for it"),
     seed: int = typer.Option(0), workers: int = typer.Option(2), device: str = typer.Option("auto"),
 ) -> None:
     """Stage 2: generator and discriminator on the frozen encoder's embeddings."""
@@ -88,10 +92,16 @@ def train_translator(
     from .train_translator import TrainingError, train_translator as run_train
 
     _check_data(data)
+    if d_schedule not in ("step", "epoch"):
+        _fail(f"--d-schedule must be step or epoch, not {d_schedule!r}")
+    if informativity is not None and not (informativity / "informativity.pt").is_file():
+        _fail(f"{informativity} holds no informativity classifiers: run s2i-model train-informativity first")
     cfg = TranslatorConfig(data=str(data), run=str(run), epochs=epochs, batch_size=batch_size, lr_g=lr_g,
                            lr_d=lr_d, momentum_g=momentum_g, momentum_d=momentum_d, n_gd=n_gd, lam=lam,
                            ma_k=ma_k, grid_every=grid_every, optimizer=optimizer, adam_lr=adam_lr, seed=seed,
-                           workers=workers, device=device)
+                           workers=workers, device=device, d_schedule=d_schedule,
+                           informativity=str(informativity or ""), informativity_every=informativity_every,
+                           informativity_samples=informativity_samples)
     try:
         run_train(cfg, log=lambda m: console.print(m, highlight=False))
     except (TrainingError, ValueError) as e:
@@ -157,6 +167,140 @@ def imagine(
         _fail(str(e), 1)
         return
     print(grid)
+
+
+@app.command()
+def sample(
+    run: Path = typer.Option(..., help="a run folder with a trained translator"),
+    out: Path = typer.Option(..., help="the pool folder (created, or grown if it exists)"),
+    data: Optional[Path] = typer.Option(None, help="the build (default: the one the run was trained on)"),
+    split: str = typer.Option("val", help="whose sounds to imagine from"),
+    n: int = typer.Option(500, "-n", help="images to add, spread evenly over classes and sounds"),
+    target: int = typer.Option(500, help="labels wanted per class and kind (SPEC 3.4: 500 + 500)"),
+    seed: int = typer.Option(0, help="another seed adds other pictures to the same pool"),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Images to label: a pool of pictures generated from a split's sounds."""
+    from .pool import sample_pool
+
+    data = data or _run_data(run)
+    _check_data(data)
+    try:
+        res = sample_pool(run, data, split, n, out, seed=seed, target=target, device=device)
+    except (ValueError, OSError) as e:
+        _fail(str(e))
+        return
+    print(f"{res['added']} images added to {out} ({res['total']} in the pool); label them with: s2i-model label {out}")
+
+
+@app.command()
+def label(pool: Path = typer.Argument(..., help="a pool folder made by s2i-model sample"),
+          port: int = typer.Option(8765), host: str = typer.Option("127.0.0.1", help="127.0.0.1: this machine only")) -> None:
+    """A local web page to mark each pool image informative or not (labels saved on every click)."""
+    from .labelling import serve
+
+    if not (pool / "pool.csv").is_file():
+        _fail(f"{pool} is not a pool (no pool.csv): make one with s2i-model sample")
+    try:
+        serve(pool, host, port)
+    except OSError as e:
+        _fail(f"cannot serve on {host}:{port}: {e.strerror or e}")
+
+
+@app.command("train-informativity")
+def train_informativity(
+    labels: Path = typer.Option(..., help="a labelled pool folder"),
+    out: Path = typer.Option(..., help="where the classifiers and their accuracies go"),
+    epochs: int = typer.Option(100), batch_size: int = typer.Option(32), lr: float = typer.Option(0.001),
+    momentum: float = typer.Option(0.9), weight_decay: float = typer.Option(5e-5),
+    test_fraction: float = typer.Option(0.2, help="share of each class's labels held out for the accuracy"),
+    seed: int = typer.Option(0), device: str = typer.Option("cpu"),
+) -> None:
+    """One binary informativity classifier per class (SPEC 3.4), accuracy per class."""
+    from .informativity import InformativityConfig, train_informativity as run_train
+
+    if not (labels / "pool.csv").is_file():
+        _fail(f"{labels} is not a pool (no pool.csv)")
+    cfg = InformativityConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+                              weight_decay=weight_decay, test_fraction=test_fraction, seed=seed)
+    try:
+        run_train(labels, out, cfg, device, log=lambda m: console.print(m, highlight=False))
+    except (ValueError, OSError) as e:
+        _fail(str(e), 1)
+        return
+    print(out / "informativity.json")
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Option(..., help="a run folder with a trained translator"),
+    data: Optional[Path] = typer.Option(None, help="the build (default: the one the run was trained on)"),
+    split: str = typer.Option("test"),
+    samples: int = typer.Option(10, help="pictures per sound (test-time dropout)"),
+    informativity: Optional[Path] = typer.Option(None, help="informativity classifiers (s2i-model train-informativity)"),
+    fid_weights: Optional[Path] = typer.Option(None, help="the standard FID Inception (TorchScript inception-2015-12-05.pt) on disk"),
+    proxy_cache: Optional[Path] = typer.Option(None, help="where the real-frame classifier is kept (default RUN/frame-classifier.pt)"),
+    force: bool = typer.Option(False, help="measure again even if RUN/evaluation.json is up to date"),
+    seed: int = typer.Option(0), device: str = typer.Option("auto"),
+) -> None:
+    """Informativity per class and mean, and the label-free proxies, into RUN/evaluation.json."""
+    from .evaluate import EvalConfig, evaluate as run_eval
+    from .train_autoencoder import TrainingError
+
+    if data is not None:
+        _check_data(data)
+    cfg = EvalConfig(run=str(run), data=str(data or ""), split=split, samples=samples,
+                     informativity=str(informativity or ""), fid_weights=str(fid_weights or ""),
+                     proxy_cache=str(proxy_cache or ""), seed=seed, device=device)
+    try:
+        res = run_eval(cfg, force=force, log=lambda m: console.print(m, highlight=False))
+    except (ValueError, TrainingError, OSError) as e:
+        _fail(str(e), 1)
+        return
+    _print_evaluation(res)
+    print(run / "evaluation.json")
+
+
+def _print_evaluation(res: dict) -> None:
+    def pct(v):
+        return "   –  " if v is None else f"{100 * v:5.1f}%"
+
+    console.print(f"E = {res['emb']}, epoch {res['epoch']}, {res['split']} split, {res['samples_per_sound']} pictures a sound",
+                  highlight=False)
+    console.print(f"{'class':<14}{'informativity':>14}{'agreement*':>12}{'R@1*':>8}{'R@5*':>8}{'diversity':>11}", highlight=False)
+    for name, r in [*res["per_class"].items(), ("mean", res["mean"])]:
+        div = r.get("diversity")
+        console.print(f"{name:<14}{pct(r.get('informativity')):>14}{pct(r.get('class_agreement')):>12}"
+                      f"{pct(r.get('retrieval_r1')):>8}{pct(r.get('retrieval_r5')):>8}"
+                      f"{'–' if div is None else f'{div:.3f}':>11}", highlight=False)
+    p = res["proxies"]
+    console.print(f"* proxies (no human labels). Fréchet distance {p['frechet_distance']:.4g}, kernel distance "
+                  f"{p['kernel_distance']:.4g} in the real-frame classifier's features"
+                  + (f"; Inception FID {p['fid_inception']:.4g}" if "fid_inception" in p else ""), highlight=False)
+
+
+def _run_data(run: Path) -> Path:
+    from . import checkpoint
+    from .train_translator import CKPT
+
+    state = checkpoint.load(run / CKPT)
+    if state is None:
+        _fail(f"{run} holds no trained translator ({CKPT})")
+    return Path(state["config"]["data"])
+
+
+@app.command()
+def report(runs: Path = typer.Argument(..., help="a folder of evaluated runs (e.g. runs/sweep)"),
+           output: Path = typer.Option(..., "-o", "--output", help="report folder (index.html, plots)")) -> None:
+    """Plots and an HTML page comparing the embedding sizes of evaluated runs."""
+    from .report import write_report
+
+    try:
+        write_report(runs, output)
+    except (ValueError, OSError) as e:
+        _fail(str(e), 1)
+        return
+    print(output / "index.html")
 
 
 def main() -> None:

@@ -43,12 +43,16 @@ class TranslatorConfig:
     optimizer: str = "sgd"  # sgd (paper) | adam (ours: short CPU runs)
     adam_lr: float = 1e-3  # (ours) used when optimizer == "adam", for G and D
     n_gd: int = 5  # generator updates per discriminator update
+    d_schedule: str = "step"  # step: D once every n_gd G steps | epoch: D through every n_gd-th epoch (ours)
     lam: float = 0.1  # weight of the moving-average adversarial loss
     ma_k: int = 10  # epochs in the moving average (ours: the paper does not give k)
     seed: int = 0
     workers: int = 2
     shuffle_buffer: int = 1000
     grid_every: int = 10  # epochs between image grids of fixed validation sounds
+    informativity: str = ""  # folder of informativity classifiers: informativity per epoch (optional)
+    informativity_every: int = 1  # epochs between informativity measurements
+    informativity_samples: int = 4  # pictures per test sound for it
     grid_sounds_per_class: int = 2
     grid_images: int = 4  # generated images per sound in the grid
     device: str = "auto"

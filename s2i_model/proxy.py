@@ -68,6 +68,61 @@ def train_frame_classifier(data: str | Path, n_classes: int, epochs: int = 30, s
     return model.eval()
 
 
+def frame_classifier(data: str | Path, n_classes: int, cache: Path | None = None, epochs: int = 30,
+                     seed: int = 0, device: str = "cpu") -> torch.nn.Module:
+    """`train_frame_classifier`, kept in ``cache`` for the build it was trained on (a sweep
+    evaluates every embedding size with one judge)."""
+    import json
+
+    ident = {"data": str(Path(data).resolve()), "fingerprint": json.loads((Path(data) / "build.json").read_text())
+             .get("fingerprint"), "classes": n_classes, "epochs": epochs, "seed": seed}
+    if cache is not None and cache.is_file():
+        state = torch.load(cache, map_location=device, weights_only=False)
+        if state.get("ident") == ident:
+            model = FrameClassifier(n_classes).to(device)
+            model.load_state_dict(state["model"])
+            return model.eval()
+    model = train_frame_classifier(data, n_classes, epochs, seed, device)
+    if cache is not None:
+        from . import checkpoint
+
+        checkpoint.save(cache, {"ident": ident, "model": model.state_dict()})
+    return model
+
+
+@torch.no_grad()
+def embed_images(classifier: FrameClassifier, images: torch.Tensor, device: str = "cpu") -> torch.Tensor:
+    """The classifier's 32-d convolutional features of [N, 3, 96, 96] images (the space of the
+    domain-specific Fréchet and kernel distances and of retrieval)."""
+    size = images.shape[-2:]
+    out = []
+    for b in images.split(256):
+        x = F.interpolate(F.avg_pool2d(b.to(device), classifier.blur), size=size, mode="bilinear", align_corners=False)
+        out.append(classifier.net.features(x).flatten(1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, 32)
+
+
+def retrieval_recall(query: torch.Tensor, query_cls: torch.Tensor, gallery: torch.Tensor, gallery_cls: torch.Tensor,
+                     ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:
+    """Image → real-frame retrieval by cosine similarity: R@k is the share of generated images
+    with a frame of the sound's class among their k nearest real test frames."""
+    sim = F.normalize(query.float(), dim=1) @ F.normalize(gallery.float(), dim=1).T
+    top = sim.topk(min(max(ks), sim.shape[1]), dim=1).indices
+    hit = gallery_cls[top] == query_cls[:, None]
+    return {k: float(hit[:, :k].any(1).float().mean()) for k in ks}
+
+
+def diversity(images: torch.Tensor) -> float:
+    """Mean pixel RMS distance (images in [-1, 1]) between the pictures imagined for one sound,
+    averaged over sounds: [sounds, n, 3, H, W], n ≥ 2. 0 means dropout changes nothing."""
+    s, n = images.shape[:2]
+    if n < 2:
+        raise ValueError("diversity needs at least two images per sound")
+    flat = images.reshape(s, n, -1).float()
+    d = torch.cdist(flat, flat) / flat.shape[-1] ** 0.5  # [s, n, n]
+    return float(d.sum((1, 2)).div(n * (n - 1)).mean())
+
+
 @torch.no_grad()
 def class_agreement(classifier: torch.nn.Module, generated: torch.Tensor, classes: torch.Tensor) -> float:
     """Share of generated images [N, 3, 96, 96] the classifier assigns to the sound's class."""

@@ -8,6 +8,7 @@ discriminator D sees balanced real/fake batches and is updated once every n_gd G
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from . import checkpoint
 from .config import AutoencoderConfig, TranslatorConfig, from_dict
 from .data import Normalizer, ShardStream, compute_embeddings, loader
 from .grid import save_grid
+from .informativity import Judges, judge_generator
 from .metrics import MetricsLog
 from .nets import AudioAutoencoder, DenseGenerator, Discriminator
 from .runtime import (autocast, make_optimizer, optimizer_settings, pick_device, prepare_model, rng_state,
@@ -43,13 +45,15 @@ def load_encoder(run: Path, device: torch.device) -> tuple[torch.nn.Module, Auto
     return encoder, cfg, Normalizer(**state["normalizer"])
 
 
-def embedding_cache(run: Path, encoder, data: str, norm: Normalizer, device, workers: int) -> dict:
+def embedding_cache(run: Path, encoder, data: str, norm: Normalizer, device, workers: int,
+                    splits: tuple[str, ...] = ("train", "val")) -> dict:
     path = run / "embeddings.pt"
-    cached = checkpoint.load(path)
-    if cached is not None:
-        return cached
-    cache = {split: compute_embeddings(encoder, data, split, norm, device, workers=workers) for split in ("train", "val")}
-    checkpoint.save(path, cache)
+    cache = checkpoint.load(path) or {}
+    missing = [s for s in splits if s not in cache]
+    for split in missing:
+        cache[split] = compute_embeddings(encoder, data, split, norm, device, workers=workers)
+    if missing:
+        checkpoint.save(path, cache)
     return cache
 
 
@@ -63,7 +67,10 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
     device = pick_device(cfg.device)
     seed_everything(cfg.seed)
     encoder, ae_cfg, norm = load_encoder(run, device)
-    emb = embedding_cache(run, encoder, cfg.data, norm, device, cfg.workers)
+    judges = Judges.load(Path(cfg.informativity), str(device)) if cfg.informativity else None
+    splits = ("train", "val", "test") if judges else ("train", "val")
+    emb = embedding_cache(run, encoder, cfg.data, norm, device, cfg.workers, splits)
+    classes = json.loads((Path(cfg.data) / "stats.json").read_text())["classes"]
     train_index = lookup(emb["train"])
     train_ds = ShardStream(cfg.data, "train", norm, cfg.seed, shuffle=True, buffer=cfg.shuffle_buffer)
     G = prepare_model(DenseGenerator(ae_cfg.emb, ae_cfg.width), device)
@@ -118,8 +125,9 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
             update(opt_g, loss_g, "generator", epoch, step)
             g_steps += 1
 
-            # ---- discriminator update, once every n_gd generator updates, real and fake halves
-            if g_steps % cfg.n_gd == 0:
+            # ---- discriminator update, once every n_gd generator updates (or through every
+            # n_gd-th epoch with d_schedule "epoch"), real and fake halves
+            if (g_steps % cfg.n_gd == 0) if cfg.d_schedule == "step" else ((epoch + 1) % cfg.n_gd == 0):
                 with autocast(device, cfg.amp):
                     d_real = D(real, z).float()
                     d_fake = D(fake.detach(), z).float()
@@ -139,9 +147,14 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
         row = {"epoch": epoch + 1, "pixel_loss": sums["pixel"] / max(n, 1), "adv_loss": adv_history[-1],
                "g_loss": sums["g"] / max(n, 1), "d_loss": sums["d"] / max(d_updates, 1), "d_updates": d_updates,
                "samples": n, "seconds": round(seconds, 3), "samples_per_s": n / max(seconds, 1e-9)}
+        if judges is not None and len(emb["test"]["keys"]) and (epoch + 1) % cfg.informativity_every == 0:
+            row["informativity"] = judge_generator(G, emb["test"]["emb"], emb["test"]["cls"], classes, judges,
+                                                   cfg.informativity_samples, cfg.seed)
         metrics.write(row)
         log(f"translator epoch {epoch + 1}/{cfg.epochs}: pixel {row['pixel_loss']:.4f} adv {row['adv_loss']:.4f} "
-            f"D {row['d_loss']:.4f} ({row['samples_per_s']:.1f} samples/s)")
+            f"D {row['d_loss']:.4f} ({row['samples_per_s']:.1f} samples/s)"
+            + (f" informativity {row['informativity']['mean']:.1%}" if row.get("informativity", {}).get("mean")
+               is not None else ""))
         if grid_rows and ((epoch + 1) % cfg.grid_every == 0 or epoch + 1 == cfg.epochs):
             draw_grid(G, grid_rows, cfg.grid_images, device, run / "grids" / f"epoch-{epoch + 1:05d}.png")
         state = {"G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),

@@ -1,0 +1,177 @@
+"""Evaluation of a trained translator on a split's held-out sounds (SPEC 5).
+
+Every sound gets ``samples`` pictures (test-time dropout). Measured, streaming so that a large
+test split never sits in memory:
+- informativity per class and mean, when informativity classifiers are given (the paper's metric);
+- proxies that need no labels, named as such: class agreement of a real-frame classifier trained
+  on the train split; Fréchet and kernel distances between generated and real test images in
+  that classifier's feature space; retrieval R@1/R@5 (real test frames nearest to each picture);
+  diversity of the pictures of one sound; with ``fid_weights``, the standard Inception FID.
+RUN/evaluation.json is the result; it is reused when nothing it depends on has changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoint
+from .data import ShardStream
+from .fid import InceptionFeatures, frechet_distance, kernel_distance
+from .history import aggregates, informativity_history, pixel_loss_ma, read_rows
+from .imagine import Translator, imagine_split
+from .informativity import FILE as JUDGES_FILE
+from .informativity import Judges
+from .proxy import diversity, embed_images, frame_classifier, retrieval_recall
+from .train_translator import CKPT as GAN_CKPT
+
+RESULT = "evaluation.json"
+
+
+@dataclass
+class EvalConfig:
+    run: str
+    data: str = ""  # default: the build the translator was trained on
+    split: str = "test"
+    samples: int = 10  # pictures per sound
+    informativity: str = ""  # folder of informativity classifiers (optional)
+    fid_weights: str = ""  # Inception-v3 state dict on disk (optional)
+    proxy_cache: str = ""  # where the real-frame classifier is kept (default RUN/frame-classifier.pt)
+    proxy_epochs: int = 30
+    seed: int = 0
+    batch_sounds: int = 32
+    device: str = "auto"
+
+
+def _stamp(path: str) -> list:
+    p = Path(path)
+    return [str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] if p.is_file() else []
+
+
+def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
+    run = Path(cfg.run)
+    state = checkpoint.load(run / GAN_CKPT)
+    if state is None:
+        raise ValueError(f"{run} holds no trained translator ({GAN_CKPT})")
+    data = Path(cfg.data or state["config"]["data"])
+    if not (data / "stats.json").is_file():
+        raise ValueError(f"{data} holds no s2i-data build (no stats.json): give the build with --data")
+    judges_path = str(Path(cfg.informativity) / JUDGES_FILE) if cfg.informativity else ""
+    ident = {"config": {k: v for k, v in asdict(cfg).items() if k not in ("device", "batch_sounds")},
+             "translator_epoch": state["epoch"], "translator": _stamp(str(run / GAN_CKPT)),
+             "judges": _stamp(judges_path) if judges_path else [], "data": str(data.resolve())}
+    out_path = run / RESULT
+    if out_path.is_file() and not force:
+        old = json.loads(out_path.read_text())
+        if old.get("ident") == ident:
+            log(f"{out_path} is up to date")
+            return old
+
+    # ---- the judges: informativity classifiers, the real-frame classifier, Inception
+    classes = json.loads((data / "stats.json").read_text())["classes"]
+    tr = Translator.load(run, cfg.device)
+    dev = str(tr.device)
+    judges = Judges.load(Path(cfg.informativity), dev) if cfg.informativity else None
+    proxy = frame_classifier(data, len(classes), Path(cfg.proxy_cache) if cfg.proxy_cache else run / "frame-classifier.pt",
+                             cfg.proxy_epochs, cfg.seed, dev)
+    inception = InceptionFeatures(Path(cfg.fid_weights)).to(dev) if cfg.fid_weights else None
+
+    # ---- stream the split: pictures, then everything measured on them
+    torch.manual_seed(cfg.seed)
+    n = cfg.samples
+    acc = {"cls": [], "agree": [], "informative": [], "div": [], "gen_feat": [], "real_feat": [], "real_cls": [],
+           "gen_inc": [], "real_inc": []}
+    batch: list = []
+
+    def flush() -> None:
+        mels = torch.stack([b[0] for b in batch]).to(tr.device)
+        real = torch.stack([b[1] for b in batch])
+        cls = torch.tensor([b[2] for b in batch])
+        with torch.no_grad():
+            imgs = tr.generator(tr.encoder(mels).repeat_interleave(n, 0)).float().cpu()
+            gcls = cls.repeat_interleave(n)
+            acc["agree"].append(torch.cat([proxy(b.to(dev)).argmax(1).cpu() for b in imgs.split(256)]) == gcls)
+            acc["gen_feat"].append(embed_images(proxy, imgs, dev))
+            acc["real_feat"].append(embed_images(proxy, real, dev))
+            if inception is not None:
+                acc["gen_inc"].append(torch.cat([inception(b.to(dev)).cpu() for b in imgs.split(64)]))
+                acc["real_inc"].append(inception(real.to(dev)).cpu())
+            if judges is not None:
+                acc["informative"].append(judges.predict(imgs, [classes[c] for c in gcls]))
+        if n > 1:
+            s = imgs.reshape(len(batch), n, *imgs.shape[1:])
+            acc["div"] += [diversity(s[i:i + 1]) for i in range(len(batch))]
+        acc["cls"].append(gcls)
+        acc["real_cls"].append(cls)
+        batch.clear()
+
+    for mel, img, cls, _ in ShardStream(data, cfg.split, tr.norm, shuffle=False):
+        batch.append((mel, img, cls))
+        if len(batch) == cfg.batch_sounds:
+            flush()
+    if batch:
+        flush()
+    if not acc["cls"]:
+        raise ValueError(f"{data}: the {cfg.split} split has no samples")
+
+    # ---- per class, then macro means over classes
+    gcls, agree = torch.cat(acc["cls"]), torch.cat(acc["agree"]).float()
+    gen_feat, real_feat, real_cls = torch.cat(acc["gen_feat"]), torch.cat(acc["real_feat"]), torch.cat(acc["real_cls"])
+    recall = _per_class_recall(gen_feat, gcls, real_feat, real_cls)
+    informative = torch.cat(acc["informative"]) if acc["informative"] else None
+    div = torch.tensor(acc["div"]) if acc["div"] else None
+    per_class = {}
+    for c, name in enumerate(classes):
+        sel = gcls == c
+        if not sel.any():
+            continue
+        row = {"sounds": int(sel.sum()) // n, "images": int(sel.sum()), "class_agreement": float(agree[sel].mean()),
+               "retrieval_r1": recall[c][1], "retrieval_r5": recall[c][5]}
+        if div is not None:
+            row["diversity"] = float(div[real_cls == c].mean())
+        if informative is not None:
+            judged = informative[sel]
+            row["informativity"] = float(judged.mean()) if not torch.isnan(judged).any() else None
+        per_class[name] = row
+    mean = {k: _mean([r.get(k) for r in per_class.values()]) for k in
+            ("informativity", "class_agreement", "retrieval_r1", "retrieval_r5", "diversity")}
+    proxies = {"frechet_distance": frechet_distance(gen_feat.numpy(), real_feat.numpy()),
+               "kernel_distance": kernel_distance(gen_feat.numpy(), real_feat.numpy(), seed=cfg.seed),
+               "feature_space": "real-frame classifier (32-d), trained on the train split"}
+    if inception is not None:
+        proxies["fid_inception"] = frechet_distance(torch.cat(acc["gen_inc"]).numpy(), torch.cat(acc["real_inc"]).numpy())
+
+    # ---- what the training history says (informativity per epoch, pixel loss)
+    rows = read_rows(run)
+    hist = informativity_history(rows)
+    result = {
+        "ident": ident, "run": str(run), "data": str(data), "split": cfg.split, "samples_per_sound": n,
+        "emb": state["autoencoder"]["emb"], "width": state["autoencoder"]["width"], "epoch": state["epoch"],
+        "classes": classes, "per_class": per_class, "mean": mean, "proxies": proxies,
+        "informativity_judges": cfg.informativity or None,
+        "training": {"pixel_loss_ma50": pixel_loss_ma(rows), "informativity_history": aggregates(hist) or None},
+    }
+    grid = imagine_split(tr, data, cfg.split, run / "evaluation-grid.png", n=min(n, 6), per_class=2, seed=cfg.seed)
+    result["grid"] = grid.name
+    tmp = run / f".{RESULT}.tmp"
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, out_path)
+    return result
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _per_class_recall(gen_feat, gcls, real_feat, real_cls) -> dict[int, dict[int, float]]:
+    out = {}
+    for c in gcls.unique().tolist():
+        sel = gcls == c
+        out[c] = retrieval_recall(gen_feat[sel], gcls[sel], real_feat, real_cls)
+    return out

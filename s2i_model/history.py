@@ -1,0 +1,89 @@
+"""Per-epoch histories in RUN/metrics.jsonl and the paper's aggregates of them (SPEC 5).
+
+- Informativity per epoch, with the paper's rule: the two epochs right after a discriminator
+  update are replaced by the mean of the five epochs before them. The rule only means something
+  when D is trained in whole epochs (``--d-schedule epoch``); with the default step schedule D is
+  updated inside every epoch, no epoch is "right after" one, and nothing is replaced.
+- Two aggregates: the mean over an epoch range (paper: 500-4000) and the best moving average
+  over a window (paper: 50 epochs).
+- The training pixel loss as a moving average over the last window, per embedding size.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def read_rows(run: Path, stage: str = "translator") -> list[dict]:
+    path = Path(run) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    rows = {}
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a torn last line from a killed run
+            continue
+        if row.get("stage") == stage:
+            rows[row["epoch"]] = row  # a resumed run may log an epoch twice: the last one counts
+    return [rows[e] for e in sorted(rows)]
+
+
+def skip_after_d_updates(values: list[float], d_updates: list[int], skip: int = 2, before: int = 5) -> tuple[list[float], list[int]]:
+    """The paper's rule; returns the corrected series and the 0-based indices replaced."""
+    out = list(values)
+    if all(d > 0 for d in d_updates):  # D inside every epoch: no epoch is "after an update"
+        return out, []
+    replaced = []
+    for i, d in enumerate(d_updates):
+        if d <= 0:
+            continue
+        for j in range(i + 1, min(i + 1 + skip, len(out))):
+            prev = [values[k] for k in range(max(0, i + 1 - before), i + 1) if k not in replaced]
+            if prev and j not in replaced:
+                out[j] = float(np.mean(prev))
+                replaced.append(j)
+    return out, replaced
+
+
+def moving_average(values: list[float], window: int) -> np.ndarray:
+    v = np.asarray(values, np.float64)
+    w = max(1, min(window, len(v)))
+    return np.convolve(v, np.ones(w) / w, mode="valid") if len(v) else v
+
+
+def informativity_history(rows: list[dict]) -> dict:
+    """epochs, raw and corrected mean informativity, per-class series, and replaced epochs."""
+    rows = [r for r in rows if "informativity" in r]
+    epochs = [r["epoch"] for r in rows]
+    raw = [r["informativity"]["mean"] for r in rows]
+    fixed, replaced = skip_after_d_updates(raw, [r.get("d_updates", 1) for r in rows])
+    classes = sorted({c for r in rows for c in r["informativity"]["per_class"]})
+    per_class = {c: [r["informativity"]["per_class"].get(c) for r in rows] for c in classes}
+    return {"epochs": epochs, "raw": raw, "mean": fixed, "replaced_epochs": [epochs[i] for i in replaced],
+            "per_class": per_class}
+
+
+def aggregates(hist: dict, first: int = 500, last: int = 4000, window: int = 50) -> dict:
+    """Mean over [first, last] and the best ``window``-epoch moving average. A run shorter than
+    ``first`` is averaged over all its epochs, and the range used is recorded."""
+    epochs, values = hist["epochs"], hist["mean"]
+    if not epochs:
+        return {}
+    in_range = [v for e, v in zip(epochs, values) if first <= e <= last]
+    used = [first, min(last, epochs[-1])]
+    if not in_range:
+        in_range, used = values, [epochs[0], epochs[-1]]
+    ma = moving_average(values, window)
+    best = int(np.argmax(ma))
+    w = max(1, min(window, len(values)))
+    return {"mean": float(np.mean(in_range)), "mean_epochs": used, "best_moving_average": float(ma[best]),
+            "best_window": [epochs[best], epochs[best + w - 1]], "window": w}
+
+
+def pixel_loss_ma(rows: list[dict], window: int = 50) -> float | None:
+    values = [r["pixel_loss"] for r in rows if "pixel_loss" in r]
+    return float(np.mean(values[-window:])) if values else None

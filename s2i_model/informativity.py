@@ -1,0 +1,166 @@
+"""Informativity classifiers (SPEC 3.4): one binary judge per class, trained on a labelled pool.
+
+Each class's labelled images are split 80/20 (stratified, by a hash of the image id, so adding
+labels never moves an image from test to train); the network and optimiser are the paper's.
+Informativity of a translator is then the share of its images that the judge of the sound's
+class calls informative (SPEC 5).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from . import checkpoint
+from .data import image_to_tensor
+from .labelling import read_labels, read_pool
+from .nets import InformativityClassifier
+
+FILE = "informativity.pt"
+MIN_PER_LABEL = 4  # below this a class gets no judge (recorded, not an error)
+
+
+@dataclass
+class InformativityConfig:
+    epochs: int = 100  # (ours: the paper does not say)
+    batch_size: int = 32  # (ours)
+    lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 5e-5
+    test_fraction: float = 0.2
+    seed: int = 0
+
+
+def _in_test(pid: str, fraction: float) -> bool:
+    return int(hashlib.sha1(pid.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
+
+
+def _load_images(pool: Path, rows: list[dict]) -> torch.Tensor:
+    return torch.stack([image_to_tensor(np.asarray(Image.open(pool / r["file"]).convert("RGB"))) for r in rows])
+
+
+def train_informativity(pool: Path, out: Path, cfg: InformativityConfig = InformativityConfig(), device: str = "cpu",
+                        log=print) -> dict:
+    pool, out = Path(pool), Path(out)
+    labels = read_labels(pool)
+    items = {r["id"]: r for r in read_pool(pool)}
+    classes = json.loads((pool / "pool.json").read_text())["classes"]
+    judges, report = {}, {}
+    for name in classes:
+        rows = [items[i] for i in sorted(labels) if i in items and items[i]["class"] == name]
+        y = torch.tensor([labels[r["id"]] == "informative" for r in rows], dtype=torch.long)
+        n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
+        if min(n_pos, n_neg) < MIN_PER_LABEL:
+            report[name] = {"informative": n_pos, "not": n_neg, "skipped":
+                            f"needs at least {MIN_PER_LABEL} images labelled of each kind"}
+            log(f"{name}: {n_pos} informative + {n_neg} not labelled: too few, no classifier")
+            continue
+        test = torch.tensor([_in_test(r["id"], cfg.test_fraction) for r in rows])
+        if test.all() or not test.any():  # tiny pools: keep at least one image on each side
+            test = torch.zeros(len(rows), dtype=torch.bool)
+            test[:: max(2, round(1 / cfg.test_fraction))] = True
+        x = _load_images(pool, rows)
+        model = _fit(x[~test], y[~test], cfg, device)
+        acc = _accuracy(model, x[test], y[test], device)
+        judges[name] = model.state_dict()
+        report[name] = {"informative": n_pos, "not": n_neg, "train": int((~test).sum()), "test": int(test.sum()),
+                        "test_accuracy": acc}
+        log(f"{name}: {n_pos} informative + {n_neg} not; test accuracy {acc:.1%} on {int(test.sum())} images")
+    if not judges:
+        raise ValueError(f"{pool}: no class has enough labels (at least {MIN_PER_LABEL} informative and "
+                         f"{MIN_PER_LABEL} not): label more with s2i-model label")
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint.save(out / FILE, {"classes": classes, "judges": judges, "config": asdict(cfg), "report": report})
+    summary = {"pool": str(pool), "config": asdict(cfg), "classes": report}
+    tmp = out / ".informativity.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, out / "informativity.json")
+    return summary
+
+
+def _fit(x: torch.Tensor, y: torch.Tensor, cfg: InformativityConfig, device: str) -> InformativityClassifier:
+    torch.manual_seed(cfg.seed)
+    model = InformativityClassifier(2).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    for _ in range(cfg.epochs):
+        model.train()
+        for idx in torch.randperm(len(x), generator=gen).split(cfg.batch_size):
+            if len(idx) < 2:  # BatchNorm needs two
+                continue
+            loss = F.nll_loss(model(x[idx].to(device)), y[idx].to(device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def _accuracy(model, x, y, device) -> float:
+    pred = torch.cat([model(b.to(device)).argmax(1).cpu() for b in x.split(256)])
+    return float((pred == y).float().mean())
+
+
+class Judges:
+    """The trained classifiers of a folder written by `train_informativity`."""
+
+    def __init__(self, classes: list[str], models: dict[str, torch.nn.Module], report: dict) -> None:
+        self.classes, self.models, self.report = classes, models, report
+
+    @classmethod
+    def load(cls, folder: Path, device: str = "cpu") -> "Judges":
+        state = checkpoint.load(Path(folder) / FILE, device)
+        if state is None:
+            raise ValueError(f"{folder} holds no informativity classifiers ({FILE}): "
+                             "run s2i-model train-informativity first")
+        models = {}
+        for name, weights in state["judges"].items():
+            m = InformativityClassifier(2).to(device)
+            m.load_state_dict(weights)
+            models[name] = m.eval()
+        return cls(state["classes"], models, state["report"])
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, class_names: list[str]) -> torch.Tensor:
+        """1.0 where the judge of the image's class calls it informative, 0.0 where not, NaN for a
+        class without a judge."""
+        out = torch.full((len(images),), float("nan"))
+        for name in set(class_names):
+            if name not in self.models:
+                continue
+            sel = torch.tensor([c == name for c in class_names])
+            m = self.models[name]
+            dev = next(m.parameters()).device
+            out[sel] = torch.cat([m(b.to(dev)).argmax(1).float().cpu() for b in images[sel].split(256)])
+        return out
+
+
+@torch.no_grad()
+def judge_generator(G: torch.nn.Module, z: torch.Tensor, cls: torch.Tensor, classes: list[str], judges: Judges,
+                    samples: int, seed: int = 0) -> dict:
+    """Informativity of G's pictures for embeddings z right now (the per-epoch history), with
+    G in eval mode (dropout on) and the caller's RNG state left as it was."""
+    was = G.training
+    G.eval()
+    dev = next(G.parameters()).device
+    devices = [dev] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        imgs = torch.cat([G(b.to(dev).repeat_interleave(samples, 0)).float().cpu() for b in z.split(64)])
+    G.train(was)
+    names = [classes[c] for c in cls.repeat_interleave(samples)]
+    pred = judges.predict(imgs, names)
+    per_class = {}
+    for name in sorted(set(names)):
+        sel = torch.tensor([x == name for x in names])
+        if not torch.isnan(pred[sel]).any():
+            per_class[name] = float(pred[sel].mean())
+    return {"mean": float(np.mean(list(per_class.values()))) if per_class else None, "per_class": per_class}

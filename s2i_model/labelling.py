@@ -1,0 +1,358 @@
+"""The labelling page of the informativity study: people mark pool images "informative" or "not".
+
+Labels live in POOL/labels.csv, append-only (``id,label,time``; the last line for an id wins), so a
+relabel is one more line and a crash can at worst tear the line being written. The web app uses
+the standard library only: it must run on a laptop beside the pool with nothing to install.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import mimetypes
+import os
+import threading
+from datetime import datetime, timezone
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
+
+LABELS = ("informative", "not")
+HEADER = "id,label,time\n"
+DEFAULT_TARGET = 500
+MAX_BODY = 4096
+
+# One server, many handler threads: appends must not interleave.
+_write_lock = threading.Lock()
+
+
+def read_pool(pool: Path) -> list[dict]:
+    with open(Path(pool) / "pool.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    seen: set[str] = set()
+    for n, r in enumerate(rows, 2):
+        if not r.get("id") or not r.get("file") or not r.get("class"):
+            raise ValueError(f"{pool}/pool.csv line {n}: needs id, file and class")
+        if r["id"] in seen:
+            raise ValueError(f"{pool}/pool.csv line {n}: duplicate id {r['id']!r}")
+        seen.add(r["id"])
+    return rows
+
+
+def _meta(pool: Path) -> dict:
+    path = Path(pool) / "pool.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def read_labels(pool: Path) -> dict[str, str]:
+    path = Path(pool) / "labels.csv"
+    if not path.is_file():
+        return {}
+    text = path.read_text()
+    # A crash mid-write leaves a final line without its newline; that click was never confirmed.
+    text = text[: text.rfind("\n") + 1]
+    labels: dict[str, str] = {}
+    for n, row in enumerate(csv.reader(io.StringIO(text)), 1):
+        if n == 1:
+            if row != HEADER.strip().split(","):
+                raise ValueError(f"{path}: header is {row}, expected {HEADER.strip()}")
+            continue
+        if len(row) != 3 or row[1] not in LABELS:
+            raise ValueError(f"{path} line {n}: malformed {row}")
+        labels[row[0]] = row[1]
+    return labels
+
+
+def append_label(pool: Path, id: str, label: str, ids: set[str] | None = None) -> None:
+    """Append one label and fsync it. ``ids``: the pool's ids, when the caller already has them."""
+    if label not in LABELS:
+        raise ValueError(f"unknown label {label!r}: use one of {', '.join(LABELS)}")
+    if id not in (ids if ids is not None else {r["id"] for r in read_pool(pool)}):
+        raise ValueError(f"unknown id {id!r}: not in {pool}/pool.csv")
+    line = io.StringIO()
+    csv.writer(line, lineterminator="\n").writerow([id, label, datetime.now(timezone.utc).isoformat(timespec="seconds")])
+    with _write_lock, open(Path(pool) / "labels.csv", "a+b") as f:
+        end = f.seek(0, os.SEEK_END)
+        f.seek(max(0, end - 65536))
+        tail = f.read()
+        if tail and not tail.endswith(b"\n"):
+            # Cut a torn line before appending, or the new line would be glued onto it.
+            end = end - len(tail) + tail.rfind(b"\n") + 1
+            f.truncate(end)
+        f.write(((HEADER if end == 0 else "") + line.getvalue()).encode())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _progress(rows: list[dict], labels: dict[str, str], classes: list[str], target: int) -> dict:
+    out = {c: {"informative": 0, "not": 0, "unlabelled": 0, "target": target} for c in classes}
+    for r in rows:
+        counts = out.setdefault(r["class"], {"informative": 0, "not": 0, "unlabelled": 0, "target": target})
+        counts[labels.get(r["id"], "unlabelled")] += 1
+    return out
+
+
+def progress(pool: Path) -> dict[str, dict[str, int]]:
+    meta = _meta(pool)
+    return _progress(read_pool(pool), read_labels(pool), meta.get("classes", []), int(meta.get("target", DEFAULT_TARGET)))
+
+
+class _Server(ThreadingHTTPServer):
+    def __init__(self, pool: Path, address: tuple[str, int]):
+        self.pool = Path(pool).resolve()
+        self.rows = read_pool(self.pool)
+        self.ids = {r["id"] for r in self.rows}
+        meta = _meta(self.pool)
+        self.target = int(meta.get("target", DEFAULT_TARGET))
+        self.classes = list(_progress(self.rows, {}, meta.get("classes", []), self.target))
+        # Only the files pool.csv lists are served, and only if they really lie inside the pool.
+        self.files: dict[str, Path] = {}
+        for r in self.rows:
+            path = (self.pool / r["file"]).resolve()
+            if path.is_relative_to(self.pool):
+                self.files["/" + r["file"]] = path
+        super().__init__(address, _Handler)
+
+    def state(self) -> dict:
+        labels = read_labels(self.pool)
+        items = [{"id": r["id"], "class": r["class"], "src": quote("/" + r["file"]), "label": labels.get(r["id"])}
+                 for r in self.rows]
+        return {"items": items, "classes": self.classes, "target": self.target,
+                "progress": _progress(self.rows, labels, self.classes, self.target)}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, format, *args):  # one line per image request would drown the terminal
+        pass
+
+    def _send(self, status: int, body: bytes, ctype: str, cache: str = "no-store") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", cache)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, obj) -> None:
+        self._send(200, json.dumps(obj).encode(), "application/json")
+
+    def _error(self, status: int, message: str) -> None:
+        self._send(status, (message + "\n").encode(), "text/plain; charset=utf-8")
+
+    def do_GET(self) -> None:
+        path = unquote(urlsplit(self.path).path)
+        if path in ("/", "/index.html"):
+            self._send(200, PAGE.encode(), "text/html; charset=utf-8")
+        elif path == "/api/state":
+            self._json(self.server.state())
+        elif path in self.server.files:
+            file = self.server.files[path]
+            try:
+                body = file.read_bytes()
+            except OSError:
+                return self._error(404, f"missing image {path}")
+            self._send(200, body, mimetypes.guess_type(file.name)[0] or "application/octet-stream", "max-age=600")
+        else:
+            self._error(404, f"not found: {path}")
+
+    def do_POST(self) -> None:
+        if urlsplit(self.path).path != "/api/label":
+            return self._error(404, "not found")
+        try:
+            size = int(self.headers.get("Content-Length", 0))
+            if not 0 < size <= MAX_BODY:
+                raise ValueError(f"body must be 1 to {MAX_BODY} bytes")
+            msg = json.loads(self.rfile.read(size))
+            if not isinstance(msg, dict):
+                raise ValueError('expected {"id": ..., "label": ...}')
+            append_label(self.server.pool, msg.get("id"), msg.get("label"), self.server.ids)
+        except (ValueError, TypeError) as e:  # JSONDecodeError is a ValueError
+            return self._error(400, str(e).splitlines()[0])
+        s = self.server.state()
+        self._json({"progress": s["progress"]})
+
+
+def make_server(pool: Path, host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
+    """The app, bound but not yet serving (port 0: any free port; see ``server.server_address``)."""
+    return _Server(pool, (host, port))
+
+
+def serve(pool: Path, host: str = "127.0.0.1", port: int = 8765, log=print) -> None:
+    server = make_server(pool, host, port)
+    h, p = server.server_address[:2]
+    log(f"labelling {len(server.rows)} images of {Path(pool)} at http://{h}:{p}/  (Ctrl-C stops; every click is saved)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        log("stopped; labels are in " + str(Path(pool) / "labels.csv"))
+    finally:
+        server.server_close()
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>s2i informativity labelling</title>
+<style>
+body { font: 15px system-ui, sans-serif; margin: 0; background: #f4f4f2; color: #222; }
+header { display: flex; gap: 1em; align-items: center; padding: .6em 1.2em; background: #2b2d31; color: #eee; }
+header h1 { font-size: 1.05em; margin: 0; font-weight: 600; }
+header .keys { margin-left: auto; opacity: .75; font-size: .9em; }
+main { display: flex; gap: 2em; padding: 1.2em; flex-wrap: wrap; }
+#viewer { text-align: center; }
+#class { font-size: 2.2em; font-weight: 700; margin: .1em 0 .3em; letter-spacing: .02em; }
+#image { width: 384px; height: 384px; image-rendering: pixelated; background: #ccc; border: 6px solid #bbb;
+         border-radius: 4px; display: block; margin: 0 auto; }
+#image.informative { border-color: #2e9d4a; } #image.not { border-color: #c9423a; }
+#meta { color: #666; margin: .5em 0; font-size: .9em; }
+#current.informative { color: #2e9d4a; font-weight: 600; } #current.not { color: #c9423a; font-weight: 600; }
+.buttons { display: flex; gap: 1em; justify-content: center; margin: .6em 0; }
+button { font-size: 1.1em; padding: .6em 1.4em; border: 0; border-radius: 6px; color: white; cursor: pointer; }
+#informative { background: #2e9d4a; } #not { background: #c9423a; } #prev, #next { background: #777; }
+#done { background: #e3f4e6; border: 1px solid #2e9d4a; padding: .7em; border-radius: 6px; margin: .5em 0; }
+#error { color: #c9423a; font-weight: 600; min-height: 1.2em; }
+#strip { display: flex; gap: 3px; justify-content: center; margin-top: .6em; }
+#strip img { width: 32px; height: 32px; image-rendering: pixelated; border: 3px solid #ddd; cursor: pointer; }
+#strip img.informative { border-color: #2e9d4a; } #strip img.not { border-color: #c9423a; }
+#strip img.here { outline: 2px solid #222; }
+table { border-collapse: collapse; background: white; }
+th, td { padding: .35em .8em; border-bottom: 1px solid #e2e2e2; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+tr.selected td { background: #fff6d6; } tr.met td:last-child { color: #2e9d4a; font-weight: 600; }
+</style></head>
+<body>
+<header><h1>Can you tell what sound this picture shows?</h1>
+<label>class <select id="filter"><option value="">all classes</option></select></label>
+<span class="keys"><b>i</b> informative &middot; <b>n</b> not &middot; <b>&larr;</b>/<b>&rarr;</b> move</span></header>
+<main>
+<section id="viewer">
+  <div id="class">&nbsp;</div>
+  <img id="image" alt="">
+  <div id="meta"><span id="position"></span> &middot; <span id="id"></span> &middot; <span id="current"></span></div>
+  <div class="buttons"><button id="prev" title="&larr;">&larr;</button>
+    <button id="informative">Informative (i)</button><button id="not">Not informative (n)</button>
+    <button id="next" title="&rarr;">&rarr;</button></div>
+  <div id="done" hidden></div><div id="error"></div>
+  <div id="strip"></div>
+</section>
+<section><table id="progress"><thead><tr><th>class</th><th>informative</th><th>not</th><th>unlabelled</th>
+  <th>informative + not of target</th></tr></thead><tbody></tbody></table></section>
+</main>
+<script>
+"use strict";
+const $ = s => document.querySelector(s);
+let all = [], items = [], idx = 0, progress = {}, queue = Promise.resolve(), pending = 0;
+
+function setPending(d) { pending += d; document.body.dataset.pending = pending; }
+
+// Searching forward from the current image (and wrapping) keeps the labeller moving through the pool.
+function nextUnlabelled(from) {
+  for (let k = 1; k <= items.length; k++) {
+    const j = (from + k) % items.length;
+    if (!items[j].label) return j;
+  }
+  return -1;
+}
+
+function applyFilter() {
+  const c = $('#filter').value;
+  history.replaceState(null, '', c ? '#' + encodeURIComponent(c) : location.pathname);
+  items = c ? all.filter(x => x.class === c) : all;
+  idx = Math.max(0, nextUnlabelled(-1));
+  render();
+}
+
+function renderProgress() {
+  const body = $('#progress tbody');
+  body.innerHTML = '';
+  for (const [c, p] of Object.entries(progress)) {
+    const tr = body.insertRow();
+    tr.dataset.class = c;
+    if (c === $('#filter').value) tr.className = 'selected';
+    if (p.informative >= p.target && p.not >= p.target) tr.classList.add('met');
+    for (const v of [c, p.informative, p.not, p.unlabelled,
+                     `${p.informative} + ${p.not} of ${p.target} + ${p.target}`]) tr.insertCell().textContent = v;
+  }
+}
+
+function renderStrip() {
+  const strip = $('#strip');
+  strip.innerHTML = '';
+  const lo = Math.max(0, Math.min(idx - 8, items.length - 17));
+  for (let j = lo; j < Math.min(items.length, lo + 17); j++) {
+    const t = document.createElement('img');
+    t.src = items[j].src; t.title = items[j].id;
+    t.className = (items[j].label || '') + (j === idx ? ' here' : '');
+    t.onclick = () => { idx = j; render(); };
+    strip.appendChild(t);
+  }
+}
+
+function render() {
+  const it = items[idx], c = $('#filter').value;
+  const left = items.filter(x => !x.label).length;
+  $('#done').hidden = left > 0;
+  $('#done').textContent = `All ${items.length} ${c ? c + ' ' : ''}images are labelled. ` +
+    (c ? 'Pick another class, or use \\u2190/\\u2192 to revise.' : 'Use \\u2190/\\u2192 to revise.');
+  if (!it) { $('#class').textContent = 'no images in this pool'; renderProgress(); return; }
+  $('#image').src = it.src; $('#image').alt = it.id; $('#image').className = it.label || '';
+  $('#class').textContent = it.class;
+  $('#position').textContent = `${idx + 1} / ${items.length}`;
+  $('#id').textContent = it.id;
+  $('#current').textContent = it.label ? 'labelled ' + it.label : 'unlabelled';
+  $('#current').className = it.label || '';
+  renderProgress(); renderStrip();
+}
+
+// POSTs go one at a time so labels.csv keeps the click order; the page moves on without waiting.
+function label(lab) {
+  const it = items[idx];
+  if (!it) return;
+  const before = it.label;
+  it.label = lab;
+  setPending(1);
+  queue = queue.then(async () => {
+    const r = await fetch('/api/label', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                                         body: JSON.stringify({id: it.id, label: lab})});
+    if (!r.ok) throw new Error(await r.text());
+    progress = (await r.json()).progress;
+    $('#error').textContent = '';
+    renderProgress();
+  }).catch(e => {
+    it.label = before;
+    $('#error').textContent = `${it.id} NOT saved: ${e.message} (is the server running?)`;
+    render();
+  }).finally(() => setPending(-1));
+  const next = nextUnlabelled(idx);
+  if (next >= 0) idx = next;
+  render();
+}
+
+function move(d) { idx = Math.min(items.length - 1, Math.max(0, idx + d)); render(); }
+
+document.addEventListener('keydown', e => {
+  if (e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;
+  const act = {i: () => label('informative'), n: () => label('not'),
+               ArrowLeft: () => move(-1), ArrowRight: () => move(1)}[e.key];
+  if (act) { e.preventDefault(); act(); }
+});
+$('#informative').onclick = () => label('informative');
+$('#not').onclick = () => label('not');
+$('#prev').onclick = () => move(-1);
+$('#next').onclick = () => move(1);
+// Blur so that i/n/arrows label and move instead of changing the selected class.
+$('#filter').onchange = e => { e.target.blur(); applyFilter(); };
+
+fetch('/api/state', {cache: 'no-store'}).then(r => r.json()).then(s => {
+  all = s.items; progress = s.progress;
+  for (const c of s.classes) $('#filter').add(new Option(c, c));
+  const c = decodeURIComponent(location.hash.slice(1));
+  if (s.classes.includes(c)) $('#filter').value = c;
+  applyFilter();
+  document.body.dataset.ready = '1';
+}).catch(e => { $('#error').textContent = 'Cannot load the pool: ' + e.message; });
+</script>
+</body></html>
+"""

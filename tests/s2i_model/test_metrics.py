@@ -1,0 +1,97 @@
+"""The measures behind evaluation: distances, retrieval, diversity, and the paper's aggregates."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from s2i_model.fid import InceptionFeatures, frechet_distance, kernel_distance
+from s2i_model.history import aggregates, informativity_history, pixel_loss_ma, read_rows, skip_after_d_updates
+from s2i_model.proxy import diversity, retrieval_recall
+
+
+def test_frechet_distance_of_gaussians():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4000, 3))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    # same covariance, means 2 apart along one axis: the distance is |Δμ|² = 4
+    assert frechet_distance(a, a + [2.0, 0, 0]) == pytest.approx(4.0, rel=1e-3)
+    # N(0, I) vs N(0, 4I) in 3-d: 3 · (1 + 4 − 2·2) = 3
+    b = rng.normal(size=(4000, 3)) * 2
+    assert frechet_distance(a, b) == pytest.approx(3.0, rel=0.1)
+    with pytest.raises(ValueError):
+        frechet_distance(a[:1], b)
+
+
+def test_kernel_distance_separates_distributions():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(300, 8)), rng.normal(size=(300, 8))
+    same = kernel_distance(a, b, subsets=5, subset_size=200)
+    shifted = kernel_distance(a, b + 1.0, subsets=5, subset_size=200)
+    assert abs(same) < 0.05 < shifted
+
+
+def test_retrieval_recall_by_hand():
+    gallery = torch.tensor([[1.0, 0], [0, 1.0], [-1.0, 0]])
+    gallery_cls = torch.tensor([0, 1, 2])
+    query = torch.tensor([[1.0, 0.1], [0.9, 0.2]])  # both nearest to gallery 0, then 1
+    r = retrieval_recall(query, torch.tensor([0, 1]), gallery, gallery_cls, ks=(1, 2))
+    assert r == {1: 0.5, 2: 1.0}
+
+
+def test_diversity():
+    same = torch.zeros(3, 4, 3, 8, 8)
+    assert diversity(same) == 0.0
+    two = torch.stack([torch.zeros(3, 8, 8), torch.ones(3, 8, 8)])[None]  # RMS distance 1
+    assert diversity(two) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        diversity(torch.zeros(2, 1, 3, 8, 8))
+
+
+def test_the_papers_rule_after_a_discriminator_update():
+    values = [0.1, 0.2, 0.3, 0.4, 0.5, 0.9, 0.0, 0.0, 0.6, 0.7]
+    d = [0, 0, 0, 0, 0, 1, 0, 0, 0, 0]  # D trained in epoch 6 (index 5)
+    fixed, replaced = skip_after_d_updates(values, d)
+    assert replaced == [6, 7]
+    assert fixed[6] == fixed[7] == pytest.approx(np.mean([0.2, 0.3, 0.4, 0.5, 0.9]))
+    assert fixed[:6] == values[:6] and fixed[8:] == values[8:]
+    # D inside every epoch (the default step schedule): nothing is "right after" an update
+    assert skip_after_d_updates(values, [3] * 10) == (values, [])
+
+
+def test_aggregates_and_history(tmp_path):
+    rows = [{"stage": "translator", "epoch": e, "pixel_loss": 1.0 / e, "d_updates": 1,
+             "informativity": {"mean": v, "per_class": {"a": v}}} for e, v in enumerate([0.1, 0.3, 0.5, 0.2], 1)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"stage": "transl')
+    got = read_rows(tmp_path)  # the torn last line of a killed run is ignored
+    assert [r["epoch"] for r in got] == [1, 2, 3, 4]
+    hist = informativity_history(got)
+    agg = aggregates(hist, first=2, last=3, window=2)
+    assert agg["mean"] == pytest.approx(0.4) and agg["mean_epochs"] == [2, 3]
+    assert agg["best_moving_average"] == pytest.approx(0.4) and agg["best_window"] == [2, 3]
+    # a run shorter than the range is averaged over all its epochs, and says so
+    assert aggregates(hist)["mean_epochs"] == [1, 4]
+    assert pixel_loss_ma(got, window=2) == pytest.approx((1 / 3 + 1 / 4) / 2)
+
+
+class _TinyInception(torch.nn.Module):
+    """Same call as the standard TorchScript FID Inception: uint8 images, return_features."""
+
+    def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        x = x.float() / 255.0
+        return torch.cat([x.mean((2, 3)), x.std((2, 3))], 1)
+
+
+def test_fid_weights_are_read_from_a_torchscript_file(tmp_path):
+    path = tmp_path / "inception.pt"
+    torch.jit.script(_TinyInception()).save(str(path))
+    feats = InceptionFeatures(path)(torch.zeros(2, 3, 96, 96))
+    assert feats.shape == (2, 6) and torch.allclose(feats[:, :3], torch.full((2, 3), 128 / 255))
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="not a TorchScript Inception"):
+        InceptionFeatures(tmp_path / "junk.pt")
+    with pytest.raises(ValueError, match="no such weights file"):
+        InceptionFeatures(tmp_path / "missing.pt")
