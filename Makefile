@@ -70,6 +70,7 @@ sweep: setup
 	$(BIN)/s2i-model report $(RUNS) -o $(RUNS)/report
 
 test: setup
+	.ci/install-browser
 	$(BIN)/python -m pytest -q
 
 bench: setup

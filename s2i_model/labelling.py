@@ -12,9 +12,9 @@ import io
 import json
 import mimetypes
 import os
+import socket
 import threading
 from datetime import datetime, timezone
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
@@ -113,7 +113,30 @@ class _Server(ThreadingHTTPServer):
             path = (self.pool / r["file"]).resolve()
             if path.is_relative_to(self.pool):
                 self.files["/" + r["file"]] = path
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def process_request(self, request, client_address):
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def server_close(self):
+        # Browsers open spare connections ahead of need; left open, a stopped server would still
+        # take labels on them.
+        super().server_close()
+        with self._open_lock:
+            for s in self._open:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def state(self) -> dict:
         labels = read_labels(self.pool)
@@ -149,6 +172,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, PAGE.encode(), "text/html; charset=utf-8")
         elif path == "/api/state":
             self._json(self.server.state())
+        elif path == "/favicon.ico":
+            self._send(204, b"", "image/x-icon", "max-age=86400")
         elif path in self.server.files:
             file = self.server.files[path]
             try:
@@ -172,8 +197,8 @@ class _Handler(BaseHTTPRequestHandler):
             append_label(self.server.pool, msg.get("id"), msg.get("label"), self.server.ids)
         except (ValueError, TypeError) as e:  # JSONDecodeError is a ValueError
             return self._error(400, str(e).splitlines()[0])
-        s = self.server.state()
-        self._json({"progress": s["progress"]})
+        srv = self.server
+        self._json({"progress": _progress(srv.rows, read_labels(srv.pool), srv.classes, srv.target)})
 
 
 def make_server(pool: Path, host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:

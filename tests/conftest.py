@@ -39,3 +39,31 @@ def synth_videos(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth")
     synth(root, videos_per_class=5, seed=1, min_seconds=2.2, max_seconds=3.6)
     return root
+
+
+def find_browser() -> tuple[str, str] | None:
+    """Debian's chromium and its chromedriver (.ci/install-browser puts them there)."""
+    import shutil
+
+    browser = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+    driver = shutil.which("chromedriver") or next((p for p in ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver")
+                                                    if Path(p).is_file()), None)
+    return (browser, driver) if browser and driver else None
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """A real headless Chromium driven by Selenium, for the pages the tools write and serve."""
+    found = find_browser()
+    if not found:
+        pytest.skip("no chromium + chromedriver found: run .ci/install-browser (apt-get install chromium chromium-driver)")
+    from selenium import webdriver  # not importorskip: with a browser present, a missing selenium is a failure
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = found[0]
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1200,820"):
+        opts.add_argument(a)
+    d = webdriver.Chrome(service=Service(found[1]), options=opts)  # an explicit driver: no Selenium Manager download
+    yield d
+    d.quit()

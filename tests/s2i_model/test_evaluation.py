@@ -1,0 +1,197 @@
+"""The evaluation workflow end to end on the tiny build: sample a pool, label it, train the
+informativity classifiers, measure informativity during training and after it, the sweep over
+embedding sizes with `make sweep`, and the report it writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from s2i_model.config import AutoencoderConfig, TranslatorConfig
+from s2i_model.labelling import append_label, read_labels, read_pool
+from s2i_model.train_autoencoder import train_autoencoder
+from s2i_model.train_translator import train_translator
+
+REPO = Path(__file__).resolve().parents[2]
+QUIET = dict(log=lambda *_: None)
+CLI = [sys.executable, "-m", "s2i_model.cli"]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True)
+
+
+def label_like_a_person(pool: Path) -> dict[str, str]:
+    """A stand-in for the person at the labelling page (the page itself is tested in a browser in
+    test_labelling.py): within each class, the brighter half of the images is "informative". A
+    rule a small CNN can learn, and one that gives every class both kinds."""
+    rows = read_pool(pool)
+    bright = {r["id"]: float(np.asarray(Image.open(pool / r["file"])).mean()) for r in rows}
+    for cls in {r["class"] for r in rows}:
+        ids = [r["id"] for r in rows if r["class"] == cls]
+        median = np.median([bright[i] for i in ids])
+        for i in ids:
+            append_label(pool, i, "informative" if bright[i] > median else "not")
+    return read_labels(pool)
+
+
+@pytest.fixture(scope="module")
+def judged(tiny_build, tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("eval")
+    run = root / "runs" / "emb64"
+    train_autoencoder(AutoencoderConfig(data=str(tiny_build), run=str(run), emb=64, width=0.125, epochs=1,
+                                        batch_size=8, workers=0), **QUIET)
+    train_translator(TranslatorConfig(data=str(tiny_build), run=str(run), epochs=1, batch_size=8, workers=0,
+                                      grid_every=1), **QUIET)
+    pool = root / "pool"
+    res = cli("sample", "--run", run, "--data", tiny_build, "--split", "train", "-n", 60, "--out", pool,
+              "--target", 6, "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    labels = label_like_a_person(pool)
+    res = cli("train-informativity", "--labels", pool, "--out", root / "informativity", "--epochs", 20)
+    assert res.returncode == 0, res.stderr
+    return {"root": root, "run": run, "pool": pool, "labels": labels, "judges": root / "informativity"}
+
+
+def test_sample_fills_a_balanced_pool_and_grows_it(judged, tiny_build):
+    pool = judged["pool"]
+    rows = read_pool(pool)
+    assert len(rows) == 60 and len({r["id"] for r in rows}) == 60
+    counts = {c: sum(r["class"] == c for r in rows) for c in {r["class"] for r in rows}}
+    assert set(counts.values()) == {12}  # 60 images over 5 classes
+    assert all((pool / r["file"]).is_file() for r in rows)
+    assert json.loads((pool / "pool.json").read_text())["target"] == 6
+    before = (pool / "labels.csv").read_bytes()
+    res = cli("sample", "--run", judged["run"], "--data", tiny_build, "--split", "train", "-n", 10, "--out", pool,
+              "--seed", 1, "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    assert len(read_pool(pool)) == 70 and (pool / "labels.csv").read_bytes() == before  # labels untouched
+    res = cli("sample", "--run", judged["run"], "--data", tiny_build, "-n", 10, "--out", pool, "--seed", 1)
+    assert res.returncode == 0 and "0 images added" in res.stdout  # the same seed adds nothing twice
+
+
+def test_informativity_classifiers_report_accuracy_per_class(judged):
+    summary = json.loads((judged["judges"] / "informativity.json").read_text())
+    assert set(summary["classes"]) == {"baby", "dog", "rail", "fireworks", "water"}
+    for cls, r in summary["classes"].items():
+        assert r["informative"] == r["not"] == 6
+        assert r["train"] + r["test"] == 12 and r["test"] >= 1
+        assert 0.0 <= r["test_accuracy"] <= 1.0
+    # brightness is easy to see: the judges must do better than a coin over all classes
+    assert np.mean([r["test_accuracy"] for r in summary["classes"].values()]) > 0.5
+
+
+def test_train_informativity_refuses_a_pool_without_enough_labels(tmp_path, judged):
+    pool = tmp_path / "pool"
+    shutil.copytree(judged["pool"], pool)
+    (pool / "labels.csv").unlink()
+    res = cli("train-informativity", "--labels", pool, "--out", tmp_path / "j")
+    assert res.returncode == 1 and "no class has enough labels" in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "j").exists()
+
+
+def test_informativity_is_measured_every_epoch_with_the_papers_schedule(judged, tiny_build, tmp_path):
+    run = tmp_path / "epoch-schedule"
+    run.mkdir()
+    for f in ("autoencoder.pt", "autoencoder.json"):
+        shutil.copy(judged["run"] / f, run / f)
+    train_translator(TranslatorConfig(data=str(tiny_build), run=str(run), epochs=4, batch_size=8, workers=0, n_gd=2,
+                                      d_schedule="epoch", informativity=str(judged["judges"]),
+                                      informativity_samples=2), **QUIET)
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    gan = [r for r in rows if r["stage"] == "translator"]
+    assert [r["d_updates"] > 0 for r in gan] == [False, True, False, True]  # D through every 2nd epoch
+    for r in gan:
+        info = r["informativity"]
+        assert set(info["per_class"]) == {"baby", "dog", "rail", "fireworks", "water"}
+        assert info["mean"] == pytest.approx(np.mean(list(info["per_class"].values())))
+    from s2i_model.history import informativity_history
+
+    assert informativity_history(gan)["replaced_epochs"] == [3, 4]  # the two after epoch 2's D update
+
+
+class _TinyInception(torch.nn.Module):
+    def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        x = x.float() / 255.0
+        return torch.cat([x.mean((2, 3)), x.std((2, 3))], 1)
+
+
+def test_evaluate_measures_informativity_and_the_proxies(judged, tiny_build, tmp_path):
+    weights = tmp_path / "inception.pt"
+    torch.jit.script(_TinyInception()).save(str(weights))
+    run = judged["run"]
+    res = cli("evaluate", "--run", run, "--data", tiny_build, "--samples", 3, "--informativity", judged["judges"],
+              "--fid-weights", weights, "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    ev = json.loads((run / "evaluation.json").read_text())
+    assert ev["split"] == "test" and ev["samples_per_sound"] == 3 and ev["emb"] == 64
+    classes = ["baby", "dog", "rail", "fireworks", "water"]
+    assert list(ev["per_class"]) == classes
+    for name, r in ev["per_class"].items():
+        assert r["images"] == 3 * r["sounds"] > 0
+        for k in ("informativity", "class_agreement", "retrieval_r1", "retrieval_r5"):
+            assert 0.0 <= r[k] <= 1.0, (name, k)
+        assert r["retrieval_r5"] >= r["retrieval_r1"] and r["diversity"] > 0  # dropout makes them differ
+    assert ev["mean"]["informativity"] == pytest.approx(np.mean([r["informativity"] for r in ev["per_class"].values()]))
+    assert ev["proxies"]["frechet_distance"] > 0 and ev["proxies"]["fid_inception"] > 0
+    assert (run / ev["grid"]).is_file()
+    assert "informativity" in res.stderr and "proxies" in res.stderr  # the table printed for the user
+    again = cli("evaluate", "--run", run, "--data", tiny_build, "--samples", 3, "--informativity", judged["judges"],
+                "--fid-weights", weights, "--device", "cpu")
+    assert again.returncode == 0 and "up to date" in again.stderr
+
+
+def test_evaluate_errors_are_one_line(tmp_path, tiny_build, judged):
+    for args, said in [(["--run", tmp_path], "no trained translator"),
+                       (["--run", judged["run"], "--data", tiny_build, "--informativity", tmp_path],
+                        "no informativity classifiers"),
+                       (["--run", judged["run"], "--data", tiny_build, "--fid-weights", tmp_path / "no.pt"],
+                        "no such weights file")]:
+        res = cli("evaluate", *args, "--force")
+        assert res.returncode != 0 and said in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+def test_make_sweep_trains_evaluates_and_reports(judged, tiny_build, tmp_path, chromium):
+    runs = tmp_path / "sweep"
+    bindir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
+    args = ["make", "-s", "-o", "setup", "sweep", f"BIN={bindir}", "EMBS=128 256", f"DATA={tiny_build}",
+            f"RUNS={runs}", "WIDTH=0.0625", "EPOCHS_AE=1", "EPOCHS_GAN=3", "BATCH=8", "OPT=adam", "LOADERS=0",
+            "SAMPLES=2", f"INFORMATIVITY={judged['judges']}"]
+    done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((runs / "report" / "report.json").read_text())
+    assert report["metric"] == "informativity"
+    assert [r["emb"] for r in report["runs"]] == [128, 256]
+    for r in report["runs"]:
+        ev = json.loads((runs / f"emb{r['emb']}" / "evaluation.json").read_text())
+        assert r["mean"] == ev["mean"] and r["epoch"] == 3
+        assert r["history"]["epochs"] == [1, 2, 3]  # informativity measured every epoch
+        assert (runs / "report" / r["grid_file"]).is_file()
+    for png in ("history.png", "versus-size.png", "per-class.png"):
+        assert Image.open(runs / "report" / png).size[0] > 300
+
+    # the page, as a person opens it
+    chromium.get((runs / "report" / "index.html").as_uri())
+    cells = [[td.text for td in tr.find_elements("tag name", "td")]
+             for tr in chromium.find_elements("css selector", "#summary tbody tr")]
+    assert [c[0] for c in cells] == ["128", "256"]
+    for c, r in zip(cells, report["runs"]):
+        assert c[2] == f"{100 * r['mean']['informativity']:.1f} %"
+    loaded = chromium.execute_script(
+        "return Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
+    assert len(loaded) == 5 and all(loaded)  # three plots and two grids, all displayed
+
+    # resuming what is done: nothing is trained or measured again
+    again = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True)
+    assert again.returncode == 0
+    assert again.stderr.count("nothing to do") == 4 and again.stderr.count("up to date") == 2, again.stderr

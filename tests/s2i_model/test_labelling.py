@@ -1,0 +1,342 @@
+"""The labelling page: label storage, the HTTP routes, and the page itself in a real headless Chromium."""
+
+from __future__ import annotations
+
+import csv
+import http.client
+import json
+import signal
+import subprocess
+import sys
+import threading
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from s2i_model.labelling import append_label, make_server, progress, read_labels, read_pool
+
+CLASSES = ["baby", "dog", "rail"]
+COLOURS = {"baby": (230, 180, 170), "dog": (150, 110, 60), "rail": (90, 100, 120)}
+IDS = [f"{c}_{k:03d}-clip_0001-{k}" for c in CLASSES for k in range(4)]
+B0, B1, B2, B3, D0, D1, D2, D3, R0, R1, R2, R3 = IDS
+
+
+def make_pool(root: Path, target: int | None = 5) -> Path:
+    rows = []
+    for id in IDS:
+        cls = id.split("_")[0]
+        img = Image.new("RGB", (96, 96), COLOURS[cls])
+        k = int(id[-1])
+        for x in range(96):  # a different diagonal band per image, so they are told apart by eye
+            for y in range(max(0, x - 8 - 4 * k), min(96, x + 8 + 4 * k)):
+                img.putpixel((x, y), (255 - 40 * k, 240, 60 * k))
+        file = f"images/{cls}/{id}.png"
+        (root / "images" / cls).mkdir(parents=True, exist_ok=True)
+        img.save(root / file)
+        rows.append({"id": id, "file": file, "class": cls, "key": id.split("-")[0], "sample": id[-1]})
+    with open(root / "pool.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, ["id", "file", "class", "key", "sample"])
+        w.writeheader()
+        w.writerows(rows)
+    meta = {"classes": CLASSES, "run": "runs/test", "split": "val"} | ({"target": target} if target else {})
+    (root / "pool.json").write_text(json.dumps(meta))
+    (root / "secret.txt").write_text("outside the images")
+    return root
+
+
+@pytest.fixture
+def pool(tmp_path) -> Path:
+    return make_pool(tmp_path / "pool")
+
+
+def label_lines(pool: Path) -> list[tuple[str, str]]:
+    lines = (pool / "labels.csv").read_text().splitlines()
+    assert lines[0] == "id,label,time"
+    rows = [line.split(",") for line in lines[1:]]
+    for row in rows:
+        datetime.fromisoformat(row[2])  # a real timestamp on every line
+    return [(i, lab) for i, lab, _ in rows]
+
+
+# ---- storage -----------------------------------------------------------------------------------
+
+def test_read_pool_and_progress_without_labels(tmp_path):
+    pool = make_pool(tmp_path, target=None)
+    assert [r["id"] for r in read_pool(pool)] == IDS
+    assert read_labels(pool) == {}
+    assert progress(pool) == {c: {"informative": 0, "not": 0, "unlabelled": 4, "target": 500} for c in CLASSES}
+
+
+def test_append_label_last_wins_and_progress(pool):
+    for id, lab in [(B0, "informative"), (B1, "not"), (B0, "not"), (R2, "informative")]:
+        append_label(pool, id, lab)
+    assert label_lines(pool) == [(B0, "informative"), (B1, "not"), (B0, "not"), (R2, "informative")]
+    assert read_labels(pool) == {B0: "not", B1: "not", R2: "informative"}
+    assert progress(pool) == {"baby": {"informative": 0, "not": 2, "unlabelled": 2, "target": 5},
+                              "dog": {"informative": 0, "not": 0, "unlabelled": 4, "target": 5},
+                              "rail": {"informative": 1, "not": 0, "unlabelled": 3, "target": 5}}
+
+
+def test_append_label_refuses_unknown_id_or_label(pool):
+    append_label(pool, B0, "informative")
+    before = (pool / "labels.csv").read_bytes()
+    with pytest.raises(ValueError, match="unknown id 'cat_000'"):
+        append_label(pool, "cat_000", "informative")
+    with pytest.raises(ValueError, match="unknown label 'maybe'"):
+        append_label(pool, B1, "maybe")
+    assert (pool / "labels.csv").read_bytes() == before
+
+
+def test_torn_last_line_is_ignored_then_cut_by_the_next_append(pool):
+    append_label(pool, B0, "informative")
+    append_label(pool, B1, "not")
+    with open(pool / "labels.csv", "a") as f:
+        f.write(f"{B2},informative,2024-01-0")  # the crash came before the newline
+    assert read_labels(pool) == {B0: "informative", B1: "not"}
+    append_label(pool, B3, "not")
+    assert label_lines(pool) == [(B0, "informative"), (B1, "not"), (B3, "not")]
+    assert read_labels(pool) == {B0: "informative", B1: "not", B3: "not"}
+
+
+def test_torn_header_only(pool):
+    (pool / "labels.csv").write_text("id,lab")
+    assert read_labels(pool) == {}
+    append_label(pool, D0, "not")
+    assert label_lines(pool) == [(D0, "not")]
+
+
+# ---- HTTP --------------------------------------------------------------------------------------
+
+class Running:
+    """The app in a thread on a free loopback port."""
+
+    def __init__(self, pool: Path):
+        self.server = make_server(pool, port=0)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        # http.client sends the path as written: no client-side ../ normalisation hides a traversal.
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        out = r.status, r.read()
+        conn.close()
+        return out
+
+
+@pytest.fixture
+def running(pool):
+    app = Running(pool)
+    yield app
+    app.stop()
+
+
+def test_images_are_served_and_nothing_else(running, pool):
+    status, body = running.request("GET", f"/images/dog/{D1}.png")
+    assert status == 200 and body == (pool / f"images/dog/{D1}.png").read_bytes()
+    for path in ["/images/../pool.csv", "/images/%2e%2e/pool.csv", "/images/..%2fpool.csv", "/images/dog/../../secret.txt",
+                 "/images/%2e%2e/%2e%2e/etc/passwd", "/pool.csv", "/labels.csv", "/secret.txt", "//etc/passwd",
+                 "/images/dog/", f"/images/dog/{D1}.png/../../../pool.json"]:
+        status, body = running.request("GET", path)
+        assert status == 404, path
+        assert b"outside the images" not in body and b"classes" not in body and b"root:" not in body
+
+
+def test_pool_entry_outside_the_pool_is_not_served(tmp_path):
+    pool = make_pool(tmp_path / "pool")
+    (tmp_path / "outside.png").write_bytes(b"private")
+    with open(pool / "pool.csv", "a", newline="") as f:
+        csv.writer(f).writerow(["evil", "../outside.png", "dog", "k", "0"])
+    app = Running(pool)
+    try:
+        assert app.request("GET", "/../outside.png")[0] == 404
+        assert app.request("GET", "/%2e%2e/outside.png")[0] == 404
+    finally:
+        app.stop()
+
+
+def test_state_and_label_api(running, pool):
+    status, body = running.request("GET", "/api/state")
+    state = json.loads(body)
+    assert status == 200 and [i["id"] for i in state["items"]] == IDS and state["classes"] == CLASSES
+    assert state["items"][4] == {"id": D0, "class": "dog", "src": f"/images/dog/{D0}.png", "label": None}
+    post = lambda msg: running.request("POST", "/api/label", json.dumps(msg).encode(), {"Content-Type": "application/json"})
+    status, body = post({"id": D0, "label": "informative"})
+    assert status == 200
+    assert json.loads(body)["progress"]["dog"] == {"informative": 1, "not": 0, "unlabelled": 3, "target": 5}
+    for msg, words in [({"id": "cat_1", "label": "not"}, b"unknown id 'cat_1'"), ({"id": D1, "label": "yes"}, b"unknown label 'yes'"),
+                       ([D1, "not"], b"expected"), ({"label": "not"}, b"unknown id None")]:
+        status, body = post(msg)
+        assert status == 400 and words in body and body.count(b"\n") == 1, (msg, body)
+    status, body = running.request("POST", "/api/label", b"{not json", {"Content-Type": "application/json"})
+    assert status == 400 and body.count(b"\n") == 1
+    assert label_lines(pool) == [(D0, "informative")]
+
+
+def test_stopped_server_takes_no_label_on_a_connection_opened_before(pool):
+    app = Running(pool)
+    spare = http.client.HTTPConnection("127.0.0.1", app.port, timeout=5)
+    spare.connect()  # as browsers do ahead of need; the server accepts it and waits for a request
+    app.request("GET", "/api/state")
+    app.stop()
+    with pytest.raises(OSError):
+        spare.request("POST", "/api/label", json.dumps({"id": D0, "label": "not"}), {"Content-Type": "application/json"})
+        spare.getresponse()
+    assert read_labels(pool) == {}
+
+
+def test_serve_prints_url_and_stops_cleanly_on_ctrl_c(pool):
+    code = "import sys; from pathlib import Path; from s2i_model.labelling import serve; serve(Path(sys.argv[1]), port=0)"
+    # SIGINT back to default in the child: a runner started in the background hands it an ignored one.
+    p = subprocess.Popen([sys.executable, "-u", "-c", code, str(pool)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        line = p.stdout.readline()
+        assert "http://127.0.0.1:" in line and "12 images" in line
+        port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/")
+        assert b'id="informative"' in conn.getresponse().read()
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=10)
+    finally:
+        p.kill()
+    assert p.returncode == 0 and "Traceback" not in err and "stopped" in out, (p.returncode, err)
+
+
+# ---- the page in headless Chromium -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def driver(chromium):  # tests/conftest.py: Debian's chromium through Selenium
+    return chromium
+
+
+class Page:
+    def __init__(self, driver):
+        from selenium.webdriver.common.action_chains import ActionChains
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.common.keys import Keys
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        self.d, self.By, self.Keys, self.chain = driver, By, Keys, lambda: ActionChains(driver)
+        self.wait = lambda what, cond: WebDriverWait(driver, 5).until(lambda _: cond(), message=what)
+
+    def open(self, url: str):
+        self.d.get(url)
+        self.wait("page loaded", lambda: self.d.execute_script("return document.body.dataset.ready") == "1")
+
+    def text(self, css: str) -> str:
+        return self.d.find_element(self.By.CSS_SELECTOR, css).text
+
+    def at(self, id: str, position: str | None = None):
+        self.wait(f"at {id} (is at {self.text('#id')})", lambda: self.text("#id") == id)
+        assert self.text("#class") == id.split("_")[0]
+        assert self.d.find_element(self.By.ID, "image").get_attribute("src").endswith(f"/{id}.png")
+        if position:
+            assert self.text("#position") == position
+
+    def key(self, *keys):
+        for k in keys:
+            self.chain().send_keys({"left": self.Keys.ARROW_LEFT, "right": self.Keys.ARROW_RIGHT}.get(k, k)).perform()
+
+    def click(self, id: str):
+        self.d.find_element(self.By.ID, id).click()
+
+    def choose(self, cls: str):
+        from selenium.webdriver.support.ui import Select
+
+        Select(self.d.find_element(self.By.ID, "filter")).select_by_value(cls)
+
+    def settled(self):
+        self.wait("labels saved", lambda: self.d.execute_script("return document.body.dataset.pending") in (None, "0"))
+
+    def table(self) -> dict[str, list[str]]:
+        rows = self.d.find_elements(self.By.CSS_SELECTOR, "#progress tbody tr")
+        return {r.get_attribute("data-class"): [td.text for td in r.find_elements(self.By.TAG_NAME, "td")[1:]] for r in rows}
+
+
+def test_page_labels_by_click_and_key_resumes_and_survives_restart(driver, pool, tmp_path):
+    page = Page(driver)
+    app = Running(pool)
+    try:
+        page.open(app.url)
+        page.at(B0, "1 / 12")
+        assert driver.execute_script("return document.querySelector('#image').naturalWidth") == 96  # really loaded
+        assert page.text("#current") == "unlabelled" and not driver.find_element(page.By.ID, "done").is_displayed()
+        page.click("informative")
+        page.at(B1, "2 / 12")
+        page.key("n")
+        page.at(B2)
+        page.key("right")                    # skip B2 without labelling
+        page.at(B3, "4 / 12")
+        page.key("i")
+        page.at(D0, "5 / 12")                # the next unlabelled after B3
+        page.key("left", "left")
+        page.at(B2, "3 / 12")
+        page.click("not")
+        page.at(D0)                          # B3 is labelled already, so on to D0
+        page.key("left", "left", "left")
+        page.at(B1)
+        assert page.text("#current") == "labelled not"
+        page.key("i")                        # relabel: one more line, the last one wins
+        page.at(D0)
+        page.choose("rail")
+        page.at(R0, "1 / 4")
+        assert len(driver.find_elements(page.By.CSS_SELECTOR, "#strip img")) == 4
+        page.key("n")
+        page.at(R1, "2 / 4")
+        page.settled()
+
+        assert label_lines(pool) == [(B0, "informative"), (B1, "not"), (B3, "informative"), (B2, "not"),
+                                     (B1, "informative"), (R0, "not")]
+        expected = {"baby": ["3", "1", "0", "3 + 1 of 5 + 5"], "dog": ["0", "0", "4", "0 + 0 of 5 + 5"],
+                    "rail": ["0", "1", "3", "0 + 1 of 5 + 5"]}
+        assert page.table() == expected
+
+        driver.refresh()                     # the class filter is kept in the address
+        page.wait("reloaded", lambda: driver.execute_script("return document.body.dataset.ready") == "1")
+        page.at(R1, "2 / 4")
+        page.open(app.url)                   # all classes: resume at the first unlabelled image
+        page.at(D0, "5 / 12")
+        assert page.table() == expected
+        shot = tmp_path / "labelling.png"
+        driver.save_screenshot(str(shot))
+        assert Image.open(shot).size[0] >= 800
+    finally:
+        app.stop()
+
+    page.key("i")                            # the server is gone: the page must say the label was not saved
+    page.wait("error shown", lambda: "NOT saved" in page.text("#error"))
+    page.wait("error shown", lambda: "NOT saved" in page.text("#error"))
+    page.settled()
+    assert read_labels(pool) == {B0: "informative", B1: "informative", B2: "not", B3: "informative", R0: "not"}
+
+    app = Running(pool)                      # a fresh server on another port, same pool
+    try:
+        page.open(app.url)
+        page.at(D0, "5 / 12")
+        assert page.table() == expected
+        page.choose("dog")
+        page.at(D0, "1 / 4")
+        page.click("informative")
+        page.key("n", "i")
+        page.at(D3)
+        assert not driver.find_element(page.By.ID, "done").is_displayed()
+        page.key("n")
+        page.wait("done message", lambda: driver.find_element(page.By.ID, "done").is_displayed())
+        assert page.text("#done").startswith("All 4 dog images are labelled")
+        page.settled()
+        assert page.table()["dog"] == ["2", "2", "0", "2 + 2 of 5 + 5"]
+        assert label_lines(pool)[6:] == [(D0, "informative"), (D1, "not"), (D2, "informative"), (D3, "not")]
+    finally:
+        app.stop()
