@@ -90,7 +90,8 @@ def _plot_versus_size(runs: list[dict], metric: str, label: str, path: Path) -> 
     best = [r["training"]["informativity_history"] for r in runs]
     if metric == "informativity" and all(best):
         a.plot(embs, [100 * h["best_moving_average"] for h in best], "s--", label="best moving average (training)")
-    a.set(xscale="log", xlabel="embedding size E", ylabel=f"{metric.replace('_', ' ')} (%)", title=label)
+    a.set(xscale="log", xlabel="embedding size E", ylabel=f"{metric.replace('_', ' ')} (%)",
+          title=f"Mean {label} on the test sounds")
     a.set_xticks(embs, [str(e) for e in embs])
     a.legend()
     b.plot(embs, [r["training"]["pixel_loss_ma50"] for r in runs], "o-", color="tab:red")
@@ -126,6 +127,10 @@ def _pct(v) -> str:
     return "–" if v is None else f"{100 * v:.1f} %"
 
 
+def _span(v, epochs) -> str:
+    return "–" if v is None else f"{100 * v:.1f} % ({epochs[0]}–{epochs[1]})"
+
+
 def _num(v, digits: int = 4) -> str:
     return "–" if v is None else f"{v:.{digits}g}"
 
@@ -133,17 +138,24 @@ def _num(v, digits: int = 4) -> str:
 def _html(report: dict, metric_label: str) -> str:
     runs = report["runs"]
     e = html.escape
-    head = ["E", "epochs", "informativity (mean)", "informativity, best MA (training)", "training pixel loss (MA50)",
+    head = ["E", "epochs", "informativity (mean)", "informativity during training: mean (epochs)",
+            "informativity during training: best moving average (epochs)", "training pixel loss (MA50)",
             "class agreement (proxy)", "R@1 (proxy)", "R@5 (proxy)", "Fréchet distance (proxy)",
             "kernel distance (proxy)", "diversity"]
+    fid = any("fid_inception" in r["proxies"] for r in runs)
+    if fid:
+        head.append("Inception FID")
     rows = []
     for r in runs:
         hist = r["training"]["informativity_history"] or {}
         rows.append([str(r["emb"]), str(r["epoch"]), _pct(r["mean"].get("informativity")),
-                     _pct(hist.get("best_moving_average")), _num(r["training"]["pixel_loss_ma50"]),
+                     _span(hist.get("mean"), hist.get("mean_epochs")),
+                     _span(hist.get("best_moving_average"), hist.get("best_window")),
+                     _num(r["training"]["pixel_loss_ma50"]),
                      _pct(r["mean"].get("class_agreement")), _pct(r["mean"].get("retrieval_r1")),
                      _pct(r["mean"].get("retrieval_r5")), _num(r["proxies"]["frechet_distance"]),
-                     _num(r["proxies"]["kernel_distance"]), _num(r["mean"].get("diversity"), 3)])
+                     _num(r["proxies"]["kernel_distance"]), _num(r["mean"].get("diversity"), 3)]
+                    + ([_num(r["proxies"].get("fid_inception"))] if fid else []))
     table = _table("summary", head, rows)
     classes = runs[0]["classes"]
     metric = report["metric"]
@@ -162,7 +174,7 @@ def _html(report: dict, metric_label: str) -> str:
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#f3f3f3}}figure{{display:inline-block;margin:0 1em 1em 0}}
 img{{max-width:100%}}.grid{{image-rendering:pixelated}}.note{{color:#8a4b00}}</style></head><body>
 <h1>Sound-to-Imagination: embedding sizes compared</h1>
-<p>{len(runs)} runs on {e(runs[0]["data"])}, split <b>{e(runs[0]["split"])}</b>, {runs[0]["samples_per_sound"]}
+<p>{len(runs)} run{"s" if len(runs) > 1 else ""} on {e(runs[0]["data"])}, split <b>{e(runs[0]["split"])}</b>, {runs[0]["samples_per_sound"]}
 pictures per sound. Proxies need no human labels and are named as such; the distances are measured in the
 real-frame classifier's feature space{", plus the standard Inception FID" if any("fid_inception" in r["proxies"] for r in runs) else ""}.</p>
 {note}<h2>Summary</h2>{table}<h2>Per class: {e(metric_label)}</h2>{per_class}<h2>Plots</h2>{plots}

@@ -187,6 +187,7 @@ def test_make_sweep_trains_evaluates_and_reports(judged, tiny_build, tmp_path, c
     assert [c[0] for c in cells] == ["128", "256"]
     for c, r in zip(cells, report["runs"]):
         assert c[2] == f"{100 * r['mean']['informativity']:.1f} %"
+        assert c[3] == f"{100 * r['training']['informativity_history']['mean']:.1f} % (1–3)"
     loaded = chromium.execute_script(
         "return Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
     assert len(loaded) == 5 and all(loaded)  # three plots and two grids, all displayed
