@@ -25,7 +25,7 @@ import pandas as pd
 from . import __version__, media, plan, shards
 from .classes import resolve_classes
 from .config import BuildConfig
-from .executors import LocalExecutor, default_workers
+from .executors import default_workers, make_executor
 from .sources import VideoItem
 
 BUILD_DIR = "_build"
@@ -245,6 +245,10 @@ def prepare(cfg: BuildConfig) -> tuple[BuildConfig, Path, bool]:
 
 def build(cfg: BuildConfig, progress=None) -> BuildResult:
     """Build (or finish) the shards of ``cfg``. ``progress`` is an optional `Progress` sink."""
+    try:
+        executor = make_executor(cfg.executor, cfg.workers, cfg.scheduler)
+    except ValueError as e:
+        raise BuildError(str(e)) from None
     cfg, out, resuming = prepare(cfg)
     workers = cfg.workers or default_workers()
     work = out / BUILD_DIR
@@ -272,7 +276,6 @@ def build(cfg: BuildConfig, progress=None) -> BuildResult:
     progress.start("extract", len(samples), total_videos=int((probes["segments"] > 0).sum()))
     progress.advance("extract", len(samples) - sum(len(t.order) for t in todo),
                      videos=sum(len(t.videos) for t in tasks) - sum(len(t.videos) for t in todo))
-    executor = LocalExecutor(workers)
     failed = executor.run(shards.write_shard, todo, args=(str(out), shard_config(cfg)),
                           on_done=lambda t, st: progress.advance("extract", len(t.order), videos=len(t.videos)))
     progress.stop()

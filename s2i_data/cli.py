@@ -97,6 +97,8 @@ def build(
     image_format: str = typer.Option("png", help="png (lossless) or jpg"),
     limit: Optional[int] = typer.Option(None, help="at most this many videos per class"),
     workers: int = typer.Option(0, help="parallel worker processes (0: all cores)"),
+    executor: str = typer.Option("local", help="local (a process pool) or dask"),
+    scheduler: Optional[str] = typer.Option(None, help="dask: tcp://HOST:8786 or a scheduler file (none: a LocalCluster)"),
     strict: bool = typer.Option(False, help="exit non-zero if any input was skipped or failed"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
 ) -> None:
@@ -110,7 +112,8 @@ def build(
                           segment_seconds=segment_seconds, sample_rate=sample_rate, image_size=image_size,
                           splits=_floats(splits, "--splits"), per_class=per_class, seed=seed,
                           shard_size=shard_size, keep_audio=keep_audio, image_format=image_format,
-                          limit=limit, workers=workers, strict=strict, progress=progress)
+                          limit=limit, workers=workers, strict=strict, progress=progress,
+                          executor=executor, scheduler=scheduler)
         bar = RichProgress(progress and sys.stderr.isatty())
         try:
             result = run_build(cfg, progress=bar)

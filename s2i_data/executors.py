@@ -1,4 +1,4 @@
-"""Run shard work units: a local process pool (Dask joins here later behind the same call).
+"""Run shard work units: a local process pool, or a Dask cluster, behind one call.
 
 The failing unit is a sample (handled inside `shards.write_shard`); the retried unit is a shard:
 a shard whose worker raised or died is run again, up to ``retries`` more times, and reported as
@@ -97,3 +97,88 @@ class LocalExecutor:
             failures.append((task, error))
         else:
             pending.append(task)
+
+
+class DaskExecutor:
+    """The same work units on a Dask cluster (``distributed``): an existing one at ``scheduler``
+    (tcp://host:8786 or a scheduler JSON file), else a `LocalCluster` of ``workers`` processes.
+
+    Workers run `write_shard` themselves and write straight to the output location, so they need
+    this package installed and the output reachable. A worker that dies mid-shard costs that
+    shard only: the scheduler reruns it elsewhere (its ``allowed-failures``), and errors raised
+    by a shard are retried here as with the local executor.
+    """
+
+    def __init__(self, scheduler: str | None = None, workers: int = 0, retries: int = 2) -> None:
+        self.scheduler, self.workers, self.retries = scheduler, workers or default_workers(), retries
+
+    def _client(self):
+        from distributed import Client, LocalCluster
+
+        if not self.scheduler:
+            # processes, one thread each: ffmpeg and numpy work is per process, as in the local pool
+            cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=None, host="127.0.0.1")
+            return Client(cluster), cluster
+        if os.path.isfile(self.scheduler):
+            return Client(scheduler_file=self.scheduler, timeout="30s"), None
+        return Client(self.scheduler, timeout="30s"), None
+
+    def run(self, fn: Callable, tasks: Sequence, args: tuple = (),
+            on_done: Callable[[Any, Any], None] | None = None) -> list[tuple[Any, str]]:
+        from distributed import as_completed
+
+        client, cluster = self._client()
+        attempts = {id(t): 0 for t in tasks}
+        failures: list[tuple[Any, str]] = []
+        futures: dict = {}
+
+        def submit(task) -> None:
+            # pure=False: a retried shard is a new task, never a cached result
+            fut = client.submit(fn, task, *args, pure=False, key=f"s2i-shard-{_slug(task)}-{attempts[id(task)]}")
+            futures[fut] = task
+            done.add(fut)
+
+        try:
+            done = as_completed()
+            for t in tasks:
+                submit(t)
+            for fut in done:
+                task = futures.pop(fut)
+                try:
+                    result = fut.result()
+                except Exception as e:  # noqa: BLE001 - one shard's error (or KilledWorker) is that shard's
+                    attempts[id(task)] += 1
+                    if attempts[id(task)] > self.retries:
+                        failures.append((task, f"{type(e).__name__}: {e}"))
+                    else:
+                        submit(task)
+                    continue
+                if on_done:
+                    on_done(task, result)
+        except BaseException:
+            client.cancel(list(futures))
+            raise
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+        return failures
+
+
+def _slug(task: Any) -> str:
+    return str(getattr(task, "name", id(task))).replace("/", "-")
+
+
+def make_executor(kind: str, workers: int = 0, scheduler: str | None = None, retries: int = 2):
+    if kind == "local":
+        if scheduler:
+            raise ValueError("--scheduler needs --executor dask")
+        return LocalExecutor(workers, retries)
+    if kind == "dask":
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            raise ValueError("--executor dask needs dask.distributed: pip install 'dask[distributed]'") from None
+        return DaskExecutor(scheduler, workers, retries)
+    raise ValueError(f"--executor must be local or dask, not {kind!r}")

@@ -45,7 +45,8 @@ def _check_data(data: Path) -> None:
 @app.command("train-autoencoder")
 def train_autoencoder(
     data: Path = typer.Option(..., help="an s2i-data build"),
-    run: Path = typer.Option(..., help="run folder (checkpoints, metrics, grids); resumed if it exists"),
+    run: Path = typer.Option(..., "--run", "--run-dir", help="run folder (checkpoints, metrics, grids); resumed if it "
+                             "exists (--run-dir under torchrun, whose own parser claims --run)"),
     emb: int = typer.Option(512, help="embedding size E"),
     width: float = typer.Option(1.0, help="channel width multiplier (1.0: the paper's network)"),
     epochs: int = typer.Option(1000), batch_size: int = typer.Option(64), lr: float = typer.Option(0.05),
@@ -71,7 +72,8 @@ def train_autoencoder(
 @app.command("train-translator")
 def train_translator(
     data: Path = typer.Option(..., help="an s2i-data build"),
-    run: Path = typer.Option(..., help="run folder holding the trained autoencoder"),
+    run: Path = typer.Option(..., "--run", "--run-dir", help="run folder holding the trained autoencoder "
+                             "(--run-dir under torchrun)"),
     epochs: int = typer.Option(4000), batch_size: int = typer.Option(64),
     lr_g: float = typer.Option(0.1), lr_d: float = typer.Option(0.1),
     momentum_g: float = typer.Option(0.5), momentum_d: float = typer.Option(0.5),

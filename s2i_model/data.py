@@ -56,35 +56,65 @@ def tensor_to_image(x: torch.Tensor) -> np.ndarray:
 
 
 class ShardStream(IterableDataset):
-    """Samples of one split as (mel [1,128,100], image [3,96,96] in [-1,1], class, key)."""
+    """Samples of one split as (mel [1,128,100], image [3,96,96] in [-1,1], class, key).
+
+    Whole shards are dealt, each epoch afresh, to (rank, DataLoader worker) slots, so no sample
+    is read twice. Under DDP (``world`` > 1) with ``equal``, every rank must take the same number
+    of steps with the same batch sizes: shards go to the slot with the fewest samples so far, and
+    worker w of every rank yields as many samples as the smallest worker w of all ranks; the few
+    samples past that sit the epoch out, others the next epoch (like DistributedSampler's
+    drop_last).
+    """
 
     def __init__(self, data: str | Path, split: str, normalizer: Normalizer, seed: int = 0,
-                 shuffle: bool = True, buffer: int = 1000, rank: int = 0, world: int = 1) -> None:
+                 shuffle: bool = True, buffer: int = 1000, rank: int = 0, world: int = 1,
+                 equal: bool = True) -> None:
         self.urls = shard_urls(Path(data), split)
         if not self.urls:
             raise ValueError(f"{data}: no {split} shards")
         self.norm = normalizer
         self.seed, self.shuffle, self.buffer = seed, shuffle, buffer
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.equal = rank, world, equal
         self.epoch = 0
+        self.counts = shard_counts(Path(data), self.urls) if world > 1 else {}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _my_urls(self) -> tuple[list[str], int]:
-        info = get_worker_info()
-        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+    def slots(self, workers: int) -> tuple[list[list[list[str]]], list[int] | None]:
+        """This epoch's shards of every (rank, DataLoader worker), and with ``equal`` the samples
+        each worker yields, the same on every rank so that every rank forms the same batches."""
         urls = list(self.urls)
         if self.shuffle:
             random.Random(f"{self.seed}:{self.epoch}:shards").shuffle(urls)
-        slot, slots = self.rank * nw + wid, self.world * nw
-        return urls[slot::slots], slot
+        n = self.world * workers
+        if self.world == 1 or not self.equal:
+            flat = [urls[i::n] for i in range(n)]
+            return [flat[r * workers:(r + 1) * workers] for r in range(self.world)], None
+        # greedy: the emptiest (rank, worker) slot takes the next shard (ties: the lowest slot)
+        flat = [[] for _ in range(n)]
+        totals = [0] * n
+        for u in urls:
+            i = min(range(n), key=lambda k: (totals[k], k))
+            flat[i].append(u)
+            totals[i] += self.counts[u]
+        caps = [min(totals[r * workers + w] for r in range(self.world)) for w in range(workers)]
+        return [flat[r * workers:(r + 1) * workers] for r in range(self.world)], caps
+
+    def _my_part(self) -> tuple[list[str], int, int | None]:
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        shards, caps = self.slots(nw)
+        return shards[self.rank][wid], self.rank * nw + wid, None if caps is None else caps[wid]
 
     def __iter__(self):
-        urls, slot = self._my_urls()
+        urls, slot, cap = self._my_part()
         rng = random.Random(f"{self.seed}:{self.epoch}:{slot}:samples")
         buf: list = []
-        for raw in iter_raw(urls) if urls else []:
+        raws = iter_raw(urls) if urls and cap != 0 else []
+        for i, raw in enumerate(raws):
+            if cap is not None and i >= cap:
+                break
             s = decode_sample(raw)
             item = (self.norm(s["mel"]), image_to_tensor(s["image"]), s["cls"], s["key"])
             if not self.shuffle:
@@ -98,6 +128,15 @@ class ShardStream(IterableDataset):
             yield item
         rng.shuffle(buf)
         yield from buf
+
+
+def shard_counts(data: Path, urls: list[str]) -> dict[str, int]:
+    """Samples in each shard, from the build's manifest."""
+    import pandas as pd
+
+    manifest = pd.read_parquet(Path(data) / "manifest.parquet", columns=["shard"])
+    per = manifest.groupby("shard").size()
+    return {u: int(per.get(f"{Path(u).parent.name}/{Path(u).name}", 0)) for u in urls}  # "train/train-000000.tar"
 
 
 def loader(ds: ShardStream, batch_size: int, workers: int, drop_last: bool = False) -> DataLoader:

@@ -14,10 +14,16 @@ class TrainingError(Exception):
     """A run that cannot go on (non-finite loss, missing stage): one line for the user."""
 
 
-def update(opt: torch.optim.Optimizer, loss: torch.Tensor, what: str, epoch: int, step: int) -> None:
+def update(opt: torch.optim.Optimizer, loss: torch.Tensor, what: str, epoch: int, step: int, d=None) -> None:
     """One optimiser step, refused for a non-finite loss: the run stops and the checkpoint on disk
-    (written at the end of the last complete epoch) stays its last good state."""
-    if not torch.isfinite(loss):
+    (written at the end of the last complete epoch) stays its last good state. Under DDP every
+    rank stops when any rank's loss is not finite (a lone rank stopping would hang the others)."""
+    finite = torch.isfinite(loss.detach()).float()
+    if d is not None and d.on:
+        import torch.distributed as dist
+
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    if not bool(finite):
         raise TrainingError(f"non-finite {what} loss at epoch {epoch + 1}, step {step + 1}; "
                             f"the last good checkpoint ({epoch} epochs) is kept")
     opt.zero_grad(set_to_none=True)

@@ -14,11 +14,12 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint
+from . import distributed as dd
 from .config import AutoencoderConfig
 from .data import Normalizer, ShardStream, loader
 from .metrics import MetricsLog
 from .nets import AudioAutoencoder
-from .runtime import (TrainingError, autocast, make_optimizer, optimizer_settings, pick_device, prepare_model,
+from .runtime import (TrainingError, autocast, make_optimizer, optimizer_settings, prepare_model,
                       rng_state, seed_everything, set_rng_state, update)
 
 __all__ = ["CKPT", "TrainingError", "set_hyperparameters", "train_autoencoder"]
@@ -35,12 +36,15 @@ def set_hyperparameters(opt: torch.optim.Optimizer, **values) -> None:
 
 def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
     run = Path(cfg.run)
-    # ---- set-up: device, seeds, data, model, optimiser
-    device = pick_device(cfg.device)
-    seed_everything(cfg.seed)
+    # ---- set-up: processes (DDP under torchrun), device, seeds, data, model, optimiser
+    d, device = dd.setup(cfg.device)
+    log = log if d.main else (lambda *_: None)
+    batch = dd.per_rank_batch(cfg.batch_size, d)
+    seed_everything(cfg.seed + d.rank)  # DDP copies rank 0's initial weights to the others
     norm = Normalizer.from_build(cfg.data)
-    train_ds = ShardStream(cfg.data, "train", norm, cfg.seed, shuffle=True, buffer=cfg.shuffle_buffer)
-    val_ds = ShardStream(cfg.data, "val", norm, cfg.seed, shuffle=False)
+    train_ds = ShardStream(cfg.data, "train", norm, cfg.seed, shuffle=True, buffer=cfg.shuffle_buffer,
+                           rank=d.rank, world=d.world)
+    val_ds = ShardStream(cfg.data, "val", norm, cfg.seed, shuffle=False, rank=d.rank, world=d.world, equal=False)
     model = prepare_model(AudioAutoencoder(cfg.emb, cfg.width), device)
     opt = make_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.adam_lr)
     start = 0
@@ -55,19 +59,20 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         set_hyperparameters(opt, **optimizer_settings(cfg.optimizer, cfg.lr, cfg.momentum, cfg.adam_lr))
-        set_rng_state(state["rng"])
+        set_rng_state(dd.my_rng(state["rng"], d))
         start = state["epoch"]
     if start >= cfg.epochs:
         log(f"autoencoder already trained for {start} epochs in {run}: nothing to do")
         return state
-    metrics = MetricsLog(run, "autoencoder", start)
+    metrics = MetricsLog(run, "autoencoder", start) if d.main else None
+    model = dd.wrap(model, d, device)
 
     for epoch in range(start, cfg.epochs):
         # ---- train one epoch
         model.train()
         train_ds.set_epoch(epoch)
         t0, total, n = time.time(), 0.0, 0
-        for step, (mel, _, _, _) in enumerate(loader(train_ds, cfg.batch_size, cfg.workers)):
+        for step, (mel, _, _, _) in enumerate(loader(train_ds, batch, cfg.workers)):
             if cfg.max_steps and step >= cfg.max_steps:
                 break
             if mel.shape[0] < 2:  # a last batch of one: BatchNorm cannot train on it
@@ -76,7 +81,7 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
             with autocast(device, cfg.amp):
                 recon, _ = model(mel)
                 loss = F.mse_loss(recon.float(), mel)
-            update(opt, loss, "autoencoder", epoch, step)
+            update(opt, loss, "autoencoder", epoch, step, d)
             total += loss.item() * mel.shape[0]
             n += mel.shape[0]
         train_time = time.time() - t0
@@ -85,23 +90,31 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
         model.eval()
         vtotal, vn = 0.0, 0
         with torch.no_grad():
-            for mel, _, _, _ in loader(val_ds, cfg.batch_size, cfg.workers):
+            for mel, _, _, _ in loader(val_ds, batch, cfg.workers):
                 mel = mel.to(device)
                 with autocast(device, cfg.amp):
                     recon, _ = model(mel)
                 vtotal += F.mse_loss(recon.float(), mel, reduction="sum").item() / mel[0].numel()
                 vn += mel.shape[0]
 
-        # ---- log and checkpoint
+        # ---- log and checkpoint (sums over ranks; rank 0 writes)
+        total, n, vtotal, vn = dd.all_sum(d, [total, n, vtotal, vn])
+        n, vn = int(n), int(vn)
         row = {"epoch": epoch + 1, "train_loss": total / max(n, 1), "val_loss": vtotal / max(vn, 1),
                "samples": n, "seconds": round(train_time, 3), "samples_per_s": n / max(train_time, 1e-9)}
+        rng = dd.rng_for_checkpoint(d, rng_state())
+        if not d.main:
+            continue
         metrics.write(row)
         log(f"autoencoder epoch {epoch + 1}/{cfg.epochs}: train {row['train_loss']:.4f} val {row['val_loss']:.4f} "
             f"({row['samples_per_s']:.1f} samples/s)")
-        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                 "rng": rng_state(), "config": cfg.to_dict(), "normalizer": norm.to_dict(),
+        state = {"model": dd.unwrap(model).state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                 "rng": rng, "config": cfg.to_dict(), "normalizer": norm.to_dict(),
                  "last": row}
         checkpoint.save(run / CKPT, state)
+    dd.barrier(d)  # the others leave once rank 0 has written the last checkpoint
+    if not d.main:
+        return {}
     metrics.close()
     (run / "autoencoder.json").write_text(json.dumps({"config": cfg.to_dict(), "last": state["last"]}, indent=2))
     return state

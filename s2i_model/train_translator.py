@@ -16,13 +16,14 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint
+from . import distributed as dd
 from .config import AutoencoderConfig, TranslatorConfig, from_dict
 from .data import Normalizer, ShardStream, compute_embeddings, loader
 from .grid import save_grid
 from .informativity import Judges, judge_generator
 from .metrics import MetricsLog
 from .nets import AudioAutoencoder, DenseGenerator, Discriminator
-from .runtime import (autocast, make_optimizer, optimizer_settings, pick_device, prepare_model, rng_state,
+from .runtime import (autocast, make_optimizer, optimizer_settings, prepare_model, rng_state,
                       seed_everything, set_rng_state, update)
 from .train_autoencoder import CKPT as AE_CKPT
 from .train_autoencoder import TrainingError, set_hyperparameters
@@ -63,16 +64,23 @@ def lookup(cache: dict) -> dict[str, int]:
 
 def train_translator(cfg: TranslatorConfig, log=print) -> dict:
     run = Path(cfg.run)
-    # ---- set-up: device, frozen encoder and its cached embeddings, data, G, D, optimisers
-    device = pick_device(cfg.device)
-    seed_everything(cfg.seed)
+    # ---- set-up: processes (DDP under torchrun), device, frozen encoder and its cached
+    # embeddings (computed by rank 0), data, G, D, optimisers
+    d, device = dd.setup(cfg.device)
+    log = log if d.main else (lambda *_: None)
+    batch = dd.per_rank_batch(cfg.batch_size, d)
+    seed_everything(cfg.seed + d.rank)
     encoder, ae_cfg, norm = load_encoder(run, device)
-    judges = Judges.load(Path(cfg.informativity), str(device)) if cfg.informativity else None
-    splits = ("train", "val", "test") if judges else ("train", "val")
+    judges = Judges.load(Path(cfg.informativity), str(device)) if cfg.informativity and d.main else None
+    splits = ("train", "val", "test") if cfg.informativity else ("train", "val")
+    if d.main:
+        embedding_cache(run, encoder, cfg.data, norm, device, cfg.workers, splits)
+    dd.barrier(d)
     emb = embedding_cache(run, encoder, cfg.data, norm, device, cfg.workers, splits)
     classes = json.loads((Path(cfg.data) / "stats.json").read_text())["classes"]
     train_index = lookup(emb["train"])
-    train_ds = ShardStream(cfg.data, "train", norm, cfg.seed, shuffle=True, buffer=cfg.shuffle_buffer)
+    train_ds = ShardStream(cfg.data, "train", norm, cfg.seed, shuffle=True, buffer=cfg.shuffle_buffer,
+                           rank=d.rank, world=d.world)
     G = prepare_model(DenseGenerator(ae_cfg.emb, ae_cfg.width), device)
     D = prepare_model(Discriminator(ae_cfg.emb, ae_cfg.width), device)
     opt_g = make_optimizer(G.parameters(), cfg.optimizer, cfg.lr_g, cfg.momentum_g, cfg.adam_lr)
@@ -91,13 +99,14 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
                                 "use the same or another --run")
         set_hyperparameters(opt_g, **optimizer_settings(cfg.optimizer, cfg.lr_g, cfg.momentum_g, cfg.adam_lr))
         set_hyperparameters(opt_d, **optimizer_settings(cfg.optimizer, cfg.lr_d, cfg.momentum_d, cfg.adam_lr))
-        set_rng_state(state["rng"])
+        set_rng_state(dd.my_rng(state["rng"], d))
         start, g_steps, adv_history = state["epoch"], state["g_steps"], state["adv_history"]
     if start >= cfg.epochs:
         log(f"translator already trained for {start} epochs in {run}: nothing to do")
         return state
-    metrics = MetricsLog(run, "translator", start)
-    grid_rows = fixed_validation_sounds(cfg, emb["val"], norm)
+    metrics = MetricsLog(run, "translator", start) if d.main else None
+    grid_rows = fixed_validation_sounds(cfg, emb["val"], norm) if d.main else []
+    G, D = dd.wrap(G, d, device), dd.wrap(D, d, device)
 
     for epoch in range(start, cfg.epochs):
         G.train()
@@ -107,7 +116,7 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
         sums = {"pixel": 0.0, "adv": 0.0, "g": 0.0, "d": 0.0}
         n = d_updates = 0
         past = adv_history[-(cfg.ma_k - 1):] if cfg.ma_k > 1 else []
-        for step, (_, real, _, keys) in enumerate(loader(train_ds, cfg.batch_size, cfg.workers)):
+        for step, (_, real, _, keys) in enumerate(loader(train_ds, batch, cfg.workers)):
             if cfg.max_steps and step >= cfg.max_steps:
                 break
             if real.shape[0] < 2:  # a last batch of one: BatchNorm cannot train on it
@@ -119,20 +128,21 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
             with autocast(device, cfg.amp):
                 fake = G(z)
                 pixel = F.mse_loss(fake.float(), real)
-                adv = torch.mean((1.0 - D(fake, z).float()) ** 2)
+                # D's own module: its gradients from this loss are discarded (zeroed before D's
+                # step), so DDP need not synchronise them
+                adv = torch.mean((1.0 - dd.unwrap(D)(fake, z).float()) ** 2)
             l_ma = (adv + sum(past)) / (1 + len(past))  # only the batch term carries a gradient
             loss_g = pixel + cfg.lam * l_ma
-            update(opt_g, loss_g, "generator", epoch, step)
+            update(opt_g, loss_g, "generator", epoch, step, d)
             g_steps += 1
 
             # ---- discriminator update, once every n_gd generator updates (or through every
             # n_gd-th epoch with d_schedule "epoch"), real and fake halves
             if (g_steps % cfg.n_gd == 0) if cfg.d_schedule == "step" else ((epoch + 1) % cfg.n_gd == 0):
-                with autocast(device, cfg.amp):
-                    d_real = D(real, z).float()
-                    d_fake = D(fake.detach(), z).float()
+                with autocast(device, cfg.amp):  # one balanced batch: real half, fake half
+                    d_real, d_fake = D(torch.cat([real, fake.detach()]), torch.cat([z, z])).float().chunk(2)
                     loss_d = F.mse_loss(d_real, torch.ones_like(d_real)) + F.mse_loss(d_fake, -torch.ones_like(d_fake))
-                update(opt_d, loss_d, "discriminator", epoch, step)
+                update(opt_d, loss_d, "discriminator", epoch, step, d)
                 sums["d"] += loss_d.item()
                 d_updates += 1
             b = real.shape[0]
@@ -142,13 +152,20 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
             n += b
         seconds = time.time() - t0
 
-        # ---- log, image grid, checkpoint
+        # ---- log, image grid, checkpoint (sums over ranks; rank 0 writes)
+        sums["pixel"], sums["adv"], sums["g"], sums["d"], n, d_updates = dd.all_sum(
+            d, [sums["pixel"], sums["adv"], sums["g"], sums["d"], n, d_updates])
+        n, d_updates = int(n), int(d_updates) // d.world  # every rank updates D at the same steps
+        sums["d"] /= d.world
         adv_history.append(sums["adv"] / max(n, 1))
         row = {"epoch": epoch + 1, "pixel_loss": sums["pixel"] / max(n, 1), "adv_loss": adv_history[-1],
                "g_loss": sums["g"] / max(n, 1), "d_loss": sums["d"] / max(d_updates, 1), "d_updates": d_updates,
                "samples": n, "seconds": round(seconds, 3), "samples_per_s": n / max(seconds, 1e-9)}
+        rng = dd.rng_for_checkpoint(d, rng_state())
+        if not d.main:
+            continue
         if judges is not None and len(emb["test"]["keys"]) and (epoch + 1) % cfg.informativity_every == 0:
-            row["informativity"] = judge_generator(G, emb["test"]["emb"], emb["test"]["cls"], classes, judges,
+            row["informativity"] = judge_generator(dd.unwrap(G), emb["test"]["emb"], emb["test"]["cls"], classes, judges,
                                                    cfg.informativity_samples, cfg.seed)
         metrics.write(row)
         log(f"translator epoch {epoch + 1}/{cfg.epochs}: pixel {row['pixel_loss']:.4f} adv {row['adv_loss']:.4f} "
@@ -156,12 +173,16 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
             + (f" informativity {row['informativity']['mean']:.1%}" if row.get("informativity", {}).get("mean")
                is not None else ""))
         if grid_rows and ((epoch + 1) % cfg.grid_every == 0 or epoch + 1 == cfg.epochs):
-            draw_grid(G, grid_rows, cfg.grid_images, device, run / "grids" / f"epoch-{epoch + 1:05d}.png")
-        state = {"G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                 "epoch": epoch + 1, "g_steps": g_steps, "adv_history": adv_history, "rng": rng_state(),
+            draw_grid(dd.unwrap(G), grid_rows, cfg.grid_images, device, run / "grids" / f"epoch-{epoch + 1:05d}.png")
+        state = {"G": dd.unwrap(G).state_dict(), "D": dd.unwrap(D).state_dict(), "opt_g": opt_g.state_dict(),
+                 "opt_d": opt_d.state_dict(), "epoch": epoch + 1, "g_steps": g_steps, "adv_history": adv_history,
+                 "rng": rng,
                  "config": cfg.to_dict(), "autoencoder": ae_cfg.to_dict(), "normalizer": norm.to_dict(),
                  "last": row}
         checkpoint.save(run / CKPT, state)
+    dd.barrier(d)
+    if not d.main:
+        return {}
     metrics.close()
     return state
 
@@ -192,8 +213,11 @@ def draw_grid(G, rows: list[tuple], k: int, device, path: Path) -> Path:
     was_training = G.training
     G.eval()  # BatchNorm in inference mode; dropout stays on by design
     out = []
-    for key, real, z, _ in rows:
-        gen = G(z[None].repeat(k, 1).to(device)).cpu()
-        out.append((key, tensor_to_image(real) if real is not None else None, list(gen)))
+    # the same dropout noise at every epoch, and the training RNG left untouched (resume)
+    with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
+        torch.manual_seed(0)
+        for key, real, z, _ in rows:
+            gen = G(z[None].repeat(k, 1).to(device)).cpu()
+            out.append((key, tensor_to_image(real) if real is not None else None, list(gen)))
     G.train(was_training)
     return save_grid(out, path)
