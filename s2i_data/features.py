@@ -80,8 +80,18 @@ def log_mel_segments(audio: np.ndarray, audio_start_s: float, starts_s, seconds:
     n_fft = N_FFT if sr == SAMPLE_RATE else int(2 ** np.ceil(np.log2(win)))
     spec = scipy.fft.rfft(windows * hamming(win), n=n_fft, axis=-1, workers=1)
     power = np.square(spec.real) + np.square(spec.imag)
-    mel = power @ _filterbank_t(sr, n_fft)
+    # One BLAS thread: a threaded product sums in another order, and the shards would then
+    # differ in the last bit with the machine's core count (local pool vs Dask workers).
+    with _blas().limit(limits=1, user_api="blas"):
+        mel = power @ _filterbank_t(sr, n_fft)
     return np.log(mel + LOG_EPS, dtype=np.float32).reshape(len(starts), frames, N_MELS)
+
+
+@functools.lru_cache(maxsize=1)
+def _blas():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 @functools.lru_cache(maxsize=8)

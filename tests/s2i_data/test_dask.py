@@ -5,6 +5,7 @@ that dies mid-shard costs that shard one retry, nothing more."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -27,9 +28,12 @@ def cluster(tmp_path_factory):
     sched_file = tmp / "scheduler.json"
     dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
     worker = [sys.executable, "-m", "distributed.cli.dask_worker"]
+    # scheduler and workers can import this module (the dying task below is defined here)
+    here = str(Path(__file__).parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
     procs = [subprocess.Popen([*dask, "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
                                "--scheduler-file", str(sched_file)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)]
+                              stderr=subprocess.DEVNULL, env=env)]
     try:
         for _ in range(100):
             if sched_file.exists() and sched_file.stat().st_size:
@@ -39,7 +43,7 @@ def cluster(tmp_path_factory):
             procs.append(subprocess.Popen([*worker, "--scheduler-file", str(sched_file), "--nthreads", "1",
                                            "--nworkers", "1", "--no-dashboard", "--host", "127.0.0.1",
                                            "--name", f"w{i}", "--local-directory", str(tmp / f"w{i}")],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
         with distributed.Client(scheduler_file=str(sched_file), timeout="30s") as c:
             c.wait_for_workers(2, timeout=60)
             address = c.scheduler.address
@@ -61,9 +65,22 @@ def build(root: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
 
 
 def digest_tree(out: Path) -> dict[str, str]:
-    """Every file a build writes that a user reads, by content (build.json holds the paths)."""
-    files = [p for p in out.rglob("*") if p.is_file() and p.name != "build.json"]
-    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(files)}
+    """Every file a build writes, by content: shards, manifests and stats byte for byte; the
+    per-shard stats less the time and memory it took; build.json less the output path."""
+    digests = {}
+    for p in sorted(q for q in out.rglob("*") if q.is_file()):
+        data = p.read_bytes()
+        if p.parent.name == "shards" and p.suffix == ".json":
+            stats = json.loads(data)
+            stats.pop("seconds"), stats.pop("peak_rss_mb")
+            data = json.dumps(stats, sort_keys=True).encode()
+        elif p.name == "build.json":
+            info = json.loads(data)
+            info["config"].pop("out"), info["config"].pop("executor"), info["config"].pop("scheduler")
+            info["config"].pop("workers")
+            data = json.dumps(info, sort_keys=True).encode()
+        digests[str(p.relative_to(out))] = hashlib.sha256(data).hexdigest()
+    return digests
 
 
 def test_dask_cluster_build_is_byte_identical_to_local(synth_videos, cluster, tmp_path):
@@ -74,12 +91,19 @@ def test_dask_cluster_build_is_byte_identical_to_local(synth_videos, cluster, tm
     a, b = digest_tree(tmp_path / "local"), digest_tree(tmp_path / "dask")
     assert any(k.endswith(".tar") for k in a) and "manifest.parquet" in a
     assert a == b
+    # a shard lost mid-write (its marker never written) is redone by the next run, as locally
+    (tmp_path / "dask" / "_build" / "shards" / "train-000001.json").unlink()
+    (tmp_path / "dask" / "train" / "train-000001.tar").rename(tmp_path / "dask" / "train" / ".train-000001.tar.tmp-1")
+    again = build(synth_videos, tmp_path / "dask", "--executor", "dask", "--scheduler", cluster["address"])
+    assert again.returncode == 0 and "resumed" in again.stdout + again.stderr, again.stderr
+    assert digest_tree(tmp_path / "dask") == a
 
 
 def test_local_cluster_when_no_scheduler_is_given(synth_videos, tmp_path):
     res = build(synth_videos, tmp_path / "lc", "--executor", "dask", "--workers", "2", "--limit", "3")
     assert res.returncode == 0, res.stderr
     ref = build(synth_videos, tmp_path / "ref", "--workers", "2", "--limit", "3")
+    assert ref.returncode == 0, ref.stderr
     assert digest_tree(tmp_path / "lc") == digest_tree(tmp_path / "ref")
 
 
@@ -102,11 +126,8 @@ def die_once(task: int, marker_dir: str) -> int:
 
 
 def test_a_worker_dying_mid_shard_costs_only_that_shard(cluster, tmp_path):
-    import cloudpickle
-
     from s2i_data.executors import DaskExecutor
 
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
     done = {}
     failed = DaskExecutor(scheduler=str(cluster["file"]), retries=2).run(
         die_once, list(range(6)), args=(str(tmp_path),), on_done=lambda t, r: done.__setitem__(t, r))
