@@ -19,6 +19,10 @@ BATCH      ?= 64
 OPT        ?= sgd
 LAM        ?= 0.1
 INFORMATIVITY ?=
+NPROC      ?= 1
+# NPROC > 1: one DDP process per GPU (or CPU share) through torchrun; --run-dir because
+# torchrun's own parser claims --run
+S2I_MODEL  = $(if $(filter-out 1,$(NPROC)),$(BIN)/torchrun --standalone --nproc-per-node $(NPROC) -m s2i_model.cli,$(BIN)/s2i-model)
 # make sweep: every embedding size trained (resumed), evaluated, then one report
 EMBS       ?= 128 256 512 1024 2048
 RUNS       ?= runs/sweep
@@ -28,7 +32,7 @@ SAMPLES    ?= 10
 help:
 	@echo "make demo   set up .venv and run the whole pipeline on the built-in synthetic data"
 	@echo "make test   set up .venv and run the test suite"
-	@echo "make train  EMB=512 DATA=data/vegas5 RUN=runs/emb512 [WIDTH= EPOCHS_AE= EPOCHS_GAN=]"
+	@echo "make train  EMB=512 DATA=data/vegas5 RUN=runs/emb512 [NPROC=8 WIDTH= EPOCHS_AE= EPOCHS_GAN=]"
 	@echo "make sweep  EMBS=\"128 256 512 1024 2048\" DATA=data/vegas5 RUNS=runs/sweep [INFORMATIVITY=dir]"
 	@echo "make bench  run the benchmarks (figures go to docs/performance.md by hand)"
 
@@ -53,9 +57,9 @@ demo: setup
 	@echo "pictures imagined from held-out test sounds (real frame first) in $(DEMO)/imagined-test.png"
 
 train: setup
-	$(BIN)/s2i-model train-autoencoder --data $(DATA) --run $(RUN) --emb $(EMB) --width $(WIDTH) \
+	$(S2I_MODEL) train-autoencoder --data $(DATA) --run-dir $(RUN) --emb $(EMB) --width $(WIDTH) \
 		--epochs $(EPOCHS_AE) --batch-size $(BATCH) --optimizer $(OPT) --workers $(LOADERS)
-	$(BIN)/s2i-model train-translator --data $(DATA) --run $(RUN) --epochs $(EPOCHS_GAN) \
+	$(S2I_MODEL) train-translator --data $(DATA) --run-dir $(RUN) --epochs $(EPOCHS_GAN) \
 		--batch-size $(BATCH) --optimizer $(OPT) --lam $(LAM) --workers $(LOADERS) \
 		$(if $(INFORMATIVITY),--informativity $(INFORMATIVITY))
 

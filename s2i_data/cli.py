@@ -146,14 +146,32 @@ def build(
         _fail(f"--strict: {len(problems)} input(s) skipped or failed", 1)
 
 
+def _check_build(path: str) -> None:
+    from . import storage
+    from .readers import build_file
+
+    try:
+        found = storage.exists(build_file(path, "build.json"))
+    except (ValueError, OSError) as e:
+        _fail(f"{path}: {e}")
+        return
+    if not found:
+        _fail(f"{path} holds no s2i build (no build.json)")
+
+
 @app.command()
-def verify(path: Path = typer.Argument(..., help="a built output folder")) -> None:
+def verify(path: str = typer.Argument(..., help="a built output folder or an fsspec URL (s3://, gs://, ...)"),
+           shard_url: str = typer.Option("", help='open shards through a template, e.g. "pipe:curl -s https://host/b/{shard}"'),
+           cache_dir: str = typer.Option("", help="keep remote shards here after their first read")) -> None:
     """Read every shard back and check it against the manifests; non-zero exit on any violation."""
     from .verify import verify as run_verify
 
-    if not (path / "build.json").is_file():
-        _fail(f"{path} holds no s2i build (no build.json)")
-    report = run_verify(path)
+    _check_build(path)
+    try:
+        report = run_verify(path, shard_url=shard_url or None, cache_dir=cache_dir or None)
+    except (OSError, ValueError) as e:
+        _fail(f"{path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        return
     for line in report.checks:
         out_console.print(f"[green]ok[/green]   {line}", highlight=False)
     for line in report.errors:
@@ -165,16 +183,17 @@ def verify(path: Path = typer.Argument(..., help="a built output folder")) -> No
 
 @app.command()
 def inspect(
-    path: Path = typer.Argument(..., help="a built output folder"),
+    path: str = typer.Argument(..., help="a built output folder or an fsspec URL"),
     png: Optional[Path] = typer.Option(None, help="write a contact sheet (spectrogram | frame, a row per class)"),
     per_class: int = typer.Option(6, help="samples per class on the sheet"),
     split: str = typer.Option("train", help="split to draw the sheet from"),
+    shard_url: str = typer.Option("", help='open shards through a template, e.g. "pipe:curl -s https://host/b/{shard}"'),
+    cache_dir: str = typer.Option("", help="keep remote shards here after their first read"),
 ) -> None:
     """Counts per split × class, failures, and a contact sheet to look at."""
     from .inspect import contact_sheet, summary
 
-    if not (path / "build.json").is_file():
-        _fail(f"{path} holds no s2i build (no build.json)")
+    _check_build(path)
     counts, problems = summary(path)
     _print_counts(counts, f"samples in {path}")
     if len(problems):
@@ -186,8 +205,9 @@ def inspect(
         out_console.print(table)
     if png:
         try:
-            contact_sheet(path, png, per_class=per_class, split=split)
-        except ValueError as e:
+            contact_sheet(path, png, per_class=per_class, split=split, shard_url=shard_url or None,
+                          cache_dir=cache_dir or None)
+        except (ValueError, OSError) as e:
             _fail(str(e))
         out_console.print(f"contact sheet: {png}")
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .plan import SPLITS
-from .readers import decode_sample, iter_raw
+from .readers import decode_sample, iter_raw, read_build_json, read_build_parquet, shard_list
 
 # A perceptual dark-to-bright ramp (black → purple → orange → pale yellow, like "magma").
 _RAMP = np.array([[0, 0, 4], [59, 15, 112], [140, 41, 129], [222, 73, 104], [254, 159, 109], [252, 253, 191]], float)
@@ -23,21 +22,22 @@ def colorize(mel: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return (_RAMP[i] * (1 - f) + _RAMP[i + 1] * f).astype(np.uint8)
 
 
-def summary(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    manifest = pd.read_parquet(out / "manifest.parquet")
-    videos = pd.read_parquet(out / "videos.parquet")
-    classes = json.loads((out / "stats.json").read_text())["classes"]
+def summary(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    manifest = read_build_parquet(out, "manifest.parquet")
+    videos = read_build_parquet(out, "videos.parquet")
+    classes = read_build_json(out)["classes"]
     counts = (manifest.groupby(["split", "class"]).size().unstack(fill_value=0)
               .reindex(index=list(SPLITS), columns=classes, fill_value=0))
     return counts, videos[videos["status"] != "ok"]
 
 
-def contact_sheet(out: Path, png: Path, per_class: int = 6, split: str = "train") -> Path:
+def contact_sheet(out: str | Path, png: Path, per_class: int = 6, split: str = "train",
+                  shard_url: str | None = None, cache_dir: str | None = None) -> Path:
     """A row per class: ``per_class`` pairs of (spectrogram | frame), read back from the shards."""
     from PIL import Image, ImageDraw
 
-    manifest = pd.read_parquet(out / "manifest.parquet")
-    classes = json.loads((out / "stats.json").read_text())["classes"]
+    manifest = read_build_parquet(out, "manifest.parquet")
+    classes = read_build_json(out)["classes"]
     part = manifest[manifest["split"] == split]
     if part.empty:
         raise ValueError(f"split {split!r} of {out} has no samples")
@@ -45,7 +45,9 @@ def contact_sheet(out: Path, png: Path, per_class: int = 6, split: str = "train"
     chosen = (part.sort_values("key").groupby("video_id").head(1).groupby("class").head(per_class))
     wanted = set(chosen["key"])
     got: dict[str, dict] = {}
-    for raw in iter_raw([str(out / s) for s in sorted(set(chosen["shard"]))]):
+    needed = set(chosen["shard"])
+    urls = [u for name, u in shard_list(out, split, shard_url) if name in needed]
+    for raw in iter_raw(urls, cache_dir):
         if raw["__key__"] in wanted:
             got[raw["__key__"]] = decode_sample(raw)
     mels = np.stack([s["mel"] for s in got.values()])

@@ -6,16 +6,14 @@ violation becomes one line in the report; the CLI exits non-zero if there is any
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .plan import SPLITS
-from .readers import SampleError, decode_sample, iter_raw, shard_urls
+from .readers import SampleError, decode_sample, iter_raw, read_build_json, read_build_parquet, shard_list
 from .shards import MelStats
 
 
@@ -30,12 +28,14 @@ class Report:
         (self.checks if ok else self.errors).append(what if ok else f"{what}: {detail}")
 
 
-def verify(out: Path, max_errors: int = 50) -> Report:
+def verify(out: str | Path, max_errors: int = 50, shard_url: str | None = None, cache_dir: str | None = None) -> Report:
+    """Every check of the shard contract; ``out`` a folder or an fsspec URL, ``shard_url`` and
+    ``cache_dir`` as for the trainer's streams."""
     rep = Report()
-    cfg = json.loads((out / "build.json").read_text())["config"]
-    stats = json.loads((out / "stats.json").read_text())
-    manifest = pd.read_parquet(out / "manifest.parquet")
-    videos = pd.read_parquet(out / "videos.parquet")
+    cfg = read_build_json(out, "build.json")["config"]
+    stats = read_build_json(out, "stats.json")
+    manifest = read_build_parquet(out, "manifest.parquet")
+    videos = read_build_parquet(out, "videos.parquet")
     frames = int(round(cfg["segment_seconds"] * 100))
     size = cfg["image_size"]
 
@@ -49,14 +49,16 @@ def verify(out: Path, max_errors: int = 50) -> Report:
     seen: Counter = Counter()
     mel = MelStats()
     bad: list[str] = []
-    urls = shard_urls(out)
+    named = shard_list(out, None, shard_url)
+    urls = [u for _, u in named]
+    name_of = {u: n for n, u in named}
     rep.shards = len(urls)
-    on_disk = {str(Path(u).relative_to(out)) for u in urls}
+    on_disk = set(name_of.values())
     listed = {name for split in SPLITS for name in stats["shards"].get(split, [])}
     rep.check(on_disk == listed and set(manifest["shard"]) <= listed,
               "the shards on disk are exactly those of this build",
               f"unexpected {sorted(on_disk - listed)[:3]}, missing {sorted(listed - on_disk)[:3]}")
-    for raw in iter_raw(urls) if urls else []:
+    for raw in iter_raw(urls, cache_dir) if urls else []:
         key = raw["__key__"]
         seen[key] += 1
         if key not in rows.index:
@@ -68,7 +70,7 @@ def verify(out: Path, max_errors: int = 50) -> Report:
             bad.append(str(e))
             continue
         row = rows.loc[key]
-        shard = str(Path(raw["__url__"]).relative_to(out))
+        shard = name_of.get(raw["__url__"], raw["__url__"])
         problems = []
         if shard != row["shard"]:
             problems.append(f"in {shard}, manifest says {row['shard']}")

@@ -37,14 +37,22 @@ def describe(emb: int = typer.Option(512, help="embedding size E"),
     print(json.dumps({k: {"conv_layers": conv_layers(m), "params": n_params(m)} for k, m in nets.items()}, indent=2))
 
 
-def _check_data(data: Path) -> None:
-    if not (data / "stats.json").is_file():
+def _check_data(data: str) -> None:
+    from s2i_data import storage
+    from s2i_data.readers import build_file
+
+    try:
+        found = storage.exists(build_file(data, "stats.json"))
+    except (ValueError, OSError) as e:
+        _fail(f"{data}: {e}")
+        return
+    if not found:
         _fail(f"{data} holds no s2i-data build (no stats.json): build shards first with s2i-data build")
 
 
 @app.command("train-autoencoder")
 def train_autoencoder(
-    data: Path = typer.Option(..., help="an s2i-data build"),
+    data: str = typer.Option(..., help="an s2i-data build: a folder or an fsspec URL (s3://, gs://, ...)"),
     run: Path = typer.Option(..., "--run", "--run-dir", help="run folder (checkpoints, metrics, grids); resumed if it "
                              "exists (--run-dir under torchrun, whose own parser claims --run)"),
     emb: int = typer.Option(512, help="embedding size E"),
@@ -54,6 +62,8 @@ def train_autoencoder(
     optimizer: str = typer.Option("sgd", help="sgd (the paper's) or adam (short CPU runs)"),
     adam_lr: float = typer.Option(1e-3, help="learning rate when --optimizer adam"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    shard_url: str = typer.Option("", help='open shards through a template, e.g. "pipe:curl -s https://host/b/{shard}"'),
+    cache_dir: str = typer.Option("", help="keep remote shards here after their first read"),
 ) -> None:
     """Stage 1: the audio autoencoder on the train split's spectrograms."""
     from .config import AutoencoderConfig
@@ -62,7 +72,8 @@ def train_autoencoder(
     _check_data(data)
     cfg = AutoencoderConfig(data=str(data), run=str(run), emb=emb, width=width, epochs=epochs,
                             batch_size=batch_size, lr=lr, momentum=momentum, seed=seed, workers=workers,
-                            optimizer=optimizer, adam_lr=adam_lr, device=device)
+                            optimizer=optimizer, adam_lr=adam_lr, device=device, shard_url=shard_url,
+                            cache_dir=cache_dir)
     try:
         run_train(cfg, log=lambda m: console.print(m, highlight=False))
     except (TrainingError, ValueError) as e:
@@ -71,7 +82,7 @@ def train_autoencoder(
 
 @app.command("train-translator")
 def train_translator(
-    data: Path = typer.Option(..., help="an s2i-data build"),
+    data: str = typer.Option(..., help="an s2i-data build: a folder or an fsspec URL"),
     run: Path = typer.Option(..., "--run", "--run-dir", help="run folder holding the trained autoencoder "
                              "(--run-dir under torchrun)"),
     epochs: int = typer.Option(4000), batch_size: int = typer.Option(64),
@@ -88,6 +99,8 @@ def train_translator(
     informativity_every: int = typer.Option(1, help="epochs between informativity measurements"),
     informativity_samples: int = typer.Option(4, help="pictures per test sound for it"),
     seed: int = typer.Option(0), workers: int = typer.Option(2), device: str = typer.Option("auto"),
+    shard_url: str = typer.Option("", help='open shards through a template, e.g. "pipe:curl -s https://host/b/{shard}"'),
+    cache_dir: str = typer.Option("", help="keep remote shards here after their first read"),
 ) -> None:
     """Stage 2: generator and discriminator on the frozen encoder's embeddings."""
     from .config import TranslatorConfig
@@ -103,7 +116,7 @@ def train_translator(
                            ma_k=ma_k, grid_every=grid_every, optimizer=optimizer, adam_lr=adam_lr, seed=seed,
                            workers=workers, device=device, d_schedule=d_schedule,
                            informativity=str(informativity or ""), informativity_every=informativity_every,
-                           informativity_samples=informativity_samples)
+                           informativity_samples=informativity_samples, shard_url=shard_url, cache_dir=cache_dir)
     try:
         run_train(cfg, log=lambda m: console.print(m, highlight=False))
     except (TrainingError, ValueError) as e:
@@ -114,7 +127,7 @@ def train_translator(
 def imagine(
     source: Optional[Path] = typer.Argument(None, help="an audio or video file (wav, flac, mp3, ogg, mp4, mov, ...) or a folder"),
     run: Path = typer.Option(..., help="a run folder with a trained translator"),
-    data: Optional[Path] = typer.Option(None, help="instead of a file: the sounds of a built split (with --split)"),
+    data: Optional[str] = typer.Option(None, help="instead of a file: the sounds of a built split (with --split)"),
     split: str = typer.Option("test", help="with --data: the split whose sounds to imagine from"),
     n: int = typer.Option(8, "-n", help="images per 1 s window"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="PNG grid (single file; default <name>.imagined.png)"),
@@ -175,7 +188,7 @@ def imagine(
 def sample(
     run: Path = typer.Option(..., help="a run folder with a trained translator"),
     out: Path = typer.Option(..., help="the pool folder (created, or grown if it exists)"),
-    data: Optional[Path] = typer.Option(None, help="the build (default: the one the run was trained on)"),
+    data: Optional[str] = typer.Option(None, help="the build (default: the one the run was trained on)"),
     split: str = typer.Option("val", help="whose sounds to imagine from"),
     n: int = typer.Option(500, "-n", help="images to add, spread evenly over classes and sounds"),
     target: int = typer.Option(500, help="labels wanted per class and kind (SPEC 3.4: 500 + 500)"),
@@ -236,7 +249,7 @@ def train_informativity(
 @app.command()
 def evaluate(
     run: Path = typer.Option(..., help="a run folder with a trained translator"),
-    data: Optional[Path] = typer.Option(None, help="the build (default: the one the run was trained on)"),
+    data: Optional[str] = typer.Option(None, help="the build (default: the one the run was trained on)"),
     split: str = typer.Option("test"),
     samples: int = typer.Option(10, help="pictures per sound (test-time dropout)"),
     informativity: Optional[Path] = typer.Option(None, help="informativity classifiers (s2i-model train-informativity)"),
@@ -288,7 +301,7 @@ def _run_data(run: Path) -> Path:
     state = checkpoint.load(run / CKPT)
     if state is None:
         _fail(f"{run} holds no trained translator ({CKPT})")
-    return Path(state["config"]["data"])
+    return str(state["config"]["data"])
 
 
 @app.command()

@@ -22,6 +22,8 @@ class AutoencoderConfig:
     seed: int = 0
     workers: int = 2  # DataLoader worker processes reading shards (ours)
     shuffle_buffer: int = 1000  # samples (ours)
+    shard_url: str = ""  # open shards through this template, e.g. "pipe:curl -s https://host/b/{shard}" (ours)
+    cache_dir: str = ""  # keep remote shards here after their first read (ours)
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # bf16 autocast on CUDA only (ours)
     max_steps: int = 0  # stop an epoch after this many batches (0: all); for smoke tests
@@ -49,6 +51,8 @@ class TranslatorConfig:
     seed: int = 0
     workers: int = 2
     shuffle_buffer: int = 1000
+    shard_url: str = ""
+    cache_dir: str = ""
     grid_every: int = 10  # epochs between image grids of fixed validation sounds
     informativity: str = ""  # folder of informativity classifiers: informativity per epoch (optional)
     informativity_every: int = 1  # epochs between informativity measurements

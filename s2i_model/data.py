@@ -8,7 +8,6 @@ exactly the batches an uninterrupted run would have seen.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from s2i_data.readers import decode_sample, iter_raw, shard_urls
+from s2i_data.readers import decode_sample, iter_raw, read_build_json, read_build_parquet, shard_list
 
 
 class Normalizer:
@@ -31,7 +30,7 @@ class Normalizer:
 
     @classmethod
     def from_build(cls, data: Path | str) -> "Normalizer":
-        stats = json.loads((Path(data) / "stats.json").read_text())["train_logmel"]
+        stats = read_build_json(data)["train_logmel"]
         if not stats.get("count"):
             raise ValueError(f"{data}: the train split is empty, nothing to normalise with")
         return cls(stats["p0.1"], stats["p99.9"])
@@ -55,6 +54,16 @@ def tensor_to_image(x: torch.Tensor) -> np.ndarray:
     return x.detach().float().clamp(-1, 1).add(1).mul(127.5).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
+ACCESS: dict = {"shard_url": None, "cache_dir": None}
+
+
+def set_access(shard_url: str | None = None, cache_dir: str | None = None) -> None:
+    """How this process opens shards, for every stream it makes (the trainers set it from their
+    config): ``shard_url`` a template such as ``"pipe:curl -s https://host/build/{shard}"``,
+    ``cache_dir`` a local folder keeping remote shards after their first read."""
+    ACCESS.update(shard_url=shard_url or None, cache_dir=cache_dir or None)
+
+
 class ShardStream(IterableDataset):
     """Samples of one split as (mel [1,128,100], image [3,96,96] in [-1,1], class, key).
 
@@ -68,15 +77,18 @@ class ShardStream(IterableDataset):
 
     def __init__(self, data: str | Path, split: str, normalizer: Normalizer, seed: int = 0,
                  shuffle: bool = True, buffer: int = 1000, rank: int = 0, world: int = 1,
-                 equal: bool = True) -> None:
-        self.urls = shard_urls(Path(data), split)
-        if not self.urls:
+                 equal: bool = True, shard_url: str | None = None, cache_dir: str | None = None) -> None:
+        shard_url, cache_dir = shard_url or ACCESS["shard_url"], cache_dir or ACCESS["cache_dir"]
+        named = shard_list(data, split, shard_url)
+        if not named:
             raise ValueError(f"{data}: no {split} shards")
+        self.urls = [u for _, u in named]
+        self.cache_dir = cache_dir or None
         self.norm = normalizer
         self.seed, self.shuffle, self.buffer = seed, shuffle, buffer
         self.rank, self.world, self.equal = rank, world, equal
         self.epoch = 0
-        self.counts = shard_counts(Path(data), self.urls) if world > 1 else {}
+        self.counts = shard_counts(data, named) if world > 1 else {}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -111,7 +123,7 @@ class ShardStream(IterableDataset):
         urls, slot, cap = self._my_part()
         rng = random.Random(f"{self.seed}:{self.epoch}:{slot}:samples")
         buf: list = []
-        raws = iter_raw(urls) if urls and cap != 0 else []
+        raws = iter_raw(urls, self.cache_dir) if urls and cap != 0 else []
         for i, raw in enumerate(raws):
             if cap is not None and i >= cap:
                 break
@@ -130,13 +142,10 @@ class ShardStream(IterableDataset):
         yield from buf
 
 
-def shard_counts(data: Path, urls: list[str]) -> dict[str, int]:
-    """Samples in each shard, from the build's manifest."""
-    import pandas as pd
-
-    manifest = pd.read_parquet(Path(data) / "manifest.parquet", columns=["shard"])
-    per = manifest.groupby("shard").size()
-    return {u: int(per.get(f"{Path(u).parent.name}/{Path(u).name}", 0)) for u in urls}  # "train/train-000000.tar"
+def shard_counts(data: str | Path, named: list[tuple[str, str]]) -> dict[str, int]:
+    """Samples in each shard (by URL), from the build's manifest."""
+    per = read_build_parquet(data, columns=["shard"]).groupby("shard").size()
+    return {u: int(per.get(name, 0)) for name, u in named}
 
 
 def loader(ds: ShardStream, batch_size: int, workers: int, drop_last: bool = False) -> DataLoader:

@@ -20,6 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from s2i_data import storage
+from s2i_data.readers import build_file, read_build_json
+
 from . import checkpoint
 from .data import ShardStream
 from .fid import InceptionFeatures, frechet_distance, kernel_distance
@@ -58,13 +61,14 @@ def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
     state = checkpoint.load(run / GAN_CKPT)
     if state is None:
         raise ValueError(f"{run} holds no trained translator ({GAN_CKPT})")
-    data = Path(cfg.data or state["config"]["data"])
-    if not (data / "stats.json").is_file():
+    data = cfg.data or state["config"]["data"]
+    if not storage.exists(build_file(data, "stats.json")):
         raise ValueError(f"{data} holds no s2i-data build (no stats.json): give the build with --data")
     judges_path = str(Path(cfg.informativity) / JUDGES_FILE) if cfg.informativity else ""
     ident = {"config": {k: v for k, v in asdict(cfg).items() if k not in ("device", "batch_sounds")},
              "translator_epoch": state["epoch"], "translator": _stamp(str(run / GAN_CKPT)),
-             "judges": _stamp(judges_path) if judges_path else [], "data": str(data.resolve())}
+             "judges": _stamp(judges_path) if judges_path else [],
+             "data": data if storage.is_remote(data) else str(Path(data).resolve())}
     out_path = run / RESULT
     if out_path.is_file() and not force:
         old = json.loads(out_path.read_text())
@@ -73,7 +77,7 @@ def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
             return old
 
     # ---- the judges: informativity classifiers, the real-frame classifier, Inception
-    classes = json.loads((data / "stats.json").read_text())["classes"]
+    classes = read_build_json(data)["classes"]
     tr = Translator.load(run, cfg.device)
     dev = str(tr.device)
     judges = Judges.load(Path(cfg.informativity), dev) if cfg.informativity else None

@@ -107,7 +107,7 @@ def imagine_file(tr: Translator, path: Path, n: int, grid: Path, out_dir: Path |
     return grid
 
 
-def imagine_split(tr: Translator, data: Path, split: str, out: Path, n: int = 4, per_class: int = 2,
+def imagine_split(tr: Translator, data: str | Path, split: str, out: Path, n: int = 4, per_class: int = 2,
                   seed: int = 0) -> Path:
     """A grid from a built split's own sounds: a row per sound, its real frame then n pictures
     (the first ``per_class`` samples of every class, by key)."""

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from s2i_data.readers import read_build_json
+
 from .data import ShardStream, tensor_to_image
 from .imagine import Translator
 
@@ -27,11 +29,11 @@ def _order(key: str, seed: int) -> str:
     return hashlib.sha1(f"{seed}:{key}".encode()).hexdigest()
 
 
-def sample_pool(run: Path, data: Path, split: str, n: int, out: Path, seed: int = 0, target: int = 500,
+def sample_pool(run: Path, data: str | Path, split: str, n: int, out: Path, seed: int = 0, target: int = 500,
                 device: str = "auto", batch: int = 64) -> dict:
     """``n`` images spread evenly over the classes and, within a class, over its sounds (a sound
     gives a second picture only when every sound of its class has given one)."""
-    classes = json.loads((Path(data) / "stats.json").read_text())["classes"]
+    classes = read_build_json(data)["classes"]
     tr = Translator.load(run, device)
     by_class: dict[int, list[tuple[str, torch.Tensor]]] = {}
     for mel, _, cls, key in ShardStream(data, split, tr.norm, shuffle=False):

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from s2i_data.readers import read_build_json
+
 from .data import Normalizer, ShardStream
 from .nets import InformativityClassifier
 
@@ -72,10 +74,8 @@ def frame_classifier(data: str | Path, n_classes: int, cache: Path | None = None
                      seed: int = 0, device: str = "cpu") -> torch.nn.Module:
     """`train_frame_classifier`, kept in ``cache`` for the build it was trained on (a sweep
     evaluates every embedding size with one judge)."""
-    import json
-
-    ident = {"data": str(Path(data).resolve()), "fingerprint": json.loads((Path(data) / "build.json").read_text())
-             .get("fingerprint"), "classes": n_classes, "epochs": epochs, "seed": seed}
+    ident = {"data": str(data), "fingerprint": read_build_json(data, "build.json").get("fingerprint"),
+             "classes": n_classes, "epochs": epochs, "seed": seed}
     if cache is not None and cache.is_file():
         state = torch.load(cache, map_location=device, weights_only=False)
         if state.get("ident") == ident:

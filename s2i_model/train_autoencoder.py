@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from . import checkpoint
 from . import distributed as dd
 from .config import AutoencoderConfig
-from .data import Normalizer, ShardStream, loader
+from .data import Normalizer, ShardStream, set_access, loader
 from .metrics import MetricsLog
 from .nets import AudioAutoencoder
 from .runtime import (TrainingError, autocast, make_optimizer, optimizer_settings, prepare_model,
@@ -40,7 +40,8 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
     d, device = dd.setup(cfg.device)
     log = log if d.main else (lambda *_: None)
     batch = dd.per_rank_batch(cfg.batch_size, d)
-    seed_everything(cfg.seed + d.rank)  # DDP copies rank 0's initial weights to the others
+    seed_everything(cfg.seed + d.rank)
+    set_access(cfg.shard_url, cfg.cache_dir)  # DDP copies rank 0's initial weights to the others
     norm = Normalizer.from_build(cfg.data)
     train_ds = ShardStream(cfg.data, "train", norm, cfg.seed, shuffle=True, buffer=cfg.shuffle_buffer,
                            rank=d.rank, world=d.world)
@@ -89,11 +90,11 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
         # ---- validate: reconstruction loss on the val split
         model.eval()
         vtotal, vn = 0.0, 0
-        with torch.no_grad():
+        with torch.no_grad():  # each rank its own shards, through the bare module: no collectives
             for mel, _, _, _ in loader(val_ds, batch, cfg.workers):
                 mel = mel.to(device)
                 with autocast(device, cfg.amp):
-                    recon, _ = model(mel)
+                    recon, _ = dd.unwrap(model)(mel)
                 vtotal += F.mse_loss(recon.float(), mel, reduction="sum").item() / mel[0].numel()
                 vn += mel.shape[0]
 

@@ -8,17 +8,18 @@ discriminator D sees balanced real/fake batches and is updated once every n_gd G
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from s2i_data.readers import read_build_json
+
 from . import checkpoint
 from . import distributed as dd
 from .config import AutoencoderConfig, TranslatorConfig, from_dict
-from .data import Normalizer, ShardStream, compute_embeddings, loader
+from .data import Normalizer, ShardStream, set_access, compute_embeddings, loader
 from .grid import save_grid
 from .informativity import Judges, judge_generator
 from .metrics import MetricsLog
@@ -70,6 +71,7 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
     log = log if d.main else (lambda *_: None)
     batch = dd.per_rank_batch(cfg.batch_size, d)
     seed_everything(cfg.seed + d.rank)
+    set_access(cfg.shard_url, cfg.cache_dir)
     encoder, ae_cfg, norm = load_encoder(run, device)
     judges = Judges.load(Path(cfg.informativity), str(device)) if cfg.informativity and d.main else None
     splits = ("train", "val", "test") if cfg.informativity else ("train", "val")
@@ -77,7 +79,7 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
         embedding_cache(run, encoder, cfg.data, norm, device, cfg.workers, splits)
     dd.barrier(d)
     emb = embedding_cache(run, encoder, cfg.data, norm, device, cfg.workers, splits)
-    classes = json.loads((Path(cfg.data) / "stats.json").read_text())["classes"]
+    classes = read_build_json(cfg.data)["classes"]
     train_index = lookup(emb["train"])
     train_ds = ShardStream(cfg.data, "train", norm, cfg.seed, shuffle=True, buffer=cfg.shuffle_buffer,
                            rank=d.rank, world=d.world)

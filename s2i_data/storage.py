@@ -1,0 +1,136 @@
+"""Where builds and corpora live: a local path, or any fsspec URL (s3://, gs://, memory://, ...).
+
+Plain paths and file:// URLs stay on the local-file code paths (atomic renames, fsync). Other
+URLs go through fsspec: objects are written whole (a PUT is atomic on object stores), and a
+remote file that ffmpeg must read is first fetched to a local temporary file. fsspec's backends
+for clouds (s3fs, gcsfs, adlfs) are the user's to install; nothing here assumes one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+
+def is_remote(location: str) -> bool:
+    """True for a URL that is not a local file (pipe: commands are not storage)."""
+    scheme = urlparse(str(location)).scheme
+    return len(scheme) > 1 and scheme != "file"  # one letter: a Windows drive
+
+
+def local_path(location: str) -> str:
+    """A plain path for a local path or file:// URL."""
+    loc = str(location)
+    return url2pathname(urlparse(loc).path) if loc.startswith("file://") else loc
+
+
+def join(location: str, *parts: str) -> str:
+    loc = str(location)
+    if is_remote(loc):
+        return "/".join([loc.rstrip("/"), *[p.strip("/") for p in parts]])
+    return os.path.join(local_path(loc), *parts)
+
+
+def fs_of(location: str):
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(str(location))
+    except (ImportError, ValueError) as e:  # an unknown protocol or its backend not installed
+        raise ValueError(f"{location}: {e}") from None
+
+
+def exists(location: str) -> bool:
+    if not is_remote(location):
+        return os.path.exists(local_path(location))
+    fs, path = fs_of(location)
+    return fs.exists(path)
+
+
+def read_bytes(location: str) -> bytes:
+    if not is_remote(location):
+        with open(local_path(location), "rb") as f:
+            return f.read()
+    fs, path = fs_of(location)
+    try:
+        return fs.cat_file(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{location}: not found") from None
+
+
+def read_json(location: str) -> dict:
+    return json.loads(read_bytes(location))
+
+
+def read_parquet(location: str, columns: list[str] | None = None):
+    import io
+
+    import pandas as pd
+
+    if not is_remote(location):
+        return pd.read_parquet(local_path(location), columns=columns)
+    return pd.read_parquet(io.BytesIO(read_bytes(location)), columns=columns)
+
+
+def write_bytes(location: str, data: bytes) -> None:
+    """Whole-object write: atomic rename locally, a single PUT remotely."""
+    if not is_remote(location):
+        path = local_path(location)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return
+    fs, path = fs_of(location)
+    fs.makedirs(fs._parent(path), exist_ok=True)
+    fs.pipe_file(path, data)
+
+
+def put_file(local: str, location: str) -> None:
+    """Upload a finished local file (the caller writes the resume marker only after this)."""
+    fs, path = fs_of(location)
+    fs.makedirs(fs._parent(path), exist_ok=True)
+    fs.put_file(local, path)
+
+
+def listdir(location: str) -> list[str]:
+    """Names directly inside a folder (empty when it does not exist)."""
+    if not is_remote(location):
+        p = local_path(location)
+        return sorted(os.listdir(p)) if os.path.isdir(p) else []
+    fs, path = fs_of(location)
+    if not fs.exists(path):
+        return []
+    return sorted(os.path.basename(e.rstrip("/")) for e in fs.ls(path, detail=False))
+
+
+def find(location: str) -> list[str]:
+    """Every file below a remote folder, as full URLs, sorted."""
+    fs, path = fs_of(location)
+    return sorted(fs.unstrip_protocol(p) for p in fs.find(path))
+
+
+@contextlib.contextmanager
+def fetched(location: str, suffix: str = "") -> Iterator[str]:
+    """A local path to read ``location`` from: itself when local, else a temporary copy."""
+    if not is_remote(location):
+        yield local_path(location)
+        return
+    fs, path = fs_of(location)
+    fd, tmp = tempfile.mkstemp(prefix="s2i-", suffix=suffix or os.path.splitext(path)[1])
+    os.close(fd)
+    try:
+        with fs.open(path, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        yield tmp
+    finally:
+        os.unlink(tmp)
