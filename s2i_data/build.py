@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import __version__, media, plan, shards
+from . import __version__, media, plan, shards, storage
 from .classes import resolve_classes
 from .config import BuildConfig
 from .executors import default_workers, make_executor
@@ -85,9 +85,10 @@ def _write_parquet(path: Path, df: pd.DataFrame) -> None:
 
 def collect_items(cfg: BuildConfig, class_infos) -> list[VideoItem]:
     if cfg.source == "folders":
-        from .sources.folders import prepare_folders
+        from .sources.folders import prepare_folders, prepare_remote_folders
 
-        items = prepare_folders(Path(cfg.root), class_infos)
+        items = (prepare_remote_folders(cfg.root, class_infos) if storage.is_remote(cfg.root)
+                 else prepare_folders(Path(cfg.root), class_infos))
     elif cfg.source == "audioset":
         from .sources.audioset import prepare_audioset
 
@@ -127,7 +128,8 @@ def probe_items(items: list[VideoItem], workers: int, on_probe: Callable[[], Non
                        reason="file name is not valid UTF-8: rename the file")
         else:
             try:
-                pr = media.probe(it.source)
+                with storage.fetched(it.source) as local:
+                    pr = media.probe(local)
             except media.MediaError as e:
                 row.update(status="skipped", reason=str(e))
             except (OSError, ValueError, UnicodeError) as e:  # unreadable path, odd bytes
@@ -227,10 +229,14 @@ def prepare(cfg: BuildConfig) -> tuple[BuildConfig, Path, bool]:
     cfg.classes = [c.alias for c in class_infos]
     if not cfg.root:
         raise BuildError("--root is required")
-    root = Path(cfg.root).expanduser()
-    if not root.is_dir():
-        raise BuildError(f"--root {cfg.root}: no such folder")
-    cfg.root = str(root.resolve())
+    if storage.is_remote(cfg.root):
+        if cfg.source != "folders":
+            raise BuildError("a --root URL works with --source folders; copy or mount an AudioSet tree")
+    else:
+        root = Path(storage.local_path(cfg.root)).expanduser()
+        if not root.is_dir():
+            raise BuildError(f"--root {cfg.root}: no such folder")
+        cfg.root = str(root.resolve())
     if cfg.source == "audioset":
         if not cfg.csvs:
             raise BuildError("--source audioset needs at least one --csv")
@@ -238,9 +244,46 @@ def prepare(cfg: BuildConfig) -> tuple[BuildConfig, Path, bool]:
             if not Path(c).is_file():
                 raise BuildError(f"--csv {c}: no such file")
         cfg.csvs = [str(Path(c).resolve()) for c in cfg.csvs]
-    out = Path(cfg.out).expanduser()
+    if storage.is_remote(cfg.out):
+        out = _staging(cfg.out)
+        _pull_plan(cfg.out, out)
+        return cfg, out, check_output(out, cfg)
+    out = Path(storage.local_path(cfg.out)).expanduser()
     cfg.out = str(out.resolve())
     return cfg, out, check_output(out, cfg)
+
+
+# A build to a URL is planned in a local staging folder; workers upload each finished shard and
+# then its stats file (the resume marker), and the manifests follow at the end, build.json last.
+PLAN_FILES = ("build.json", f"{BUILD_DIR}/probe.parquet", f"{BUILD_DIR}/plan.parquet", f"{BUILD_DIR}/balance.json")
+RESULT_FILES = ("manifest.parquet", "videos.parquet", "stats.json")
+
+
+def _staging(url: str) -> Path:
+    import hashlib
+
+    base = Path(os.environ.get("S2I_STAGING", Path.home() / ".cache" / "s2i" / "staging"))
+    return base / hashlib.sha1(url.rstrip("/").encode()).hexdigest()[:16]
+
+
+def _pull_plan(url: str, staging: Path) -> None:
+    """The remote build's plan, if it has one, into the staging folder (so a run anywhere resumes)."""
+    names = storage.listdir(url)
+    if "build.json" not in names:
+        if [n for n in names if n != BUILD_DIR]:
+            raise BuildError(f"{url} is not empty and holds no s2i build; choose another --out")
+        return
+    for name in PLAN_FILES:
+        loc = storage.join(url, name)
+        if storage.exists(loc):
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            (staging / name).write_bytes(storage.read_bytes(loc))
+
+
+def _publish(staging: Path, url: str, names: tuple[str, ...]) -> None:
+    for name in names:
+        if (staging / name).exists():
+            storage.put_file(str(staging / name), storage.join(url, name))
 
 
 def build(cfg: BuildConfig, progress=None) -> BuildResult:
@@ -250,6 +293,7 @@ def build(cfg: BuildConfig, progress=None) -> BuildResult:
     except ValueError as e:
         raise BuildError(str(e)) from None
     cfg, out, resuming = prepare(cfg)
+    dest = cfg.out if storage.is_remote(cfg.out) else str(out)  # where shards and manifests go
     workers = cfg.workers or default_workers()
     work = out / BUILD_DIR
     progress = progress or NullProgress()
@@ -269,17 +313,22 @@ def build(cfg: BuildConfig, progress=None) -> BuildResult:
         _write_json(work / "balance.json", report)
         # build.json last: its presence with this fingerprint is what marks the plan as complete.
         _write_json(out / "build.json", build_info(cfg))
+        if dest != str(out):
+            _publish(out, dest, PLAN_FILES)
 
     tasks = make_tasks(samples, probes)
     _remove_partial_files(out)
-    todo = [t for t in tasks if not shards.is_done(str(out), t.name)]
+    todo = [t for t in tasks if not shards.is_done(dest, t.name)]
     progress.start("extract", len(samples), total_videos=int((probes["segments"] > 0).sum()))
     progress.advance("extract", len(samples) - sum(len(t.order) for t in todo),
                      videos=sum(len(t.videos) for t in tasks) - sum(len(t.videos) for t in todo))
-    failed = executor.run(shards.write_shard, todo, args=(str(out), shard_config(cfg)),
+    failed = executor.run(shards.write_shard, todo, args=(dest, shard_config(cfg)),
                           on_done=lambda t, st: progress.advance("extract", len(t.order), videos=len(t.videos)))
     progress.stop()
-    result = assemble(out, cfg, probes, samples, tasks)
+    result = assemble(out, cfg, probes, samples, tasks, dest)
+    if dest != str(out):
+        _publish(out, dest, RESULT_FILES)
+        result.out = dest
     result.failed_shards = [(t.name, err) for t, err in failed]
     result.resumed = resuming
     result.warnings = balance_warnings(json.loads((work / "balance.json").read_text()))
@@ -306,13 +355,10 @@ def _remove_partial_files(out: Path) -> None:
 
 
 def assemble(out: Path, cfg: BuildConfig, probes: pd.DataFrame, samples: pd.DataFrame,
-             tasks: list[shards.ShardTask]) -> BuildResult:
+             tasks: list[shards.ShardTask], dest: str | None = None) -> BuildResult:
     """Manifests and stats from the plan and what the shards report (only finished shards)."""
-    stats = []
-    for t in tasks:
-        p = Path(shards.stats_path(str(out), t.name))
-        if p.exists() and (out / t.name).exists():
-            stats.append(json.loads(p.read_text()))
+    dest = dest or str(out)
+    stats = [storage.read_json(shards.stats_path(dest, t.name)) for t in tasks if shards.is_done(dest, t.name)]
     done_shards = {s["shard"] for s in stats}
     failed_keys = {f["key"]: f["reason"] for s in stats for f in s["failed"]}
     video_fail = {vid: r for s in stats for vid, r in s["videos_failed"].items()}

@@ -81,9 +81,9 @@ def _print_counts(counts, title: str) -> None:
 @app.command()
 def build(
     source: str = typer.Option("folders", help="folders (VEGAS-style ROOT/<class>/**/file) or audioset"),
-    root: Path = typer.Option(..., help="folder holding the videos"),
+    root: str = typer.Option(..., help="folder holding the videos, or an fsspec URL (s3://bucket/vegas, ...)"),
     classes: str = typer.Option(..., help="comma-separated aliases, display names or AudioSet ids"),
-    out: Path = typer.Option(..., help="output folder (created; resumed when it holds this same build)"),
+    out: str = typer.Option(..., help="output folder or fsspec URL (created; resumed when it holds this same build)"),
     csv: Optional[list[Path]] = typer.Option(None, help="AudioSet segment CSV (repeatable)"),
     clips: bool = typer.Option(False, help="audioset: files named <YTID>.<ext> are already cut"),
     segment_seconds: float = typer.Option(1.0, help="segment length"),

@@ -9,6 +9,7 @@ not know are ignored.
 from __future__ import annotations
 
 import io
+import os
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,6 +71,8 @@ def iter_raw(urls: list[str], cache_dir: str | None = None) -> Iterator[dict]:
     import webdataset as wds
 
     _register_fsspec()
+    if cache_dir:
+        os.makedirs(cache_dir, exist_ok=True)
     ds = wds.WebDataset(urls, shardshuffle=False, empty_check=False, nodesplitter=None, workersplitter=None,
                         cache_dir=cache_dir)
     yield from ds

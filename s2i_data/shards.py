@@ -15,14 +15,16 @@ import io
 import json
 import os
 import resource
+import shutil
 import sys
+import tempfile
 import time
 import types
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import features, media
+from . import features, media, storage
 
 FIXED_MTIME = 946684800  # 2000-01-01: identical bytes for identical content, run after run
 HIST_EDGES = np.linspace(-16.0, 16.0, 3201)  # 0.01-wide bins over every plausible log-mel value
@@ -59,20 +61,11 @@ class ShardTask:
 
 
 def stats_path(out: str, name: str) -> str:
-    return os.path.join(out, "_build", "shards", os.path.basename(name).replace(".tar", ".json"))
+    return storage.join(out, "_build", "shards", os.path.basename(name).replace(".tar", ".json"))
 
 
 def is_done(out: str, name: str) -> bool:
-    return os.path.exists(os.path.join(out, name)) and os.path.exists(stats_path(out, name))
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    return storage.exists(stats_path(out, name)) and storage.exists(storage.join(out, name))
 
 
 def encode_image(img: np.ndarray, fmt: str) -> bytes:
@@ -168,10 +161,11 @@ def _extract_video(video: dict, cfg: dict) -> tuple[dict[str, dict], dict[str, s
     # segment centre in between (the fps filter drops everything else before cropping).
     first, last = min(starts), max(starts)
     steps = {s["start_s"]: int(round((s["start_s"] - first) / seconds)) for s in samples}
-    decoded = media.decode(video["source"], media.Probe.from_row(video["probe"]), (first, last + seconds),
-                           first_frame_s=first + seconds / 2, n_frames=max(steps.values()) + 1,
-                           frame_step_s=seconds, sample_rate=cfg["sample_rate"],
-                           image_size=cfg["image_size"])
+    with storage.fetched(video["source"]) as source:  # a local copy of a remote file
+        decoded = media.decode(source, media.Probe.from_row(video["probe"]), (first, last + seconds),
+                               first_frame_s=first + seconds / 2, n_frames=max(steps.values()) + 1,
+                               frame_step_s=seconds, sample_rate=cfg["sample_rate"],
+                               image_size=cfg["image_size"])
     frames = decoded.frames
     mels = features.log_mel_segments(decoded.audio, decoded.audio_start_s, starts, seconds, cfg["sample_rate"])
     audio_end = decoded.audio_start_s + len(decoded.audio) / cfg["sample_rate"]
@@ -218,7 +212,9 @@ def write_shard(task: ShardTask, out: str, cfg: dict) -> dict:
             videos_failed.setdefault(video["video_id"], reason)
 
     mel_stats = MelStats()
-    final = os.path.join(out, task.name)
+    remote = storage.is_remote(out)
+    # a shard for a URL is written in this worker's own temporary folder, then uploaded whole
+    final = os.path.join(tempfile.mkdtemp(prefix="s2i-shard-") if remote else out, task.name)
     os.makedirs(os.path.dirname(final), exist_ok=True)
     tmp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.tmp-{os.getpid()}")
     ext = "png" if cfg["image_format"] == "png" else "jpg"
@@ -245,11 +241,14 @@ def write_shard(task: ShardTask, out: str, cfg: dict) -> dict:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, final)
+    size = os.path.getsize(final)
+    if remote:
+        storage.put_file(final, storage.join(out, task.name))
+        shutil.rmtree(os.path.dirname(os.path.dirname(final)), ignore_errors=True)
     stats = {"shard": task.name, "written": written, "failed": failed, "videos_failed": videos_failed,
-             "videos": len(task.videos), "bytes": os.path.getsize(final),
+             "videos": len(task.videos), "bytes": size,
              "seconds": round(time.time() - t0, 3),
              "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
              "mel": mel_stats.to_dict()}
-    os.makedirs(os.path.dirname(stats_path(out, task.name)), exist_ok=True)
-    _atomic_write(stats_path(out, task.name), json.dumps(stats).encode("utf-8"))
+    storage.write_bytes(stats_path(out, task.name), json.dumps(stats).encode("utf-8"))  # the marker, last
     return stats

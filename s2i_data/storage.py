@@ -113,10 +113,13 @@ def listdir(location: str) -> list[str]:
     return sorted(os.path.basename(e.rstrip("/")) for e in fs.ls(path, detail=False))
 
 
-def find(location: str) -> list[str]:
-    """Every file below a remote folder, as full URLs, sorted."""
+def find(location: str) -> list[tuple[str, str]]:
+    """Every file below a remote folder: (path relative to it, full URL), sorted."""
+    import posixpath
+
     fs, path = fs_of(location)
-    return sorted(fs.unstrip_protocol(p) for p in fs.find(path))
+    root = fs._strip_protocol(path).rstrip("/")
+    return sorted((posixpath.relpath(p, root), fs.unstrip_protocol(p)) for p in fs.find(root))
 
 
 @contextlib.contextmanager

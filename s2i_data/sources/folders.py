@@ -119,3 +119,43 @@ def _no_match_message(root: str, classes: Sequence[ClassInfo], entries: list[os.
         f"no folder under {root} matches a requested class ({wanted}); "
         f"folders found: {shown or 'none'}"
     )
+
+
+def prepare_remote_folders(root: str, classes: Sequence[ClassInfo],
+                           extensions: Iterable[str] = VIDEO_EXTENSIONS) -> list[VideoItem]:
+    """The same mapping for a tree at an fsspec URL: one listing of every file below ``root``,
+    the same ids as a local copy of the tree would get (so builds of both agree), sources as
+    URLs (fetched to a temporary file when probed and decoded)."""
+    from s2i_data import storage
+
+    exts = _normalize_extensions(extensions)
+    files = []
+    for rel, url in storage.find(root):
+        if not any(part.startswith(".") for part in rel.split("/")):
+            files.append((rel, url))
+    if not files and not storage.exists(root):
+        raise ValueError(f"folder source {root} does not exist")
+    ranked: list[tuple[str, VideoItem]] = []
+    matched_any, seen_folders = False, {}
+    for rel, url in sorted(files):
+        top, _, rest = rel.partition("/")
+        if not rest:
+            if _is_video(top, exts):
+                ranked.append((rel, VideoItem(video_id=safe_id(Path(rel).stem, rel), source=url, cls="",
+                                              reason=f"file {rel!r} is not inside a class folder")))
+            continue
+        if top not in seen_folders:
+            seen_folders[top] = match_folder(top, classes)
+            if seen_folders[top] is None and match_folder(top, class_table()) is None:
+                ranked.append((top, _unmatched_folder_item(storage.join(root, top), top)))
+        info = seen_folders[top]
+        if info is None or not _is_video(rel.rsplit("/", 1)[-1], exts):
+            continue
+        matched_any = True
+        ranked.append((rel, VideoItem(video_id=safe_id(Path(rel).stem, rel), source=url, cls=info.alias)))
+    if not matched_any:
+        wanted = ", ".join(info.alias for info in classes) or "none"
+        raise ValueError(f"no folder under {root} matches a requested class ({wanted}); "
+                         f"folders found: {', '.join(repr(f) for f in list(seen_folders)[:10]) or 'none'}")
+    ranked.sort(key=lambda pair: pair[0])
+    return [item for _, item in ranked]
