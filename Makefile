@@ -75,12 +75,13 @@ sweep: setup
 
 test: setup
 	.ci/install-browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 bench: setup
 	$(BIN)/python bench/build.py
 	$(BIN)/python bench/plan.py
 	$(BIN)/python bench/train.py
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf $(DEMO) bench/out .pytest_cache

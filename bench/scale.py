@@ -14,7 +14,7 @@ metrics.jsonl (the global rate: samples of all ranks over rank 0's epoch time).
 Configurations are interleaved within each repetition (so drift of a shared machine hits all
 alike) and the best (fastest) repetition of each is reported. Figures go to OUT/scale.json.
 
-    python bench/scale.py [--videos-per-class 24] [--repeats 3] [--train-repeats 2] [--out bench/out]
+    python bench/scale.py [--videos-per-class 24] [--repeats 2] [--train-repeats 2] [--out bench/out]
 """
 
 from __future__ import annotations
@@ -59,13 +59,16 @@ def run(cmd: list[str], env: dict | None = None) -> float:
 # --------------------------------------------------------------------------- build
 
 
-def build_once(root: Path, out: Path, workers: int, executor: str = "local", scheduler: str | None = None) -> dict:
+def build_once(root: Path, out: Path, workers: int, executor: str = "local", scheduler: str | None = None,
+               limit: int = 0, shard_size: int = SHARD_SIZE) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "s2i_data.cli", "build", "--root", str(root), "--classes", CLASSES,
-           "--out", str(out), "--no-progress", "--shard-size", str(SHARD_SIZE), "--workers", str(workers),
+           "--out", str(out), "--no-progress", "--shard-size", str(shard_size), "--workers", str(workers),
            "--executor", executor]
     if scheduler:
         cmd += ["--scheduler", scheduler]
+    if limit:
+        cmd += ["--limit", str(limit)]
     secs = run(cmd)
     stats = json.loads((out / "stats.json").read_text())
     shard_secs = sum(json.loads(p.read_text())["seconds"] for p in (out / "_build" / "shards").glob("*.json"))
@@ -169,9 +172,10 @@ def best_stage(rows: list[dict], stage: str) -> dict | None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--videos-per-class", type=int, default=24)
-    ap.add_argument("--repeats", type=int, default=3, help="repetitions of every build configuration")
+    ap.add_argument("--repeats", type=int, default=2, help="repetitions of every build configuration")
     ap.add_argument("--train-repeats", type=int, default=2, help="repetitions of every training configuration")
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--train-videos-per-class", type=int, default=12, help="videos per class in the training data")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     args = ap.parse_args()
     out = args.out.resolve()
@@ -190,12 +194,14 @@ def main() -> None:
     bruns, cluster = bench_build(root, work / "build", args.repeats)
     print(f"  (the running LocalCluster took {cluster['cluster_start_s']:.2f} s to start)", flush=True)
 
-    data = work / "build" / "local-2"  # the last local 2-worker build is the training data
-    if not (data / "stats.json").exists() or not json.loads((data / "stats.json").read_text()).get("complete"):
-        data = work / "data"
-        build_once(root, data, 2)
-    print(f"training: {args.train_repeats} repetitions, {args.epochs} epochs each, batch 16, "
-          f"width 0.0625, E 128, 1 loader worker per process", flush=True)
+    # training data: the same corpus, the first --train-videos-per-class videos of each class (a
+    # smaller train split keeps the 8 training commands within the time budget), shards of 16
+    data = work / "data"
+    build_once(root, data, 2, limit=args.train_videos_per_class, shard_size=16)
+    n_train = json.loads((data / "stats.json").read_text())["counts"]["train"]
+    print(f"training: {args.train_repeats} repetitions, {args.epochs} epochs each, batch 16, width 0.0625, E 128, "
+          f"1 loader worker per process, {sum(n_train.values())} train samples "
+          f"({args.train_videos_per_class} videos per class)", flush=True)
     truns = bench_train(data, work / "train", args.train_repeats, args.epochs)
 
     # ---- summary
@@ -250,7 +256,8 @@ def main() -> None:
     result = {"machine": {"cpus": os.cpu_count(), "platform": sys.platform, "python": sys.version.split()[0]},
               "corpus": {"root": str(root), "videos": n_videos, "videos_per_class": args.videos_per_class},
               "settings": {"repeats": args.repeats, "train_repeats": args.train_repeats, "shard_size": SHARD_SIZE,
-                           "epochs": args.epochs, "batch_size": 16, "width": 0.0625, "emb": 128,
+                           "epochs": args.epochs, "batch_size": 16, "train_videos_per_class": args.train_videos_per_class,
+                           "train_samples": sum(n_train.values()), "width": 0.0625, "emb": 128,
                            "statistic": "best (fastest) repetition"},
               "cluster": cluster, "summary": summary, "build_runs": bruns, "train_runs": truns,
               "failed": failed, "total_seconds": round(total, 1)}

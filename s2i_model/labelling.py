@@ -117,6 +117,16 @@ class _Server(ThreadingHTTPServer):
         self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
 
+    def handle_error(self, request, client_address):
+        # A browser that goes away mid-request (tab closed, server stopping) is not an error of
+        # ours: no traceback on the console for it.
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, OSError)):
+            return
+        super().handle_error(request, client_address)
+
     def process_request(self, request, client_address):
         with self._open_lock:
             self._open.add(request)
