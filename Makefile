@@ -52,6 +52,7 @@ demo: setup
 	$(BIN)/s2i-data inspect $(DEMO)/shards --png $(DEMO)/contact-sheet.png
 	$(MAKE) --no-print-directory -o setup train EMB=128 WIDTH=0.0625 DATA=$(DEMO)/shards RUN=$(DEMO)/run \
 		EPOCHS_AE=3 EPOCHS_GAN=60 BATCH=16 OPT=adam LAM=0 LOADERS=2
+	$(BIN)/s2i-model evaluate --run $(DEMO)/run --data $(DEMO)/shards --samples 4
 	$(BIN)/s2i-model imagine --data $(DEMO)/shards --split test --run $(DEMO)/run -n 6 -o $(DEMO)/imagined-test.png
 	@echo "demo finished: shards pictured in $(DEMO)/contact-sheet.png;"
 	@echo "pictures imagined from held-out test sounds (real frame first) in $(DEMO)/imagined-test.png"
