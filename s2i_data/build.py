@@ -292,7 +292,15 @@ def build(cfg: BuildConfig, progress=None) -> BuildResult:
         executor = make_executor(cfg.executor, cfg.workers, cfg.scheduler)
     except ValueError as e:
         raise BuildError(str(e)) from None
+    try:
+        return _build(cfg, executor, progress)
+    finally:
+        executor.close()
+
+
+def _build(cfg: BuildConfig, executor, progress) -> BuildResult:
     cfg, out, resuming = prepare(cfg)
+    executor.start()  # a cluster's start-up overlaps the probe and the plan
     dest = cfg.out if storage.is_remote(cfg.out) else str(out)  # where shards and manifests go
     workers = cfg.workers or default_workers()
     work = out / BUILD_DIR

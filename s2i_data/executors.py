@@ -12,7 +12,7 @@ import multiprocessing as mp
 import os
 import signal
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -43,6 +43,12 @@ class LocalExecutor:
     def __init__(self, workers: int = 0, retries: int = 2) -> None:
         self.workers = workers or default_workers()
         self.retries = retries
+
+    def start(self) -> None:
+        """Nothing to warm up: the pool starts with the first shard."""
+
+    def close(self) -> None:
+        """Nothing held between runs."""
 
     def run(self, fn: Callable, tasks: Sequence, args: tuple = (),
             on_done: Callable[[Any, Any], None] | None = None) -> list[tuple[Any, str]]:
@@ -111,6 +117,27 @@ class DaskExecutor:
 
     def __init__(self, scheduler: str | None = None, workers: int = 0, retries: int = 2) -> None:
         self.scheduler, self.workers, self.retries = scheduler, workers or default_workers(), retries
+        self._starting: Future | None = None
+
+    def start(self) -> None:
+        """Connect, or start the LocalCluster, in the background: its seconds of start-up then
+        overlap the probe and the plan instead of adding to them."""
+        if self._starting is None:
+            pool = ThreadPoolExecutor(1, thread_name_prefix="s2i-dask-start")
+            self._starting = pool.submit(self._client)
+            pool.shutdown(wait=False)
+
+    def close(self) -> None:
+        """Stop what `start` began if `run` never took it (the build stopped before its shards)."""
+        starting, self._starting = self._starting, None
+        if starting is not None:
+            try:
+                client, cluster = starting.result()
+            except Exception:  # noqa: BLE001 - a cluster that never came up holds nothing
+                return
+            client.close()
+            if cluster is not None:
+                cluster.close()
 
     def _client(self):
         from distributed import Client, LocalCluster
@@ -128,7 +155,9 @@ class DaskExecutor:
             on_done: Callable[[Any, Any], None] | None = None) -> list[tuple[Any, str]]:
         from distributed import as_completed
 
-        client, cluster = self._client()
+        self.start()
+        starting, self._starting = self._starting, None
+        client, cluster = starting.result()
         attempts = {id(t): 0 for t in tasks}
         failures: list[tuple[Any, str]] = []
         futures: dict = {}

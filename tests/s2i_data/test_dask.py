@@ -107,6 +107,18 @@ def test_local_cluster_when_no_scheduler_is_given(synth_videos, tmp_path):
     assert digest_tree(tmp_path / "lc") == digest_tree(tmp_path / "ref")
 
 
+def test_a_cluster_started_for_a_build_that_stops_early_is_closed():
+    from s2i_data.executors import DaskExecutor
+
+    ex = DaskExecutor(workers=1)
+    ex.start()  # what a build does before it probes
+    client, cluster = ex._starting.result(timeout=60)
+    assert client.submit(lambda: 1 + 1).result(timeout=30) == 2
+    ex.close()  # the build stopped before its shards: nothing may stay behind
+    assert client.status == "closed" and cluster.status.name == "closed"
+    ex.close()  # and closing twice is harmless
+
+
 def test_bad_executor_settings_are_one_line(synth_videos, tmp_path):
     for args, said in [(["--executor", "spark"], "--executor must be local or dask"),
                        (["--scheduler", "tcp://127.0.0.1:1"], "--scheduler needs --executor dask")]:
