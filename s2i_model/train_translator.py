@@ -70,7 +70,6 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
     d, device = dd.setup(cfg.device)
     log = log if d.main else (lambda *_: None)
     batch = dd.per_rank_batch(cfg.batch_size, d)
-    seed_everything(cfg.seed + d.rank)
     set_access(cfg.shard_url, cfg.cache_dir)
     encoder, ae_cfg, norm = load_encoder(run, device)
     judges = Judges.load(Path(cfg.informativity), str(device)) if cfg.informativity and d.main else None
@@ -79,6 +78,9 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
         embedding_cache(run, encoder, cfg.data, norm, device, cfg.workers, splits)
     dd.barrier(d)
     emb = embedding_cache(run, encoder, cfg.data, norm, device, cfg.workers, splits)
+    # seeded only now: computing the embeddings draws from the RNG (the loader's base seed), and a
+    # run must be the same whether they were cached already or not
+    seed_everything(cfg.seed + d.rank)
     classes = read_build_json(cfg.data)["classes"]
     train_index = lookup(emb["train"])
     train_ds = ShardStream(cfg.data, "train", norm, cfg.seed, shuffle=True, buffer=cfg.shuffle_buffer,
@@ -131,8 +133,10 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
                 fake = G(z)
                 pixel = F.mse_loss(fake.float(), real)
                 # D's own module: its gradients from this loss are discarded (zeroed before D's
-                # step), so DDP need not synchronise them
-                adv = torch.mean((1.0 - dd.unwrap(D)(fake, z).float()) ** 2)
+                # step), so DDP need not synchronise them. With λ = 0 the term is only logged, and
+                # its backward through D (as costly as G's own) is skipped: the same weights result.
+                with torch.set_grad_enabled(cfg.lam != 0):
+                    adv = torch.mean((1.0 - dd.unwrap(D)(fake, z).float()) ** 2)
             l_ma = (adv + sum(past)) / (1 + len(past))  # only the batch term carries a gradient
             loss_g = pixel + cfg.lam * l_ma
             update(opt_g, loss_g, "generator", epoch, step, d)

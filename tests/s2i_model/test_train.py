@@ -59,6 +59,16 @@ def test_resume_reaches_the_uninterrupted_state(tiny_build, trained, tmp_path):
                                                         ("translator", 1), ("translator", 2)]
 
 
+def test_cached_embeddings_change_nothing(tiny_build, trained, tmp_path):
+    run = tmp_path / "cached"
+    run.mkdir()
+    for name in ("autoencoder.pt", "autoencoder.json", "embeddings.pt"):  # stage 1 done, embeddings kept
+        (run / name).write_bytes((trained / name).read_bytes())
+    train_translator(gan_cfg(tiny_build, run, epochs=2), **QUIET)
+    a, b = checkpoint.load(trained / "translator.pt"), checkpoint.load(run / "translator.pt")
+    assert same_weights(a["G"], b["G"]) and same_weights(a["D"], b["D"])
+
+
 def test_a_finished_run_does_nothing(tiny_build, trained):
     before = (trained / "translator.pt").stat().st_mtime_ns
     said = []
