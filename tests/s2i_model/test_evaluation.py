@@ -48,7 +48,7 @@ def label_like_a_person(pool: Path) -> dict[str, str]:
 def judged(tiny_build, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("eval")
     run = root / "runs" / "emb64"
-    train_autoencoder(AutoencoderConfig(data=str(tiny_build), run=str(run), emb=64, width=0.125, epochs=1,
+    train_autoencoder(AutoencoderConfig(data=str(tiny_build), run=str(run), emb=64, width=0.0625, epochs=1,
                                         batch_size=8, workers=0), **QUIET)
     train_translator(TranslatorConfig(data=str(tiny_build), run=str(run), epochs=1, batch_size=8, workers=0,
                                       grid_every=1), **QUIET)

@@ -23,7 +23,7 @@ QUIET = dict(log=lambda *_: None)
 
 
 def ae_cfg(data, run, **kw):
-    return AutoencoderConfig(data=str(data), run=str(run), emb=64, width=0.125, batch_size=8, workers=2, **kw)
+    return AutoencoderConfig(data=str(data), run=str(run), emb=64, width=0.0625, batch_size=8, workers=2, **kw)
 
 
 def gan_cfg(data, run, **kw):
