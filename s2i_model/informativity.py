@@ -90,10 +90,17 @@ def _fit(x: torch.Tensor, y: torch.Tensor, cfg: InformativityConfig, device: str
     torch.manual_seed(cfg.seed)
     model = InformativityClassifier(2).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    for _ in range(cfg.epochs):
+    return fit_classifier(model, opt, x, y, cfg.epochs, cfg.batch_size, cfg.seed, device)
+
+
+def fit_classifier(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                   epochs: int, batch_size: int, seed: int, device: str) -> torch.nn.Module:
+    """Plain supervised training on in-memory tensors (log-probability outputs), batches
+    reshuffled each epoch from ``seed``; shared by the judges and the proxy frame classifier."""
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
         model.train()
-        for idx in torch.randperm(len(x), generator=gen).split(cfg.batch_size):
+        for idx in torch.randperm(len(x), generator=gen).split(batch_size):
             if len(idx) < 2:  # BatchNorm needs two
                 continue
             loss = F.nll_loss(model(x[idx].to(device)), y[idx].to(device))

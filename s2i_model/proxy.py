@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from s2i_data.readers import read_build_json
 
 from .data import Normalizer, ShardStream
+from .informativity import fit_classifier
 from .nets import InformativityClassifier
 
 
@@ -57,17 +58,7 @@ def train_frame_classifier(data: str | Path, n_classes: int, epochs: int = 30, s
     _, images, classes, _ = load_split(data, "train")
     model = FrameClassifier(n_classes).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        model.train()
-        for idx in torch.randperm(len(images), generator=gen).split(32):
-            if len(idx) < 2:  # BatchNorm needs two
-                continue
-            loss = F.nll_loss(model(images[idx].to(device)), classes[idx].to(device))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
+    return fit_classifier(model, opt, images, classes, epochs, 32, seed, device)
 
 
 def frame_classifier(data: str | Path, n_classes: int, cache: Path | None = None, epochs: int = 30,
