@@ -6,14 +6,20 @@ import os
 import sys
 
 
-def run_app(app, console, interrupted: str) -> None:
-    """Run ``app``; Ctrl-C outside a command's own handling exits 130 with ``interrupted``, an
-    unexpected exception exits 1 with one line (``S2I_DEBUG=1`` shows the traceback)."""
+def run_app(app, console, interrupted: str, expected: tuple[type[BaseException], ...] = ()) -> None:
+    """Run ``app``; Ctrl-C outside a command's own handling exits 130 with ``interrupted``; an
+    ``expected`` error (bad input found deep inside, e.g. a refused checkpoint) exits 1 with its
+    one line; anything else exits 1 with one line too (``S2I_DEBUG=1`` shows the traceback)."""
     try:
         app()
     except KeyboardInterrupt:
         console.print(interrupted)
         sys.exit(130)
+    except expected as e:
+        if os.environ.get("S2I_DEBUG"):
+            raise
+        console.print(f"[red]error:[/red] {e}", highlight=False)
+        sys.exit(1)
     except Exception as e:  # a bug, not bad input
         if os.environ.get("S2I_DEBUG"):
             raise

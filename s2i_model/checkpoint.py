@@ -1,29 +1,167 @@
-"""Checkpoints that hold everything needed to resume, written atomically.
+"""Checkpoints: plain tensors and containers only, written atomically, one good copy kept back.
 
-A checkpoint is replaced only by a complete newer one (temporary file, fsync, rename), so a
-crash or a non-finite loss never leaves the run without its last good state.
+Run folders are passed between people, so a checkpoint is never unpickled: it is read with
+``torch.load(weights_only=True)``, which rebuilds tensors, numbers, strings, lists, tuples and
+dicts and refuses any other object (a planted pickle runs nothing and is refused with one line).
+Everything the trainers store fits that: RNG states are converted to lists and tensors
+(`runtime.rng_state`), configs are plain dicts.
+
+A save writes a temporary file, fsyncs it, moves the current checkpoint to ``NAME.prev.pt`` and
+renames the new one into place, then fsyncs the folder; so after a crash at any moment one
+complete checkpoint is on disk. ``load`` falls back to the previous one, with a warning, when the
+current one is unreadable (empty, truncated).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import sys
 from pathlib import Path
 
 import torch
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: one line naming the file and what to do."""
+
+
+def previous(path: Path) -> Path:
+    """``translator.pt`` → ``translator.prev.pt``: the checkpoint the last save replaced."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def _tmp_prefix(path: Path) -> str:
+    return f".{Path(path).name}.tmp-"
+
+
 def save(path: Path, state: dict) -> None:
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f"{_tmp_prefix(path)}{os.getpid()}")
     with open(tmp, "wb") as f:
         torch.save(state, f)
         f.flush()
         os.fsync(f.fileno())
+    if path.exists():
+        os.replace(path, previous(path))
     os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
-def load(path: Path, device: str | torch.device = "cpu") -> dict | None:
+def fsync_dir(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (a power cut after a rename may otherwise undo it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # not possible everywhere (e.g. Windows); the data itself was fsynced
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stray(folder: Path) -> list[Path]:
+    """Delete the temporary files of saves killed before their rename (``.NAME.tmp-PID`` whose
+    process is gone); a save in progress in a live process is left alone."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for p in folder.glob(".*.tmp-*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue
+        try:
+            p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# Checkpoints written before RNG states were stored as lists hold the numpy generator's state as
+# a uint32 array. Rebuilding a plain numeric array runs no code, so exactly these are let in;
+# object arrays (which would unpickle their items) still need globals that stay refused.
+def _legacy_numpy() -> list:
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    allowed = [core.multiarray._reconstruct, np.ndarray, np.dtype]
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        allowed += [dtypes.UInt32DType]
+    return allowed
+
+
+def _read(path: Path, device) -> dict:
+    with torch.serialization.safe_globals(_legacy_numpy()):
+        state = torch.load(path, map_location=device, weights_only=True)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: holds a {type(state).__name__}, not an s2i checkpoint")
+    return state
+
+
+def _reason(path: Path, e: Exception) -> tuple[str, bool]:
+    """(one line, whether a previous checkpoint may stand in for it)."""
+    import pickle
+
+    if isinstance(e, CheckpointError):
+        return str(e), False
+    # A pickle that names a class or function (code) is refused, not treated as damage.
+    m = re.search(r"GLOBAL (\S+)|but got <class '([^']+)'>", str(e))
+    if isinstance(e, pickle.UnpicklingError) and m:
+        return (f"{path}: refused: holds objects other than tensors and plain data (it asks for "
+                f"{m.group(1) or m.group(2)}); "
+                "s2i never unpickles a checkpoint, so this file was not written by s2i or was tampered with"), False
+    size = path.stat().st_size if path.exists() else 0
+    if size == 0:
+        return f"{path}: empty file (a save was cut short)", True
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return f"{path}: unreadable checkpoint, truncated or not a checkpoint ({first[:120]})", True
+
+
+def load(path: Path, device: str | torch.device = "cpu", log=None) -> dict | None:
+    """The checkpoint at ``path`` (None when neither it nor its previous copy exists).
+
+    An unreadable file (empty, truncated) is replaced by ``NAME.prev.pt`` when that one reads,
+    with a warning through ``log`` (stderr by default); a file that asks to run code is refused
+    outright: it is not damage that an older copy should paper over.
+    """
+    path = Path(path)
+    prev = previous(path)
+    warn = log or (lambda m: print(m, file=sys.stderr))
     if not path.exists():
-        return None
-    # Our own files, holding RNG states (numpy arrays, tuples): not weights-only.
-    return torch.load(path, map_location=device, weights_only=False)
+        if not prev.exists():
+            return None
+        # A save killed between its two renames: the previous checkpoint is the last complete one.
+        warn(f"warning: {path} is missing; resuming from {prev.name}")
+        return load(prev, device, log)
+    try:
+        return _read(path, device)
+    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, zip errors...
+        reason, may_fall_back = _reason(path, e)
+    if may_fall_back and prev.exists():
+        try:
+            state = _read(prev, device)
+        except Exception:
+            pass
+        else:
+            warn(f"warning: {reason}; using the previous checkpoint {prev.name} instead")
+            return state
+    hint = (f"; delete it (and {prev.name}) to start this stage again" if prev.exists()
+            else "; delete it to start this stage again")
+    raise CheckpointError(reason + (hint if may_fall_back else ""))

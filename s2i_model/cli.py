@@ -298,7 +298,10 @@ def _run_data(run: Path) -> Path:
     from . import checkpoint
     from .train_translator import CKPT
 
-    state = checkpoint.load(run / CKPT)
+    try:
+        state = checkpoint.load(run / CKPT)
+    except checkpoint.CheckpointError as e:
+        _fail(str(e), 1)
     if state is None:
         _fail(f"{run} holds no trained translator ({CKPT})")
     return str(state["config"]["data"])
@@ -320,8 +323,12 @@ def report(runs: Path = typer.Argument(..., help="a folder of evaluated runs (e.
 
 def main() -> None:
     from s2i_data.cliutil import run_app
+    from s2i_data.readers import SampleError
 
-    run_app(app, console, "interrupted: re-run the same command to resume from the last checkpoint")
+    from .checkpoint import CheckpointError
+
+    run_app(app, console, "interrupted: re-run the same command to resume from the last checkpoint",
+            expected=(CheckpointError, SampleError))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ it is reported as a proxy, never as informativity.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 
 from s2i_data.readers import read_build_json
 
+from . import checkpoint
 from .data import Normalizer, ShardStream
 from .informativity import fit_classifier
 from .nets import InformativityClassifier
@@ -67,16 +69,19 @@ def frame_classifier(data: str | Path, n_classes: int, cache: Path | None = None
     evaluates every embedding size with one judge)."""
     ident = {"data": str(data), "fingerprint": read_build_json(data, "build.json").get("fingerprint"),
              "classes": n_classes, "epochs": epochs, "seed": seed}
-    if cache is not None and cache.is_file():
-        state = torch.load(cache, map_location=device, weights_only=False)
+    state = None
+    if cache is not None:
+        try:
+            state = checkpoint.load(cache, device)
+        except checkpoint.CheckpointError as e:  # a cache: trained again rather than trusted or fatal
+            print(f"warning: {e}; training the frame classifier again", file=sys.stderr)
+    if state is not None:
         if state.get("ident") == ident:
             model = FrameClassifier(n_classes).to(device)
             model.load_state_dict(state["model"])
             return model.eval()
     model = train_frame_classifier(data, n_classes, epochs, seed, device)
     if cache is not None:
-        from . import checkpoint
-
         checkpoint.save(cache, {"ident": ident, "model": model.state_dict()})
     return model
 

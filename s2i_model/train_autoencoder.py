@@ -51,7 +51,9 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
     start = 0
 
     # ---- resume: everything the next epoch depends on
-    state = checkpoint.load(run / CKPT, device)
+    if d.main:
+        checkpoint.remove_stray(run)  # temporary files of a save that was killed
+    state = checkpoint.load(run / CKPT, device, log)
     if state is not None:
         old = state["config"]
         for k in ("emb", "width", "data", "optimizer"):

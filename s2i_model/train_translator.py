@@ -32,8 +32,8 @@ from .train_autoencoder import TrainingError, set_hyperparameters
 CKPT = "translator.pt"
 
 
-def load_encoder(run: Path, device: torch.device) -> tuple[torch.nn.Module, AutoencoderConfig, Normalizer]:
-    state = checkpoint.load(run / AE_CKPT, device)
+def load_encoder(run: Path, device: torch.device, log=None) -> tuple[torch.nn.Module, AutoencoderConfig, Normalizer]:
+    state = checkpoint.load(run / AE_CKPT, device, log)
     if state is None:
         raise TrainingError(f"{run / AE_CKPT} not found: train the autoencoder first (s2i-model train-autoencoder)")
     cfg = from_dict(AutoencoderConfig, state["config"])
@@ -48,9 +48,13 @@ def load_encoder(run: Path, device: torch.device) -> tuple[torch.nn.Module, Auto
 
 
 def embedding_cache(run: Path, encoder, data: str, norm: Normalizer, device, workers: int,
-                    splits: tuple[str, ...] = ("train", "val")) -> dict:
+                    splits: tuple[str, ...] = ("train", "val"), log=None) -> dict:
     path = run / "embeddings.pt"
-    cache = checkpoint.load(path) or {}
+    try:
+        cache = checkpoint.load(path, log=log) or {}
+    except checkpoint.CheckpointError as e:  # a cache: computed again rather than trusted or fatal
+        (log or print)(f"warning: {e}; computing the embeddings again")
+        cache = {}
     missing = [s for s in splits if s not in cache]
     for split in missing:
         cache[split] = compute_embeddings(encoder, data, split, norm, device, workers=workers)
@@ -71,13 +75,15 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
     log = log if d.main else (lambda *_: None)
     batch = dd.per_rank_batch(cfg.batch_size, d)
     set_access(cfg.shard_url, cfg.cache_dir)
-    encoder, ae_cfg, norm = load_encoder(run, device)
+    if d.main:
+        checkpoint.remove_stray(run)  # temporary files of a save that was killed
+    encoder, ae_cfg, norm = load_encoder(run, device, log)
     judges = Judges.load(Path(cfg.informativity), str(device)) if cfg.informativity and d.main else None
     splits = ("train", "val", "test") if cfg.informativity else ("train", "val")
     if d.main:
-        embedding_cache(run, encoder, cfg.data, norm, device, cfg.workers, splits)
+        embedding_cache(run, encoder, cfg.data, norm, device, cfg.workers, splits, log)
     dd.barrier(d)
-    emb = embedding_cache(run, encoder, cfg.data, norm, device, cfg.workers, splits)
+    emb = embedding_cache(run, encoder, cfg.data, norm, device, cfg.workers, splits, log)
     # seeded only now: computing the embeddings draws from the RNG (the loader's base seed), and a
     # run must be the same whether they were cached already or not
     seed_everything(cfg.seed + d.rank)
@@ -92,7 +98,7 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
     start, g_steps, adv_history = 0, 0, []
 
     # ---- resume
-    state = checkpoint.load(run / CKPT, device)
+    state = checkpoint.load(run / CKPT, device, log)
     if state is not None:
         G.load_state_dict(state["G"])
         D.load_state_dict(state["D"])

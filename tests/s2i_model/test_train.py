@@ -137,3 +137,20 @@ def test_imagine_real_files_and_clear_errors(trained, synth_videos, tmp_path):
         r = model_cli("imagine", str(path), "--run", str(trained), "-o", str(tmp_path / "x.png"))
         assert r.returncode != 0 and reason in r.stderr, (path, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_a_truncated_checkpoint_resumes_from_the_previous_one(tiny_build, trained, tmp_path):
+    """A save cut short (or a disk that lost the end of the file): the trainer warns, resumes from
+    the checkpoint before it, and reaches the very weights of the uninterrupted run."""
+    run = tmp_path / "damaged"
+    run.mkdir()
+    for name in ("autoencoder.pt", "autoencoder.prev.pt"):  # epochs 2 and 1
+        (run / name).write_bytes((trained / name).read_bytes())
+    data = (run / "autoencoder.pt").read_bytes()
+    (run / "autoencoder.pt").write_bytes(data[: len(data) // 3])
+    (run / f".autoencoder.pt.tmp-{2 ** 22 + 7}").write_bytes(data[:100])  # a killed save's leftover
+    said = []
+    train_autoencoder(ae_cfg(tiny_build, run, epochs=2), log=said.append)
+    assert any("autoencoder.pt" in s and "autoencoder.prev.pt" in s for s in said), said
+    assert same_weights(checkpoint.load(trained / "autoencoder.pt")["model"], checkpoint.load(run / "autoencoder.pt")["model"])
+    assert not list(run.glob(".*.tmp-*"))
