@@ -3,16 +3,24 @@
 Labels live in POOL/labels.csv, append-only (``id,label,time``; the last line for an id wins), so a
 relabel is one more line and a crash can at worst tear the line being written. The web app uses
 the standard library only: it must run on a laptop beside the pool with nothing to install.
+
+It answers only requests addressed to it by name (the Host header: a web page elsewhere cannot
+rebind a name of its own to 127.0.0.1 and read the pool), takes labels only as JSON from its own
+page (a form on another site can neither post JSON nor fake the Origin), and serves only files
+that lie inside the pool when they are read.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import ipaddress
 import json
 import mimetypes
 import os
+import re
 import socket
+import stat
 import threading
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +31,11 @@ LABELS = ("informative", "not")
 HEADER = "id,label,time\n"
 DEFAULT_TARGET = 500
 MAX_BODY = 4096
+# A refused body up to this size is read before the answer: closing on unread bytes resets the
+# connection, and the client may lose the answer.
+MAX_DRAIN = 1 << 20
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+WILDCARD = ("", "0.0.0.0", "::")
 
 # One server, many handler threads: appends must not interleave.
 _write_lock = threading.Lock()
@@ -46,22 +59,41 @@ def _meta(pool: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def read_labels(pool: Path) -> dict[str, str]:
+def _label_row(line: bytes) -> tuple[list[str], str | None]:
+    """One line of labels.csv as its fields, and what is wrong with it (None: nothing)."""
+    try:
+        # Line by line: a stray quote or a bad byte then spoils its own line, not the rest of the file.
+        row = next(csv.reader([line.decode().removesuffix("\r")]), [])
+    except (UnicodeDecodeError, csv.Error):
+        return [], "not UTF-8 CSV"
+    if len(row) != 3:
+        return row, f"{len(row)} fields, expected 3: {HEADER.strip()}"
+    return row, None if row[1] in LABELS else f"unknown label {row[1]!r}"
+
+
+def read_labels(pool: Path, problems: list[str] | None = None) -> dict[str, str]:
+    """Each id's label (its last line wins). A malformed line raises ValueError; given ``problems``,
+    it is skipped instead and described there in one line. A bad header always raises."""
     path = Path(pool) / "labels.csv"
     if not path.is_file():
         return {}
-    text = path.read_text()
+    data = path.read_bytes()
     # A crash mid-write leaves a final line without its newline; that click was never confirmed.
-    text = text[: text.rfind("\n") + 1]
+    lines = data[: data.rfind(b"\n") + 1].split(b"\n")[:-1]
     labels: dict[str, str] = {}
-    for n, row in enumerate(csv.reader(io.StringIO(text)), 1):
+    for n, line in enumerate(lines, 1):
+        row, wrong = _label_row(line)
         if n == 1:
             if row != HEADER.strip().split(","):
                 raise ValueError(f"{path}: header is {row}, expected {HEADER.strip()}")
-            continue
-        if len(row) != 3 or row[1] not in LABELS:
-            raise ValueError(f"{path} line {n}: malformed {row}")
-        labels[row[0]] = row[1]
+        elif not wrong:
+            labels[row[0]] = row[1]
+        elif not line.strip():
+            continue  # a blank line holds no label to lose
+        elif problems is None:
+            raise ValueError(f"{path} line {n}: malformed ({wrong})")
+        else:
+            problems.append(f"{path} line {n}: malformed ({wrong}), skipped")
     return labels
 
 
@@ -99,7 +131,33 @@ def progress(pool: Path) -> dict[str, dict[str, int]]:
     return _progress(read_pool(pool), read_labels(pool), meta.get("classes", []), int(meta.get("target", DEFAULT_TARGET)))
 
 
+def _host_port(value: str) -> tuple[str, int] | None:
+    """A Host header (``name[:port]``, IPv6 in brackets) as (lowercase name, port); None if it is none."""
+    m = re.fullmatch(r"(\[[0-9a-f:.]+\]|[a-z0-9._-]+)(?::([0-9]{1,5}))?", value.strip().lower())
+    return (m[1], int(m[2] or 80)) if m else None
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+def _fd_path(fd: int) -> str | None:
+    """Where an open file really is, where the system says (Linux); None elsewhere."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+
+
 class _Server(ThreadingHTTPServer):
+    # The default backlog of 5 drops connections when a page asks for many images at once while the
+    # accept loop is busy; each drop costs the browser a 1 s SYN retry.
+    request_queue_size = 128
+
     def __init__(self, pool: Path, address: tuple[str, int]):
         self.pool = Path(pool).resolve()
         self.rows = read_pool(self.pool)
@@ -107,15 +165,49 @@ class _Server(ThreadingHTTPServer):
         meta = _meta(self.pool)
         self.target = int(meta.get("target", DEFAULT_TARGET))
         self.classes = list(_progress(self.rows, {}, meta.get("classes", []), self.target))
-        # Only the files pool.csv lists are served, and only if they really lie inside the pool.
-        self.files: dict[str, Path] = {}
-        for r in self.rows:
-            path = (self.pool / r["file"]).resolve()
-            if path.is_relative_to(self.pool):
-                self.files["/" + r["file"]] = path
+        self.label_problems: list[str] = []
+        read_labels(self.pool, self.label_problems)
+        # Only the files pool.csv lists are served; whether they lie inside the pool is checked when
+        # each is read, since a file can be swapped for a symlink while the server runs.
+        self.files = {"/" + r["file"]: r["file"] for r in self.rows}
+        host = address[0].lower()
+        # Any IP address is a fine Host when bound to all of them: a rebound name is never an address.
+        self.any_ip = host in WILDCARD
+        self.hosts = {f"[{host}]" if ":" in host else host}
+        if self.any_ip or host == "localhost" or (_is_ip(host) and ipaddress.ip_address(host).is_loopback):
+            self.hosts |= set(LOOPBACK)
+        if self.any_ip:
+            self.hosts.add(socket.gethostname().lower())
+        if ":" in host:
+            self.address_family = socket.AF_INET6
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
+        self.port = self.server_address[1]
+        shown = "127.0.0.1" if self.any_ip else f"[{address[0]}]" if ":" in host else address[0]
+        self.url = f"http://{shown}:{self.port}/"
+
+    def accepts(self, host: tuple[str, int]) -> bool:
+        name, port = host
+        return port == self.port and (name in self.hosts or (self.any_ip and _is_ip(name)))
+
+    def read_inside(self, file: str) -> bytes | None:
+        """POOL/file's bytes, or None when it is missing or, now, not a plain file inside the pool."""
+        try:
+            path = (self.pool / file).resolve()
+            if not path.is_relative_to(self.pool):
+                return None
+            # O_NOFOLLOW: the file cannot turn into a symlink between resolve and open; O_NONBLOCK:
+            # a FIFO put in its place cannot hang the thread.
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        except (OSError, RuntimeError):  # RuntimeError: a symlink loop
+            return None
+        with open(fd, "rb") as f:
+            # A folder above it may have been swapped between resolve and open: ask where the file is.
+            where = _fd_path(fd)
+            if not stat.S_ISREG(os.fstat(fd).st_mode) or (where is not None and not Path(where).is_relative_to(self.pool)):
+                return None
+            return f.read()
 
     def handle_error(self, request, client_address):
         # A browser that goes away mid-request (tab closed, server stopping) is not an error of
@@ -149,7 +241,7 @@ class _Server(ThreadingHTTPServer):
                     pass
 
     def state(self) -> dict:
-        labels = read_labels(self.pool)
+        labels = read_labels(self.pool, [])  # malformed lines were reported at start
         items = [{"id": r["id"], "class": r["class"], "src": quote("/" + r["file"]), "label": labels.get(r["id"])}
                  for r in self.rows]
         return {"items": items, "classes": self.classes, "target": self.target,
@@ -158,6 +250,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+    timeout = 30  # a client that connects and never finishes its request does not hold a thread for ever
 
     def log_message(self, format, *args):  # one line per image request would drown the terminal
         pass
@@ -174,9 +267,26 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, json.dumps(obj).encode(), "application/json")
 
     def _error(self, status: int, message: str) -> None:
-        self._send(status, (message + "\n").encode(), "text/plain; charset=utf-8")
+        self._send(status, (message[:240] + "\n").encode(), "text/plain; charset=utf-8")
+
+    def _host(self) -> tuple[str, int] | None:
+        """The Host the request names, when it is one of this server's addresses."""
+        hosts = self.headers.get_all("Host") or []
+        host = _host_port(hosts[0]) if len(hosts) == 1 else None
+        return host if host and self.server.accepts(host) else None
+
+    def _host_refusal(self) -> tuple[int, str]:
+        shown = ", ".join(self.headers.get_all("Host") or ["(none)"])
+        return 403, f"refused: Host {shown!r} is not this server; open {self.server.url}"
+
+    def _drain(self, size: int) -> None:
+        if 0 < size <= MAX_DRAIN:
+            while size > 0 and (chunk := self.rfile.read(min(size, 65536))):
+                size -= len(chunk)
 
     def do_GET(self) -> None:
+        if not self._host():
+            return self._error(*self._host_refusal())
         path = unquote(urlsplit(self.path).path)
         if path in ("/", "/index.html"):
             self._send(200, PAGE.encode(), "text/html; charset=utf-8")
@@ -186,40 +296,67 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(204, b"", "image/x-icon", "max-age=86400")
         elif path in self.server.files:
             file = self.server.files[path]
-            try:
-                body = file.read_bytes()
-            except OSError:
+            body = self.server.read_inside(file)
+            if body is None:
                 return self._error(404, f"missing image {path}")
-            self._send(200, body, mimetypes.guess_type(file.name)[0] or "application/octet-stream", "max-age=600")
+            self._send(200, body, mimetypes.guess_type(file)[0] or "application/octet-stream", "max-age=600")
         else:
             self._error(404, f"not found: {path}")
 
-    def do_POST(self) -> None:
+    def _refusal(self) -> tuple[int, str] | None:
+        """Why this POST is not taken: (status, message); None when it is."""
+        host = self._host()
+        if not host:
+            return self._host_refusal()
+        origins = self.headers.get_all("Origin") or []
+        # Same origin means the very Host the browser put in the request, not just any name of ours.
+        if origins and not (len(origins) == 1 and origins[0][:7].lower() == "http://" and _host_port(origins[0][7:]) == host):
+            return 403, f"refused: Origin {', '.join(origins)!r} is not this page"
+        if self.headers.get_content_type() != "application/json":
+            return 415, f"refused: labels are posted as application/json, not {self.headers.get_content_type()}"
         if urlsplit(self.path).path != "/api/label":
-            return self._error(404, "not found")
+            return 404, "not found"
+        return None
+
+    def do_POST(self) -> None:
         try:
             size = int(self.headers.get("Content-Length", 0))
-            if not 0 < size <= MAX_BODY:
-                raise ValueError(f"body must be 1 to {MAX_BODY} bytes")
+        except ValueError:
+            size = -1
+        refusal = self._refusal() or (None if 0 < size <= MAX_BODY else (400, f"body must be 1 to {MAX_BODY} bytes"))
+        if refusal:
+            self._drain(size)
+            return self._error(*refusal)
+        try:
             msg = json.loads(self.rfile.read(size))
-            if not isinstance(msg, dict):
-                raise ValueError('expected {"id": ..., "label": ...}')
+        except RecursionError:
+            return self._error(400, "bad JSON: nested too deeply")
+        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            return self._error(400, "bad JSON: " + str(e).splitlines()[0])
+        if not isinstance(msg, dict):
+            return self._error(400, 'expected {"id": ..., "label": ...}')
+        try:
             append_label(self.server.pool, msg.get("id"), msg.get("label"), self.server.ids)
-        except (ValueError, TypeError) as e:  # JSONDecodeError is a ValueError
+        except (ValueError, TypeError) as e:  # TypeError: an id that cannot be looked up, such as a list
             return self._error(400, str(e).splitlines()[0])
+        except OSError as e:
+            return self._error(500, f"label not saved: {e.strerror or e}")
         srv = self.server
-        self._json({"progress": _progress(srv.rows, read_labels(srv.pool), srv.classes, srv.target)})
+        self._json({"progress": _progress(srv.rows, read_labels(srv.pool, []), srv.classes, srv.target)})
 
 
 def make_server(pool: Path, host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
-    """The app, bound but not yet serving (port 0: any free port; see ``server.server_address``)."""
+    """The app, bound but not yet serving (port 0: any free port; see ``server.server_address``).
+    It answers requests addressed to ``host``: 127.0.0.1 and localhost answer to the loopback names,
+    0.0.0.0 to those and any IP address."""
     return _Server(pool, (host, port))
 
 
 def serve(pool: Path, host: str = "127.0.0.1", port: int = 8765, log=print) -> None:
     server = make_server(pool, host, port)
-    h, p = server.server_address[:2]
-    log(f"labelling {len(server.rows)} images of {Path(pool)} at http://{h}:{p}/  (Ctrl-C stops; every click is saved)")
+    for problem in server.label_problems:
+        log(problem)
+    log(f"labelling {len(server.rows)} images of {Path(pool)} at {server.url}  (Ctrl-C stops; every click is saved)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -278,9 +415,20 @@ tr.selected td { background: #fff6d6; } tr.met td:last-child { color: #2e9d4a; f
 <script>
 "use strict";
 const $ = s => document.querySelector(s);
-let all = [], items = [], idx = 0, progress = {}, queue = Promise.resolve(), pending = 0;
+let all = [], items = [], idx = 0, progress = {}, queue = Promise.resolve(), pending = 0, failures = 0;
 
 function setPending(d) { pending += d; document.body.dataset.pending = pending; }
+
+// Every action waits for the one before, so keys pressed while a label is saving apply, in order,
+// to the images the page then shows. A failed save drops the actions queued behind it: they were
+// meant for images the page never moved on to.
+function later(action) {
+  const seen = failures;
+  setPending(1);
+  queue = queue.then(() => { if (seen === failures) return action(); })
+    .catch(e => { $('#error').textContent = e.message; })
+    .finally(() => setPending(-1));
+}
 
 // Searching forward from the current image (and wrapping) keeps the labeller moving through the pool.
 function nextUnlabelled(from) {
@@ -320,7 +468,7 @@ function renderStrip() {
     const t = document.createElement('img');
     t.src = items[j].src; t.title = items[j].id;
     t.className = (items[j].label || '') + (j === idx ? ' here' : '');
-    t.onclick = () => { idx = j; render(); };
+    t.onclick = () => later(() => { idx = j; render(); });
     strip.appendChild(t);
   }
 }
@@ -341,25 +489,26 @@ function render() {
   renderProgress(); renderStrip();
 }
 
-// POSTs go one at a time so labels.csv keeps the click order; the page moves on without waiting.
-function label(lab) {
+// The page moves on only once the server has answered that the label is on disk (it fsyncs before
+// answering); a failed save keeps the page on the image and says so.
+async function label(lab) {
   const it = items[idx];
   if (!it) return;
-  const before = it.label;
-  it.label = lab;
-  setPending(1);
-  queue = queue.then(async () => {
+  try {
     const r = await fetch('/api/label', {method: 'POST', headers: {'Content-Type': 'application/json'},
                                          body: JSON.stringify({id: it.id, label: lab})});
-    if (!r.ok) throw new Error(await r.text());
-    progress = (await r.json()).progress;
-    $('#error').textContent = '';
-    renderProgress();
-  }).catch(e => {
-    it.label = before;
-    $('#error').textContent = `${it.id} NOT saved: ${e.message} (is the server running?)`;
+    const text = await r.text();
+    if (!r.ok) throw new Error(text.trim() || `HTTP ${r.status}`);
+    progress = JSON.parse(text).progress;
+  } catch (e) {
+    failures++;
+    const why = e instanceof TypeError ? 'no answer (is the server running?)' : e.message;
+    $('#error').textContent = `${it.id} NOT saved: ${why}`;
     render();
-  }).finally(() => setPending(-1));
+    return;
+  }
+  it.label = lab;
+  $('#error').textContent = '';
   const next = nextUnlabelled(idx);
   if (next >= 0) idx = next;
   render();
@@ -371,14 +520,14 @@ document.addEventListener('keydown', e => {
   if (e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;
   const act = {i: () => label('informative'), n: () => label('not'),
                ArrowLeft: () => move(-1), ArrowRight: () => move(1)}[e.key];
-  if (act) { e.preventDefault(); act(); }
+  if (act) { e.preventDefault(); later(act); }
 });
-$('#informative').onclick = () => label('informative');
-$('#not').onclick = () => label('not');
-$('#prev').onclick = () => move(-1);
-$('#next').onclick = () => move(1);
+$('#informative').onclick = () => later(() => label('informative'));
+$('#not').onclick = () => later(() => label('not'));
+$('#prev').onclick = () => later(() => move(-1));
+$('#next').onclick = () => later(() => move(1));
 // Blur so that i/n/arrows label and move instead of changing the selected class.
-$('#filter').onchange = e => { e.target.blur(); applyFilter(); };
+$('#filter').onchange = e => { e.target.blur(); later(applyFilter); };
 
 fetch('/api/state', {cache: 'no-store'}).then(r => r.json()).then(s => {
   all = s.items; progress = s.progress;

@@ -112,11 +112,13 @@ def test_torn_header_only(pool):
 class Running:
     """The app in a thread on a free loopback port."""
 
-    def __init__(self, pool: Path):
-        self.server = make_server(pool, port=0)
+    def __init__(self, pool: Path, host: str = "127.0.0.1", connect: str = "127.0.0.1"):
+        self.server = make_server(pool, host=host, port=0)
         self.port = self.server.server_address[1]
+        self.connect = connect
         self.url = f"http://127.0.0.1:{self.port}/"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # A short poll: shutdown() waits for it, and tests start and stop many servers.
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def stop(self):
@@ -126,7 +128,7 @@ class Running:
 
     def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
         # http.client sends the path as written: no client-side ../ normalisation hides a traversal.
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        conn = http.client.HTTPConnection(self.connect, self.port, timeout=5)
         conn.request(method, path, body=body, headers=headers or {})
         r = conn.getresponse()
         out = r.status, r.read()
@@ -195,11 +197,15 @@ def test_stopped_server_takes_no_label_on_a_connection_opened_before(pool):
     assert read_labels(pool) == {}
 
 
-def test_serve_prints_url_and_stops_cleanly_on_ctrl_c(pool):
+def serve_in_child(pool: Path) -> subprocess.Popen:
     code = "import sys; from pathlib import Path; from s2i_model.labelling import serve; serve(Path(sys.argv[1]), port=0)"
     # SIGINT back to default in the child: a runner started in the background hands it an ignored one.
-    p = subprocess.Popen([sys.executable, "-u", "-c", code, str(pool)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen([sys.executable, "-u", "-c", code, str(pool)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def test_serve_prints_url_and_stops_cleanly_on_ctrl_c(pool):
+    p = serve_in_child(pool)
     try:
         line = p.stdout.readline()
         assert "http://127.0.0.1:" in line and "12 images" in line
@@ -212,6 +218,176 @@ def test_serve_prints_url_and_stops_cleanly_on_ctrl_c(pool):
     finally:
         p.kill()
     assert p.returncode == 0 and "Traceback" not in err and "stopped" in out, (p.returncode, err)
+
+
+# ---- what a web page elsewhere, or a name rebound to 127.0.0.1, must not be able to do ---------
+
+def test_post_needs_json_from_this_page_at_this_address(running, pool):
+    P = running.port
+    body = json.dumps({"id": B0, "label": "informative"}).encode()
+    json_ct = {"Content-Type": "application/json"}
+    assert running.request("POST", "/api/label", body, json_ct)[0] == 200
+    before = (pool / "labels.csv").read_bytes()
+    for headers in [
+        {"Content-Type": "application/x-www-form-urlencoded"},  # what a cross-site <form> can send
+        {"Content-Type": "text/plain", "Origin": "http://evil.example"},  # <form enctype=text/plain>: JSON-looking
+        {"Content-Type": "text/plain"},
+        {},
+        json_ct | {"Origin": "http://evil.example"},
+        json_ct | {"Origin": "null"},
+        json_ct | {"Origin": f"http://127.0.0.1:{P + 1}"},
+        json_ct | {"Origin": f"https://127.0.0.1:{P}"},
+        json_ct | {"Host": f"evil.example:{P}"},  # DNS rebinding: evil.example now resolves to 127.0.0.1
+        json_ct | {"Host": f"evil.example:{P}", "Origin": f"http://evil.example:{P}"},
+        json_ct | {"Host": f"127.0.0.1:{P + 1}"},
+        json_ct | {"Host": "127.0.0.1"},
+        json_ct | {"Host": f"localhost:{P}", "Origin": f"http://127.0.0.1:{P}"},  # another origin than the page's
+    ]:
+        status, reply = running.request("POST", "/api/label", body, headers)
+        assert status in (403, 415) and reply.count(b"\n") == 1 and b"refused" in reply, (headers, status, reply)
+    assert (pool / "labels.csv").read_bytes() == before
+    for headers in [json_ct | {"Origin": f"http://127.0.0.1:{P}"},
+                    {"Content-Type": "application/json; charset=utf-8", "Host": f"localhost:{P}", "Origin": f"http://LOCALHOST:{P}"},
+                    json_ct | {"Host": f"[::1]:{P}", "Origin": f"http://[::1]:{P}"}]:
+        assert running.request("POST", "/api/label", json.dumps({"id": B1, "label": "not"}).encode(), headers)[0] == 200, headers
+    assert label_lines(pool) == [(B0, "informative")] + [(B1, "not")] * 3
+
+
+def test_get_answers_only_to_this_servers_address(running, pool):
+    P = running.port
+    paths = ["/", "/api/state", f"/images/dog/{D1}.png", "/nowhere"]
+    for host in [f"evil.example:{P}", "evil.example", f"127.0.0.1.evil.example:{P}", f"localhost:{P + 1}"]:
+        for path in paths:
+            status, body = running.request("GET", path, headers={"Host": host})
+            assert status == 403 and body.count(b"\n") == 1 and f"http://127.0.0.1:{P}/".encode() in body, (host, path, body)
+    for host in [f"127.0.0.1:{P}", f"localhost:{P}", f"[::1]:{P}"]:
+        assert [running.request("GET", path, headers={"Host": host})[0] for path in paths] == [200, 200, 200, 404], host
+
+
+def test_another_bound_host_is_the_one_accepted(pool):
+    app = Running(pool, host="127.0.0.2", connect="127.0.0.2")  # all of 127/8 is this machine's loopback
+    try:
+        assert app.request("GET", "/api/state", headers={"Host": f"127.0.0.2:{app.port}"})[0] == 200
+        assert app.request("GET", "/api/state", headers={"Host": f"evil.example:{app.port}"})[0] == 403
+    finally:
+        app.stop()
+    app = Running(pool, host="0.0.0.0")  # every interface: reached by any of this machine's addresses
+    try:
+        for host, status in [("127.0.0.1", 200), ("192.0.2.7", 200), ("[2001:db8::7]", 200), ("localhost", 200),
+                             ("evil.example", 403), ("192.0.2.7.nip.io", 403)]:
+            assert app.request("GET", "/api/state", headers={"Host": f"{host}:{app.port}"})[0] == status, host
+        body = json.dumps({"id": B0, "label": "not"}).encode()
+        assert app.request("POST", "/api/label", body, {"Content-Type": "application/json", "Host": f"192.0.2.7:{app.port}",
+                                                        "Origin": f"http://203.0.113.9:{app.port}"})[0] == 403
+        assert read_labels(pool) == {}
+    finally:
+        app.stop()
+
+
+def test_malformed_and_deeply_nested_bodies_are_a_400(running, pool, capsys):
+    json_ct = {"Content-Type": "application/json"}
+    for body in [b"[" * 2000 + b"]" * 2000,                     # within the size limit: json's recursion gives up
+                 b"[" * 100_000 + b"]" * 100_000,               # over it
+                 b'{"id": ' + b"[" * 2000 + b"]" * 2000 + b', "label": "not"}',
+                 b"{not json", b"\xff\xfe{}", b'"just a string"', b"null", json.dumps({"id": [B0], "label": "not"}).encode(),
+                 json.dumps({"id": {"a": 1}, "label": ["not"]}).encode()]:
+        status, reply = running.request("POST", "/api/label", body, json_ct)
+        assert status == 400 and reply.count(b"\n") == 1 and len(reply) < 300, (body[:40], status, reply)
+    for length in ["abc", "-5", "0", "99999999999999999999"]:
+        status, reply = running.request("POST", "/api/label", b"", json_ct | {"Content-Length": length})
+        assert status == 400 and reply.count(b"\n") == 1, (length, reply)
+    assert not (pool / "labels.csv").exists()
+    assert running.request("GET", "/api/state")[0] == 200  # still serving
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_backlog_holds_100_connections_arriving_at_once(pool):
+    server = make_server(pool, port=0)
+    port, n = server.server_address[1], 100
+    ready, go = threading.Barrier(n + 1, timeout=10), threading.Event()
+    answers, errors = [], []
+
+    def client():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=0.5)
+        try:
+            try:
+                conn.connect()  # a full backlog drops the SYN: the connection would wait 1 s for a retry
+            finally:
+                ready.wait()
+            conn.sock.settimeout(5)
+            go.wait(5)
+            conn.request("GET", "/api/state")
+            r = conn.getresponse()
+            answers.append((r.status, len(json.loads(r.read())["items"])))
+        except Exception as e:
+            errors.append(repr(e))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(n)]
+    for t in threads:
+        t.start()
+    serving = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    try:
+        # The accept loop starts only once all have connected, as when it is busy: the backlog alone holds them.
+        ready.wait()
+        serving.start()
+        go.set()
+        for t in threads:
+            t.join(10)
+    finally:
+        if serving.is_alive():  # shutdown() would wait for ever on a loop that never started
+            server.shutdown()
+        server.server_close()
+    assert not errors and answers == [(200, 12)] * n, (len(errors), errors[:3])
+
+
+def test_a_file_swapped_for_a_symlink_out_of_the_pool_is_not_served(running, pool, tmp_path):
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"SECRET bytes outside the pool")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / f"{R0}.png").write_bytes(b"SECRET folder outside the pool")
+    image = pool / f"images/dog/{D1}.png"
+    assert running.request("GET", f"/images/dog/{D1}.png")[0] == 200  # the server has seen it as a plain file
+    image.unlink()
+    image.symlink_to(secret)
+    (pool / "images/rail").rename(pool / "rail-moved")
+    (pool / "images/rail").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (pool / f"images/dog/{D2}.png").unlink()
+    (pool / f"images/dog/{D2}.png").symlink_to(Path("..") / "baby" / f"{B0}.png")  # a link within the pool is fine
+    for path in [f"/images/dog/{D1}.png", f"/images/rail/{R0}.png"]:
+        status, body = running.request("GET", path)
+        assert status in (403, 404) and b"SECRET" not in body, (path, status, body)
+    assert running.request("GET", f"/images/dog/{D2}.png") == (200, (pool / f"images/baby/{B0}.png").read_bytes())
+    assert running.request("GET", f"/images/dog/{D0}.png")[0] == 200
+
+
+def test_malformed_label_lines_are_skipped_and_reported_with_their_line_number(pool):
+    good = [f"{B0},informative,2024-01-01T00:00:00+00:00", f"{B1},not,2024-01-01T00:00:01+00:00"]
+    (pool / "labels.csv").write_text("\n".join(["id,label,time", good[0], f"{B2},informative", f"{B3},maybe,2024-01-01T00:00:02+00:00",
+                                                "", f'"{D0},not,2024', good[1], f"{D1},not,2024-01-0"]))  # the last one torn
+    problems = []
+    assert read_labels(pool, problems) == {B0: "informative", B1: "not"}
+    assert [p.split("labels.csv ")[1] for p in problems] == [
+        "line 3: malformed (2 fields, expected 3: id,label,time), skipped",
+        "line 4: malformed (unknown label 'maybe'), skipped",
+        "line 6: malformed (1 fields, expected 3: id,label,time), skipped"]
+    with pytest.raises(ValueError, match="labels.csv line 3: malformed"):  # other readers: as strict as before
+        read_labels(pool)
+
+    p = serve_in_child(pool)
+    try:
+        lines = [p.stdout.readline() for _ in range(4)]
+        assert [line.split("labels.csv ")[1].split(":")[0] for line in lines[:3]] == ["line 3", "line 4", "line 6"]
+        assert all("skipped" in line for line in lines[:3]) and "http://127.0.0.1:" in lines[3]
+        port = int(lines[3].split("http://127.0.0.1:")[1].split("/")[0])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/api/state")
+        state = json.loads(conn.getresponse().read())
+        assert {i["id"]: i["label"] for i in state["items"] if i["label"]} == {B0: "informative", B1: "not"}
+    finally:
+        p.kill()
+        p.communicate(timeout=10)
 
 
 # ---- the page in headless Chromium -------------------------------------------------------------
@@ -229,7 +405,8 @@ class Page:
         from selenium.webdriver.support.ui import WebDriverWait
 
         self.d, self.By, self.Keys, self.chain = driver, By, Keys, lambda: ActionChains(driver)
-        self.wait = lambda what, cond: WebDriverWait(driver, 5).until(lambda _: cond(), message=what)
+        # A short poll: the page moves on once the server has answered, a few ms after the key.
+        self.wait = lambda what, cond: WebDriverWait(driver, 5, poll_frequency=0.02).until(lambda _: cond(), message=what)
 
     def open(self, url: str):
         self.d.get(url)
@@ -309,6 +486,16 @@ def test_page_labels_by_click_and_key_resumes_and_survives_restart(driver, pool,
         page.open(app.url)                   # all classes: resume at the first unlabelled image
         page.at(D0, "5 / 12")
         assert page.table() == expected
+
+        (pool / "labels.csv").rename(pool / "labels.kept")
+        (pool / "labels.csv").mkdir()        # the server cannot save: it answers 500
+        page.key("i", "n")                   # the second was meant for the next image: dropped
+        page.wait("error shown", lambda: "NOT saved: label not saved" in page.text("#error"))
+        page.settled()
+        page.at(D0, "5 / 12")                # the page stays on the image whose label was not saved
+        assert page.text("#current") == "unlabelled" and page.table() == expected
+        (pool / "labels.csv").rmdir()
+        (pool / "labels.kept").rename(pool / "labels.csv")
         shot = tmp_path / "labelling.png"
         driver.save_screenshot(str(shot))
         assert Image.open(shot).size[0] >= 800
@@ -316,9 +503,10 @@ def test_page_labels_by_click_and_key_resumes_and_survives_restart(driver, pool,
         app.stop()
 
     page.key("i")                            # the server is gone: the page must say the label was not saved
-    page.wait("error shown", lambda: "NOT saved" in page.text("#error"))
-    page.wait("error shown", lambda: "NOT saved" in page.text("#error"))
+    page.wait("error shown", lambda: "NOT saved: no answer" in page.text("#error"))
     page.settled()
+    page.at(D0, "5 / 12")                    # and stay on the image
+    assert page.text("#current") == "unlabelled"
     assert read_labels(pool) == {B0: "informative", B1: "informative", B2: "not", B3: "informative", R0: "not"}
 
     app = Running(pool)                      # a fresh server on another port, same pool
