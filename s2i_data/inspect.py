@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .plan import SPLITS
-from .readers import decode_sample, iter_raw, read_build_json, read_build_parquet, shard_list
+from .readers import Contract, SampleError, decode_sample, iter_raw, read_build_json, read_build_parquet, shard_list
 
 # A perceptual dark-to-bright ramp (black → purple → orange → pale yellow, like "magma").
 _RAMP = np.array([[0, 0, 4], [59, 15, 112], [140, 41, 129], [222, 73, 104], [254, 159, 109], [252, 253, 191]], float)
@@ -32,8 +32,12 @@ def summary(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def contact_sheet(out: str | Path, png: Path, per_class: int = 6, split: str = "train",
-                  shard_url: str | None = None, cache_dir: str | None = None) -> Path:
-    """A row per class: ``per_class`` pairs of (spectrogram | frame), read back from the shards."""
+                  shard_url: str | None = None, cache_dir: str | None = None,
+                  problems: list[str] | None = None) -> Path:
+    """A row per class: ``per_class`` pairs of (spectrogram | frame), read back from the shards.
+
+    A damaged shard or sample is appended to ``problems`` (one line naming shard and key) and
+    left out of the sheet; without ``problems`` it raises `SampleError`."""
     from PIL import Image, ImageDraw
 
     manifest = read_build_parquet(out, "manifest.parquet")
@@ -46,10 +50,27 @@ def contact_sheet(out: str | Path, png: Path, per_class: int = 6, split: str = "
     wanted = set(chosen["key"])
     got: dict[str, dict] = {}
     needed = set(chosen["shard"])
-    urls = [u for name, u in shard_list(out, split, shard_url) if name in needed]
-    for raw in iter_raw(urls, cache_dir):
+    named = [(name, u) for name, u in shard_list(out, split, shard_url) if name in needed]
+    name_of = {u: name for name, u in named}
+    contract = Contract.of(out)
+
+    def report(e: SampleError) -> None:
+        if problems is None:
+            raise e
+        problems.append(str(e))
+
+    # every sample of the shards read is decoded (and its damage reported), not only those drawn
+    for raw in iter_raw([u for _, u in named], cache_dir, on_shard_error=report):
+        try:
+            sample = decode_sample(raw, contract)
+        except SampleError as e:
+            report(SampleError(str(e).replace(raw["__url__"], name_of.get(raw["__url__"], raw["__url__"]), 1)))
+            continue
         if raw["__key__"] in wanted:
-            got[raw["__key__"]] = decode_sample(raw)
+            got[raw["__key__"]] = sample
+    chosen = chosen[chosen["key"].isin(got)]
+    if not got:
+        raise ValueError(f"no sample of the {split} split could be read for the sheet")
     mels = np.stack([s["mel"] for s in got.values()])
     lo, hi = np.percentile(mels, 1), np.percentile(mels, 99.5)
 

@@ -2,80 +2,228 @@
 
 Shards travel between people, so the project's own readers (verify, inspect, the trainer's
 loader) take raw bytes from webdataset and decode each known member themselves: ``.npy`` with
-``allow_pickle=False``, images with Pillow, ``.cls`` as ASCII, ``.json`` as UTF-8. Members they do
-not know are ignored.
+its header checked first and ``allow_pickle=False``, images with Pillow after their header says
+they have the build's size, ``.cls`` as ASCII, ``.json`` as small UTF-8. Members they do not know
+are never decoded (`unknown_members` names them, and verify fails on them). Shard names read from
+a build are checked against the contract before they are used in a path or a command.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import json
-from collections.abc import Iterator
+import os
+import re
+import shlex
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import storage
 
-IMAGE_EXTS = ("png", "jpg", "jpeg")
+IMAGE_EXTS = ("png", "jpg")
+MEMBERS = frozenset({"mel.npy", "png", "jpg", "cls", "json", "flac"})  # SPEC 2.6
+SHARD_NAME = re.compile(r"^(train|val|test)/(train|val|test)-\d{6}\.tar$")
+MAX_JSON = 64 * 1024  # a sample's metadata is a few hundred bytes
+MAX_CLS = 16
 
 
 class SampleError(ValueError):
-    """A member that does not decode: the message names the key and the member."""
+    """A sample or shard that does not decode: the message names the shard, the key and the member."""
 
 
-def decode_sample(raw: dict) -> dict:
-    """Raw webdataset sample (bytes per member) → {key, url, mel, image, cls, meta, [flac]}."""
-    key = raw.get("__key__", "?")
-    out = {"key": key, "url": raw.get("__url__")}
+class ShardError(SampleError):
+    """A whole shard that cannot be read (not a tar, truncated, its command failed)."""
+
+    def __init__(self, message: str, url: str = "") -> None:
+        super().__init__(message)
+        self.url = url
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What every sample of one build must hold (from its build.json): decoding checks these
+    before it allocates anything, so a hostile header cannot make it decode a 12000² image."""
+
+    frames: int
+    mel_bins: int = 128
+    image_size: int = 96
+
+    @classmethod
+    def of(cls, out: str | Path) -> "Contract":
+        cfg = read_build_json(out, "build.json")["config"]
+        return cls(frames=int(round(cfg["segment_seconds"] * 100)), image_size=int(cfg["image_size"]))
+
+
+def check_shard_name(name: str) -> str:
+    """``name`` when it is a shard name of the contract (``train/train-000000.tar``), else SampleError."""
+    m = SHARD_NAME.fullmatch(name) if isinstance(name, str) else None  # fullmatch: "$" allows a final \n
+    if not m or m.group(1) != m.group(2):
+        raise SampleError(f"shard name {name!r} is not of the form split/split-NNNNNN.tar; refusing to use it")
+    return name
+
+
+def shard_location(template: str, name: str) -> str:
+    """A --shard-url template with ``{shard}`` filled: shell-quoted inside ``pipe:`` commands, and
+    only ever with a name that passed `check_shard_name` (the name comes from somebody's build)."""
+    check_shard_name(name)
+    value = shlex.quote(name) if template.startswith("pipe:") else name
+    return template.replace("{shard}", value)  # not str.format: a shell command may hold braces
+
+
+def unknown_members(raw: dict) -> list[str]:
+    return sorted(k for k in raw if not k.startswith("__") and k not in MEMBERS)
+
+
+def _where(raw: dict) -> str:
+    url = raw.get("__url__")
+    return f"{url}: {raw.get('__key__', '?')}" if url else str(raw.get("__key__", "?"))
+
+
+def load_npy(data: bytes, what: str) -> np.ndarray:
+    """A .npy member: its header read and checked (a plain numeric dtype, a shape whose size the
+    bytes really hold) before any array is made; never unpickles."""
+    f = io.BytesIO(data)
     try:
-        mel_bytes = raw["mel.npy"]
-    except KeyError:
-        raise SampleError(f"{key}: no mel.npy member") from None
-    try:
-        out["mel"] = np.load(io.BytesIO(mel_bytes), allow_pickle=False)
+        version = np.lib.format.read_magic(f)
+        header = (np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = header(f)
     except Exception as e:
-        raise SampleError(f"{key}.mel.npy: cannot decode ({type(e).__name__}: {e})") from None
+        raise SampleError(f"{what}: not a .npy array ({type(e).__name__}: {str(e)[:80]})") from None
+    if dtype.hasobject or dtype.kind not in "biuf":
+        raise SampleError(f"{what}: dtype {dtype} is not a plain numeric array")
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(data) - f.tell() != expected:
+        raise SampleError(f"{what}: header says {dtype}{list(shape)} ({expected} bytes) but {len(data) - f.tell()} follow")
+    arr = np.frombuffer(data, dtype=dtype, count=int(np.prod(shape, dtype=np.int64)), offset=f.tell())
+    return arr.reshape(shape, order="F" if fortran else "C").copy()
+
+
+def _image(data: bytes, what: str, size: int | None) -> tuple[np.ndarray, str]:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:  # reads the header only
+            if size is not None and im.size != (size, size):
+                raise SampleError(f"{what}: image is {im.size[0]}x{im.size[1]}, the build's are {size}x{size}; not decoded")
+            if im.size[0] * im.size[1] > 4096 * 4096:
+                raise SampleError(f"{what}: image is {im.size[0]}x{im.size[1]}; not decoded")
+            mode = im.mode
+            return np.asarray(im.convert("RGB")), mode
+    except SampleError:
+        raise
+    except Exception as e:
+        raise SampleError(f"{what}: cannot decode ({type(e).__name__}: {str(e)[:80]})") from None
+
+
+def decode_sample(raw: dict, contract: Contract | None = None) -> dict:
+    """Raw webdataset sample (bytes per member) → {key, url, mel, image, cls, meta, [flac]}.
+
+    With a ``contract`` the mel's shape and dtype and the image's size are checked too, so that
+    a sample the networks cannot take fails here, naming itself, and not inside a network."""
+    key = raw.get("__key__", "?")
+    where = _where(raw)
+    out = {"key": key, "url": raw.get("__url__")}
+    if "mel.npy" not in raw:
+        raise SampleError(f"{where}: no mel.npy member")
+    out["mel"] = mel = load_npy(raw["mel.npy"], f"{where}.mel.npy")
+    if contract is not None:
+        want = (contract.frames, contract.mel_bins)
+        if mel.shape != want or mel.dtype != np.float32:
+            raise SampleError(f"{where}.mel.npy: {mel.dtype}{list(mel.shape)}, the build's are float32{list(want)}")
+        if not np.isfinite(mel).all():
+            raise SampleError(f"{where}.mel.npy: non-finite values")
     ext = next((e for e in IMAGE_EXTS if e in raw), None)
     if ext is None:
-        raise SampleError(f"{key}: no image member (.png or .jpg)")
+        raise SampleError(f"{where}: no image member (.png or .jpg)")
+    out["image"], out["image_mode"] = _image(raw[ext], f"{where}.{ext}", contract.image_size if contract else None)
+    for member in ("cls", "json"):
+        if member not in raw:
+            raise SampleError(f"{where}: no {member} member")
+    cls_bytes, json_bytes = raw["cls"], raw["json"]
     try:
-        from PIL import Image
-
-        with Image.open(io.BytesIO(raw[ext])) as im:
-            out["image_mode"] = im.mode
-            out["image"] = np.asarray(im.convert("RGB"))
-    except Exception as e:
-        raise SampleError(f"{key}.{ext}: cannot decode ({type(e).__name__}: {e})") from None
-    try:
-        out["cls"] = int(raw["cls"].decode("ascii"))
-        out["meta"] = json.loads(raw["json"].decode("utf-8"))
-    except KeyError as e:
-        raise SampleError(f"{key}: no {e.args[0]} member") from None
+        if len(cls_bytes) > MAX_CLS:
+            raise ValueError(f"{len(cls_bytes)} bytes")
+        out["cls"] = int(cls_bytes.decode("ascii"))
     except (ValueError, UnicodeDecodeError) as e:
-        raise SampleError(f"{key}: bad cls/json member ({e})") from None
+        raise SampleError(f"{where}.cls: not a class index ({str(e)[:60]})") from None
+    if len(json_bytes) > MAX_JSON:
+        raise SampleError(f"{where}.json: {len(json_bytes)} bytes, more than the {MAX_JSON} a sample's metadata may take")
+    try:
+        meta = json.loads(json_bytes.decode("utf-8"))
+    except RecursionError:
+        raise SampleError(f"{where}.json: nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise SampleError(f"{where}.json: not JSON ({str(e)[:60]})") from None
+    if not isinstance(meta, dict):
+        raise SampleError(f"{where}.json: a {type(meta).__name__}, not an object")
+    out["meta"] = meta
     if "flac" in raw:
         out["flac"] = raw["flac"]
     return out
 
 
-def iter_raw(urls: list[str], cache_dir: str | None = None) -> Iterator[dict]:
+def iter_raw(urls: list[str], cache_dir: str | None = None,
+             on_shard_error: Callable[[ShardError], None] | None = None) -> Iterator[dict]:
     """Raw samples of the given shards, in order, through plain webdataset.
 
     The caller decides which shards a process reads (the trainer deals them to workers and
     ranks itself), so webdataset's own node and worker splitting is switched off. URLs may be
     paths, ``pipe:`` commands, or any fsspec URL; with ``cache_dir`` remote shards are kept
     there (webdataset's file cache) and read from disk on later epochs.
+
+    A shard that cannot be read (not a tar, truncated, a failing command) raises `ShardError`
+    naming it, after the samples read before the damage; with ``on_shard_error`` that is called
+    instead and the next shard is read.
     """
     import webdataset as wds
 
     _register_fsspec()
     if cache_dir:
         os.makedirs(cache_dir, exist_ok=True)
-    ds = wds.WebDataset(urls, shardshuffle=False, empty_check=False, nodesplitter=None, workersplitter=None,
-                        cache_dir=cache_dir)
-    yield from ds
+    for url in urls:
+        # One pipeline per shard, so that a failure is known to be this shard's.
+        it = iter(wds.WebDataset([url], shardshuffle=False, empty_check=False, nodesplitter=None,
+                                 workersplitter=None, cache_dir=cache_dir))
+        err = None
+        while True:
+            try:
+                raw = next(it)
+            except StopIteration:
+                break
+            except Exception as e:  # tarfile, zlib, OSError from a pipe: all mean this shard is bad
+                err = ShardError(f"{url}: unreadable shard ({_first_line(e)})", url)
+                break
+            yield raw
+        if err is None and not storage.is_remote(url) and not url.startswith("pipe:") and not _tar_complete(url):
+            # tarfile reads a tar cut at a member boundary as a shorter, valid one
+            err = ShardError(f"{url}: unreadable shard (truncated: no end-of-archive blocks)", url)
+        if err is not None:
+            if on_shard_error is None:
+                raise err
+            on_shard_error(err)
+
+
+def _tar_complete(path: str) -> bool:
+    """A finished tar ends with two zero blocks (then zero padding to its record size)."""
+    try:
+        with open(storage.local_path(path), "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size < 1024 or size % 512:
+                return False
+            f.seek(size - 1024)
+            return not any(f.read(1024))
+    except OSError:
+        return False
+
+
+def _first_line(e: Exception) -> str:
+    # webdataset appends " @ <stream object>" and the URL to the arguments: keep the cause only
+    msg = str(e.args[0]) if e.args else ""
+    msg = (msg.split(" @ <")[0].splitlines() or [""])[0][:160]
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 
 
 def _gopen_fsspec(url, mode="rb", bufsize=8192, **kw):
@@ -101,7 +249,18 @@ def build_file(out: str | Path, name: str) -> str:
 
 
 def read_build_json(out: str | Path, name: str = "stats.json") -> dict:
-    return storage.read_json(build_file(out, name))
+    where = build_file(out, name)
+    try:
+        obj = storage.read_json(where)
+    except RecursionError:
+        raise SampleError(f"{where}: nested too deeply") from None
+    except UnicodeDecodeError as e:
+        raise SampleError(f"{where}: not UTF-8 JSON ({e.reason})") from None
+    except json.JSONDecodeError as e:
+        raise SampleError(f"{where}: not JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(obj, dict):
+        raise SampleError(f"{where}: a JSON {type(obj).__name__}, not an object")
+    return obj
 
 
 def read_build_parquet(out: str | Path, name: str = "manifest.parquet", columns: list[str] | None = None):
@@ -116,12 +275,20 @@ def shard_list(out: str | Path, split: str | None = None, shard_url: str | None 
     """
     splits = [split] if split else ["train", "val", "test"]
     if shard_url:
+        # names from somebody's stats.json: each checked before it goes into a URL or a command
         shards = read_build_json(out)["shards"]
-        return [(n, shard_url.format(shard=n)) for s in splits for n in shards.get(s, [])]
+        if not isinstance(shards, dict) or not all(isinstance(shards.get(s, []), list) for s in splits):
+            raise SampleError(f"{out}: stats.json 'shards' is not a list per split")
+        named = [(n, s) for s in splits for n in shards.get(s, [])]
+        for n, s in named:
+            if check_shard_name(n).split("/")[0] != s:
+                raise SampleError(f"shard name {n!r} is listed under {s!r}; refusing to use it")
+        return [(n, shard_location(shard_url, n)) for n, _ in named]
     out = str(out)
     found = []
     for s in splits:
-        names = [n for n in storage.listdir(storage.join(out, s)) if n.startswith(f"{s}-") and n.endswith(".tar")]
+        names = [n for n in storage.listdir(storage.join(out, s)) if SHARD_NAME.fullmatch(f"{s}/{n}")
+                 and n.startswith(f"{s}-")]
         found += [(f"{s}/{n}", storage.join(out, s, n)) for n in names]
     return found
 

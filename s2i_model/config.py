@@ -24,6 +24,7 @@ class AutoencoderConfig:
     shuffle_buffer: int = 1000  # samples (ours)
     shard_url: str = ""  # open shards through this template, e.g. "pipe:curl -s https://host/b/{shard}" (ours)
     cache_dir: str = ""  # keep remote shards here after their first read (ours)
+    skip_bad_samples: bool = False  # count, log and skip damaged samples/shards instead of stopping (ours)
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # bf16 autocast on CUDA only (ours)
     max_steps: int = 0  # stop an epoch after this many batches (0: all); for smoke tests
@@ -53,6 +54,7 @@ class TranslatorConfig:
     shuffle_buffer: int = 1000
     shard_url: str = ""
     cache_dir: str = ""
+    skip_bad_samples: bool = False
     grid_every: int = 10  # epochs between image grids of fixed validation sounds
     informativity: str = ""  # folder of informativity classifiers: informativity per epoch (optional)
     informativity_every: int = 1  # epochs between informativity measurements

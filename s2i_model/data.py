@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from s2i_data.readers import decode_sample, iter_raw, read_build_json, read_build_parquet, shard_list
+from s2i_data.readers import (Contract, SampleError, decode_sample, iter_raw, read_build_json, read_build_parquet,
+                              shard_list)
 
 
 class Normalizer:
@@ -54,14 +55,15 @@ def tensor_to_image(x: torch.Tensor) -> np.ndarray:
     return x.detach().float().clamp(-1, 1).add(1).mul(127.5).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
-ACCESS: dict = {"shard_url": None, "cache_dir": None}
+ACCESS: dict = {"shard_url": None, "cache_dir": None, "skip_bad": False}
 
 
-def set_access(shard_url: str | None = None, cache_dir: str | None = None) -> None:
+def set_access(shard_url: str | None = None, cache_dir: str | None = None, skip_bad: bool = False) -> None:
     """How this process opens shards, for every stream it makes (the trainers set it from their
     config): ``shard_url`` a template such as ``"pipe:curl -s https://host/build/{shard}"``,
-    ``cache_dir`` a local folder keeping remote shards after their first read."""
-    ACCESS.update(shard_url=shard_url or None, cache_dir=cache_dir or None)
+    ``cache_dir`` a local folder keeping remote shards after their first read, ``skip_bad``
+    whether a damaged sample or shard is counted, logged and skipped instead of stopping."""
+    ACCESS.update(shard_url=shard_url or None, cache_dir=cache_dir or None, skip_bad=bool(skip_bad))
 
 
 class ShardStream(IterableDataset):
@@ -77,12 +79,20 @@ class ShardStream(IterableDataset):
 
     def __init__(self, data: str | Path, split: str, normalizer: Normalizer, seed: int = 0,
                  shuffle: bool = True, buffer: int = 1000, rank: int = 0, world: int = 1,
-                 equal: bool = True, shard_url: str | None = None, cache_dir: str | None = None) -> None:
+                 equal: bool = True, shard_url: str | None = None, cache_dir: str | None = None,
+                 skip_bad: bool | None = None) -> None:
         shard_url, cache_dir = shard_url or ACCESS["shard_url"], cache_dir or ACCESS["cache_dir"]
         named = shard_list(data, split, shard_url)
         if not named:
             raise ValueError(f"{data}: no {split} shards")
         self.urls = [u for _, u in named]
+        self.names = {u: n for n, u in named}
+        self.contract = Contract.of(data)
+        self.skip_bad = ACCESS["skip_bad"] if skip_bad is None else skip_bad
+        # shared with the DataLoader's (forked) workers, so the main process can report the count
+        import multiprocessing
+
+        self.skipped = multiprocessing.get_context().Value("i", 0)
         self.cache_dir = cache_dir or None
         self.norm = normalizer
         self.seed, self.shuffle, self.buffer = seed, shuffle, buffer
@@ -123,11 +133,18 @@ class ShardStream(IterableDataset):
         urls, slot, cap = self._my_part()
         rng = random.Random(f"{self.seed}:{self.epoch}:{slot}:samples")
         buf: list = []
-        raws = iter_raw(urls, self.cache_dir) if urls and cap != 0 else []
+        raws = iter_raw(urls, self.cache_dir, self._bad if self.skip_bad else None) if urls and cap != 0 else []
         for i, raw in enumerate(raws):
             if cap is not None and i >= cap:
                 break
-            s = decode_sample(raw)
+            try:
+                s = decode_sample(raw, self.contract)
+            except SampleError as e:
+                e = SampleError(str(e).replace(raw["__url__"], self.names.get(raw["__url__"], raw["__url__"]), 1))
+                if not self.skip_bad:
+                    raise e from None
+                self._bad(e)
+                continue
             item = (self.norm(s["mel"]), image_to_tensor(s["image"]), s["cls"], s["key"])
             if not self.shuffle:
                 yield item
@@ -142,16 +159,42 @@ class ShardStream(IterableDataset):
         yield from buf
 
 
+    def _bad(self, e: SampleError) -> None:
+        import sys
+
+        with self.skipped.get_lock():
+            self.skipped.value += 1
+        print(f"warning: skipped: {e}", file=sys.stderr, flush=True)
+
+
 def shard_counts(data: str | Path, named: list[tuple[str, str]]) -> dict[str, int]:
     """Samples in each shard (by URL), from the build's manifest."""
     per = read_build_parquet(data, columns=["shard"]).groupby("shard").size()
     return {u: int(per.get(name, 0)) for name, u in named}
 
 
+class _Loader(DataLoader):
+    def __iter__(self):
+        # A damaged sample found in a worker comes back wrapped in the worker's traceback: stop
+        # with the one line that names the shard and the key instead.
+        try:
+            yield from super().__iter__()
+        except SampleError as e:
+            raise SampleError(_worker_message(e)) from None
+
+
+def _worker_message(e: Exception) -> str:
+    text = str(e)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.strip().splitlines() if line.strip()][-1]
+    return last.split("Error: ", 1)[1] if "Error: " in last else last
+
+
 def loader(ds: ShardStream, batch_size: int, workers: int, drop_last: bool = False) -> DataLoader:
     # Workers are re-created each epoch (not persistent) so they see the new epoch number.
-    return DataLoader(ds, batch_size=batch_size, num_workers=min(workers, len(ds.urls)),
-                      drop_last=drop_last, pin_memory=torch.cuda.is_available())
+    return _Loader(ds, batch_size=batch_size, num_workers=min(workers, len(ds.urls)),
+                   drop_last=drop_last, pin_memory=torch.cuda.is_available())
 
 
 @torch.no_grad()

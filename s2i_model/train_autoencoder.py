@@ -41,7 +41,7 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
     log = log if d.main else (lambda *_: None)
     batch = dd.per_rank_batch(cfg.batch_size, d)
     seed_everything(cfg.seed + d.rank)
-    set_access(cfg.shard_url, cfg.cache_dir)  # DDP copies rank 0's initial weights to the others
+    set_access(cfg.shard_url, cfg.cache_dir, cfg.skip_bad_samples)  # DDP copies rank 0's initial weights to the others
     norm = Normalizer.from_build(cfg.data)
     train_ds = ShardStream(cfg.data, "train", norm, cfg.seed, shuffle=True, buffer=cfg.shuffle_buffer,
                            rank=d.rank, world=d.world)
@@ -74,6 +74,7 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
         # ---- train one epoch
         model.train()
         train_ds.set_epoch(epoch)
+        train_ds.skipped.value = 0
         t0, total, n = time.time(), 0.0, 0
         for step, (mel, _, _, _) in enumerate(loader(train_ds, batch, cfg.workers)):
             if cfg.max_steps and step >= cfg.max_steps:
@@ -105,6 +106,8 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
         n, vn = int(n), int(vn)
         row = {"epoch": epoch + 1, "train_loss": total / max(n, 1), "val_loss": vtotal / max(vn, 1),
                "samples": n, "seconds": round(train_time, 3), "samples_per_s": n / max(train_time, 1e-9)}
+        if cfg.skip_bad_samples:
+            row["skipped_samples"] = train_ds.skipped.value
         rng = dd.rng_for_checkpoint(d, rng_state())
         if not d.main:
             continue

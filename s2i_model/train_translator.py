@@ -74,7 +74,7 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
     d, device = dd.setup(cfg.device)
     log = log if d.main else (lambda *_: None)
     batch = dd.per_rank_batch(cfg.batch_size, d)
-    set_access(cfg.shard_url, cfg.cache_dir)
+    set_access(cfg.shard_url, cfg.cache_dir, cfg.skip_bad_samples)
     if d.main:
         checkpoint.remove_stray(run)  # temporary files of a save that was killed
     encoder, ae_cfg, norm = load_encoder(run, device, log)
@@ -122,6 +122,7 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
         G.train()
         D.train()
         train_ds.set_epoch(epoch)
+        train_ds.skipped.value = 0
         t0 = time.time()
         sums = {"pixel": 0.0, "adv": 0.0, "g": 0.0, "d": 0.0}
         n = d_updates = 0
@@ -173,6 +174,8 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
         row = {"epoch": epoch + 1, "pixel_loss": sums["pixel"] / max(n, 1), "adv_loss": adv_history[-1],
                "g_loss": sums["g"] / max(n, 1), "d_loss": sums["d"] / max(d_updates, 1), "d_updates": d_updates,
                "samples": n, "seconds": round(seconds, 3), "samples_per_s": n / max(seconds, 1e-9)}
+        if cfg.skip_bad_samples:
+            row["skipped_samples"] = train_ds.skipped.value
         rng = dd.rng_for_checkpoint(d, rng_state())
         if not d.main:
             continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,16 @@ def synth_videos(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth")
     synth(root, videos_per_class=5, seed=1, min_seconds=2.2, max_seconds=3.6)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_build(synth_videos, tmp_path_factory) -> Path:
+    """A tiny real build (shards of 8) shared by the model tests and the damaged-shard tests."""
+    out = tmp_path_factory.mktemp("tiny") / "shards"
+    subprocess.run([sys.executable, "-m", "s2i_data.cli", "build", "--root", str(synth_videos), "--classes",
+                    "baby,dog,rail,fireworks,water", "--out", str(out), "--shard-size", "8", "--workers", "2",
+                    "--no-progress"], check=True, capture_output=True)
+    return out
 
 
 def find_browser() -> tuple[str, str] | None:
