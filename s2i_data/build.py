@@ -4,7 +4,9 @@ Layout of an output folder (SPEC 2.6), plus ``_build/`` that makes a run resumab
 ``_build/plan.parquet`` (every sample with its shard, written before any extraction),
 ``_build/probe.parquet`` (one row per input) and ``_build/shards/*.json`` (one stats file per
 finished shard: the resume marker). Re-running the same command skips sources and probing,
-finishes the shards without a stats file and rebuilds the manifests from the stats files.
+finishes the shards without a stats file and rebuilds the manifests from the stats files; on a
+build that is already complete it writes nothing at all. ``_build/lock`` (a folder) or
+``_build/lease.json`` (a URL) keeps a second build out while one runs (see `lock`).
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import __version__, media, plan, shards, storage
+from . import __version__, lock, media, plan, shards, storage
 from .classes import resolve_classes
 from .config import BuildConfig
 from .executors import default_workers, make_executor
 from .sources import VideoItem
 
-BUILD_DIR = "_build"
+BUILD_DIR = lock.BUILD_DIR
+WRITE_PROBE = ".s2i-write-test-"
 
 
 class BuildError(Exception):
@@ -43,6 +46,7 @@ class BuildResult:
     failed_shards: list[tuple[str, str]] = field(default_factory=list)
     resumed: bool = False
     warnings: list[str] = field(default_factory=list)
+    unchanged: bool = False  # the build was already complete: nothing was written
 
     @property
     def problems(self) -> pd.DataFrame:
@@ -171,7 +175,8 @@ def check_output(out: Path, cfg: BuildConfig) -> bool:
             diff = ", ".join(f"{k}: {a.get(k)!r} → {b.get(k)!r}" for k in sorted(b) if a.get(k) != b.get(k))
             raise BuildError(f"{out} holds a different build ({diff}); choose another --out")
         return (out / BUILD_DIR / "plan.parquet").exists()
-    if out.exists() and any(p.name != BUILD_DIR for p in out.iterdir()):
+    # A write probe left by a run killed in the instant between its create and unlink is ours.
+    if out.exists() and any(p.name != BUILD_DIR and not p.name.startswith(WRITE_PROBE) for p in out.iterdir()):
         raise BuildError(f"{out} is not empty and holds no s2i build; choose another --out")
     return False
 
@@ -221,8 +226,8 @@ def shard_config(cfg: BuildConfig) -> dict:
             "image_size": cfg.image_size, "keep_audio": cfg.keep_audio, "image_format": cfg.image_format}
 
 
-def prepare(cfg: BuildConfig) -> tuple[BuildConfig, Path, bool]:
-    """Validate arguments and the output folder before any work; returns the resolved config."""
+def validate(cfg: BuildConfig) -> BuildConfig:
+    """Check and resolve the arguments; reads only, creates nothing."""
     class_infos = resolve_classes(cfg.classes) if cfg.classes else None
     if not class_infos:
         raise BuildError("--classes is required (e.g. --classes dog,rail)")
@@ -244,13 +249,89 @@ def prepare(cfg: BuildConfig) -> tuple[BuildConfig, Path, bool]:
             if not Path(c).is_file():
                 raise BuildError(f"--csv {c}: no such file")
         cfg.csvs = [str(Path(c).resolve()) for c in cfg.csvs]
+    if not storage.is_remote(cfg.out):
+        cfg.out = str(Path(storage.local_path(cfg.out)).expanduser().resolve())
+    return cfg
+
+
+def prepare(cfg: BuildConfig) -> tuple[BuildConfig, Path, bool]:
+    """Validate arguments and the output folder before any work; returns the resolved config.
+    Takes no lock: `build` validates, locks, then opens the output."""
+    return _open_output(validate(cfg))
+
+
+def _open_output(cfg: BuildConfig) -> tuple[BuildConfig, Path, bool]:
     if storage.is_remote(cfg.out):
         out = _staging(cfg.out)
         _pull_plan(cfg.out, out)
         return cfg, out, check_output(out, cfg)
-    out = Path(storage.local_path(cfg.out)).expanduser()
-    cfg.out = str(out.resolve())
+    out = Path(cfg.out)
     return cfg, out, check_output(out, cfg)
+
+
+def _refuse_foreign(cfg: BuildConfig) -> None:
+    """Refuse an output that holds something else before the lock or lease is put inside it."""
+    if storage.is_remote(cfg.out):
+        names = storage.listdir(cfg.out)
+        if "build.json" not in names and [n for n in names if n != BUILD_DIR]:
+            raise BuildError(f"{cfg.out} is not empty and holds no s2i build; choose another --out")
+    elif Path(cfg.out).is_dir():
+        check_output(Path(cfg.out), cfg)
+
+
+def finished(dest: str, cfg: BuildConfig) -> bool:
+    """True when ``dest`` (a folder or URL) already holds this very build, complete and
+    consistent: build.json of this configuration, every planned shard with its tar and its
+    marker, no partial shard, the manifests and a stats.json that says complete and lists
+    exactly the planned shards and as many samples as the manifest has. Reads only."""
+    try:
+        old = storage.read_json(storage.join(dest, "build.json"))
+        if BuildConfig.from_dict(old.get("config", {})).fingerprint() != cfg.fingerprint():
+            return False
+        stats = storage.read_json(storage.join(dest, "stats.json"))
+        if not stats.get("complete") or stats.get("classes") != cfg.classes:
+            return False
+        planned = set(storage.read_parquet(storage.join(dest, BUILD_DIR, "plan.parquet"), columns=["shard"])["shard"])
+        if planned != {n for sp in plan.SPLITS for n in stats["shards"].get(sp, [])}:
+            return False
+        top = set(storage.listdir(dest))
+        work = set(storage.listdir(storage.join(dest, BUILD_DIR)))
+        if not ({"manifest.parquet", "videos.parquet"} <= top and {"probe.parquet", "balance.json"} <= work):
+            return False
+        markers = set(storage.listdir(storage.join(dest, BUILD_DIR, "shards")))
+        for split in plan.SPLITS:
+            names = set(storage.listdir(storage.join(dest, split)))
+            if any(n.startswith(".") and ".tmp-" in n for n in names):
+                return False  # an interrupted shard: the normal path removes it
+            mine = {os.path.basename(s) for s in planned if s.startswith(split + "/")}
+            if not mine <= names or not {n.replace(".tar", ".json") for n in mine} <= markers:
+                return False
+        return storage.parquet_rows(storage.join(dest, "manifest.parquet")) == stats.get("samples")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def finished_result(dest: str, cfg: BuildConfig) -> BuildResult:
+    """What a run would report, read back from a complete build."""
+    stats = storage.read_json(storage.join(dest, "stats.json"))
+    counts = (pd.DataFrame(stats["counts"]).T.reindex(index=list(plan.SPLITS), columns=cfg.classes, fill_value=0)
+              .astype("int64"))
+    videos = storage.read_parquet(storage.join(dest, "videos.parquet"))
+    report = storage.read_json(storage.join(dest, BUILD_DIR, "balance.json"))
+    return BuildResult(out=dest if storage.is_remote(dest) else Path(dest), counts=counts, videos=videos,
+                       resumed=True, unchanged=True, warnings=balance_warnings(report))
+
+
+def _check_writable(out: Path) -> None:
+    # A real write, not os.access: root passes access() on a read-only folder, then fails later
+    # with a traceback half-way through the plan.
+    for folder in (out, out / BUILD_DIR):
+        probe = folder / f"{WRITE_PROBE}{os.getpid()}"
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.unlink(probe)
+        except OSError as e:
+            raise BuildError(f"--out {out} is not writable: {e.strerror}: {folder}") from None
 
 
 # A build to a URL is planned in a local staging folder; workers upload each finished shard and
@@ -299,9 +380,34 @@ def build(cfg: BuildConfig, progress=None) -> BuildResult:
 
 
 def _build(cfg: BuildConfig, executor, progress) -> BuildResult:
-    cfg, out, resuming = prepare(cfg)
-    executor.start()  # a cluster's start-up overlaps the probe and the plan
+    cfg = validate(cfg)
+    _refuse_foreign(cfg)
+    remote = storage.is_remote(cfg.out)
+    # A complete build at a URL is recognised by reading alone: taking the lease would write.
+    if remote and finished(cfg.out, cfg):
+        return finished_result(cfg.out, cfg)
+    guard = lock.Lease(cfg.out) if remote else lock.FolderLock(Path(cfg.out))
+    try:
+        guard.acquire()  # before anything is planned, probed or written
+    except lock.LockError as e:
+        raise BuildError(str(e)) from None
+    try:
+        result = _build_locked(cfg, executor, progress, guard)
+    finally:
+        guard.release()
+    result.warnings = guard.warnings + result.warnings
+    return result
+
+
+def _build_locked(cfg: BuildConfig, executor, progress, guard) -> BuildResult:
+    cfg, out, resuming = _open_output(cfg)
     dest = cfg.out if storage.is_remote(cfg.out) else str(out)  # where shards and manifests go
+    if resuming and finished(dest, cfg):
+        return finished_result(dest, cfg)
+    if dest == str(out):
+        _check_writable(out)
+    guard.claim()
+    executor.start()  # a cluster's start-up overlaps the probe and the plan
     workers = cfg.workers or default_workers()
     work = out / BUILD_DIR
     progress = progress or NullProgress()

@@ -126,6 +126,8 @@ def build(
         _fail("interrupted: finished shards are kept; re-run the same command to resume", 130)
         return
     _print_counts(result.counts, f"samples in {result.out}" + (" (resumed)" if result.resumed else ""))
+    if result.unchanged:
+        out_console.print("already complete: nothing written", highlight=False)
     problems = result.problems
     if len(problems):
         table = Table(title=f"{len(problems)} input(s) not used (all listed in videos.parquet)")

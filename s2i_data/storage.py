@@ -95,6 +95,57 @@ def write_bytes(location: str, data: bytes) -> None:
     fs.pipe_file(path, data)
 
 
+def create_bytes(location: str, data: bytes) -> bool:
+    """Write ``data`` only if nothing is at ``location``; False if something is. Atomic locally
+    (O_EXCL) and where the backend implements ``pipe_file(mode="create")`` with a conditional
+    write; fsspec's generic fallback is exists-then-put, so callers must not rely on more."""
+    if not is_remote(location):
+        path = local_path(location)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        return True
+    fs, path = fs_of(location)
+    fs.makedirs(fs._parent(path), exist_ok=True)
+    try:
+        fs.pipe_file(path, data, mode="create")
+    except FileExistsError:
+        return False
+    except TypeError:  # a backend whose pipe_file predates mode=
+        if fs.exists(path):
+            return False
+        fs.pipe_file(path, data)
+    return True
+
+
+def remove(location: str) -> None:
+    """Delete a file; nothing if it is already gone."""
+    if not is_remote(location):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(local_path(location))
+        return
+    fs, path = fs_of(location)
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm_file(path)
+
+
+def parquet_rows(location: str) -> int:
+    """Row count from the footer alone (no column is read)."""
+    import pyarrow.parquet as pq
+
+    if not is_remote(location):
+        return pq.ParquetFile(local_path(location)).metadata.num_rows
+    fs, path = fs_of(location)
+    with fs.open(path, "rb") as f:
+        return pq.ParquetFile(f).metadata.num_rows
+
+
 def put_file(local: str, location: str) -> None:
     """Upload a finished local file (the caller writes the resume marker only after this)."""
     fs, path = fs_of(location)

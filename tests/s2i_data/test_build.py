@@ -36,6 +36,16 @@ def digest(folder: Path) -> dict[str, str]:
     return {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in names}
 
 
+def on_disk(folder: Path) -> dict[str, tuple]:
+    """Every file and folder below ``folder`` as the filesystem sees it: (mtime ns, inode,
+    bytes). Equal before and after means nothing was written, replaced or touched."""
+    got = {}
+    for p in sorted(folder.rglob("*")):
+        st = p.stat()
+        got[str(p.relative_to(folder))] = (st.st_mtime_ns, st.st_ino, p.read_bytes() if p.is_file() else None)
+    return got
+
+
 @pytest.fixture(scope="module")
 def built(synth_videos, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("built") / "shards"
@@ -122,10 +132,14 @@ def test_verify_catches_a_tampered_shard(built, tmp_path):
 
 def test_rebuild_is_reproducible_and_a_rerun_is_a_noop(built, synth_videos, tmp_path):
     before = digest(built)
+    files = on_disk(built)
+    assert files["_build/lock"][2] == b""  # the lock file stays, empty while no build runs
     r = cli("build", "--root", str(synth_videos), "--classes", CLASSES, "--out", str(built),
             "--shard-size", "16", "--workers", "1", "--keep-audio")
-    assert "resumed" in r.stdout
-    assert digest(built) == before
+    assert "resumed" in r.stdout and "already complete: nothing written" in r.stdout
+    # Not one file rewritten (not even with the same bytes), created, removed or touched,
+    # the lock file included.
+    assert on_disk(built) == files
     other = tmp_path / "again"
     cli("build", "--root", str(synth_videos), "--classes", CLASSES, "--out", str(other),
         "--shard-size", "16", "--workers", "1", "--keep-audio")
