@@ -83,6 +83,7 @@ bench: setup
 	$(BIN)/python bench/plan.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/imagine.py
 
 clean:
 	rm -rf $(DEMO) bench/out .pytest_cache

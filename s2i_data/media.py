@@ -373,3 +373,97 @@ def decode_audio(path: str, sample_rate: int = 16000, timeout: float = 600.0) ->
             raise MediaError("no audio stream")
         raise MediaError(f"cannot decode the audio: {_last_error(err)}")
     return np.frombuffer(run.stdout, dtype="<f4").astype(np.float32)
+
+
+# ---- single local files named by users (s2i-model imagine): streamed, never taken for a protocol
+
+def as_input(path) -> str:
+    """``path`` as an ffmpeg input that can only mean that local file: ``file:`` + its absolute path.
+
+    ffmpeg takes ``concat:a|b``, ``pipe:0``, ``http:…`` (any ``scheme:`` prefix) for a protocol
+    whatever the folder holds, and a bare ``-`` for stdin; an absolute path has no scheme and the
+    ``file:`` prefix says so outright (also where ``C:`` would look like one).
+    """
+    return "file:" + os.path.abspath(os.fspath(path))
+
+
+# Nested opens (a playlist in a .m3u8, say) may only reach local files: no network, no pipes.
+_LOCAL_ONLY = ("-protocol_whitelist", "file")
+
+
+def header_duration(path, timeout: float = 60.0) -> float | None:
+    """The duration the container header claims, in seconds (``ffmpeg -i``, nothing decoded), or
+    None when it states none, cannot be read, or takes longer than ``timeout`` to read: a hint
+    only; the decoder says whether the file is usable and how long it really is."""
+    cmd = [ffmpeg_exe(), *_BASE, *_LOCAL_ONLY, "-i", as_input(path)]
+    try:
+        run = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
+                             start_new_session=True)
+    except (subprocess.TimeoutExpired, OSError):
+        return None
+    duration, _ = _parse_header(run.stderr.decode("utf-8", "replace"))
+    return duration
+
+
+def stream_audio(path, sample_rate: int = 16000, chunk_samples: int = 1 << 16,
+                 idle_timeout: float = 120.0):
+    """The first audio stream of a local file as mono float32 at ``sample_rate``, sample 0 at the
+    file's time zero, yielded in arrays of about ``chunk_samples`` (the same samples as
+    `decode_audio`, whose whole-file array a long recording would not fit in memory).
+
+    One ffmpeg process writes to a pipe; there is no time limit on the whole decode (an hour-long
+    file takes what it takes), only on silence from ffmpeg: no byte for ``idle_timeout`` seconds
+    (a stalled network mount, a FIFO nobody writes) kills it with a `MediaError`. Closing the
+    generator early kills ffmpeg too. Raises `MediaError` with the reason the file cannot be read.
+    """
+    import collections
+    import select
+
+    if not os.path.exists(path):
+        raise MediaError("file not found")
+    if os.path.isdir(path):
+        raise MediaError("a folder, not a file")
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise MediaError("empty file (0 bytes)")
+    cmd = [ffmpeg_exe(), *_BASE, "-loglevel", "error", *_LOCAL_ONLY, "-i", as_input(path),
+           "-map", "0:a:0", "-ac", "1", "-af", f"aresample={sample_rate}:first_pts=0", "-f", "f32le", "pipe:1"]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    # A damaged file can print an error per packet for an hour: only the tail is kept.
+    tail: collections.deque[bytes] = collections.deque(maxlen=64)
+    err_reader = threading.Thread(target=lambda: tail.extend(iter(proc.stderr.readline, b"")), daemon=True)
+    err_reader.start()
+    fd = proc.stdout.fileno()
+    want = max(1, int(chunk_samples)) * 4
+    pending = bytearray()
+    try:
+        while True:
+            ready, _, _ = select.select([fd], [], [], idle_timeout)
+            if not ready:
+                raise MediaError(f"ffmpeg gave no audio for {idle_timeout:g} s (stalled input?)")
+            block = os.read(fd, max(want - len(pending), 1 << 16))
+            if not block:
+                break
+            pending += block
+            if len(pending) >= want:
+                usable = len(pending) // 4 * 4
+                yield np.frombuffer(pending, "<f4", usable // 4).astype(np.float32)
+                del pending[:usable]
+        proc.wait()
+        err_reader.join(timeout=10)
+        _check_killed(proc.returncode, str(path))
+        if proc.returncode != 0:
+            err = b"".join(tail).decode("utf-8", "replace")
+            if "matches no streams" in err:
+                raise MediaError("no audio stream")
+            raise MediaError(f"cannot decode the audio: {_last_error(err)}")
+        if len(pending) >= 4:
+            yield np.frombuffer(pending, "<f4", len(pending) // 4).astype(np.float32)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        err_reader.join(timeout=10)  # ffmpeg is gone, so its stderr is at EOF
+        proc.stdout.close()
+        if not err_reader.is_alive():
+            proc.stderr.close()

@@ -129,15 +129,23 @@ def imagine(
     run: Path = typer.Option(..., help="a run folder with a trained translator"),
     data: Optional[str] = typer.Option(None, help="instead of a file: the sounds of a built split (with --split)"),
     split: str = typer.Option("test", help="with --data: the split whose sounds to imagine from"),
-    n: int = typer.Option(8, "-n", help="images per 1 s window"),
+    n: int = typer.Option(8, "-n", min=1, help="images per 1 s window"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="PNG grid (single file; default <name>.imagined.png)"),
-    out_dir: Optional[Path] = typer.Option(None, help="also write every image here (needed for a folder)"),
-    max_windows: int = typer.Option(60, help="at most this many windows per file, evenly spread"),
+    out_dir: Optional[Path] = typer.Option(None, help="also write every image here (needed for a folder: "
+                                           "OUT/<relative path>.png and OUT/<relative path>/<start>s_<k>.png)"),
+    max_windows: int = typer.Option(60, min=1, help="at most this many windows per file, evenly spread"),
     seed: int = typer.Option(0, help="seed of the dropout noise"),
     device: str = typer.Option("auto"),
 ) -> None:
-    """Pictures of what could be making a sound: a grid with a row per 1 s window."""
-    from .imagine import ImagineError, Translator, imagine_file, imagine_split, media_files
+    """Pictures of what could be making a sound: a grid with a row per 1 s window.
+
+    A folder (with --out-dir) keeps relative paths: a/same.wav goes to OUT/a/same.wav.png and OUT/a/same.wav/.
+
+    A file that cannot be used (undecodable, silent, too short, too long a name) is skipped with one line.
+
+    Exit status with a folder: 0 when at least one file was imagined, 1 when none was.
+    """
+    from .imagine import ImagineError, Translator, imagine_file, imagine_folder, imagine_split, media_files
     from .train_autoencoder import TrainingError
 
     if data is not None:  # a grid from a build's own held-out sounds, real frame first
@@ -162,24 +170,29 @@ def imagine(
         _fail(str(e))
         return
     if source.is_dir():
-        files = media_files(source)
-        if not files:
+        if not media_files(source):
             _fail(f"{source}: no audio or video files")
-        failed = 0
-        for f in files:
-            try:
-                grid = imagine_file(tr, f, n, out_dir / f"{f.stem}.png", out_dir / f.stem, max_windows, seed)
-                print(grid)
-            except ImagineError as e:
-                console.print(f"[yellow]skipped:[/yellow] {e}", highlight=False)
-                failed += 1
-        if failed == len(files):
+        done = skipped = 0
+        for _, grid, reason in imagine_folder(tr, source, out_dir, n, max_windows, seed):
+            if grid is None:
+                console.print(f"[yellow]skipped:[/yellow] {reason}", highlight=False)
+                skipped += 1
+            else:
+                print(grid, flush=True)
+                done += 1
+        if skipped:
+            console.print(f"imagined {done} of {done + skipped} files ({skipped} skipped)", highlight=False)
+        if not done:
             raise typer.Exit(1)
         return
+    grid = output or Path(f"{source.stem}.imagined.png")
     try:
-        grid = imagine_file(tr, source, n, output or Path(f"{source.stem}.imagined.png"), out_dir, max_windows, seed)
+        imagine_file(tr, source, n, grid, out_dir, max_windows, seed)
     except ImagineError as e:
         _fail(str(e), 1)
+        return
+    except OSError as e:  # the output side: unwritable folder, full disk, a name too long
+        _fail(f"cannot write the pictures: {e.strerror or e} ({e.filename})", 1)
         return
     print(grid)
 

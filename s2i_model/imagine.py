@@ -3,10 +3,17 @@
 The sound goes through the very front end the shards were built with (`s2i_data.media` to decode
 and `s2i_data.features` for the log-mel), cut into 1 s windows; each window's embedding is
 turned into n images by the generator, whose test-time dropout makes them differ.
+
+Files come from anywhere, so a name is only ever a local file (`media.as_input`: ``concat:x.mp4``
+is a file called that, not an ffmpeg protocol), a recording of any length is decoded as a stream
+in flat memory (`sound_windows`), and in a folder each file's pictures keep its relative path
+and one bad file is skipped with its reason (`imagine_folder`).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +36,7 @@ from .train_translator import CKPT as GAN_CKPT
 
 AUDIO_EXTENSIONS = frozenset({"wav", "flac", "mp3", "ogg", "oga", "opus", "m4a", "aac", "wma", "aiff", "aif"})
 SILENCE = 1e-4  # peak amplitude under which there is nothing to hear
+PICTURES_PER_CALL = 32  # generator batch for a file: bounds memory, costs no speed on a CPU
 
 
 class ImagineError(Exception):
@@ -62,29 +70,136 @@ class Translator:
         return self.encoder(x)
 
     @torch.no_grad()
-    def images(self, z: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
-        """[windows, n, 3, 96, 96]: n pictures per embedding (dropout stays on in eval mode)."""
+    def images(self, z: torch.Tensor, n: int, seed: int = 0, per_call: int | None = None) -> torch.Tensor:
+        """[windows, n, 3, 96, 96]: n pictures per embedding (dropout stays on in eval mode).
+
+        ``per_call``: at most this many pictures through the generator at once (whole windows,
+        at least one), so that the activations of a long file's 60 x n pictures (3.4 GB for 480 at
+        full width) never sit in memory together; None: all in one call, as before."""
         torch.manual_seed(seed)
-        out = self.generator(z.repeat_interleave(n, 0))
+        if per_call is None:
+            out = self.generator(z.repeat_interleave(n, 0))
+        else:  # pictures leave the device as they come: a GPU holds one call's worth
+            step = max(1, per_call // n)
+            out = torch.cat([self.generator(z[i : i + step].repeat_interleave(n, 0)).cpu()
+                             for i in range(0, z.shape[0], step)])
         return out.reshape(z.shape[0], n, *out.shape[1:])
 
 
-def sound_windows(path: Path, seconds: float = 1.0, max_windows: int = 60) -> tuple[np.ndarray, list[float]]:
-    """Log-mel of the 1 s windows of a file (evenly thinned to ``max_windows``) and their starts."""
+def _whole_windows(samples: int, seconds: float) -> int:
+    return int(np.floor(samples / features.SAMPLE_RATE / seconds + 1e-6))
+
+
+def _picked(n: int, max_windows: int) -> list[int]:
+    """Indices of the windows kept out of ``n``: all, or ``max_windows`` evenly spread."""
+    if n <= max_windows:
+        return list(range(n))
+    return [int(round(i)) for i in np.linspace(0, n - 1, max_windows)]
+
+
+@dataclass
+class _Pass:
+    """One streamed decode of a file: its length, its peak, and the log-mel of the windows asked
+    for (``wanted``), or of every window while there are at most ``cap`` (``wanted`` None)."""
+
+    total: int = 0  # samples decoded
+    peak: float = 0.0
+    mels: dict | None = None  # window index -> log-mel [frames, 128]
+
+
+def _stream_pass(path: Path, seconds: float, wanted: list[int] | None, cap: int, idle_timeout: float,
+                 chunk_samples: int) -> _Pass:
+    sr = features.SAMPLE_RATE
+    step = seconds * sr
+    # Analysis frames overhang a window by 7.5 ms; the buffer keeps a wider margin of real audio
+    # on both sides so that log_mel_segments only pads where the file itself ends.
+    margin = int(np.ceil(media.AUDIO_MARGIN_S * sr))
+    out = _Pass(mels={})
+    todo = list(wanted) if wanted is not None else None
+    nxt = 0  # position in todo, or the next window index when every window is wanted
+    buf, buf_start = np.zeros(0, np.float32), 0  # buf[0] is sample buf_start of the file
+
+    def next_index() -> int | None:
+        if todo is None:
+            return nxt if out.mels is not None else None
+        return todo[nxt] if nxt < len(todo) else None
+
+    def compute(upto: int, ended: bool) -> None:
+        nonlocal nxt
+        ready = []
+        while (i := next_index()) is not None:
+            s0 = int(round(i * step))
+            if ended:
+                if i >= _whole_windows(out.total, seconds):
+                    break
+            elif s0 + int(np.ceil(step)) + margin > upto:
+                break
+            ready.append(i)
+            nxt += 1
+            if todo is None and nxt > cap:  # more windows than kept: thinning needs the length first
+                out.mels = None
+                return
+        if ready:
+            mels = features.log_mel_segments(buf, buf_start / sr, [i * seconds for i in ready], seconds)
+            out.mels.update(zip(ready, mels))
+
     try:
-        audio = media.decode_audio(str(path), features.SAMPLE_RATE)
+        for chunk in media.stream_audio(path, sr, chunk_samples, idle_timeout):
+            if chunk.size:
+                out.peak = max(out.peak, float(np.max(np.abs(chunk))))
+            buf = np.concatenate([buf, chunk])
+            out.total += chunk.size
+            compute(out.total, ended=False)
+            i = next_index()
+            # Keep only what the next wanted window reads (nothing at all while counting).
+            keep = out.total if i is None else min(out.total, max(buf_start, int(round(i * step)) - margin))
+            buf, buf_start = buf[keep - buf_start:], keep
+        compute(out.total, ended=True)
     except media.MediaError as e:
         raise ImagineError(f"{path}: {e}") from None
-    length = len(audio) / features.SAMPLE_RATE
-    n = int(np.floor(length / seconds + 1e-6))
+    return out
+
+
+def sound_windows(path: Path, seconds: float = 1.0, max_windows: int = 60, idle_timeout: float = 120.0,
+                  chunk_samples: int = 1 << 16) -> tuple[np.ndarray, list[float]]:
+    """Log-mel of the 1 s windows of a file (evenly thinned to ``max_windows``) and their starts.
+
+    Streamed: one ffmpeg process decodes to a pipe and each kept window's log-mel is computed
+    (with the shard builder's `features.log_mel_segments`, the same numbers as on the whole
+    decoded file) as soon as its audio has arrived; only a few seconds of audio and the kept
+    windows are ever in memory, so an hour-long recording needs no more than a minute's.
+
+    Which windows to keep depends on how many there are. The count is taken from the container
+    header (`media.header_duration`); the stream then measures the real length, and only when
+    the two disagree about the windows kept (a header that lies or states nothing, for a file with
+    more than ``max_windows`` windows) is the file decoded a second time, keeping exactly the right
+    ones. Files with at most ``max_windows`` windows never need the header. There is no time
+    limit on the decode, only ``idle_timeout`` seconds without any output from ffmpeg.
+    ``chunk_samples`` is how much is read from the pipe at a time; it changes no result.
+    """
+    if max_windows < 1:
+        raise ImagineError(f"max_windows must be at least 1, not {max_windows}")
+    if not os.path.isfile(path):
+        # A pipe or a device may never end (/dev/urandom) and cannot be read twice.
+        raise ImagineError(f"{path}: " + ("file not found" if not os.path.exists(path) else
+                                          "not a regular file (a folder, pipe or device): save the sound to a file"))
+    claimed = media.header_duration(path)
+    est = int(np.floor(claimed / seconds + 1e-6)) if claimed is not None else None
+    wanted = _picked(est, max_windows) if est is not None and est > max_windows else None
+    first = _stream_pass(path, seconds, wanted, max_windows, idle_timeout, chunk_samples)
+    length = first.total / features.SAMPLE_RATE
+    n = _whole_windows(first.total, seconds)
     if n < 1:
         raise ImagineError(f"{path}: too short ({length:.2f} s of sound; a window is {seconds:g} s)")
-    if float(np.max(np.abs(audio))) < SILENCE:
+    if first.peak < SILENCE:
         raise ImagineError(f"{path}: silent (peak below {SILENCE:g}): nothing to imagine")
-    starts = [i * seconds for i in range(n)]
-    if n > max_windows:
-        starts = [starts[int(round(i))] for i in np.linspace(0, n - 1, max_windows)]
-    return features.log_mel_segments(audio, 0.0, starts, seconds), starts
+    keep = _picked(n, max_windows)
+    mels = first.mels or {}
+    if not all(i in mels for i in keep):
+        mels = _stream_pass(path, seconds, keep, max_windows, idle_timeout, chunk_samples).mels
+        if not all(i in mels for i in keep):
+            raise ImagineError(f"{path}: changed while being read (the second decode is shorter)")
+    return np.stack([mels[i] for i in keep]), [i * seconds for i in keep]
 
 
 def media_files(folder: Path) -> list[Path]:
@@ -94,17 +209,61 @@ def media_files(folder: Path) -> list[Path]:
 
 
 def imagine_file(tr: Translator, path: Path, n: int, grid: Path, out_dir: Path | None = None,
-                 max_windows: int = 60, seed: int = 0) -> Path:
+                 max_windows: int = 60, seed: int = 0, prefix: str | None = None) -> Path:
+    """The grid of a file (a row per window), and with ``out_dir`` every picture in it as
+    ``{prefix}{start:07.1f}s_{k}.png`` (``prefix`` defaults to ``{stem}_``)."""
     mels, starts = sound_windows(path, max_windows=max_windows)
-    imgs = tr.images(tr.embed(mels), n, seed).cpu()
+    imgs = tr.images(tr.embed(mels), n, seed, per_call=PICTURES_PER_CALL)
     rows = [(f"{t:.0f}-{t + 1:.0f} s", None, list(imgs[i])) for i, t in enumerate(starts)]
     save_grid(rows, grid)
     if out_dir is not None:
+        prefix = f"{path.stem}_" if prefix is None else prefix
         out_dir.mkdir(parents=True, exist_ok=True)
         for i, t in enumerate(starts):
             for k in range(n):
-                Image.fromarray(tensor_to_image(imgs[i, k])).save(out_dir / f"{path.stem}_{t:07.1f}s_{k}.png")
+                Image.fromarray(tensor_to_image(imgs[i, k])).save(out_dir / f"{prefix}{t:07.1f}s_{k}.png")
     return grid
+
+
+def folder_outputs(folder: Path, path: Path, out_dir: Path) -> tuple[Path, Path]:
+    """Where a folder's file goes: its relative path is kept, so ``a/same.wav`` and ``b/same.wav``
+    (or ``same.wav`` and ``same.mp3``) never meet: grid ``OUT/a/same.wav.png``, pictures
+    ``OUT/a/same.wav/{start:07.1f}s_{k}.png``."""
+    rel = path.relative_to(folder)
+    return out_dir / rel.parent / f"{rel.name}.png", out_dir / rel
+
+
+def _name_max(folder: Path) -> int:
+    p = Path(os.path.abspath(folder))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return int(os.pathconf(p, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows) or no answer
+        return 255
+
+
+def imagine_folder(tr: Translator, folder: Path, out_dir: Path, n: int = 8, max_windows: int = 60,
+                   seed: int = 0) -> Iterator[tuple[Path, Path | None, str]]:
+    """Every audio or video file under ``folder`` (see `folder_outputs` for the names): yields
+    ``(file, grid, "")`` for each file done and ``(file, None, reason)`` for each one skipped (not
+    decodable, silent, too short, a name too long for the output file system, unwritable output);
+    one file never stops the others."""
+    limit = _name_max(out_dir)
+    for path in media_files(folder):
+        grid, pictures = folder_outputs(folder, path, out_dir)
+        rel = path.relative_to(folder)
+        long = [c for c in (*rel.parts, grid.name) if len(os.fsencode(c)) > limit]
+        if long:
+            yield path, None, (f"{path}: its output name would be {len(os.fsencode(long[0]))} bytes, over the "
+                               f"{limit}-byte limit for a file name: rename the file")
+            continue
+        try:
+            yield path, imagine_file(tr, path, n, grid, pictures, max_windows, seed, prefix=""), ""
+        except ImagineError as e:
+            yield path, None, str(e)
+        except OSError as e:  # the output side: a name taken by a folder, no space, no permission
+            yield path, None, f"{path}: cannot write its pictures: {e.strerror or e} ({e.filename})"
 
 
 def imagine_split(tr: Translator, data: str | Path, split: str, out: Path, n: int = 4, per_class: int = 2,
