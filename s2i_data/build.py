@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -54,9 +55,26 @@ class BuildResult:
 
 
 def _write_atomic(path: Path, write: Callable[[str], None]) -> None:
+    """Write through a temporary file, fsync it, rename it into place, fsync the folder: after a
+    crash the file is either the old one or the whole new one, also after a power cut."""
     tmp = f"{path}.tmp-{os.getpid()}"
     write(tmp)
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
+    try:
+        dfd = os.open(Path(path).parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
 
 
 def _write_json(path: Path, obj) -> None:
@@ -175,8 +193,10 @@ def check_output(out: Path, cfg: BuildConfig) -> bool:
             diff = ", ".join(f"{k}: {a.get(k)!r} → {b.get(k)!r}" for k in sorted(b) if a.get(k) != b.get(k))
             raise BuildError(f"{out} holds a different build ({diff}); choose another --out")
         return (out / BUILD_DIR / "plan.parquet").exists()
-    # A write probe left by a run killed in the instant between its create and unlink is ours.
-    if out.exists() and any(p.name != BUILD_DIR and not p.name.startswith(WRITE_PROBE) for p in out.iterdir()):
+    # A write probe or a build.json.tmp-PID left by a run killed in the instant between its create
+    # and its rename/unlink is ours.
+    if out.exists() and any(p.name != BUILD_DIR and not p.name.startswith(WRITE_PROBE)
+                            and not re.fullmatch(r"build\.json\.tmp-\d+", p.name) for p in out.iterdir()):
         raise BuildError(f"{out} is not empty and holds no s2i build; choose another --out")
     return False
 

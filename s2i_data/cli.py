@@ -19,7 +19,7 @@ from rich.table import Table
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Audiovisual video collections → video-disjoint, class-balanced webdataset shards.")
 console = Console(stderr=True, soft_wrap=True)  # one message, one line, whatever the width
-out_console = Console()
+out_console = Console(soft_wrap=True)  # a FAIL line stays one line, whatever the terminal
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -122,6 +122,10 @@ def build(
     except (BuildError, ValueError, FileNotFoundError) as e:
         _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
         return
+    except OSError as e:  # the output side mid-build: a full disk, a folder gone; finished shards are kept
+        _fail(f"cannot write {e.filename or 'the output'}: {e.strerror or e}; finished shards are kept, "
+              "re-run the same command to resume", 1)
+        return
     except KeyboardInterrupt:
         _fail("interrupted: finished shards are kept; re-run the same command to resume", 130)
         return
@@ -196,7 +200,11 @@ def inspect(
     from .inspect import contact_sheet, summary
 
     _check_build(path)
-    counts, problems = summary(path)
+    try:
+        counts, problems = summary(path)
+    except (OSError, ValueError) as e:
+        _fail(f"{path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", 1)
+        return
     _print_counts(counts, f"samples in {path}")
     if len(problems):
         table = Table(title="inputs not used, by reason (details in videos.parquet)")
@@ -206,12 +214,19 @@ def inspect(
             table.add_row(status, reason, str(n))
         out_console.print(table)
     if png:
+        damaged: list[str] = []  # shards and samples that do not read: named, left off the sheet
         try:
             contact_sheet(path, png, per_class=per_class, split=split, shard_url=shard_url or None,
-                          cache_dir=cache_dir or None)
+                          cache_dir=cache_dir or None, problems=damaged)
         except (ValueError, OSError) as e:
-            _fail(str(e))
+            for line in damaged:
+                out_console.print(f"[red]FAIL[/red] {line}", highlight=False)
+            _fail(str(e), 1)
+        for line in damaged:
+            out_console.print(f"[red]FAIL[/red] {line}", highlight=False)
         out_console.print(f"contact sheet: {png}")
+        if damaged:
+            raise typer.Exit(1)
 
 
 @app.command()

@@ -50,7 +50,10 @@ def _load_images(pool: Path, rows: list[dict]) -> torch.Tensor:
 def train_informativity(pool: Path, out: Path, cfg: InformativityConfig = InformativityConfig(), device: str = "cpu",
                         log=print) -> dict:
     pool, out = Path(pool), Path(out)
-    labels = read_labels(pool)
+    problems: list[str] = []
+    labels = read_labels(pool, problems)  # a malformed line costs that label only, as on the page
+    for p in problems:
+        log(f"warning: {p}")
     items = {r["id"]: r for r in read_pool(pool)}
     classes = json.loads((pool / "pool.json").read_text())["classes"]
     judges, report = {}, {}
