@@ -64,6 +64,7 @@ def train_autoencoder(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     shard_url: str = typer.Option("", help='open shards through a template, e.g. "pipe:curl -s https://host/b/{shard}"'),
     cache_dir: str = typer.Option("", help="keep remote shards here after their first read"),
+    skip_bad_samples: bool = typer.Option(False, help="count, log and skip damaged samples or shards instead of stopping"),
 ) -> None:
     """Stage 1: the audio autoencoder on the train split's spectrograms."""
     from .config import AutoencoderConfig
@@ -73,7 +74,7 @@ def train_autoencoder(
     cfg = AutoencoderConfig(data=str(data), run=str(run), emb=emb, width=width, epochs=epochs,
                             batch_size=batch_size, lr=lr, momentum=momentum, seed=seed, workers=workers,
                             optimizer=optimizer, adam_lr=adam_lr, device=device, shard_url=shard_url,
-                            cache_dir=cache_dir)
+                            cache_dir=cache_dir, skip_bad_samples=skip_bad_samples)
     try:
         run_train(cfg, log=lambda m: console.print(m, highlight=False))
     except (TrainingError, ValueError) as e:
@@ -101,6 +102,7 @@ def train_translator(
     seed: int = typer.Option(0), workers: int = typer.Option(2), device: str = typer.Option("auto"),
     shard_url: str = typer.Option("", help='open shards through a template, e.g. "pipe:curl -s https://host/b/{shard}"'),
     cache_dir: str = typer.Option("", help="keep remote shards here after their first read"),
+    skip_bad_samples: bool = typer.Option(False, help="count, log and skip damaged samples or shards instead of stopping"),
 ) -> None:
     """Stage 2: generator and discriminator on the frozen encoder's embeddings."""
     from .config import TranslatorConfig
@@ -116,7 +118,8 @@ def train_translator(
                            ma_k=ma_k, grid_every=grid_every, optimizer=optimizer, adam_lr=adam_lr, seed=seed,
                            workers=workers, device=device, d_schedule=d_schedule,
                            informativity=str(informativity or ""), informativity_every=informativity_every,
-                           informativity_samples=informativity_samples, shard_url=shard_url, cache_dir=cache_dir)
+                           informativity_samples=informativity_samples, shard_url=shard_url, cache_dir=cache_dir,
+                           skip_bad_samples=skip_bad_samples)
     try:
         run_train(cfg, log=lambda m: console.print(m, highlight=False))
     except (TrainingError, ValueError) as e:
@@ -207,9 +210,13 @@ def sample(
     target: int = typer.Option(500, help="labels wanted per class and kind (SPEC 3.4: 500 + 500)"),
     seed: int = typer.Option(0, help="another seed adds other pictures to the same pool"),
     device: str = typer.Option("auto"),
+    skip_bad_samples: bool = typer.Option(False, help="count, log and skip damaged samples or shards instead of stopping"),
 ) -> None:
     """Images to label: a pool of pictures generated from a split's sounds."""
+    from .data import set_access
     from .pool import sample_pool
+
+    set_access(skip_bad=skip_bad_samples)
 
     data = data or _run_data(run)
     _check_data(data)
@@ -233,6 +240,8 @@ def label(pool: Path = typer.Argument(..., help="a pool folder made by s2i-model
         serve(pool, host, port)
     except OSError as e:
         _fail(f"cannot serve on {host}:{port}: {e.strerror or e}")
+    except ValueError as e:  # a pool.csv or labels.csv header that is not ours
+        _fail(str(e), 1)
 
 
 @app.command("train-informativity")
@@ -270,9 +279,13 @@ def evaluate(
     proxy_cache: Optional[Path] = typer.Option(None, help="where the real-frame classifier is kept (default RUN/frame-classifier.pt)"),
     force: bool = typer.Option(False, help="measure again even if RUN/evaluation.json is up to date"),
     seed: int = typer.Option(0), device: str = typer.Option("auto"),
+    skip_bad_samples: bool = typer.Option(False, help="count, log and skip damaged samples or shards instead of stopping"),
 ) -> None:
     """Informativity per class and mean, and the label-free proxies, into RUN/evaluation.json."""
+    from .data import set_access
     from .evaluate import EvalConfig, evaluate as run_eval
+
+    set_access(skip_bad=skip_bad_samples)
     from .train_autoencoder import TrainingError
 
     if data is not None:

@@ -154,3 +154,30 @@ def test_a_truncated_checkpoint_resumes_from_the_previous_one(tiny_build, traine
     assert any("autoencoder.pt" in s and "autoencoder.prev.pt" in s for s in said), said
     assert same_weights(checkpoint.load(trained / "autoencoder.pt")["model"], checkpoint.load(run / "autoencoder.pt")["model"])
     assert not list(run.glob(".*.tmp-*"))
+
+
+def _model_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "s2i_model.cli", *args], capture_output=True, text=True)
+
+
+def test_a_damaged_sample_stops_training_with_one_line_or_is_skipped(tiny_build, trained, tmp_path):
+    from shardcraft import copy_build, object_npy, replace_member
+
+    data = copy_build(tiny_build, tmp_path / "damaged")
+    key = replace_member(sorted((data / "train").glob("*.tar"))[1], "mel.npy", object_npy(), index=1)
+    key_val = replace_member(sorted((data / "val").glob("*.tar"))[0], "json", b"[" * 30000 + b"]" * 30000)
+    args = ["train-autoencoder", "--data", str(data), "--emb", "64", "--width", "0.0625", "--epochs", "1",
+            "--batch-size", "8", "--workers", "2", "--optimizer", "adam"]
+    r = _model_cli(*args, "--run", str(tmp_path / "stopped"))
+    err = r.stderr.strip()
+    assert r.returncode == 1 and len(err.splitlines()) == 1, err  # not the DataLoader worker's traceback
+    assert f"train/train-000001.tar: {key}.mel.npy: dtype object" in err, err
+    r = _model_cli(*args, "--run", str(tmp_path / "skipped"), "--skip-bad-samples")
+    assert r.returncode == 0, r.stderr
+    assert f"skipped: train/train-000001.tar: {key}.mel.npy" in r.stderr and f"{key_val}.json" in r.stderr, r.stderr
+    row = json.loads((tmp_path / "skipped" / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["skipped_samples"] == 1 and row["samples"] == 29
+    # the pool sampler (no DataLoader) stops the same way on the damaged val split
+    r = _model_cli("sample", "--run", str(trained), "--data", str(data), "--out", str(tmp_path / "pool"), "-n", "5")
+    assert r.returncode != 0 and f"val/val-000000.tar: {key_val}.json: nested too deeply" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
