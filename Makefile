@@ -18,6 +18,9 @@ LOADERS    ?= 4
 BATCH      ?= 64
 OPT        ?= sgd
 LAM        ?= 0.1
+MA_K       ?= 10
+PRECISION  ?= fp32
+DATA_ON_DEVICE ?= auto
 INFORMATIVITY ?=
 NPROC      ?= 1
 # NPROC > 1: one DDP process per GPU (or CPU share) through torchrun; --run-dir because
@@ -32,7 +35,7 @@ SAMPLES    ?= 10
 help:
 	@echo "make demo   set up .venv and run the whole pipeline on the built-in synthetic data"
 	@echo "make test   set up .venv and run the test suite"
-	@echo "make train  EMB=512 DATA=data/vegas5 RUN=runs/emb512 [NPROC=8 WIDTH= EPOCHS_AE= EPOCHS_GAN=]"
+	@echo "make train  EMB=512 DATA=data/vegas5 RUN=runs/emb512 [NPROC=8 WIDTH= EPOCHS_AE= EPOCHS_GAN= LAM= MA_K= PRECISION=fp32|bf16|fp16 DATA_ON_DEVICE=auto|on|off]"
 	@echo "make sweep  EMBS=\"128 256 512 1024 2048\" DATA=data/vegas5 RUNS=runs/sweep [INFORMATIVITY=dir]"
 	@echo "make bench  run the benchmarks (figures go to docs/performance.md by hand)"
 
@@ -59,9 +62,11 @@ demo: setup
 
 train: setup
 	$(S2I_MODEL) train-autoencoder --data $(DATA) --run-dir $(RUN) --emb $(EMB) --width $(WIDTH) \
-		--epochs $(EPOCHS_AE) --batch-size $(BATCH) --optimizer $(OPT) --workers $(LOADERS)
+		--epochs $(EPOCHS_AE) --batch-size $(BATCH) --optimizer $(OPT) --workers $(LOADERS) \
+		--precision $(PRECISION) --data-on-device $(DATA_ON_DEVICE)
 	$(S2I_MODEL) train-translator --data $(DATA) --run-dir $(RUN) --epochs $(EPOCHS_GAN) \
-		--batch-size $(BATCH) --optimizer $(OPT) --lam $(LAM) --workers $(LOADERS) \
+		--batch-size $(BATCH) --optimizer $(OPT) --lam $(LAM) --ma-k $(MA_K) --workers $(LOADERS) \
+		--precision $(PRECISION) --data-on-device $(DATA_ON_DEVICE) \
 		$(if $(INFORMATIVITY),--informativity $(INFORMATIVITY))
 
 # Each size is its own make train (so a finished size is skipped and a killed one resumes),

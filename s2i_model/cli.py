@@ -65,6 +65,9 @@ def train_autoencoder(
     shard_url: str = typer.Option("", help='open shards through a template, e.g. "pipe:curl -s https://host/b/{shard}"'),
     cache_dir: str = typer.Option("", help="keep remote shards here after their first read"),
     skip_bad_samples: bool = typer.Option(False, help="count, log and skip damaged samples or shards instead of stopping"),
+    precision: str = typer.Option("fp32", help="fp32 (the paper), bf16 or fp16 (autocast; fp16 with loss scaling, GPU only)"),
+    sync_bn: bool = typer.Option(True, "--sync-bn/--no-sync-bn", help="under DDP on GPUs: BatchNorm statistics over the global batch"),
+    data_on_device: str = typer.Option("auto", help="auto | on | off: hold the split in device memory (auto: when it fits)"),
 ) -> None:
     """Stage 1: the audio autoencoder on the train split's spectrograms."""
     from .config import AutoencoderConfig
@@ -74,7 +77,8 @@ def train_autoencoder(
     cfg = AutoencoderConfig(data=str(data), run=str(run), emb=emb, width=width, epochs=epochs,
                             batch_size=batch_size, lr=lr, momentum=momentum, seed=seed, workers=workers,
                             optimizer=optimizer, adam_lr=adam_lr, device=device, shard_url=shard_url,
-                            cache_dir=cache_dir, skip_bad_samples=skip_bad_samples)
+                            cache_dir=cache_dir, skip_bad_samples=skip_bad_samples, precision=precision,
+                            sync_bn=sync_bn, data_on_device=data_on_device)
     try:
         run_train(cfg, log=lambda m: console.print(m, highlight=False))
     except (TrainingError, ValueError) as e:
@@ -92,7 +96,8 @@ def train_translator(
     n_gd: int = typer.Option(5, help="generator updates per discriminator update"),
     d_schedule: str = typer.Option("step", help="step: D once every n_gd G steps; epoch: D through every n_gd-th epoch"),
     lam: float = typer.Option(0.1, help="weight of the moving-average adversarial loss"),
-    ma_k: int = typer.Option(10, help="epochs in the moving average (the paper does not give k)"),
+    ma_k: int = typer.Option(10, min=1, help="k: epochs in the moving-average adversarial loss (the paper does not give k; "
+                             "the batch term carries 1/k of λ's weight)"),
     grid_every: int = typer.Option(10, help="epochs between validation image grids"),
     optimizer: str = typer.Option("sgd", help="sgd (the paper's) or adam (short CPU runs)"),
     adam_lr: float = typer.Option(1e-3, help="learning rate of G and D when --optimizer adam"),
@@ -103,6 +108,9 @@ def train_translator(
     shard_url: str = typer.Option("", help='open shards through a template, e.g. "pipe:curl -s https://host/b/{shard}"'),
     cache_dir: str = typer.Option("", help="keep remote shards here after their first read"),
     skip_bad_samples: bool = typer.Option(False, help="count, log and skip damaged samples or shards instead of stopping"),
+    precision: str = typer.Option("fp32", help="fp32 (the paper), bf16 or fp16 (autocast; fp16 with loss scaling, GPU only)"),
+    sync_bn: bool = typer.Option(True, "--sync-bn/--no-sync-bn", help="under DDP on GPUs: BatchNorm statistics over the global batch"),
+    data_on_device: str = typer.Option("auto", help="auto | on | off: hold the split in device memory (auto: when it fits)"),
 ) -> None:
     """Stage 2: generator and discriminator on the frozen encoder's embeddings."""
     from .config import TranslatorConfig
@@ -119,7 +127,8 @@ def train_translator(
                            workers=workers, device=device, d_schedule=d_schedule,
                            informativity=str(informativity or ""), informativity_every=informativity_every,
                            informativity_samples=informativity_samples, shard_url=shard_url, cache_dir=cache_dir,
-                           skip_bad_samples=skip_bad_samples)
+                           skip_bad_samples=skip_bad_samples, precision=precision, sync_bn=sync_bn,
+                           data_on_device=data_on_device)
     try:
         run_train(cfg, log=lambda m: console.print(m, highlight=False))
     except (TrainingError, ValueError) as e:

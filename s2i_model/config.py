@@ -26,7 +26,9 @@ class AutoencoderConfig:
     cache_dir: str = ""  # keep remote shards here after their first read (ours)
     skip_bad_samples: bool = False  # count, log and skip damaged samples/shards instead of stopping (ours)
     device: str = "auto"  # auto | cpu | cuda
-    amp: bool = True  # bf16 autocast on CUDA only (ours)
+    precision: str = "fp32"  # fp32 (the paper) | bf16 | fp16 (autocast; fp16 with loss scaling, GPU only) (ours)
+    sync_bn: bool = True  # under DDP on GPUs, BatchNorm statistics over the global batch, as in one process (ours)
+    data_on_device: str = "auto"  # auto | on | off: a split that fits the budget is held in device memory (ours)
     max_steps: int = 0  # stop an epoch after this many batches (0: all); for smoke tests
 
     def to_dict(self) -> dict:
@@ -62,7 +64,9 @@ class TranslatorConfig:
     grid_sounds_per_class: int = 2
     grid_images: int = 4  # generated images per sound in the grid
     device: str = "auto"
-    amp: bool = True
+    precision: str = "fp32"
+    sync_bn: bool = True
+    data_on_device: str = "auto"
     max_steps: int = 0
 
     def to_dict(self) -> dict:

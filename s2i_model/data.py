@@ -85,6 +85,7 @@ class ShardStream(IterableDataset):
         named = shard_list(data, split, shard_url)
         if not named:
             raise ValueError(f"{data}: no {split} shards")
+        self.data, self.split = data, split
         self.urls = [u for _, u in named]
         self.names = {u: n for n, u in named}
         self.contract = Contract.of(data)
@@ -132,7 +133,9 @@ class ShardStream(IterableDataset):
     def __iter__(self):
         urls, slot, cap = self._my_part()
         rng = random.Random(f"{self.seed}:{self.epoch}:{slot}:samples")
-        buf: list = []
+        yield from buffer_shuffle(self._decoded(urls, cap), rng, self.buffer, self.shuffle)
+
+    def _decoded(self, urls: list[str], cap: int | None):
         raws = iter_raw(urls, self.cache_dir, self._bad if self.skip_bad else None) if urls and cap != 0 else []
         for i, raw in enumerate(raws):
             if cap is not None and i >= cap:
@@ -145,19 +148,20 @@ class ShardStream(IterableDataset):
                     raise e from None
                 self._bad(e)
                 continue
-            item = (self.norm(s["mel"]), image_to_tensor(s["image"]), s["cls"], s["key"])
-            if not self.shuffle:
-                yield item
-                continue
-            if len(buf) < self.buffer:
-                buf.append(item)
-                continue
-            i = rng.randrange(len(buf))
-            buf[i], item = item, buf[i]
-            yield item
-        rng.shuffle(buf)
-        yield from buf
+            yield (self.norm(s["mel"]), image_to_tensor(s["image"]), s["cls"], s["key"])
 
+    def epoch_keys(self, workers: int, keys_of: dict[str, list[str]]) -> list[list[str]]:
+        """The keys each of this rank's ``workers`` DataLoader workers yields this epoch, in order,
+        computed from each shard's keys (``keys_of``) without reading a shard: the very order
+        `__iter__` gives, for data held in memory (`resident.ResidentSplit`)."""
+        shards, caps = self.slots(max(workers, 1))
+        out = []
+        for w, urls in enumerate(shards[self.rank]):
+            cap = None if caps is None else caps[w]
+            keys = [k for u in urls for k in keys_of.get(u, [])] if cap != 0 else []
+            rng = random.Random(f"{self.seed}:{self.epoch}:{self.rank * max(workers, 1) + w}:samples")
+            out.append(list(buffer_shuffle(keys if cap is None else keys[:cap], rng, self.buffer, self.shuffle)))
+        return out
 
     def _bad(self, e: SampleError) -> None:
         import sys
@@ -165,6 +169,24 @@ class ShardStream(IterableDataset):
         with self.skipped.get_lock():
             self.skipped.value += 1
         print(f"warning: skipped: {e}", file=sys.stderr, flush=True)
+
+
+def buffer_shuffle(items, rng: random.Random, buffer: int, shuffle: bool = True):
+    """webdataset-style shuffle through a buffer of ``buffer`` items, driven by ``rng`` alone (so
+    the order is the same for samples and for their keys)."""
+    if not shuffle:
+        yield from items
+        return
+    buf: list = []
+    for item in items:
+        if len(buf) < buffer:
+            buf.append(item)
+            continue
+        i = rng.randrange(len(buf))
+        buf[i], item = item, buf[i]
+        yield item
+    rng.shuffle(buf)
+    yield from buf
 
 
 def shard_counts(data: str | Path, named: list[tuple[str, str]]) -> dict[str, int]:

@@ -41,12 +41,40 @@ def setup(device_name: str = "auto") -> tuple[Dist, torch.device]:
     return Dist(dist.get_rank(), dist.get_world_size(), local), torch.device(f"cuda:{local}" if cuda else "cpu")
 
 
-def wrap(model: torch.nn.Module, d: Dist, device: torch.device) -> torch.nn.Module:
+def wrap(model: torch.nn.Module, d: Dist, device: torch.device, sync_bn: bool = False) -> torch.nn.Module:
+    """DDP around ``model``; with ``sync_bn`` (GPUs only: PyTorch's SyncBatchNorm has no CPU
+    kernel) its BatchNorm layers compute statistics over the global batch, as one process on the
+    whole batch would (the paper's 64)."""
     if not d.on:
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
 
+    if sync_bn and device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def sync_bn_note(d: Dist, device: torch.device, sync_bn: bool) -> str | None:
+    """What to tell the user when --sync-bn cannot apply."""
+    if d.on and sync_bn and device.type != "cuda":
+        return ("note: --sync-bn needs GPUs (PyTorch's SyncBatchNorm has no CPU kernel): "
+                "BatchNorm statistics stay per process on CPUs")
+    return None
+
+
+def average_buffers(model: torch.nn.Module, d: Dist) -> None:
+    """Every rank's BatchNorm running statistics replaced by their mean over ranks. D's running
+    statistics score G's pictures (D frozen, evaluation mode), so all ranks must hold the same
+    ones, the ones the checkpoint keeps, or a resumed run would differ from an uninterrupted one;
+    the mean over ranks is also the closest to statistics over the global batch."""
+    if not d.on:
+        return
+    for name, buf in unwrap(model).named_buffers():
+        if buf.is_floating_point():
+            dist.all_reduce(buf)
+            buf.div_(d.world)
+        elif name.endswith("num_batches_tracked"):
+            dist.broadcast(buf, src=0)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -124,3 +124,33 @@ def class_agreement(classifier: torch.nn.Module, generated: torch.Tensor, classe
     """Share of generated images [N, 3, 96, 96] the classifier assigns to the sound's class."""
     pred = torch.cat([classifier(b).argmax(1) for b in generated.split(256)])
     return float((pred.cpu() == classes).float().mean())
+
+
+@torch.no_grad()
+def separability(train_z: torch.Tensor, train_cls: torch.Tensor, test_z: torch.Tensor,
+                 test_cls: torch.Tensor) -> dict[str, float]:
+    """How well the held-out sounds' embeddings alone tell their classes: nearest class centroid
+    and nearest train neighbour (1-NN), Euclidean. The ceiling of any generator that reads only
+    the embedding: a class the embedding does not separate cannot be drawn from it."""
+    if not len(test_z) or not len(train_z):
+        return {"centroid": None, "nn1": None}
+    classes = sorted(set(train_cls.tolist()))
+    centroids = torch.stack([train_z[train_cls == c].mean(0) for c in classes])
+    by_centroid = torch.tensor(classes)[torch.cdist(test_z, centroids).argmin(1)]
+    by_neighbour = train_cls[torch.cdist(test_z, train_z).argmin(1)]
+    return {"centroid": float((by_centroid == test_cls).float().mean()),
+            "nn1": float((by_neighbour == test_cls).float().mean())}
+
+
+def embedding_separability(run: str | Path, data: str | Path, split: str = "test", device: str = "cpu") -> dict:
+    """`separability` of a run's frozen encoder: train embeddings against ``split``'s."""
+    from .train_translator import load_encoder
+
+    encoder, _, norm = load_encoder(Path(run), torch.device(device))
+    out = {}
+    for name in ("train", split):
+        mels, _, cls, _ = load_split(data, name)
+        with torch.no_grad():
+            z = torch.cat([encoder(b.to(device)).float().cpu() for b in mels.split(256)]) if len(mels) else torch.zeros(0)
+        out[name] = (z, cls)
+    return separability(*out["train"], *out[split])

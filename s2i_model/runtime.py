@@ -14,10 +14,12 @@ class TrainingError(Exception):
     """A run that cannot go on (non-finite loss, missing stage): one line for the user."""
 
 
-def update(opt: torch.optim.Optimizer, loss: torch.Tensor, what: str, epoch: int, step: int, d=None) -> None:
+def update(opt: torch.optim.Optimizer, loss: torch.Tensor, what: str, epoch: int, step: int, d=None,
+           scaler: "torch.amp.GradScaler | None" = None) -> None:
     """One optimiser step, refused for a non-finite loss: the run stops and the checkpoint on disk
     (written at the end of the last complete epoch) stays its last good state. Under DDP every
-    rank stops when any rank's loss is not finite (a lone rank stopping would hang the others)."""
+    rank stops when any rank's loss is not finite (a lone rank stopping would hang the others).
+    With fp16 the ``scaler`` scales the loss (and skips a step whose gradients overflowed)."""
     finite = torch.isfinite(loss.detach()).float()
     if d is not None and d.on:
         import torch.distributed as dist
@@ -27,8 +29,13 @@ def update(opt: torch.optim.Optimizer, loss: torch.Tensor, what: str, epoch: int
         raise TrainingError(f"non-finite {what} loss at epoch {epoch + 1}, step {step + 1}; "
                             f"the last good checkpoint ({epoch} epochs) is kept")
     opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    if scaler is None:
+        loss.backward()
+        opt.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -37,11 +44,27 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA (same maths in fp32 master weights); a no-op on CPU."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("--precision fp16 needs a GPU; use fp32 (or bf16) on a CPU")
+
+
+def autocast(device: torch.device, precision: str = "fp32"):
+    """fp32: plain float32, the paper's arithmetic. bf16 / fp16: autocast (float32 master weights;
+    fp16 with a loss scaler, see `grad_scaler`). bf16 runs on CPUs too, but gains nothing there."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def grad_scaler(device: torch.device, precision: str):
+    """fp16's gradients underflow without loss scaling; bf16 has float32's range and needs none."""
+    return torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
 
 def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

@@ -16,11 +16,12 @@ import torch.nn.functional as F
 from . import checkpoint
 from . import distributed as dd
 from .config import AutoencoderConfig
-from .data import Normalizer, ShardStream, set_access, loader
+from . import resident
+from .data import Normalizer, ShardStream, set_access
 from .metrics import MetricsLog
 from .nets import AudioAutoencoder
-from .runtime import (TrainingError, autocast, make_optimizer, optimizer_settings, prepare_model,
-                      rng_state, seed_everything, set_rng_state, update)
+from .runtime import (TrainingError, autocast, check_precision, grad_scaler, make_optimizer, optimizer_settings,
+                      prepare_model, rng_state, seed_everything, set_rng_state, update)
 
 __all__ = ["CKPT", "TrainingError", "set_hyperparameters", "train_autoencoder"]
 
@@ -46,8 +47,10 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
     train_ds = ShardStream(cfg.data, "train", norm, cfg.seed, shuffle=True, buffer=cfg.shuffle_buffer,
                            rank=d.rank, world=d.world)
     val_ds = ShardStream(cfg.data, "val", norm, cfg.seed, shuffle=False, rank=d.rank, world=d.world, equal=False)
+    check_precision(cfg.precision, device)
     model = prepare_model(AudioAutoencoder(cfg.emb, cfg.width), device)
     opt = make_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.adam_lr)
+    scaler = grad_scaler(device, cfg.precision)
     start = 0
 
     # ---- resume: everything the next epoch depends on
@@ -63,12 +66,18 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
         opt.load_state_dict(state["optimizer"])
         set_hyperparameters(opt, **optimizer_settings(cfg.optimizer, cfg.lr, cfg.momentum, cfg.adam_lr))
         set_rng_state(dd.my_rng(state["rng"], d))
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         start = state["epoch"]
     if start >= cfg.epochs:
         log(f"autoencoder already trained for {start} epochs in {run}: nothing to do")
         return state
+    held = resident.hold(cfg.data_on_device, {"train": train_ds, "val": val_ds}, device, mel=True, image=False,
+                         workers=cfg.workers, log=log)
     metrics = MetricsLog(run, "autoencoder", start) if d.main else None
-    model = dd.wrap(model, d, device)
+    model = dd.wrap(model, d, device, cfg.sync_bn)
+    if dd.sync_bn_note(d, device, cfg.sync_bn):
+        log(dd.sync_bn_note(d, device, cfg.sync_bn))
 
     for epoch in range(start, cfg.epochs):
         # ---- train one epoch
@@ -76,16 +85,16 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
         train_ds.set_epoch(epoch)
         train_ds.skipped.value = 0
         t0, total, n = time.time(), 0.0, 0
-        for step, (mel, _, _, _) in enumerate(loader(train_ds, batch, cfg.workers)):
+        for step, (mel, _, _, _) in enumerate(resident.batches(train_ds, held["train"], batch, cfg.workers)):
             if cfg.max_steps and step >= cfg.max_steps:
                 break
             if mel.shape[0] < 2:  # a last batch of one: BatchNorm cannot train on it
                 continue
             mel = mel.to(device, non_blocking=True)
-            with autocast(device, cfg.amp):
+            with autocast(device, cfg.precision):
                 recon, _ = model(mel)
                 loss = F.mse_loss(recon.float(), mel)
-            update(opt, loss, "autoencoder", epoch, step, d)
+            update(opt, loss, "autoencoder", epoch, step, d, scaler)
             total += loss.item() * mel.shape[0]
             n += mel.shape[0]
         train_time = time.time() - t0
@@ -94,9 +103,9 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
         model.eval()
         vtotal, vn = 0.0, 0
         with torch.no_grad():  # each rank its own shards, through the bare module: no collectives
-            for mel, _, _, _ in loader(val_ds, batch, cfg.workers):
+            for mel, _, _, _ in resident.batches(val_ds, held["val"], batch, cfg.workers):
                 mel = mel.to(device)
-                with autocast(device, cfg.amp):
+                with autocast(device, cfg.precision):
                     recon, _ = dd.unwrap(model)(mel)
                 vtotal += F.mse_loss(recon.float(), mel, reduction="sum").item() / mel[0].numel()
                 vn += mel.shape[0]
@@ -107,7 +116,8 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
         row = {"epoch": epoch + 1, "train_loss": total / max(n, 1), "val_loss": vtotal / max(vn, 1),
                "samples": n, "seconds": round(train_time, 3), "samples_per_s": n / max(train_time, 1e-9)}
         if cfg.skip_bad_samples:
-            row["skipped_samples"] = train_ds.skipped.value
+            # held in memory, a damaged sample was left out once, when the split was read
+            row["skipped_samples"] = held["train"].skipped if held["train"] else train_ds.skipped.value
         rng = dd.rng_for_checkpoint(d, rng_state())
         if not d.main:
             continue
@@ -115,6 +125,7 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
         log(f"autoencoder epoch {epoch + 1}/{cfg.epochs}: train {row['train_loss']:.4f} val {row['val_loss']:.4f} "
             f"({row['samples_per_s']:.1f} samples/s)")
         state = {"model": dd.unwrap(model).state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                 "scaler": scaler.state_dict() if scaler is not None else None,
                  "rng": rng, "config": cfg.to_dict(), "normalizer": norm.to_dict(),
                  "last": row}
         checkpoint.save(run / CKPT, state)

@@ -3,11 +3,15 @@
 One loop, top to bottom. The encoder is frozen, so every sample's embedding is computed once and
 cached (RUN/embeddings.pt). The generator G minimises pixel MSE + λ · L_ma, where L_ma is the
 batch adversarial loss averaged with the mean adversarial losses of the previous k-1 epochs; the
-discriminator D sees balanced real/fake batches and is updated once every n_gd G updates.
+discriminator D sees balanced real/fake batches and is updated once every n_gd G updates. For G's
+update D is frozen (Algorithm 1, line 12): no gradient to its weights, and evaluation mode, so
+that its last BatchNorm scores G's pictures with its running statistics instead of normalising
+them away over a batch of fakes (docs/training.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -19,13 +23,14 @@ from s2i_data.readers import read_build_json
 from . import checkpoint
 from . import distributed as dd
 from .config import AutoencoderConfig, TranslatorConfig, from_dict
-from .data import Normalizer, ShardStream, set_access, compute_embeddings, loader
+from . import resident
+from .data import Normalizer, ShardStream, set_access, compute_embeddings
 from .grid import save_grid
 from .informativity import Judges, judge_generator
 from .metrics import MetricsLog
 from .nets import AudioAutoencoder, DenseGenerator, Discriminator
-from .runtime import (autocast, make_optimizer, optimizer_settings, prepare_model, rng_state,
-                      seed_everything, set_rng_state, update)
+from .runtime import (autocast, check_precision, grad_scaler, make_optimizer, optimizer_settings, prepare_model,
+                      rng_state, seed_everything, set_rng_state, update)
 from .train_autoencoder import CKPT as AE_CKPT
 from .train_autoencoder import TrainingError, set_hyperparameters
 
@@ -67,6 +72,33 @@ def lookup(cache: dict) -> dict[str, int]:
     return {k: i for i, k in enumerate(cache["keys"])}
 
 
+@contextlib.contextmanager
+def frozen(D: torch.nn.Module):
+    """D as Algorithm 1 has it for G's update ("with discriminator D frozen"): its weights take no
+    gradient, and it runs in evaluation mode (BatchNorm with running statistics, no dropout).
+
+    In training mode D's last layer, conv → BatchNorm(1 channel) → tanh, would normalise the
+    scores over the batch of G's pictures alone: their pre-tanh mean is then β whatever G draws,
+    and the adversarial term could only reshuffle scores within a batch, never raise them."""
+    was_training = D.training
+    flags = [p.requires_grad for p in D.parameters()]
+    D.eval()
+    for p in D.parameters():
+        p.requires_grad_(False)
+    try:
+        yield D
+    finally:
+        D.train(was_training)
+        for p, f in zip(D.parameters(), flags):
+            p.requires_grad_(f)
+
+
+def adversarial_loss(D: torch.nn.Module, fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Equation (4): mean((r_max − D(G(x), x))²), with D frozen."""
+    with frozen(D):
+        return torch.mean((1.0 - D(fake, z).float()) ** 2)
+
+
 def train_translator(cfg: TranslatorConfig, log=print) -> dict:
     run = Path(cfg.run)
     # ---- set-up: processes (DDP under torchrun), device, frozen encoder and its cached
@@ -89,12 +121,15 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
     seed_everything(cfg.seed + d.rank)
     classes = read_build_json(cfg.data)["classes"]
     train_index = lookup(emb["train"])
+    train_emb = emb["train"]["emb"].to(device)
     train_ds = ShardStream(cfg.data, "train", norm, cfg.seed, shuffle=True, buffer=cfg.shuffle_buffer,
                            rank=d.rank, world=d.world)
+    check_precision(cfg.precision, device)
     G = prepare_model(DenseGenerator(ae_cfg.emb, ae_cfg.width), device)
     D = prepare_model(Discriminator(ae_cfg.emb, ae_cfg.width), device)
     opt_g = make_optimizer(G.parameters(), cfg.optimizer, cfg.lr_g, cfg.momentum_g, cfg.adam_lr)
     opt_d = make_optimizer(D.parameters(), cfg.optimizer, cfg.lr_d, cfg.momentum_d, cfg.adam_lr)
+    scaler_g, scaler_d = grad_scaler(device, cfg.precision), grad_scaler(device, cfg.precision)
     start, g_steps, adv_history = 0, 0, []
 
     # ---- resume
@@ -110,13 +145,20 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
         set_hyperparameters(opt_g, **optimizer_settings(cfg.optimizer, cfg.lr_g, cfg.momentum_g, cfg.adam_lr))
         set_hyperparameters(opt_d, **optimizer_settings(cfg.optimizer, cfg.lr_d, cfg.momentum_d, cfg.adam_lr))
         set_rng_state(dd.my_rng(state["rng"], d))
+        for scaler, name in ((scaler_g, "scaler_g"), (scaler_d, "scaler_d")):
+            if scaler is not None and state.get(name):
+                scaler.load_state_dict(state[name])
         start, g_steps, adv_history = state["epoch"], state["g_steps"], state["adv_history"]
     if start >= cfg.epochs:
         log(f"translator already trained for {start} epochs in {run}: nothing to do")
         return state
+    held = resident.hold(cfg.data_on_device, {"train": train_ds}, device, mel=False, image=True,
+                         workers=cfg.workers, log=log)["train"]
     metrics = MetricsLog(run, "translator", start) if d.main else None
     grid_rows = fixed_validation_sounds(cfg, emb["val"], norm) if d.main else []
-    G, D = dd.wrap(G, d, device), dd.wrap(D, d, device)
+    G, D = dd.wrap(G, d, device, cfg.sync_bn), dd.wrap(D, d, device, cfg.sync_bn)
+    if dd.sync_bn_note(d, device, cfg.sync_bn):
+        log(dd.sync_bn_note(d, device, cfg.sync_bn))
 
     for epoch in range(start, cfg.epochs):
         G.train()
@@ -127,35 +169,36 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
         sums = {"pixel": 0.0, "adv": 0.0, "g": 0.0, "d": 0.0}
         n = d_updates = 0
         past = adv_history[-(cfg.ma_k - 1):] if cfg.ma_k > 1 else []
-        for step, (_, real, _, keys) in enumerate(loader(train_ds, batch, cfg.workers)):
+        for step, (_, real, _, keys) in enumerate(resident.batches(train_ds, held, batch, cfg.workers)):
             if cfg.max_steps and step >= cfg.max_steps:
                 break
             if real.shape[0] < 2:  # a last batch of one: BatchNorm cannot train on it
                 continue
-            z = emb["train"]["emb"][[train_index[k] for k in keys]].to(device)
+            z = train_emb[[train_index[k] for k in keys]]
             real = real.to(device, non_blocking=True)
 
-            # ---- generator update: pixel MSE + λ · moving-average adversarial loss
-            with autocast(device, cfg.amp):
+            # ---- generator update: pixel MSE + λ · moving-average adversarial loss, D frozen
+            with autocast(device, cfg.precision):
                 fake = G(z)
                 pixel = F.mse_loss(fake.float(), real)
-                # D's own module: its gradients from this loss are discarded (zeroed before D's
-                # step), so DDP need not synchronise them. With λ = 0 the term is only logged, and
-                # its backward through D (as costly as G's own) is skipped: the same weights result.
+                # D's own module (no DDP wrapper: it takes no gradient here, so there is nothing
+                # to synchronise). With λ = 0 the term is only logged, and its backward through D
+                # (as costly as G's own) is skipped: the same weights result.
                 with torch.set_grad_enabled(cfg.lam != 0):
-                    adv = torch.mean((1.0 - dd.unwrap(D)(fake, z).float()) ** 2)
+                    adv = adversarial_loss(dd.unwrap(D), fake, z)
             l_ma = (adv + sum(past)) / (1 + len(past))  # only the batch term carries a gradient
             loss_g = pixel + cfg.lam * l_ma
-            update(opt_g, loss_g, "generator", epoch, step, d)
+            update(opt_g, loss_g, "generator", epoch, step, d, scaler_g)
             g_steps += 1
 
             # ---- discriminator update, once every n_gd generator updates (or through every
             # n_gd-th epoch with d_schedule "epoch"), real and fake halves
             if (g_steps % cfg.n_gd == 0) if cfg.d_schedule == "step" else ((epoch + 1) % cfg.n_gd == 0):
-                with autocast(device, cfg.amp):  # one balanced batch: real half, fake half
+                with autocast(device, cfg.precision):  # one balanced batch: real half, fake half
                     d_real, d_fake = D(torch.cat([real, fake.detach()]), torch.cat([z, z])).float().chunk(2)
                     loss_d = F.mse_loss(d_real, torch.ones_like(d_real)) + F.mse_loss(d_fake, -torch.ones_like(d_fake))
-                update(opt_d, loss_d, "discriminator", epoch, step, d)
+                update(opt_d, loss_d, "discriminator", epoch, step, d, scaler_d)
+                dd.average_buffers(D, d)  # the running statistics that score G's next pictures
                 sums["d"] += loss_d.item()
                 d_updates += 1
             b = real.shape[0]
@@ -175,7 +218,7 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
                "g_loss": sums["g"] / max(n, 1), "d_loss": sums["d"] / max(d_updates, 1), "d_updates": d_updates,
                "samples": n, "seconds": round(seconds, 3), "samples_per_s": n / max(seconds, 1e-9)}
         if cfg.skip_bad_samples:
-            row["skipped_samples"] = train_ds.skipped.value
+            row["skipped_samples"] = held.skipped if held else train_ds.skipped.value
         rng = dd.rng_for_checkpoint(d, rng_state())
         if not d.main:
             continue
@@ -191,6 +234,8 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
             draw_grid(dd.unwrap(G), grid_rows, cfg.grid_images, device, run / "grids" / f"epoch-{epoch + 1:05d}.png")
         state = {"G": dd.unwrap(G).state_dict(), "D": dd.unwrap(D).state_dict(), "opt_g": opt_g.state_dict(),
                  "opt_d": opt_d.state_dict(), "epoch": epoch + 1, "g_steps": g_steps, "adv_history": adv_history,
+                 "scaler_g": scaler_g.state_dict() if scaler_g is not None else None,
+                 "scaler_d": scaler_d.state_dict() if scaler_d is not None else None,
                  "rng": rng,
                  "config": cfg.to_dict(), "autoencoder": ae_cfg.to_dict(), "normalizer": norm.to_dict(),
                  "last": row}

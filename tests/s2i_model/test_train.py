@@ -181,3 +181,80 @@ def test_a_damaged_sample_stops_training_with_one_line_or_is_skipped(tiny_build,
     r = _model_cli("sample", "--run", str(trained), "--data", str(data), "--out", str(tmp_path / "pool"), "-n", "5")
     assert r.returncode != 0 and f"val/val-000000.tar: {key_val}.json: nested too deeply" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def _adversarial_updates(frozen_d: bool, steps: int = 30) -> tuple[float, float]:
+    """Mean RC-score (D in evaluation mode) of G's pictures before and after ``steps`` updates of G
+    on the adversarial term alone, against a D trained a little to tell real from fake."""
+    import torch.nn.functional as F
+
+    from s2i_model.nets import DenseGenerator, Discriminator
+    from s2i_model.train_translator import adversarial_loss
+
+    torch.manual_seed(0)
+    G, D = DenseGenerator(64, 0.0625), Discriminator(64, 0.0625)
+    z = torch.tanh(torch.randn(16, 64))
+    real = torch.rand(16, 3, 96, 96) * 2 - 1
+    opt_d = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    for _ in range(20):
+        with torch.no_grad():
+            fake = G(z)
+        d_real, d_fake = D(torch.cat([real, fake]), torch.cat([z, z])).chunk(2)
+        loss = F.mse_loss(d_real, torch.ones_like(d_real)) + F.mse_loss(d_fake, -torch.ones_like(d_fake))
+        opt_d.zero_grad()
+        loss.backward()
+        opt_d.step()
+
+    def score() -> float:
+        D.eval()
+        with torch.no_grad():
+            s = float(D(G(z), z).mean())
+        D.train()
+        return s
+
+    before = score()
+    opt_d.zero_grad(set_to_none=True)
+    opt = torch.optim.Adam(G.parameters(), lr=1e-2, betas=(0.5, 0.999))
+    for _ in range(steps):
+        loss = adversarial_loss(D, G(z), z) if frozen_d else torch.mean((1.0 - D(G(z), z)) ** 2)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    if frozen_d:  # no gradient reached D's weights, and its mode and flags are back
+        assert D.training and all(p.grad is None for p in D.parameters())
+        assert all(p.requires_grad for p in D.parameters())
+    return before, score()
+
+
+def test_the_adversarial_term_raises_the_rc_score_of_gs_pictures():
+    """With the pixel term off and D frozen (the trainer's `adversarial_loss`), a few dozen G
+    updates raise the RC-score D gives G's pictures. With D in training mode, as before, its last
+    BatchNorm normalises the scores over the batch of fakes, and the same updates cannot."""
+    before, after = _adversarial_updates(frozen_d=True)
+    old_before, old_after = _adversarial_updates(frozen_d=False)
+    print(f"\nmean RC-score of G's pictures after 30 adversarial updates: D frozen {before:.3f} -> {after:.3f}; "
+          f"D in training mode {old_before:.3f} -> {old_after:.3f}")
+    assert after > before + 0.15
+    assert old_after < old_before + 0.05
+
+
+def test_streamed_and_resumed_training_equals_data_held_in_memory(tiny_build, trained, tmp_path):
+    """`trained` held its splits in memory (auto, on this CPU); the same run streamed from the
+    shards, and killed and resumed after each stage's first epoch, reaches the same weights and
+    logs the same losses, to the last bit."""
+    run = tmp_path / "streamed"
+    for epochs in (1, 2):
+        train_autoencoder(ae_cfg(tiny_build, run, epochs=epochs, data_on_device="off"), **QUIET)
+    for epochs in (1, 2):
+        train_translator(gan_cfg(tiny_build, run, epochs=epochs, data_on_device="off"), **QUIET)
+    a, b = checkpoint.load(trained / "autoencoder.pt"), checkpoint.load(run / "autoencoder.pt")
+    assert same_weights(a["model"], b["model"])
+    a, b = checkpoint.load(trained / "translator.pt"), checkpoint.load(run / "translator.pt")
+    assert same_weights(a["G"], b["G"]) and same_weights(a["D"], b["D"])
+    losses = ("train_loss", "val_loss", "pixel_loss", "adv_loss", "d_loss")
+
+    def logged(folder):
+        rows = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+        return [{k: r[k] for k in losses if k in r} for r in rows]
+
+    assert logged(trained) == logged(run)
