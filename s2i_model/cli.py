@@ -21,8 +21,10 @@ def _fail(message: str, code: int = 2) -> None:
 
 @app.command()
 def describe(emb: int = typer.Option(512, help="embedding size E"),
-             width: float = typer.Option(1.0, help="channel width multiplier")) -> None:
-    """JSON: conv layers and parameters of each network."""
+             width: float = typer.Option(1.0, help="channel width multiplier"),
+             flops: bool = typer.Option(False, "--flops", help="also multiply-adds per sample of each network "
+                                        "and of a training step of each stage (counted over a pass)")) -> None:
+    """JSON: conv layers and parameters of each network (with --flops, their multiply-adds)."""
     from .nets import AudioAutoencoder, DenseGenerator, Discriminator, InformativityClassifier
     from .nets.blocks import conv_layers, n_params
 
@@ -34,7 +36,16 @@ def describe(emb: int = typer.Option(512, help="embedding size E"),
     except (ValueError, RuntimeError) as e:
         _fail(str(e))
         return
-    print(json.dumps({k: {"conv_layers": conv_layers(m), "params": n_params(m)} for k, m in nets.items()}, indent=2))
+    out = {k: {"conv_layers": conv_layers(m), "params": n_params(m)} for k, m in nets.items()}
+    if flops:
+        from .config import TranslatorConfig
+        from .flops import net_macs, training_macs
+
+        for k, macs in net_macs(emb, width).items():
+            out[k]["macs_per_sample"] = macs
+        cfg = TranslatorConfig()
+        out["training_macs_per_sample"] = training_macs(emb, width, n_gd=cfg.n_gd, lam=cfg.lam)
+    print(json.dumps(out, indent=2, ensure_ascii=False))
 
 
 def _check_data(data: str) -> None:
@@ -323,6 +334,10 @@ def _print_evaluation(res: dict) -> None:
         console.print(f"{name:<14}{pct(r.get('informativity')):>14}{pct(r.get('class_agreement')):>12}"
                       f"{pct(r.get('retrieval_r1')):>8}{pct(r.get('retrieval_r5')):>8}"
                       f"{'–' if div is None else f'{div:.3f}':>11}", highlight=False)
+    sep = res.get("embedding_separability") or {}
+    if sep.get("centroid") is not None:
+        console.print(f"ceiling: the {res['split']} sounds' embeddings alone name their class {sep['centroid']:.1%} "
+                      f"(nearest class centroid), {sep['nn1']:.1%} (nearest train embedding)", highlight=False)
     p = res["proxies"]
     console.print(f"* proxies (no human labels). Fréchet distance {p['frechet_distance']:.4g}, kernel distance "
                   f"{p['kernel_distance']:.4g} in the real-frame classifier's features"

@@ -30,7 +30,7 @@ from .history import aggregates, informativity_history, pixel_loss_ma, read_rows
 from .imagine import Translator, imagine_split
 from .informativity import FILE as JUDGES_FILE
 from .informativity import Judges
-from .proxy import diversity, embed_images, frame_classifier, retrieval_recall
+from .proxy import diversity, embed_images, frame_classifier, retrieval_recall, separability
 from .train_translator import CKPT as GAN_CKPT
 
 RESULT = "evaluation.json"
@@ -89,7 +89,7 @@ def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
     torch.manual_seed(cfg.seed)
     n = cfg.samples
     acc = {"cls": [], "agree": [], "informative": [], "div": [], "gen_feat": [], "real_feat": [], "real_cls": [],
-           "gen_inc": [], "real_inc": []}
+           "gen_inc": [], "real_inc": [], "z": []}
     batch: list = []
 
     def flush() -> None:
@@ -97,7 +97,9 @@ def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
         real = torch.stack([b[1] for b in batch])
         cls = torch.tensor([b[2] for b in batch])
         with torch.no_grad():
-            imgs = tr.generator(tr.encoder(mels).repeat_interleave(n, 0)).float().cpu()
+            z = tr.encoder(mels)
+            acc["z"].append(z.float().cpu())
+            imgs = tr.generator(z.repeat_interleave(n, 0)).float().cpu()
             gcls = cls.repeat_interleave(n)
             acc["agree"].append(torch.cat([proxy(b.to(dev)).argmax(1).cpu() for b in imgs.split(256)]) == gcls)
             acc["gen_feat"].append(embed_images(proxy, imgs, dev))
@@ -150,6 +152,15 @@ def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
     if inception is not None:
         proxies["fid_inception"] = frechet_distance(torch.cat(acc["gen_inc"]).numpy(), torch.cat(acc["real_inc"]).numpy())
 
+    # ---- the ceiling: how well the sounds' embeddings alone tell the classes (nearest centroid
+    # and nearest neighbour among the train embeddings cached by the trainer)
+    cached = checkpoint.load(run / "embeddings.pt") if (run / "embeddings.pt").exists() else None
+    if cached and "train" in cached and len(cached["train"]["keys"]):
+        ceiling = separability(cached["train"]["emb"].float(), cached["train"]["cls"], torch.cat(acc["z"]),
+                               torch.cat(acc["real_cls"]))
+    else:
+        ceiling = {"centroid": None, "nn1": None}
+
     # ---- what the training history says (informativity per epoch, pixel loss)
     rows = read_rows(run)
     hist = informativity_history(rows)
@@ -157,6 +168,7 @@ def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
         "ident": ident, "run": str(run), "data": str(data), "split": cfg.split, "samples_per_sound": n,
         "emb": state["autoencoder"]["emb"], "width": state["autoencoder"]["width"], "epoch": state["epoch"],
         "classes": classes, "per_class": per_class, "mean": mean, "proxies": proxies,
+        "embedding_separability": ceiling,
         "informativity_judges": cfg.informativity or None,
         "training": {"pixel_loss_ma50": pixel_loss_ma(rows), "informativity_history": aggregates(hist) or None},
     }

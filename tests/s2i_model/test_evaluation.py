@@ -156,6 +156,8 @@ def test_evaluate_measures_informativity_and_the_proxies(judged, tiny_build, tmp
     assert ev["proxies"]["frechet_distance"] > 0 and ev["proxies"]["fid_inception"] > 0
     assert (run / ev["grid"]).is_file()
     assert "informativity" in res.stderr and "proxies" in res.stderr  # the table printed for the user
+    sep = ev["embedding_separability"]
+    assert 0.0 <= sep["centroid"] <= 1.0 and 0.0 <= sep["nn1"] <= 1.0 and "ceiling" in res.stderr
     again = cli("evaluate", "--run", run, "--data", tiny_build, "--samples", 3, "--informativity", judged["judges"],
                 "--fid-weights", weights, "--device", "cpu")
     assert again.returncode == 0 and "up to date" in again.stderr

@@ -55,7 +55,11 @@ def test_make_train_learns_recognisable_pictures(toy_build, tmp_path):
         z = tr.encoder(mels)
         images = tr.images(z, 4).flatten(0, 1)
     agreement = class_agreement(classifier, images, classes.repeat_interleave(4))
-    print(f"\nclass agreement of pictures imagined from {len(classes)} held-out sounds: {agreement:.1%} (chance 20%)")
+    from s2i_model.proxy import embedding_separability
+
+    ceiling = embedding_separability(run, toy_build)
+    print(f"\nclass agreement of pictures imagined from {len(classes)} held-out sounds: {agreement:.1%} (chance 20%); "
+          f"the ceiling, their embeddings alone: nearest centroid {ceiling['centroid']:.1%}, 1-NN {ceiling['nn1']:.1%}")
     # A generator that ignores its sound draws the same picture (up to dropout) for every class:
     # on this balanced split it scores 20 % give or take ~2 %. Seen here: 48-52 % on this data,
     # 34-37 % on the harder seed-4 data (docs/performance.md). The bar sits well above what

@@ -95,3 +95,18 @@ def test_fid_weights_are_read_from_a_torchscript_file(tmp_path):
         InceptionFeatures(tmp_path / "junk.pt")
     with pytest.raises(ValueError, match="no such weights file"):
         InceptionFeatures(tmp_path / "missing.pt")
+
+
+def test_separability_counts_which_held_out_embeddings_land_with_their_class():
+    from s2i_model.proxy import separability
+
+    train = torch.tensor([[0.0, 0.0], [0.2, 0.0], [10.0, 0.0], [10.2, 0.0]])
+    train_cls = torch.tensor([0, 0, 1, 1])
+    test = torch.tensor([[0.1, 0.5], [9.0, 0.0], [6.0, 0.0], [1.0, 0.0]])
+    test_cls = torch.tensor([0, 1, 0, 1])  # the last two sit nearer the other class
+    assert separability(train, train_cls, test, test_cls) == {"centroid": 0.5, "nn1": 0.5}
+    # a point nearest to one train sample of class 1 but nearer the class-0 centroid
+    train = torch.tensor([[0.0, 0.0], [4.0, 0.0], [5.0, 0.0], [20.0, 0.0]])
+    train_cls = torch.tensor([0, 0, 1, 1])
+    got = separability(train, train_cls, torch.tensor([[4.6, 0.0]]), torch.tensor([1]))
+    assert got == {"centroid": 0.0, "nn1": 1.0}
