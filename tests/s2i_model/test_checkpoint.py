@@ -16,16 +16,7 @@ import torch
 
 from s2i_model import checkpoint
 from s2i_model.runtime import rng_state, set_rng_state
-
-
-class Planted:
-    """What a hostile run folder would carry: unpickling it runs a command."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
+from shardcraft import Planted
 
 
 def plant(path: Path, marker: Path) -> None:
