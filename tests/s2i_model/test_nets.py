@@ -67,3 +67,62 @@ def test_informativity_classifier_outputs_log_probabilities():
 def test_embedding_not_divisible_by_four_is_refused():
     with pytest.raises(ValueError, match="multiple of 4"):
         Discriminator(130)
+
+
+def test_flop_counter_counts_one_layer_as_by_hand():
+    from torch import nn
+
+    from s2i_model.flops import count_macs
+
+    # Cout·Cin·kh·kw·Hout·Wout for a convolution; a transposed one scatters each input pixel
+    # through its kernel, so Cin·Cout·kh·kw·Hin·Win
+    conv = nn.Conv2d(3, 5, (7, 5), stride=2)
+    x = torch.rand(2, 3, 31, 24)  # → 13 x 10
+    assert conv(x).shape[2:] == (13, 10)
+    deconv = nn.ConvTranspose2d(4, 6, (5, 4), stride=2)
+    y = torch.rand(2, 4, 9, 7)
+    with torch.no_grad():
+        assert count_macs(lambda: conv(x)) == 5 * 3 * 7 * 5 * 13 * 10
+        assert count_macs(lambda: deconv(y)) == 4 * 6 * 5 * 4 * 9 * 7
+    # the encoder's first layer at full width: 80 channels, 7x5, stride 2, 1x128x100 → 61x48
+    with torch.device("meta"):  # shapes only: no 33 M weights to initialise
+        first, mel = AudioAutoencoder(512).encoder.layers.conv1[0], torch.rand(2, 1, 128, 100)
+    with torch.no_grad():
+        assert count_macs(lambda: first(mel)) == 80 * 1 * 7 * 5 * 61 * 48
+
+
+def test_counted_macs_match_spec_and_the_training_formulas():
+    from s2i_model.flops import net_macs, training_macs
+
+    macs = net_macs(512, 1.0)
+    # SPEC 4: per sample the autoencoder is ≈ 3.7 GMAC forward and the generator ≈ 2.1 GMAC
+    assert abs(macs["autoencoder.encoder"] + macs["autoencoder.decoder"] - 3.7e9) < 0.04 * 3.7e9
+    # the counter also counts the transposed convolutions' products that land in the cropped
+    # padding (what a GPU computes); without them the generator is 2.05 GMAC: +9 % at most
+    assert 2.1e9 < macs["generator"] < 1.09 * 2.1e9
+    assert macs["autoencoder.encoder"] > macs["discriminator"] > macs["informativity_classifier"]
+    train = training_macs(512, 1.0)
+    for stage in ("stage1_autoencoder", "stage2_translator"):  # the formulas hold within 1 %
+        s = train[stage]
+        assert abs(s["counted_macs"] - s["formula_macs"]) < 0.01 * s["formula_macs"]
+    assert train["stage1_autoencoder"]["formula_macs"] == 3 * (macs["autoencoder.encoder"] + macs["autoencoder.decoder"])
+
+
+def test_meta_device_counts_what_a_cpu_pass_counts():
+    from s2i_model.flops import net_macs
+
+    assert net_macs(128, 0.125, "meta") == net_macs(128, 0.125, "cpu")
+
+
+def test_describe_flops_adds_macs_only_when_asked():
+    from typer.testing import CliRunner
+
+    from s2i_model.cli import app
+
+    plain = json.loads(CliRunner().invoke(app, ["describe", "--emb", "128", "--width", "0.125"]).stdout)
+    r = CliRunner().invoke(app, ["describe", "--emb", "128", "--width", "0.125", "--flops"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert "training_macs_per_sample" not in plain and "macs_per_sample" not in plain["generator"]
+    assert out["generator"]["macs_per_sample"] > 0 and out["generator"]["params"] == plain["generator"]["params"]
+    assert set(out["training_macs_per_sample"]) >= {"stage1_autoencoder", "stage2_translator"}
