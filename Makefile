@@ -83,11 +83,15 @@ test: setup
 	.ci/install-browser
 	$(BIN)/python -m pytest -q --durations=15
 
+# bench/gpu.py: full width (the paper's network) on a GPU with `make bench GPU_BENCH=`; a quick
+# small-width check of the script by default, since a CPU would take hours at width 1.0
+GPU_BENCH ?= --width 0.0625 --steps 5 --workers 1
 bench: setup
 	$(BIN)/python bench/build.py
 	$(BIN)/python bench/plan.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/gpu.py $(GPU_BENCH)
 	$(BIN)/python bench/imagine.py
 
 clean:
