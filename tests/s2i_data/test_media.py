@@ -104,3 +104,167 @@ def test_unreadable_files_raise_a_reason(tmp_path, content, reason):
 def test_missing_file(tmp_path):
     with pytest.raises(media.MediaError, match="file not found"):
         media.probe(str(tmp_path / "nope.mp4"))
+
+
+# ---- content, not plumbing: what a viewer sees and what a listener hears survives decoding
+
+def av_file(path, audio: str, video: str = "color=c=black:s=16x16:r=25") -> str:
+    """A 2 s FFV1 + FLAC Matroska file from lavfi sources: ``audio`` is an aevalsrc argument list."""
+    subprocess.run([media.ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y",
+                    "-f", "lavfi", "-i", f"{video}:d=2", "-f", "lavfi", "-i", f"aevalsrc={audio}:d=2",
+                    "-c:v", "ffv1", "-c:a", "flac", str(path)], check=True)
+    return str(path)
+
+
+def tone_amplitude(x: np.ndarray, hz: float, sr: int = 16000) -> float:
+    """Amplitude of the ``hz`` sinusoid in ``x`` (least squares on sin and cos: any phase)."""
+    t = np.arange(len(x)) / sr
+    basis = np.stack([np.sin(2 * np.pi * hz * t), np.cos(2 * np.pi * hz * t)], axis=1)
+    coef = np.linalg.lstsq(basis, x.astype(np.float64), rcond=None)[0]
+    return float(np.hypot(*coef))
+
+
+QUADRANTS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "white": (255, 255, 255)}
+
+
+def quadrant_colours(img: np.ndarray) -> list[list[str]]:
+    """Name of the colour filling each quadrant, [[top-left, top-right], [bottom-left, bottom-right]],
+    read away from the seams (the upscale blends neighbouring quadrants there)."""
+    h, w = img.shape[:2]
+    names, refs = list(QUADRANTS), np.array(list(QUADRANTS.values()), float)
+    out = []
+    for r in range(2):
+        row = []
+        for c in range(2):
+            q = img[r * h // 2 : (r + 1) * h // 2, c * w // 2 : (c + 1) * w // 2]
+            q = q[h // 8 : -h // 8, w // 8 : -w // 8].reshape(-1, 3).mean(0)
+            dist = np.abs(refs - q).max(1)
+            assert dist.min() < 12, f"quadrant {r},{c} is a blend {q}, not one of {names}"
+            row.append(names[int(dist.argmin())])
+        out.append(row)
+    return out
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_rotation_shows_what_a_viewer_sees(tmp_path, rotation):
+    # A square picture (so the centre crop keeps all of it) with a different colour in each
+    # quadrant: every rotation, and a mirror, moves them somewhere else.
+    frame = np.zeros((64, 64, 3), np.uint8)
+    frame[:32, :32] = QUADRANTS["red"]
+    frame[:32, 32:] = QUADRANTS["green"]
+    frame[32:, :32] = QUADRANTS["blue"]
+    frame[32:, 32:] = QUADRANTS["white"]
+    src = encode_frames(tmp_path / "q.mp4", np.repeat(frame[None], 3, 0), FPS, codec="x264",
+                        audio=np.zeros(16000, np.float32), extra=["-c:a", "aac"])
+    rot = tmp_path / f"q{rotation}.mp4"
+    # ffmpeg 9 ignores the old `-metadata:s:v rotate=N` tag when muxing; -display_rotation writes
+    # the display matrix, and is documented as "pure counter-clockwise rotation in degrees".
+    subprocess.run([media.ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-display_rotation",
+                    str(rotation), "-i", str(src), "-c", "copy", str(rot)], check=True)
+    pr = media.probe(str(rot))
+    assert pr.rotation == rotation and (pr.width, pr.height) == (64, 64)
+    d = media.decode(str(rot), pr, (0.0, 0.1), first_frame_s=0.05, n_frames=1)
+    assert d.frames.shape == (1, 96, 96, 3)
+    # The viewer sees the stored picture turned counter-clockwise: np.rot90 turns that way
+    # (from the row axis towards the column axis), independently of ffmpeg.
+    seen = quadrant_colours(d.frames[0])
+    assert seen == quadrant_colours(np.rot90(frame, rotation // 90))
+    assert seen == {90: [["green", "white"], ["red", "blue"]],   # red (top-left) now bottom-left
+                    180: [["white", "blue"], ["green", "red"]],
+                    270: [["blue", "red"], ["white", "green"]]}[rotation]  # red now top-right
+
+
+def blob_shape(img: np.ndarray) -> tuple[float, float, float, float]:
+    """Centre (x, y) and semi-axes (a_x, a_y) of the one bright filled ellipse in an image, from its
+    intensity-weighted second moments (a filled ellipse has variance a² / 4 along each axis)."""
+    wgt = img[..., 1].astype(np.float64) / 255
+    ys, xs = np.mgrid[: img.shape[0], : img.shape[1]] + 0.5
+    m = wgt.sum()
+    cx, cy = (wgt * xs).sum() / m, (wgt * ys).sum() / m
+    vx, vy = (wgt * (xs - cx) ** 2).sum() / m, (wgt * (ys - cy) ** 2).sum() / m
+    return cx, cy, 2 * np.sqrt(vx), 2 * np.sqrt(vy)
+
+
+@pytest.mark.parametrize("stored,sar,radius", [
+    ((96, 192), (2, 1), 40),   # tall storage, wide pixels: displayed 192x192
+    ((192, 96), (1, 2), 30),   # wide storage, narrow pixels: displayed 96x96
+    ((128, 96), (3, 2), 30),   # displayed 192x96: the centre crop cuts the sides after the stretch
+])
+def test_non_square_pixels_keep_a_circle_round(tmp_path, stored, sar, radius):
+    w, h = stored
+    ratio = sar[0] / sar[1]
+    dw, dh = round(w * ratio), h  # as displayed
+    # A circle of `radius` display pixels at the display centre, drawn in storage pixels (each
+    # `ratio` display pixels wide): an ellipse in the file, a circle on screen.
+    ys, xs = np.mgrid[:h, :w] + 0.5
+    inside = ((xs * ratio - dw / 2) ** 2 + (ys - dh / 2) ** 2) <= radius**2
+    frames = np.repeat(np.where(inside, 255, 0).astype(np.uint8)[None, ..., None], 3, 0).repeat(3, -1)
+    path = encode_frames(tmp_path / "sar.mkv", frames, FPS, audio=np.zeros(16000, np.float32),
+                         extra=["-vf", f"setsar={sar[0]}/{sar[1]}"])
+    pr = media.probe(str(path))
+    assert pr.sar == pytest.approx(ratio) and (pr.width, pr.height) == (dw, dh)
+    d = media.decode(str(path), pr, (0.0, 0.1), first_frame_s=0.05, n_frames=1)
+    cx, cy, ax, ay = blob_shape(d.frames[0])
+    # Round within 5 %: the scaler's blur and the pixel grid move either semi-axis by well under
+    # a pixel (of 20-30), measured 0.4 % at most; ignoring the SAR gives 0.5, 1.67 (the crop clips
+    # the 2:1 ellipse) and 0.67 here.
+    assert ax / ay == pytest.approx(1.0, abs=0.05)
+    scale = 96 / min(dw, dh)  # crop to the display's short side, then scale to 96
+    assert ax == pytest.approx(radius * scale, rel=0.05) and ay == pytest.approx(radius * scale, rel=0.05)
+    assert (cx, cy) == (pytest.approx(48, abs=1), pytest.approx(48, abs=1))
+
+
+# One tone per 5.1 channel, each a whole number of cycles per second (orthogonal over 1 s).
+SURROUND_TONES = {"FL": 250, "FR": 350, "FC": 1000, "LFE": 80, "BL": 2000, "BR": 3000}
+# `-ac 1` with no matrix of our own is swresample's default downmix, unnormalised for float
+# output: FC at 1, FL/FR at -3 dB (1/sqrt 2), surrounds at -3 dB into the front pair and again into
+# mono (1/2), LFE dropped (lfe_mix_level = 0).
+DOWNMIX = {"FL": 2**-0.5, "FR": 2**-0.5, "FC": 1.0, "LFE": 0.0, "BL": 0.5, "BR": 0.5}
+
+
+@pytest.mark.parametrize("layout", ["5.1", "5.1(side)"])
+def test_surround_downmix_to_mono(tmp_path, layout):
+    amp = 0.2
+    exprs = "|".join(f"{amp}*sin(2*PI*{hz}*t)" for hz in SURROUND_TONES.values())
+    path = av_file(tmp_path / "surround.mkv", f"'{exprs}':c={layout}:s=48000")
+    pr = media.probe(str(path))
+    assert (pr.audio_channels, pr.audio_rate) == (6, 48000)
+    d = media.decode(path, pr, (0.0, 2.0))
+    assert d.audio_start_s == 0.0 and len(d.audio) == pytest.approx(32000, abs=16)
+    # The same front end in every reader: the builder, decode_audio and imagine's stream_audio.
+    whole = media.decode_audio(path)
+    streamed = np.concatenate(list(media.stream_audio(path)))
+    for audio in (d.audio, whole, streamed):
+        mid = audio[8000:24000]  # one whole second, away from the resampler's edges
+        got = {ch: tone_amplitude(mid, hz) / amp for ch, hz in SURROUND_TONES.items()}
+        # 1 % of full gain: FLAC is lossless and the 48 -> 16 kHz resampler's passband is flat far
+        # beyond 3 kHz; taking channel 0 alone, or an equal-weight mean, misses by 30 % or more.
+        assert got == {ch: pytest.approx(g, abs=0.01) for ch, g in DOWNMIX.items()}, layout
+
+
+@pytest.mark.parametrize("rate", [8000, 192000])
+def test_audio_rates_resampled_to_16k_keep_pitch_and_level(tmp_path, rate):
+    import librosa
+
+    from s2i_data import features
+
+    amp = 0.5
+    audio = f"{amp}*sin(2*PI*1000*t)"
+    if rate > 16000:  # and a tone the 16 kHz output cannot hold, which must vanish, not alias to 4 kHz
+        audio += "+0.3*sin(2*PI*12000*t)"
+    path = av_file(tmp_path / f"tone{rate}.mkv", f"{audio}:s={rate}")
+    pr = media.probe(path)
+    assert pr.audio_rate == rate
+    d = media.decode(path, pr, (0.0, 2.0))
+    assert d.audio_start_s == 0.0 and len(d.audio) == pytest.approx(32000, abs=16)  # 2 s at 16 kHz
+    mid = d.audio[4000:28000]
+    # Level within 2 % (measured: 1e-5): a resampler's passband at 1 kHz is flat to far better.
+    assert tone_amplitude(mid, 1000) == pytest.approx(amp, rel=0.02)
+    assert np.sqrt(np.mean(mid**2)) == pytest.approx(amp / np.sqrt(2), rel=0.02)  # nothing else
+    assert tone_amplitude(mid, 4000) < 1e-3
+    # Pitch: the loudest mel band is the one whose centre is nearest 1 kHz (librosa's Slaney
+    # centres: the 130 band edges of 128 triangles over 0-8 kHz).
+    centres = librosa.mel_frequencies(features.N_MELS + 2, fmin=0.0, fmax=8000.0, htk=False)[1:-1]
+    band = int(np.argmin(np.abs(centres - 1000)))
+    mel = features.log_mel_segments(d.audio, d.audio_start_s, [0.5])[0]
+    assert band == 42 and (mel.argmax(1) == band).all()  # in every one of the segment's 100 frames
