@@ -56,6 +56,83 @@ def _stamp(path: str) -> list:
     return [str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] if p.is_file() else []
 
 
+def measure(pictures, data: str | Path, split: str, proxy: torch.nn.Module, classes: list[str], samples: int,
+            norm, device: str, batch_sounds: int = 32, seed: int = 0, judges: Judges | None = None,
+            inception: InceptionFeatures | None = None) -> dict:
+    """The metrics of any picture maker on a split's sounds, streamed a batch at a time.
+
+    ``pictures(mels, real)``: a batch's normalised log-mels [B, 1, 100, 128] (on ``device``) and
+    real frames [B, 3, 96, 96] in [-1, 1] → ``samples`` pictures per sound, [B * samples, 3, 96, 96],
+    sound by sound. `evaluate` passes the translator (encoder then generator); tests pass makers
+    whose metrics are known (the real frame itself, one picture for every sound). torch is seeded
+    with ``seed`` first and ``pictures`` runs under no_grad. Returns ``per_class``, ``mean`` and
+    ``proxies`` as in evaluation.json, and ``sound_cls`` (the class of each sound, in stream order)."""
+    torch.manual_seed(seed)
+    n = samples
+    acc = {"cls": [], "agree": [], "informative": [], "div": [], "gen_feat": [], "real_feat": [], "real_cls": [],
+           "gen_inc": [], "real_inc": []}
+    batch: list = []
+
+    def flush() -> None:
+        mels = torch.stack([b[0] for b in batch]).to(device)
+        real = torch.stack([b[1] for b in batch])
+        cls = torch.tensor([b[2] for b in batch])
+        with torch.no_grad():
+            imgs = pictures(mels, real).float().cpu()
+            gcls = cls.repeat_interleave(n)
+            acc["agree"].append(torch.cat([proxy(b.to(device)).argmax(1).cpu() for b in imgs.split(256)]) == gcls)
+            acc["gen_feat"].append(embed_images(proxy, imgs, device))
+            acc["real_feat"].append(embed_images(proxy, real, device))
+            if inception is not None:
+                acc["gen_inc"].append(torch.cat([inception(b.to(device)).cpu() for b in imgs.split(64)]))
+                acc["real_inc"].append(inception(real.to(device)).cpu())
+            if judges is not None:
+                acc["informative"].append(judges.predict(imgs, [classes[c] for c in gcls]))
+        if n > 1:
+            s = imgs.reshape(len(batch), n, *imgs.shape[1:])
+            acc["div"] += [diversity(s[i:i + 1]) for i in range(len(batch))]
+        acc["cls"].append(gcls)
+        acc["real_cls"].append(cls)
+        batch.clear()
+
+    for mel, img, cls, _ in ShardStream(data, split, norm, shuffle=False):
+        batch.append((mel, img, cls))
+        if len(batch) == batch_sounds:
+            flush()
+    if batch:
+        flush()
+    if not acc["cls"]:
+        raise ValueError(f"{data}: the {split} split has no samples")
+
+    # ---- per class, then macro means over classes
+    gcls, agree = torch.cat(acc["cls"]), torch.cat(acc["agree"]).float()
+    gen_feat, real_feat, real_cls = torch.cat(acc["gen_feat"]), torch.cat(acc["real_feat"]), torch.cat(acc["real_cls"])
+    recall = _per_class_recall(gen_feat, gcls, real_feat, real_cls)
+    informative = torch.cat(acc["informative"]) if acc["informative"] else None
+    div = torch.tensor(acc["div"]) if acc["div"] else None
+    per_class = {}
+    for c, name in enumerate(classes):
+        sel = gcls == c
+        if not sel.any():
+            continue
+        row = {"sounds": int(sel.sum()) // n, "images": int(sel.sum()), "class_agreement": float(agree[sel].mean()),
+               "retrieval_r1": recall[c][1], "retrieval_r5": recall[c][5]}
+        if div is not None:
+            row["diversity"] = float(div[real_cls == c].mean())
+        if informative is not None:
+            judged = informative[sel]
+            row["informativity"] = float(judged.mean()) if not torch.isnan(judged).any() else None
+        per_class[name] = row
+    mean = {k: _mean([r.get(k) for r in per_class.values()]) for k in
+            ("informativity", "class_agreement", "retrieval_r1", "retrieval_r5", "diversity")}
+    proxies = {"frechet_distance": frechet_distance(gen_feat.numpy(), real_feat.numpy()),
+               "kernel_distance": kernel_distance(gen_feat.numpy(), real_feat.numpy(), seed=seed),
+               "feature_space": "real-frame classifier (32-d), trained on the train split"}
+    if inception is not None:
+        proxies["fid_inception"] = frechet_distance(torch.cat(acc["gen_inc"]).numpy(), torch.cat(acc["real_inc"]).numpy())
+    return {"per_class": per_class, "mean": mean, "proxies": proxies, "sound_cls": real_cls}
+
+
 def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
     run = Path(cfg.run)
     state = checkpoint.load(run / GAN_CKPT)
@@ -85,79 +162,25 @@ def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
                              cfg.proxy_epochs, cfg.seed, dev)
     inception = InceptionFeatures(Path(cfg.fid_weights)).to(dev) if cfg.fid_weights else None
 
-    # ---- stream the split: pictures, then everything measured on them
-    torch.manual_seed(cfg.seed)
+    # ---- the translator's pictures of every sound, measured
     n = cfg.samples
-    acc = {"cls": [], "agree": [], "informative": [], "div": [], "gen_feat": [], "real_feat": [], "real_cls": [],
-           "gen_inc": [], "real_inc": [], "z": []}
-    batch: list = []
+    zs: list = []
 
-    def flush() -> None:
-        mels = torch.stack([b[0] for b in batch]).to(tr.device)
-        real = torch.stack([b[1] for b in batch])
-        cls = torch.tensor([b[2] for b in batch])
-        with torch.no_grad():
-            z = tr.encoder(mels)
-            acc["z"].append(z.float().cpu())
-            imgs = tr.generator(z.repeat_interleave(n, 0)).float().cpu()
-            gcls = cls.repeat_interleave(n)
-            acc["agree"].append(torch.cat([proxy(b.to(dev)).argmax(1).cpu() for b in imgs.split(256)]) == gcls)
-            acc["gen_feat"].append(embed_images(proxy, imgs, dev))
-            acc["real_feat"].append(embed_images(proxy, real, dev))
-            if inception is not None:
-                acc["gen_inc"].append(torch.cat([inception(b.to(dev)).cpu() for b in imgs.split(64)]))
-                acc["real_inc"].append(inception(real.to(dev)).cpu())
-            if judges is not None:
-                acc["informative"].append(judges.predict(imgs, [classes[c] for c in gcls]))
-        if n > 1:
-            s = imgs.reshape(len(batch), n, *imgs.shape[1:])
-            acc["div"] += [diversity(s[i:i + 1]) for i in range(len(batch))]
-        acc["cls"].append(gcls)
-        acc["real_cls"].append(cls)
-        batch.clear()
+    def pictures(mels: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        z = tr.encoder(mels)
+        zs.append(z.float().cpu())
+        return tr.generator(z.repeat_interleave(n, 0)).float().cpu()
 
-    for mel, img, cls, _ in ShardStream(data, cfg.split, tr.norm, shuffle=False):
-        batch.append((mel, img, cls))
-        if len(batch) == cfg.batch_sounds:
-            flush()
-    if batch:
-        flush()
-    if not acc["cls"]:
-        raise ValueError(f"{data}: the {cfg.split} split has no samples")
-
-    # ---- per class, then macro means over classes
-    gcls, agree = torch.cat(acc["cls"]), torch.cat(acc["agree"]).float()
-    gen_feat, real_feat, real_cls = torch.cat(acc["gen_feat"]), torch.cat(acc["real_feat"]), torch.cat(acc["real_cls"])
-    recall = _per_class_recall(gen_feat, gcls, real_feat, real_cls)
-    informative = torch.cat(acc["informative"]) if acc["informative"] else None
-    div = torch.tensor(acc["div"]) if acc["div"] else None
-    per_class = {}
-    for c, name in enumerate(classes):
-        sel = gcls == c
-        if not sel.any():
-            continue
-        row = {"sounds": int(sel.sum()) // n, "images": int(sel.sum()), "class_agreement": float(agree[sel].mean()),
-               "retrieval_r1": recall[c][1], "retrieval_r5": recall[c][5]}
-        if div is not None:
-            row["diversity"] = float(div[real_cls == c].mean())
-        if informative is not None:
-            judged = informative[sel]
-            row["informativity"] = float(judged.mean()) if not torch.isnan(judged).any() else None
-        per_class[name] = row
-    mean = {k: _mean([r.get(k) for r in per_class.values()]) for k in
-            ("informativity", "class_agreement", "retrieval_r1", "retrieval_r5", "diversity")}
-    proxies = {"frechet_distance": frechet_distance(gen_feat.numpy(), real_feat.numpy()),
-               "kernel_distance": kernel_distance(gen_feat.numpy(), real_feat.numpy(), seed=cfg.seed),
-               "feature_space": "real-frame classifier (32-d), trained on the train split"}
-    if inception is not None:
-        proxies["fid_inception"] = frechet_distance(torch.cat(acc["gen_inc"]).numpy(), torch.cat(acc["real_inc"]).numpy())
+    measured = measure(pictures, data, cfg.split, proxy, classes, n, tr.norm, dev, cfg.batch_sounds, cfg.seed,
+                       judges, inception)
+    per_class, mean, proxies = measured["per_class"], measured["mean"], measured["proxies"]
 
     # ---- the ceiling: how well the sounds' embeddings alone tell the classes (nearest centroid
     # and nearest neighbour among the train embeddings cached by the trainer)
     cached = checkpoint.load(run / "embeddings.pt") if (run / "embeddings.pt").exists() else None
     if cached and "train" in cached and len(cached["train"]["keys"]):
-        ceiling = separability(cached["train"]["emb"].float(), cached["train"]["cls"], torch.cat(acc["z"]),
-                               torch.cat(acc["real_cls"]))
+        ceiling = separability(cached["train"]["emb"].float(), cached["train"]["cls"], torch.cat(zs),
+                               measured["sound_cls"])
     else:
         ceiling = {"centroid": None, "nn1": None}
 
@@ -191,3 +214,4 @@ def _per_class_recall(gen_feat, gcls, real_feat, real_cls) -> dict[int, dict[int
         sel = gcls == c
         out[c] = retrieval_recall(gen_feat[sel], gcls[sel], real_feat, real_cls)
     return out
+

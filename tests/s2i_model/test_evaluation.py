@@ -209,3 +209,86 @@ def test_make_sweep_trains_evaluates_and_reports(judged, tiny_build, tmp_path, c
     again = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True)
     assert again.returncode == 0
     assert again.stderr.count("nothing to do") == 4 and again.stderr.count("up to date") == 2, again.stderr
+
+
+# ---- the metrics on picture makers whose scores are known (no translator, no training of one)
+
+@pytest.fixture(scope="module")
+def frame_judge(tiny_build):
+    """A real-frame classifier, stopped early on purpose (5 epochs): its predictions on the test
+    frames are neither all right nor all one class, so "agreement = its accuracy" says more than
+    "agreement = 1". The identities below hold for any classifier."""
+    from s2i_model.informativity import fit_classifier
+    from s2i_model.proxy import FrameClassifier, load_split
+
+    _, images, classes, _ = load_split(tiny_build, "train")
+    torch.manual_seed(0)
+    model = FrameClassifier(5)
+    return fit_classifier(model, torch.optim.Adam(model.parameters(), lr=3e-3), images, classes, 5, 8, 0, "cpu")
+
+
+def measured(maker, data, proxy, samples: int) -> dict:
+    from s2i_data.readers import read_build_json
+    from s2i_model.data import Normalizer
+    from s2i_model.evaluate import measure
+
+    classes = read_build_json(data)["classes"]
+    # 4 sounds a batch: the 10 test sounds cross three batches, as a long split crosses many
+    return measure(maker, data, "test", proxy, classes, samples, Normalizer.from_build(data), "cpu", batch_sounds=4)
+
+
+def test_pictures_that_are_the_real_frames_score_as_the_real_frames(tiny_build, frame_judge):
+    from s2i_model.proxy import embed_images, load_split
+
+    _, real, cls, _ = load_split(tiny_build, "test")
+    classes = ["baby", "dog", "rail", "fireworks", "water"]
+    with torch.no_grad():
+        pred = frame_judge(real).argmax(1)
+    assert len(set(pred.tolist())) > 1 and 0 < float((pred == cls).float().mean()) < 1, pred  # see frame_judge
+    m = measured(lambda mels, frames: frames, tiny_build, frame_judge, samples=1)
+    assert torch.equal(m["sound_cls"], cls)  # the same sounds, in the same order
+    for c, name in enumerate(classes):
+        row = m["per_class"][name]
+        # class agreement is the judge's accuracy on the real test frames, class by class
+        assert row["class_agreement"] == float((pred[cls == c] == c).float().mean()), name
+        assert row["retrieval_r1"] == row["retrieval_r5"] == 1.0, name  # each picture finds its own frame
+    assert m["mean"]["class_agreement"] == pytest.approx(np.mean([float((pred[cls == c] == c).float().mean())
+                                                                  for c in range(5)]), abs=1e-12)
+    # Fréchet distance of a set to itself is 0. The only error is scipy's sqrtm of Σ² for a Σ of
+    # rank ≤ 9 (10 frames, 32 dimensions), whose zero eigenvalues come back as ~√ε·‖Σ‖ (1e-8 of
+    # tr Σ each, ≤ 32 of them); 1e-5·tr Σ leaves room for that and is 10⁵ times smaller than the
+    # distance of the one-picture maker below (≥ tr Σ).
+    feats = embed_images(frame_judge, real).numpy().astype(np.float64)
+    trace = float(np.trace(np.cov(feats, rowvar=False)))
+    assert 0 <= m["proxies"]["frechet_distance"] <= 1e-5 * trace, (m["proxies"]["frechet_distance"], trace)
+
+
+def test_one_picture_for_every_sound_scores_as_chance(tiny_build, frame_judge):
+    from s2i_model.proxy import embed_images, load_split
+
+    _, train_frames, _, _ = load_split(tiny_build, "train")
+    _, real, cls, _ = load_split(tiny_build, "test")
+    picture = train_frames.mean(0)  # the mean train frame, whatever the sound
+    m = measured(lambda mels, frames: picture.expand(2 * len(frames), -1, -1, -1), tiny_build, frame_judge, samples=2)
+    classes = ["baby", "dog", "rail", "fireworks", "water"]
+    with torch.no_grad():
+        named = int(frame_judge(picture[None]).argmax(1))  # the class the judge sees in that picture
+    feats = embed_images(frame_judge, real).numpy().astype(np.float64)
+    mine = embed_images(frame_judge, picture[None]).numpy().astype(np.float64)[0]
+    cos = feats @ mine / (np.linalg.norm(feats, axis=1) * np.linalg.norm(mine))
+    nearest = cls[np.argsort(-cos, kind="stable")].tolist()  # classes of the real frames, nearest first
+
+    for c, name in enumerate(classes):
+        row = m["per_class"][name]
+        assert row["images"] == 2 * row["sounds"] == 2 * int((cls == c).sum())
+        assert row["class_agreement"] == float(c == named), name  # all its pictures agree, or none
+        assert row["retrieval_r1"] == float(c == nearest[0]), name
+        assert row["retrieval_r5"] == float(c in nearest[:5]), name
+        assert row["diversity"] == pytest.approx(0.0, abs=1e-7)  # two identical pictures per sound
+    # over all pictures, agreement is exactly the share of test sounds of the class it is named
+    agree = sum(m["per_class"][n]["class_agreement"] * m["per_class"][n]["images"] for n in classes)
+    assert agree / (2 * len(cls)) == pytest.approx(int((cls == named).sum()) / len(cls), abs=1e-12)
+    assert m["mean"]["class_agreement"] == m["mean"]["retrieval_r1"] == pytest.approx(1 / 5)  # chance: 5 classes
+    # the pictures' covariance is 0: the distance is the means' gap plus the real frames' spread
+    want = float(((feats.mean(0) - mine) ** 2).sum() + np.trace(np.cov(feats, rowvar=False)))
+    assert m["proxies"]["frechet_distance"] == pytest.approx(want, rel=1e-6)

@@ -216,3 +216,79 @@ def test_single_file_errors_stay_one_line(run, tmp_path):
         assert len(r.stderr.strip().splitlines()) == 1
     with pytest.raises(ImagineError, match="at least 1"):
         sound_windows(tmp_path / "quiet.wav", max_windows=0)
+
+
+# ---- 4. what comes out: a row per second, the build's own log-mel, pictures that follow the sound
+
+def grid_picture(grid: np.ndarray, row: int, k: int) -> np.ndarray:
+    """Picture k of a grid row (s2i_model.grid's layout: column 0 is left for a real frame, which
+    a file has not; rows and columns are ROW px apart)."""
+    from s2i_model.grid import LABEL_W, PAD
+
+    y, x = PAD + row * ROW, LABEL_W + PAD + (1 + k) * ROW
+    return grid[y:y + 96, x:x + 96]
+
+
+@pytest.mark.parametrize("seconds, rows", [(3.6, 3), (2.99, 2), (1.0, 1)])
+def test_one_grid_row_per_whole_second_in_window_order(run, tmp_path, seconds, rows):
+    from s2i_model.imagine import Translator, imagine_file
+
+    path = tmp_path / "s.wav"
+    soundfile.write(path, noise(seconds, 7, 16000), 16000)  # 16 kHz: 1.0 s is exactly 16000 samples
+    grid = imagine_file(Translator.load(run, "cpu"), path, 2, tmp_path / "g.png", tmp_path / "pics", prefix="")
+    pixels = np.asarray(Image.open(grid).convert("RGB"))
+    assert pixels.shape[0] == rows * ROW + 4  # a partial last second gets no row
+    assert sorted(p.name for p in (tmp_path / "pics").iterdir()) == [
+        f"{t:07.1f}s_{k}.png" for t in range(rows) for k in range(2)]
+    for t in range(rows):  # row t shows the pictures of the window starting at t s
+        for k in range(2):
+            assert np.array_equal(grid_picture(pixels, t, k), np.asarray(Image.open(tmp_path / "pics" / f"{t:07.1f}s_{k}.png")))
+
+
+def test_imagine_hears_what_the_build_stored(tiny_build):
+    """The same segment of a video gives imagine the log-mel the build wrote to the shard."""
+    from s2i_data.readers import decode_sample, iter_raw, read_build_parquet, shard_urls
+
+    manifest = read_build_parquet(tiny_build).set_index("key")
+    windows: dict = {}
+    checked = 0
+    for raw in iter_raw(shard_urls(tiny_build, "test")):  # 10 segments from 5 videos, at 0, 1 and 2 s
+        sample = decode_sample(raw)
+        row = manifest.loc[sample["key"]]
+        assert float(row["start_s"]).is_integer()  # imagine's windows start on whole seconds
+        if row["source"] not in windows:
+            windows[row["source"]] = sound_windows(Path(row["source"]))
+        mels, starts = windows[row["source"]]
+        got = mels[starts.index(float(row["start_s"]))]
+        assert got.shape == sample["mel"].shape == (100, 128)
+        # Both compute the same float32 pipeline on the same samples (the build decodes from a
+        # second before the segment, imagine from 0 s); what differs is summation order in the
+        # FFT and the filter-bank product, 1-2 ulp (≤ 1e-6 at |log-mel| ≤ 14). One hop off
+        # (10 ms) moves values by more than 1.
+        np.testing.assert_allclose(got, sample["mel"], rtol=0, atol=1e-5, err_msg=sample["key"])
+        checked += 1
+    assert checked == 10 and any(s > 0 for s in manifest.loc[manifest["split"] == "test", "start_s"])
+
+
+def test_pictures_follow_the_sound_not_the_name_or_the_call(run, tmp_path):
+    """Same run, same seed: two sounds give different pictures; a sound gives the same pictures
+    every time, under any name; another seed gives others (so "the same" is the seed's doing)."""
+    from s2i_model.imagine import Translator, imagine_file
+
+    tr = Translator.load(run, "cpu")
+    soundfile.write(tmp_path / "low.wav", tone(2.2, 300), SR)
+    soundfile.write(tmp_path / "high.wav", tone(2.2, 2500), SR)
+    soundfile.write(tmp_path / "copy.wav", tone(2.2, 300), SR)
+
+    def pictures(name: str, out: str, seed: int = 0) -> np.ndarray:
+        imagine_file(tr, tmp_path / name, 3, tmp_path / f"{out}.png", tmp_path / out, seed=seed, prefix="")
+        return np.stack([np.asarray(Image.open(tmp_path / out / f"{t:07.1f}s_{k}.png"))
+                         for t in range(2) for k in range(3)])
+
+    low, high = pictures("low.wav", "low"), pictures("high.wav", "high")
+    assert all(not np.array_equal(a, b) for a, b in zip(low, high))  # every picture, window and draw
+    assert np.array_equal(pictures("low.wav", "low-again"), low)
+    assert np.array_equal(pictures("copy.wav", "copy"), low)
+    assert (tmp_path / "low.png").read_bytes() == (tmp_path / "low-again.png").read_bytes()
+    other_seed = pictures("low.wav", "low-seed1", seed=1)
+    assert all(not np.array_equal(a, b) for a, b in zip(low, other_seed))
