@@ -168,18 +168,27 @@ def _check_build(path: str) -> None:
 @app.command()
 def verify(path: str = typer.Argument(..., help="a built output folder or an fsspec URL (s3://, gs://, ...)"),
            shard_url: str = typer.Option("", help='open shards through a template, e.g. "pipe:curl -s https://host/b/{shard}"'),
-           cache_dir: str = typer.Option("", help="keep remote shards here after their first read")) -> None:
-    """Read every shard back and check it against the manifests; non-zero exit on any violation."""
+           cache_dir: str = typer.Option("", help="keep remote shards here after their first read"),
+           deep: bool = typer.Option(False, "--deep", help="recompute every sample from its source (slow: two ffmpeg runs a sample)"),
+           content_samples: int = typer.Option(2, min=0, help="without --deep: samples per split recomputed from their sources (0: none)")) -> None:
+    """Read every shard back and check it against the manifests; non-zero exit on any violation.
+
+    The content is checked too: a few samples per split (the same each run; --deep: all) are
+    recomputed from their source files by separate ffmpeg runs and compared with the shards. A
+    source that is gone is reported as "cannot check", not as a failure."""
     from .verify import verify as run_verify
 
     _check_build(path)
     try:
-        report = run_verify(path, shard_url=shard_url or None, cache_dir=cache_dir or None)
+        report = run_verify(path, shard_url=shard_url or None, cache_dir=cache_dir or None, deep=deep,
+                            content_samples=content_samples)
     except (OSError, ValueError) as e:
         _fail(f"{path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
         return
     for line in report.checks:
         out_console.print(f"[green]ok[/green]   {line}", highlight=False)
+    for line in report.notes:
+        out_console.print(f"[yellow]skip[/yellow] {line}", highlight=False)
     for line in report.errors:
         out_console.print(f"[red]FAIL[/red] {line}", highlight=False)
     if report.errors:

@@ -2,19 +2,27 @@
 
 Reads every shard back through plain webdataset and checks it against the manifests. Every
 violation becomes one line in the report; the CLI exits non-zero if there is any.
+
+The content of samples is checked too: by default `deep.DEFAULT_PER_SPLIT` samples per split
+(chosen by a hash of their key, the same every run), with ``deep`` every sample, are recomputed
+from their sources apart from the builder and compared (see `deep`). A source that is gone or
+remote is a note ("cannot check"), not a failure: shards may outlive the files they came from.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .deep import DEFAULT_PER_SPLIT, ContentCheck, Sample, sampled_keys
 from .plan import SPLITS
-from .readers import (MEMBERS, Contract, SampleError, decode_sample, iter_raw, read_build_json, read_build_parquet,
-                      shard_list, unknown_members)
+from .readers import (IMAGE_EXTS, MEMBERS, Contract, SampleError, decode_sample, iter_raw, read_build_json,
+                      read_build_parquet, shard_list, unknown_members)
 from .shards import MelStats
 
 
@@ -22,6 +30,7 @@ from .shards import MelStats
 class Report:
     checks: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was not checked, and why: not failures
     samples: int = 0
     shards: int = 0
 
@@ -29,9 +38,11 @@ class Report:
         (self.checks if ok else self.errors).append(what if ok else f"{what}: {detail}")
 
 
-def verify(out: str | Path, max_errors: int = 50, shard_url: str | None = None, cache_dir: str | None = None) -> Report:
+def verify(out: str | Path, max_errors: int = 50, shard_url: str | None = None, cache_dir: str | None = None,
+           deep: bool = False, content_samples: int = DEFAULT_PER_SPLIT, workers: int | None = None) -> Report:
     """Every check of the shard contract; ``out`` a folder or an fsspec URL, ``shard_url`` and
-    ``cache_dir`` as for the trainer's streams."""
+    ``cache_dir`` as for the trainer's streams. ``content_samples`` per split (every sample with
+    ``deep``; 0: none) are recomputed from their sources, ``workers`` sources at a time."""
     rep = Report()
     cfg = read_build_json(out, "build.json")["config"]
     stats = read_build_json(out, "stats.json")
@@ -47,6 +58,9 @@ def verify(out: str | Path, max_errors: int = 50, shard_url: str | None = None, 
               f"pending: {', '.join(stats.get('pending_shards', [])[:5])} (re-run the build to finish)")
 
     rows = manifest.set_index("key")
+    content_keys = set(manifest["key"]) if deep else sampled_keys(manifest, content_samples)
+    content = ContentCheck(sample_rate=int(cfg["sample_rate"]), seconds=float(cfg["segment_seconds"]),
+                           image_size=int(size), workers=workers or min(8, os.cpu_count() or 1))
     seen: Counter = Counter()
     mel = MelStats()
     bad: list[str] = []
@@ -100,9 +114,15 @@ def verify(out: str | Path, max_errors: int = 50, shard_url: str | None = None, 
                 problems.append(f"json {k}={got!r} != manifest {v!r}")
         if problems:
             bad.append(f"{shard}: {key}: " + "; ".join(problems))
-        elif row["split"] == "train":
-            mel.add(m)
+        else:
+            if row["split"] == "train":
+                mel.add(m)
+            if key in content_keys:
+                content.add(Sample(shard=shard, key=key, source=str(row["source"]), start_s=float(row["start_s"]),
+                                   mel=m, image=s["image"], image_ext=next(e for e in IMAGE_EXTS if e in raw),
+                                   flac=s.get("flac")))
         rep.samples += 1
+    content.flush()
     per_shard = manifest.groupby("shard").size()
     for shard in sorted(set(name_of.values()) & set(per_shard.index)):
         if read_from[shard] < per_shard[shard]:
@@ -111,6 +131,15 @@ def verify(out: str | Path, max_errors: int = 50, shard_url: str | None = None, 
         rep.errors += bad[:max_errors] + ([f"... and {len(bad) - max_errors} more problems"] if len(bad) > max_errors else [])
     else:
         rep.checks.append("every sample decodes and matches its manifest row")
+    # one line per sample whose content differs from its source, each naming shard, key and by how much
+    rep.errors += content.errors[:max_errors] + (
+        [f"... and {len(content.errors) - max_errors} more samples whose content differs"]
+        if len(content.errors) > max_errors else [])
+    if content.checked and not content.errors:
+        what = "every sample" if deep else f"{content_samples} sampled per split (--deep: every sample)"
+        rep.checks.append(f"content of {what}: {content.checked} recomputed from their sources match "
+                          "(mel.npy, image, flac when kept)")
+    rep.notes += content.notes
     missing = set(rows.index) - set(seen)
     dup = [k for k, n in seen.items() if n > 1]
     rep.check(not missing, "every manifest row is present in the shards",
@@ -118,13 +147,18 @@ def verify(out: str | Path, max_errors: int = 50, shard_url: str | None = None, 
     rep.check(not dup, "no sample appears twice", f"{len(dup)} duplicated, e.g. {dup[:3]}")
 
     counts = manifest.groupby(["split", "class"]).size().unstack(fill_value=0)
+    balanced = True
     for split in SPLITS:
         per = counts.loc[split].to_dict() if split in counts.index else {}
         full = {c: int(per.get(c, 0)) for c in stats["classes"]}
+        balanced &= len(set(full.values())) <= 1
         rep.check(len(set(full.values())) <= 1, f"{split}: every class has the same count ({next(iter(full.values()), 0)})",
                   f"counts {full}")
         rep.check(full == stats["counts"][split], f"{split}: stats.json counts match the manifest",
                   f"stats {stats['counts'][split]} vs manifest {full}")
+    # the flag is what a reader of stats.json sees (README: a failed video can unbalance a split)
+    rep.check(stats.get("balanced") is balanced, f"stats.json says balanced: {str(balanced).lower()}, as the counts are",
+              f"it says {json.dumps(stats.get('balanced'))}")
     splits_per_video = manifest.groupby("video_id")["split"].nunique()
     rep.check((splits_per_video <= 1).all(), "no video is in two splits",
               f"{(splits_per_video > 1).sum()} videos span splits")

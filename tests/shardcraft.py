@@ -78,3 +78,55 @@ def png_claiming(width: int, height: int) -> bytes:
 
 def nested_json(depth: int = 30_000) -> bytes:
     return b"[" * depth + b"]" * depth
+
+
+# ---- edits that keep a build readable but change what it holds (the content and contract tests)
+
+def keys_of(shard: Path) -> list[str]:
+    return list(dict.fromkeys(name.split(".", 1)[0] for name, _ in members(shard)))
+
+
+def member(shard: Path, key: str, suffix: str) -> bytes:
+    return dict(members(shard))[f"{key}.{suffix}"]
+
+
+def set_member(shard: Path, key: str, suffix: str, data: bytes) -> None:
+    name = f"{key}.{suffix}"
+    items = members(shard)
+    assert any(n == name for n, _ in items), f"{shard} has no {name}"
+    write_members(shard, [(n, data if n == name else d) for n, d in items])
+
+
+def swap_members(shard: Path, suffix: str, a: str, b: str) -> None:
+    """Give sample ``a`` the ``suffix`` member of ``b`` and the other way round; all else stays."""
+    da, db = member(shard, a, suffix), member(shard, b, suffix)
+    set_member(shard, a, suffix, db)
+    set_member(shard, b, suffix, da)
+
+
+def drop_sample(shard: Path, key: str) -> None:
+    write_members(shard, [(n, d) for n, d in members(shard) if n.split(".", 1)[0] != key])
+
+
+def repeat_sample(shard: Path, key: str) -> None:
+    """Append a second copy of sample ``key`` at the end of ``shard`` (a separate sample for a
+    reader: members of one key are grouped only while they are adjacent)."""
+    items = members(shard)
+    write_members(shard, items + [(n, d) for n, d in items if n.split(".", 1)[0] == key])
+
+
+def npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def load_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def write_parquet(df, path: Path) -> None:
+    """As the builder writes its manifests (fixed Arrow types, no pandas metadata)."""
+    from s2i_data.build import _write_parquet
+
+    _write_parquet(Path(path), df)
