@@ -183,7 +183,7 @@ def test_a_damaged_sample_stops_training_with_one_line_or_is_skipped(tiny_build,
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-def _adversarial_updates(frozen_d: bool, steps: int = 30) -> tuple[float, float]:
+def _adversarial_updates(frozen_d: bool, steps: int = 30, batch: int = 8, d_steps: int = 20) -> tuple[float, float]:
     """Mean RC-score (D in evaluation mode) of G's pictures before and after ``steps`` updates of G
     on the adversarial term alone, against a D trained a little to tell real from fake."""
     import torch.nn.functional as F
@@ -193,10 +193,10 @@ def _adversarial_updates(frozen_d: bool, steps: int = 30) -> tuple[float, float]
 
     torch.manual_seed(0)
     G, D = DenseGenerator(64, 0.0625), Discriminator(64, 0.0625)
-    z = torch.tanh(torch.randn(16, 64))
-    real = torch.rand(16, 3, 96, 96) * 2 - 1
+    z = torch.tanh(torch.randn(batch, 64))
+    real = torch.rand(batch, 3, 96, 96) * 2 - 1
     opt_d = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.5, 0.999))
-    for _ in range(20):
+    for _ in range(d_steps):
         with torch.no_grad():
             fake = G(z)
         d_real, d_fake = D(torch.cat([real, fake]), torch.cat([z, z])).chunk(2)
