@@ -92,7 +92,11 @@ class LocalExecutor:
                 workers = list((getattr(pool, "_processes", None) or {}).values())
                 for proc in workers:
                     proc.kill()
-                pool.shutdown(wait=False, cancel_futures=True)
+                # Waited for: the pool's manager thread, seeing its workers dead, closes its
+                # wake-up pipe; if the interpreter exits meanwhile, its atexit hook writes to
+                # that pipe as it closes (a CPython race) and prints a traceback after the
+                # "interrupted" line. With the workers gone, the wait is short.
+                pool.shutdown(wait=True, cancel_futures=True)
                 raise
             pool.shutdown(wait=True)
         return failures

@@ -3,6 +3,7 @@ to mix configurations, and resumption after kill -9 giving the same bytes as a c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -215,6 +216,57 @@ def test_awkward_inputs_are_built_or_recorded(tmp_path):
     assert strict.returncode == 1 and "--strict" in strict.stderr
 
 
+def unfinished_tar(path: Path) -> str | None:
+    """Why ``path`` is not a whole tar archive, or None: every member's header and data read to
+    the end, then nothing but the end-of-archive zero blocks (at least two) up to the file's end."""
+    import tarfile
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return "gone"
+    if not data or len(data) % 512:
+        return f"{len(data)} bytes, not a whole number of 512-byte blocks"
+    try:
+        with tarfile.open(path, "r:") as tf:
+            for m in tf:
+                if m.isfile() and len(tf.extractfile(m).read()) != m.size:
+                    return f"member {m.name} cut short"
+            end = tf.offset  # just after the last member's data
+    except (tarfile.TarError, OSError) as e:
+        return f"unreadable: {e}"
+    if len(data) - end < 1024 or data[end:].count(0) != len(data) - end:
+        return "no end-of-archive blocks after the last member"
+    return None
+
+
+def shards_in_flight(folder: Path) -> tuple[list[Path], list[Path]]:
+    """Shards being written: (temporary files, final-named tars still without their marker)."""
+    markers = {p.stem for p in (folder / "_build" / "shards").glob("*.json")} if folder.is_dir() else set()
+    tmp, unmarked = [], []
+    for split in ("train", "val", "test"):
+        for p in (folder / split).iterdir() if (folder / split).is_dir() else []:
+            if ".tmp-" in p.name:
+                tmp.append(p)
+            elif p.suffix == ".tar" and p.stem not in markers:
+                unmarked.append(p)
+    return tmp, unmarked
+
+
+def partial_under_final_names(folder: Path) -> dict[str, str]:
+    """Every final-named shard that is not a whole tar, and every marker whose tar is missing."""
+    bad = {}
+    for split in ("train", "val", "test"):
+        for p in sorted((folder / split).glob("*.tar")) if (folder / split).is_dir() else []:
+            if why := unfinished_tar(p):
+                bad[str(p.relative_to(folder))] = why
+    for m in (folder / "_build" / "shards").glob("*.json"):
+        tar = folder / m.stem.split("-")[0] / f"{m.stem}.tar"
+        if not tar.exists():
+            bad[str(m.relative_to(folder))] = "marker written before its shard"
+    return bad
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 def test_resume_after_kill_gives_the_clean_result(synth_videos, tmp_path, sig):
     args = ["build", "--root", str(synth_videos), "--classes", CLASSES, "--shard-size", "4",
@@ -228,18 +280,40 @@ def test_resume_after_kill_gives_the_clean_result(synth_videos, tmp_path, sig):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     marker_dir = killed / "_build" / "shards"
+    total = len(list(clean.rglob("*.tar")))
+    # Watched while it runs: a final-named tar without its marker yet (the one being finished)
+    # must already be whole whenever we look; a file written in place under its final name would
+    # show here part-written. The kill then lands while a shard is being written (its temporary
+    # file is there), the moment a partial file would sit under a final name.
+    seen_partial: dict[str, str] = {}
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(marker_dir.glob("*.json"))) < 3:
-        time.sleep(0.05)
-    # The whole process group, as a terminal's Ctrl-C or a kill of the job would: the CLI, its
-    # workers and their ffmpeg processes, mid-shard.
-    os.killpg(proc.pid, sig)
+    while time.time() < deadline and proc.poll() is None:
+        done = len(list(marker_dir.glob("*.json"))) if marker_dir.is_dir() else 0
+        tmp, unmarked = shards_in_flight(killed)
+        for p in unmarked:
+            if (why := unfinished_tar(p)) and p.exists():
+                seen_partial[str(p.relative_to(killed))] = why
+        if done >= 3 and (tmp or seen_partial or done >= total - 2):
+            break
+        time.sleep(0.002)
+    # Frozen first (the CLI and its workers), so that what is checked is what the signal finds;
+    # then the whole process group, as a terminal's Ctrl-C or a kill of the job would: the CLI
+    # and its workers, mid-shard.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGSTOP)
+    try:
+        writing = bool(shards_in_flight(killed)[0])
+        assert seen_partial == {} and partial_under_final_names(killed) == {}
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+            os.killpg(proc.pid, signal.SIGCONT)
     _, err = proc.communicate(timeout=60)
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
     done = len(list(marker_dir.glob("*.json")))
-    total = len(list(clean.rglob("*.tar")))
     assert 3 <= done < total, "the build finished before it could be killed"
+    print(f"killed with {done} of {total} shards done, a shard in flight: {writing}")
     r = cli(*args, "--out", str(killed))
     assert "resumed" in r.stdout
     assert digest(killed) == digest(clean)
