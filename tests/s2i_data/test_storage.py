@@ -55,13 +55,37 @@ def test_a_build_from_and_to_urls_holds_the_same_samples(builds):
     assert json.loads((builds["remote"] / "build.json").read_text())["config"]["out"] == builds["url"]
 
 
+def shard_objects(remote: Path) -> dict[str, tuple[int, int, bytes]]:
+    """Every shard and resume marker at the build's URL as its store sees it: (mtime ns, inode,
+    bytes); an object written again, even with the same bytes, changes."""
+    got = {}
+    for p in sorted([*remote.glob("*/*.tar"), *(remote / "_build" / "shards").glob("*.json")]):
+        st = p.stat()
+        got[str(p.relative_to(remote))] = (st.st_mtime_ns, st.st_ino, p.read_bytes())
+    return got
+
+
 def test_a_build_at_a_url_resumes_from_anywhere(builds, synth_videos, tmp_path):
+    remote = builds["remote"]
     before = samples(builds["url"])
-    (builds["remote"] / "_build" / "shards" / "train-000001.json").unlink()  # a shard whose upload was cut
+    manifest = (remote / "manifest.parquet").read_bytes()
+    lost, marker = "train/train-000001.tar", "_build/shards/train-000001.json"
+    objects = shard_objects(remote)
+    assert lost in objects and marker in objects and len(objects) > 4
+    (remote / lost).unlink()  # a shard lost at the URL, and its marker with it
+    (remote / marker).unlink()
     res = build(f"local://{synth_videos}", builds["url"], tmp_path / "fresh-staging")  # another machine
     assert res.returncode == 0 and "resumed" in res.stdout, res.stderr
-    assert samples(builds["url"]) == before
-    assert (builds["remote"] / "_build" / "shards" / "train-000001.json").exists()
+    after = shard_objects(remote)
+    assert after.keys() == objects.keys()
+    # exactly that shard and its marker written again; every other object untouched
+    assert {n for n in objects if after[n] != objects[n]} == {lost, marker}
+    assert after[lost][2] == objects[lost][2]  # the very bytes it had
+    redone, was = json.loads(after[marker][2]), json.loads(objects[marker][2])
+    for stats in (redone, was):
+        stats.pop("seconds"), stats.pop("peak_rss_mb")
+    assert redone == was
+    assert samples(builds["url"]) == before and (remote / "manifest.parquet").read_bytes() == manifest
 
 
 def test_a_url_holding_something_else_is_refused(synth_videos, tmp_path):
