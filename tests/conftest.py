@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -64,10 +65,17 @@ def find_browser() -> tuple[str, str] | None:
 
 @pytest.fixture(scope="session")
 def chromium():
-    """A real headless Chromium driven by Selenium, for the pages the tools write and serve."""
+    """A real headless Chromium driven by Selenium, for the pages the tools write and serve.
+
+    Missing, the tests that need it are skipped with the advice; under CI (CI set, as CI
+    services and .ci/run do) they fail instead: `make test` installs the browser there, so its
+    absence is a broken set-up, not a reason to pass without the browser tests."""
     found = find_browser()
     if not found:
-        pytest.skip("no chromium + chromedriver found: run .ci/install-browser (apt-get install chromium chromium-driver)")
+        advice = "no chromium + chromedriver found: run .ci/install-browser (apt-get install chromium chromium-driver)"
+        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+            pytest.fail(f"{advice}; CI={os.environ['CI']}: failing instead of skipping", pytrace=False)
+        pytest.skip(advice)
     from selenium import webdriver  # not importorskip: with a browser present, a missing selenium is a failure
     from selenium.webdriver.chrome.service import Service
 
