@@ -56,6 +56,7 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
     # ---- resume: everything the next epoch depends on
     if d.main:
         checkpoint.remove_stray(run)  # temporary files of a save that was killed
+    saved_rng = None
     state = checkpoint.load(run / CKPT, device, log)
     if state is not None:
         old = state["config"]
@@ -65,7 +66,7 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         set_hyperparameters(opt, **optimizer_settings(cfg.optimizer, cfg.lr, cfg.momentum, cfg.adam_lr))
-        set_rng_state(dd.my_rng(state["rng"], d))
+        saved_rng = dd.my_rng(state["rng"], d)
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start = state["epoch"]
@@ -78,6 +79,8 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
     model = dd.wrap(model, d, device, cfg.sync_bn)
     if dd.sync_bn_note(d, device, cfg.sync_bn):
         log(dd.sync_bn_note(d, device, cfg.sync_bn))
+    if saved_rng is not None:  # restored last: reading data above may draw (webdataset's seeds)
+        set_rng_state(saved_rng)
 
     for epoch in range(start, cfg.epochs):
         # ---- train one epoch

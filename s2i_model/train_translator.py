@@ -133,6 +133,7 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
     start, g_steps, adv_history = 0, 0, []
 
     # ---- resume
+    saved_rng = None
     state = checkpoint.load(run / CKPT, device, log)
     if state is not None:
         G.load_state_dict(state["G"])
@@ -144,7 +145,7 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
                                 "use the same or another --run")
         set_hyperparameters(opt_g, **optimizer_settings(cfg.optimizer, cfg.lr_g, cfg.momentum_g, cfg.adam_lr))
         set_hyperparameters(opt_d, **optimizer_settings(cfg.optimizer, cfg.lr_d, cfg.momentum_d, cfg.adam_lr))
-        set_rng_state(dd.my_rng(state["rng"], d))
+        saved_rng = dd.my_rng(state["rng"], d)
         for scaler, name in ((scaler_g, "scaler_g"), (scaler_d, "scaler_d")):
             if scaler is not None and state.get(name):
                 scaler.load_state_dict(state[name])
@@ -159,6 +160,8 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
     G, D = dd.wrap(G, d, device, cfg.sync_bn), dd.wrap(D, d, device, cfg.sync_bn)
     if dd.sync_bn_note(d, device, cfg.sync_bn):
         log(dd.sync_bn_note(d, device, cfg.sync_bn))
+    if saved_rng is not None:  # restored last: reading data above may draw (webdataset's seeds)
+        set_rng_state(saved_rng)
 
     for epoch in range(start, cfg.epochs):
         G.train()

@@ -54,6 +54,8 @@ def test_resume_reaches_the_uninterrupted_state(tiny_build, trained, tmp_path):
     a, b = checkpoint.load(trained / "translator.pt"), checkpoint.load(run / "translator.pt")
     assert same_weights(a["G"], b["G"]) and same_weights(a["D"], b["D"])
     assert a["g_steps"] == b["g_steps"] and a["adv_history"] == b["adv_history"]
+    # every generator's state too, Python's included (reading data before the loop may draw from it)
+    assert a["rng"]["python"] == b["rng"]["python"] and torch.equal(a["rng"]["torch"], b["rng"]["torch"])
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [(r["stage"], r["epoch"]) for r in rows] == [("autoencoder", 1), ("autoencoder", 2),
                                                         ("translator", 1), ("translator", 2)]
