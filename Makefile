@@ -54,7 +54,7 @@ demo: setup
 	$(BIN)/s2i-data verify $(DEMO)/shards
 	$(BIN)/s2i-data inspect $(DEMO)/shards --png $(DEMO)/contact-sheet.png
 	$(MAKE) --no-print-directory -o setup train EMB=128 WIDTH=0.0625 DATA=$(DEMO)/shards RUN=$(DEMO)/run \
-		EPOCHS_AE=3 EPOCHS_GAN=60 BATCH=16 OPT=adam LAM=0 LOADERS=2
+		EPOCHS_AE=20 EPOCHS_GAN=80 BATCH=8 OPT=adam LAM=0.1 LOADERS=2
 	$(BIN)/s2i-model evaluate --run $(DEMO)/run --data $(DEMO)/shards --samples 4
 	$(BIN)/s2i-model imagine --data $(DEMO)/shards --split test --run $(DEMO)/run -n 6 -o $(DEMO)/imagined-test.png
 	@echo "demo finished: shards pictured in $(DEMO)/contact-sheet.png;"
