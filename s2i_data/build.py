@@ -65,16 +65,7 @@ def _write_atomic(path: Path, write: Callable[[str], None]) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    try:
-        dfd = os.open(Path(path).parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
+    storage.fsync_dir(Path(path).parent)
 
 
 def _write_json(path: Path, obj) -> None:

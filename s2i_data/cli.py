@@ -224,15 +224,16 @@ def inspect(
         out_console.print(table)
     if png:
         damaged: list[str] = []  # shards and samples that do not read: named, left off the sheet
+        failure = None
         try:
             contact_sheet(path, png, per_class=per_class, split=split, shard_url=shard_url or None,
                           cache_dir=cache_dir or None, problems=damaged)
         except (ValueError, OSError) as e:
-            for line in damaged:
-                out_console.print(f"[red]FAIL[/red] {line}", highlight=False)
-            _fail(str(e), 1)
+            failure = str(e)
         for line in damaged:
             out_console.print(f"[red]FAIL[/red] {line}", highlight=False)
+        if failure:
+            _fail(failure, 1)
         out_console.print(f"contact sheet: {png}")
         if damaged:
             raise typer.Exit(1)

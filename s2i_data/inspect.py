@@ -50,8 +50,7 @@ def contact_sheet(out: str | Path, png: Path, per_class: int = 6, split: str = "
     wanted = set(chosen["key"])
     got: dict[str, dict] = {}
     needed = set(chosen["shard"])
-    named = [(name, u) for name, u in shard_list(out, split, shard_url) if name in needed]
-    name_of = {u: name for name, u in named}
+    name_of = {u: name for name, u in shard_list(out, split, shard_url) if name in needed}
     contract = Contract.of(out)
 
     def report(e: SampleError) -> None:
@@ -60,11 +59,11 @@ def contact_sheet(out: str | Path, png: Path, per_class: int = 6, split: str = "
         problems.append(str(e))
 
     # every sample of the shards read is decoded (and its damage reported), not only those drawn
-    for raw in iter_raw([u for _, u in named], cache_dir, on_shard_error=report):
+    for raw in iter_raw(list(name_of), cache_dir, on_shard_error=report, names=name_of):
         try:
             sample = decode_sample(raw, contract)
         except SampleError as e:
-            report(SampleError(str(e).replace(raw["__url__"], name_of.get(raw["__url__"], raw["__url__"]), 1)))
+            report(e)
             continue
         if raw["__key__"] in wanted:
             got[raw["__key__"]] = sample

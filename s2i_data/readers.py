@@ -37,10 +37,6 @@ class SampleError(ValueError):
 class ShardError(SampleError):
     """A whole shard that cannot be read (not a tar, truncated, its command failed)."""
 
-    def __init__(self, message: str, url: str = "") -> None:
-        super().__init__(message)
-        self.url = url
-
 
 @dataclass(frozen=True)
 class Contract:
@@ -78,8 +74,8 @@ def unknown_members(raw: dict) -> list[str]:
 
 
 def _where(raw: dict) -> str:
-    url = raw.get("__url__")
-    return f"{url}: {raw.get('__key__', '?')}" if url else str(raw.get("__key__", "?"))
+    shard = raw.get("__shard__") or raw.get("__url__")
+    return f"{shard}: {raw.get('__key__', '?')}" if shard else str(raw.get("__key__", "?"))
 
 
 def load_npy(data: bytes, what: str) -> np.ndarray:
@@ -166,7 +162,8 @@ def decode_sample(raw: dict, contract: Contract | None = None) -> dict:
 
 
 def iter_raw(urls: list[str], cache_dir: str | None = None,
-             on_shard_error: Callable[[ShardError], None] | None = None) -> Iterator[dict]:
+             on_shard_error: Callable[[ShardError], None] | None = None,
+             names: dict[str, str] | None = None) -> Iterator[dict]:
     """Raw samples of the given shards, in order, through plain webdataset.
 
     The caller decides which shards a process reads (the trainer deals them to workers and
@@ -176,7 +173,9 @@ def iter_raw(urls: list[str], cache_dir: str | None = None,
 
     A shard that cannot be read (not a tar, truncated, a failing command) raises `ShardError`
     naming it, after the samples read before the damage; with ``on_shard_error`` that is called
-    instead and the next shard is read.
+    instead and the next shard is read. ``names`` (URL → shard name, e.g. ``train/train-000000.tar``)
+    is how shards are named in errors, here and in `decode_sample` (each raw sample carries its
+    shard's name as ``__shard__``); without it, by their URLs.
     """
     import webdataset as wds
 
@@ -184,6 +183,7 @@ def iter_raw(urls: list[str], cache_dir: str | None = None,
     if cache_dir:
         os.makedirs(cache_dir, exist_ok=True)
     for url in urls:
+        name = (names or {}).get(url, url)
         # One pipeline per shard, so that a failure is known to be this shard's.
         it = iter(wds.WebDataset([url], shardshuffle=False, empty_check=False, nodesplitter=None,
                                  workersplitter=None, cache_dir=cache_dir))
@@ -194,12 +194,13 @@ def iter_raw(urls: list[str], cache_dir: str | None = None,
             except StopIteration:
                 break
             except Exception as e:  # tarfile, zlib, OSError from a pipe: all mean this shard is bad
-                err = ShardError(f"{url}: unreadable shard ({_first_line(e)})", url)
+                err = ShardError(f"{name}: unreadable shard ({_first_line(e)})")
                 break
+            raw["__shard__"] = name
             yield raw
         if err is None and not storage.is_remote(url) and not url.startswith("pipe:") and not _tar_complete(url):
             # tarfile reads a tar cut at a member boundary as a shorter, valid one
-            err = ShardError(f"{url}: unreadable shard (truncated: no end-of-archive blocks)", url)
+            err = ShardError(f"{name}: unreadable shard (truncated: no end-of-archive blocks)")
         if err is not None:
             if on_shard_error is None:
                 raise err

@@ -95,6 +95,21 @@ def write_bytes(location: str, data: bytes) -> None:
     fs.pipe_file(path, data)
 
 
+def fsync_dir(folder) -> None:
+    """Make the renames in a local ``folder`` durable (a power cut after a rename may otherwise
+    undo it); where a folder cannot be opened (e.g. Windows) the files themselves were fsynced."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def create_bytes(location: str, data: bytes) -> bool:
     """Write ``data`` only if nothing is at ``location``; False if something is. Atomic locally
     (O_EXCL) and where the backend implements ``pipe_file(mode="create")`` with a conditional

@@ -76,9 +76,9 @@ def verify(out: str | Path, max_errors: int = 50, shard_url: str | None = None, 
     contract = Contract(frames=frames, image_size=size)
     # a damaged shard is one problem of its own; the shards after it are still read
     read_from: Counter = Counter()
-    for raw in iter_raw(urls, cache_dir, on_shard_error=lambda e: bad.append(str(e).replace(e.url, name_of.get(e.url, e.url), 1))) if urls else []:
+    for raw in iter_raw(urls, cache_dir, on_shard_error=lambda e: bad.append(str(e)), names=name_of) if urls else []:
         key = raw["__key__"]
-        shard = name_of.get(raw["__url__"], raw["__url__"])
+        shard = raw["__shard__"]
         seen[key] += 1
         read_from[shard] += 1
         if key not in rows.index:
@@ -92,7 +92,7 @@ def verify(out: str | Path, max_errors: int = 50, shard_url: str | None = None, 
         try:
             s = decode_sample(raw, contract)
         except SampleError as e:
-            bad.append(str(e).replace(raw["__url__"], shard, 1))
+            bad.append(str(e))
             continue
         row = rows.loc[key]
         problems = []
@@ -128,13 +128,11 @@ def verify(out: str | Path, max_errors: int = 50, shard_url: str | None = None, 
         if read_from[shard] < per_shard[shard]:
             bad.append(f"{shard}: {read_from[shard]} of its {per_shard[shard]} samples read (damaged or truncated)")
     if bad:  # one line per problem, each naming its shard and key
-        rep.errors += bad[:max_errors] + ([f"... and {len(bad) - max_errors} more problems"] if len(bad) > max_errors else [])
+        rep.errors += _capped(bad, max_errors, "problems")
     else:
         rep.checks.append("every sample decodes and matches its manifest row")
     # one line per sample whose content differs from its source, each naming shard, key and by how much
-    rep.errors += content.errors[:max_errors] + (
-        [f"... and {len(content.errors) - max_errors} more samples whose content differs"]
-        if len(content.errors) > max_errors else [])
+    rep.errors += _capped(content.errors, max_errors, "samples whose content differs")
     if content.checked and not content.errors:
         what = "every sample" if deep else f"{content_samples} sampled per split (--deep: every sample)"
         rep.checks.append(f"content of {what}: {content.checked} recomputed from their sources match "
@@ -181,3 +179,7 @@ def verify(out: str | Path, max_errors: int = 50, shard_url: str | None = None, 
                  and np.allclose(tl["std"], summ["std"], rtol=1e-5, atol=1e-5))
         rep.check(close, "train log-mel statistics match the shards", "stats.json train_logmel differs")
     return rep
+
+
+def _capped(lines: list[str], most: int, what: str) -> list[str]:
+    return lines[:most] + ([f"... and {len(lines) - most} more {what}"] if len(lines) > most else [])

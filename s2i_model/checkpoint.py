@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from s2i_data import storage
+
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: one line naming the file and what to do."""
@@ -47,21 +49,7 @@ def save(path: Path, state: dict) -> None:
     if path.exists():
         os.replace(path, previous(path))
     os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make the renames in ``folder`` durable (a power cut after a rename may otherwise undo it)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:  # not possible everywhere (e.g. Windows); the data itself was fsynced
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    storage.fsync_dir(path.parent)
 
 
 def remove_stray(folder: Path) -> list[Path]:

@@ -8,7 +8,9 @@ exactly the batches an uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import multiprocessing
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -91,8 +93,6 @@ class ShardStream(IterableDataset):
         self.contract = Contract.of(data)
         self.skip_bad = ACCESS["skip_bad"] if skip_bad is None else skip_bad
         # shared with the DataLoader's (forked) workers, so the main process can report the count
-        import multiprocessing
-
         self.skipped = multiprocessing.get_context().Value("i", 0)
         self.cache_dir = cache_dir or None
         self.norm = normalizer
@@ -136,14 +136,14 @@ class ShardStream(IterableDataset):
         yield from buffer_shuffle(self._decoded(urls, cap), rng, self.buffer, self.shuffle)
 
     def _decoded(self, urls: list[str], cap: int | None):
-        raws = iter_raw(urls, self.cache_dir, self._bad if self.skip_bad else None) if urls and cap != 0 else []
+        raws = (iter_raw(urls, self.cache_dir, self._bad if self.skip_bad else None, names=self.names)
+                if urls and cap != 0 else [])
         for i, raw in enumerate(raws):
             if cap is not None and i >= cap:
                 break
             try:
                 s = decode_sample(raw, self.contract)
             except SampleError as e:
-                e = SampleError(str(e).replace(raw["__url__"], self.names.get(raw["__url__"], raw["__url__"]), 1))
                 if not self.skip_bad:
                     raise e from None
                 self._bad(e)
@@ -164,8 +164,6 @@ class ShardStream(IterableDataset):
         return out
 
     def _bad(self, e: SampleError) -> None:
-        import sys
-
         with self.skipped.get_lock():
             self.skipped.value += 1
         print(f"warning: skipped: {e}", file=sys.stderr, flush=True)

@@ -214,4 +214,3 @@ def _per_class_recall(gen_feat, gcls, real_feat, real_cls) -> dict[int, dict[int
         sel = gcls == c
         out[c] = retrieval_recall(gen_feat[sel], gcls[sel], real_feat, real_cls)
     return out
-

@@ -70,27 +70,20 @@ class Translator:
         return self.encoder(x)
 
     @torch.no_grad()
-    def images(self, z: torch.Tensor, n: int, seed: int = 0, per_call: int | None = None) -> torch.Tensor:
-        """[windows, n, 3, 96, 96]: n pictures per embedding (dropout stays on in eval mode).
-
-        ``per_call``: at most this many pictures through the generator at once (whole windows,
-        at least one), so that the activations of a long file's 60 x n pictures (3.4 GB for 480 at
-        full width) never sit in memory together; None: all in one call, as before."""
+    def images(self, z: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+        """[windows, n, 3, 96, 96]: n pictures per embedding (dropout stays on in eval mode), in
+        one generator call (a long file goes through `pictures`)."""
         torch.manual_seed(seed)
-        if per_call is None:
-            out = self.generator(z.repeat_interleave(n, 0))
-        else:  # pictures leave the device as they come: a GPU holds one call's worth
-            step = max(1, per_call // n)
-            out = torch.cat([self.generator(z[i : i + step].repeat_interleave(n, 0)).cpu()
-                             for i in range(0, z.shape[0], step)])
+        out = self.generator(z.repeat_interleave(n, 0))
         return out.reshape(z.shape[0], n, *out.shape[1:])
 
     @torch.no_grad()
     def pictures(self, z: torch.Tensor, n: int, seed: int = 0, per_call: int = 8) -> np.ndarray:
-        """uint8 [windows, n, H, W, 3]: `images` drawn ``per_call`` at a time and turned into
-        bytes as they come, so a long file never holds its pictures as floats (60 x 8 pictures:
-        13 MB instead of 53) nor more than one call's activations (the process stays under
-        400 MB RSS, bench/imagine.py)."""
+        """uint8 [windows, n, H, W, 3]: `images` drawn ``per_call`` pictures at a time (whole
+        windows, at least one) and turned into bytes as they come, so a long file never holds its
+        pictures as floats (60 x 8 pictures: 13 MB instead of 53) nor more than one call's
+        activations (3.4 GB for 480 pictures at full width): the process stays under 400 MB RSS
+        (bench/imagine.py)."""
         torch.manual_seed(seed)
         step = max(1, per_call // n)
         chunks = []

@@ -15,15 +15,14 @@ So losses are the same to the last bit with or without it (tested), resume inclu
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from s2i_data.readers import read_build_json
+from s2i_data.readers import Contract, read_build_json, read_build_parquet
 
 from .data import ShardStream, loader
 
-MEL_BYTES = 128 * 100 * 4
 CHOICES = ("auto", "on", "off")
 
 
@@ -51,11 +50,9 @@ def interleave(per_worker: list[list[str]], batch_size: int, drop_last: bool = F
 
 
 def split_bytes(data: str, split: str, mel: bool, image: bool) -> int:
-    stats = read_build_json(data)
-    n = sum(stats["counts"].get(split, {}).values())
-    size = int(read_build_json(data, "build.json")["config"]["image_size"])
-    frames = int(round(float(read_build_json(data, "build.json")["config"]["segment_seconds"]) * 100))
-    return n * ((frames * 128 * 4 if mel else 0) + (3 * size * size if image else 0))
+    n = sum(read_build_json(data)["counts"].get(split, {}).values())
+    c = Contract.of(data)
+    return n * ((c.frames * c.mel_bins * 4 if mel else 0) + (3 * c.image_size ** 2 if image else 0))
 
 
 def budget(device: torch.device) -> int:
@@ -93,12 +90,15 @@ class ResidentSplit:
     """One split in device memory, in the order it was read, with each shard's keys."""
 
     keys: list[str]
-    index: dict[str, int]
     keys_of: dict[str, list[str]]  # shard URL -> its keys in tar order
     mel: torch.Tensor | None  # float32 [N, 1, 128, frames], normalised
     image: torch.Tensor | None  # uint8 [N, 3, H, W]
     cls: torch.Tensor  # int64 [N]
     skipped: int = 0  # damaged samples left out when it was read (--skip-bad-samples)
+    index: dict[str, int] = field(init=False)  # key -> row
+
+    def __post_init__(self) -> None:
+        self.index = {k: i for i, k in enumerate(self.keys)}
 
     @classmethod
     def load(cls, stream: ShardStream, device: torch.device, mel: bool = True, image: bool = True,
@@ -116,12 +116,9 @@ class ResidentSplit:
                 mels.append(m)
             if image:  # back to the bytes the shard held: a quarter of the memory
                 images.append(img.add(1.0).mul(127.5).round().to(torch.uint8))
-        index = {k: i for i, k in enumerate(keys)}
-        keys_of = {u: [] for u in stream.urls}
-        order = _keys_in_tar_order(stream)
-        for u, ks in order.items():
-            keys_of[u] = [k for k in ks if k in index]  # a skipped bad sample is in no epoch
-        return cls(keys, index, keys_of,
+        read_keys = set(keys)  # a skipped bad sample is in no epoch
+        keys_of = {u: [k for k in ks if k in read_keys] for u, ks in _keys_in_tar_order(stream).items()}
+        return cls(keys, keys_of,
                    torch.cat(mels).to(device) if mel and mels else None,
                    torch.cat(images).to(device) if image and images else None,
                    torch.cat(classes).to(device) if classes else torch.zeros(0, dtype=torch.long, device=device),
@@ -148,8 +145,6 @@ class ResidentSplit:
 def _keys_in_tar_order(stream: ShardStream) -> dict[str, list[str]]:
     """Each shard's keys in the order its tar holds them, from the manifest (the builder writes a
     shard's samples in its plan order, which the manifest keeps)."""
-    from s2i_data.readers import read_build_parquet
-
     man = read_build_parquet(stream.data, columns=["key", "shard"])
     by_name: dict[str, list[str]] = {}
     for k, s in zip(man["key"], man["shard"]):

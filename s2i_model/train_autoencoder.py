@@ -77,8 +77,8 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
                          workers=cfg.workers, log=log)
     metrics = MetricsLog(run, "autoencoder", start) if d.main else None
     model = dd.wrap(model, d, device, cfg.sync_bn)
-    if dd.sync_bn_note(d, device, cfg.sync_bn):
-        log(dd.sync_bn_note(d, device, cfg.sync_bn))
+    if note := dd.sync_bn_note(d, device, cfg.sync_bn):
+        log(note)
     if saved_rng is not None:  # restored last: reading data above may draw (webdataset's seeds)
         set_rng_state(saved_rng)
 

@@ -158,8 +158,8 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
     metrics = MetricsLog(run, "translator", start) if d.main else None
     grid_rows = fixed_validation_sounds(cfg, emb["val"], norm) if d.main else []
     G, D = dd.wrap(G, d, device, cfg.sync_bn), dd.wrap(D, d, device, cfg.sync_bn)
-    if dd.sync_bn_note(d, device, cfg.sync_bn):
-        log(dd.sync_bn_note(d, device, cfg.sync_bn))
+    if note := dd.sync_bn_note(d, device, cfg.sync_bn):
+        log(note)
     if saved_rng is not None:  # restored last: reading data above may draw (webdataset's seeds)
         set_rng_state(saved_rng)
 
