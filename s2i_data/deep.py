@@ -119,7 +119,9 @@ _OTHER_STREAM = {"audio": ["-map", "0:V:0", "-c", "copy", "-f", "null", "-"],
 def decode_audio(path: str, sample_rate: int, timeout: float = 600.0) -> np.ndarray:
     """The first audio stream of ``path`` as mono float32, sample 0 at the manifest's time zero."""
     # first_pts=0: silence before a late-starting audio stream, so sample k sits at k / rate
-    out, _ = _ffmpeg(["-i", path, "-map", "0:a:0", "-ac", "1", "-af", f"aresample={sample_rate}:first_pts=0",
+    # the path comes from a manifest, i.e. from whoever made the build: only ever a local file
+    out, _ = _ffmpeg([*media.LOCAL_ONLY, "-i", media.as_input(path), "-map", "0:a:0", "-ac", "1",
+                      "-af", f"aresample={sample_rate}:first_pts=0",
                       "-f", "f32le", "pipe:1", *_OTHER_STREAM["audio"]], timeout)
     return np.frombuffer(out, "<f4").astype(np.float32)
 
@@ -155,7 +157,8 @@ def frames_at(path: str, t: float, size: int, timeout: float = 120.0) -> list[np
                        "scale=w='if(gt(sar,0)*gt(abs(sar-1),0.001),trunc(iw*sar/2)*2,iw)':h=ih", "setsar=1",
                        "crop=w='min(iw,ih)':h='min(iw,ih)'", f"scale={size}:{size}:flags=area", "format=rgb24"])
         args = ["-ss", f"{seek:.6f}"] if seek > 0 else []
-        args += ["-t", f"{rel + 0.2:.6f}", "-i", path, "-map", "0:V:0", "-vf", vf,
+        # the path comes from a manifest, i.e. from whoever made the build: only ever a local file
+        args += ["-t", f"{rel + 0.2:.6f}", *media.LOCAL_ONLY, "-i", media.as_input(path), "-map", "0:V:0", "-vf", vf,
                  # passthrough: rawvideo would otherwise get a constant rate, with duplicated frames
                  "-fps_mode", "passthrough", "-f", "rawvideo", "pipe:1", *_OTHER_STREAM["video"]]
         out, err = _ffmpeg(args, timeout, loglevel="info")  # info: showinfo's line per frame

@@ -388,14 +388,14 @@ def as_input(path) -> str:
 
 
 # Nested opens (a playlist in a .m3u8, say) may only reach local files: no network, no pipes.
-_LOCAL_ONLY = ("-protocol_whitelist", "file")
+LOCAL_ONLY = ("-protocol_whitelist", "file")
 
 
 def header_duration(path, timeout: float = 60.0) -> float | None:
     """The duration the container header claims, in seconds (``ffmpeg -i``, nothing decoded), or
     None when it states none, cannot be read, or takes longer than ``timeout`` to read: a hint
     only; the decoder says whether the file is usable and how long it really is."""
-    cmd = [ffmpeg_exe(), *_BASE, *_LOCAL_ONLY, "-i", as_input(path)]
+    cmd = [ffmpeg_exe(), *_BASE, *LOCAL_ONLY, "-i", as_input(path)]
     try:
         run = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
                              start_new_session=True)
@@ -425,7 +425,7 @@ def stream_audio(path, sample_rate: int = 16000, chunk_samples: int = 1 << 16,
         raise MediaError("a folder, not a file")
     if os.path.isfile(path) and os.path.getsize(path) == 0:
         raise MediaError("empty file (0 bytes)")
-    cmd = [ffmpeg_exe(), *_BASE, "-loglevel", "error", *_LOCAL_ONLY, "-i", as_input(path),
+    cmd = [ffmpeg_exe(), *_BASE, "-loglevel", "error", *LOCAL_ONLY, "-i", as_input(path),
            "-map", "0:a:0", "-ac", "1", "-af", f"aresample={sample_rate}:first_pts=0", "-f", "f32le", "pipe:1"]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
