@@ -1,6 +1,6 @@
 # Everything runs from a local virtual environment made with the Python 3.11 on PATH.
-# `make demo` and `make test` set it up on first use (CPU torch from the wheel pip finds here;
-# GPU users install their own torch into .venv first and it is kept).
+# `make demo` and `make test` set it up on first use (CPU torch, the version torch.txt pins; GPU
+# users install their own torch into .venv first and it is kept).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -31,19 +31,20 @@ EMBS       ?= 128 256 512 1024 2048
 RUNS       ?= runs/sweep
 SAMPLES    ?= 10
 
-.PHONY: setup demo test bench train sweep clean help
+.PHONY: setup demo test test-fast bench train sweep clean help
 help:
 	@echo "make demo   set up .venv and run the whole pipeline on the built-in synthetic data"
 	@echo "make test   set up .venv and run the test suite"
+	@echo "make test-fast  the same without the minute-long tests (pytest -m 'not slow')"
 	@echo "make train  EMB=512 DATA=data/vegas5 RUN=runs/emb512 [NPROC=8 WIDTH= EPOCHS_AE= EPOCHS_GAN= LAM= MA_K= PRECISION=fp32|bf16|fp16 DATA_ON_DEVICE=auto|on|off]"
 	@echo "make sweep  EMBS=\"128 256 512 1024 2048\" DATA=data/vegas5 RUNS=runs/sweep [INFORMATIVITY=dir]"
 	@echo "make bench  run the benchmarks (figures go to docs/performance.md by hand)"
 
 setup: $(STAMP)
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml torch.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q -r torch.txt
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
@@ -82,6 +83,11 @@ sweep: setup
 test: setup
 	.ci/install-browser
 	$(BIN)/python -m pytest -q --durations=15
+
+# The tests marked slow (the wheel install, learning, DDP, Dask clusters) are left out
+test-fast: setup
+	.ci/install-browser
+	$(BIN)/python -m pytest -q --durations=15 -m "not slow"
 
 # bench/gpu.py: full width (the paper's network) on a GPU with `make bench GPU_BENCH=`; a quick
 # small-width check of the script by default, since a CPU would take hours at width 1.0

@@ -1,7 +1,9 @@
 """Classes: the project's class table, the AudioSet ontology, and turning user names into classes.
 
 Owns ``manifests/classes.csv`` (the ten VEGAS classes with their folder spellings and AudioSet ids)
-and the shipped AudioSet ``ontology.json``. Any class the ontology names is usable as well: its
+and the shipped AudioSet ``ontology.json``. Both ship inside the package as ``s2i_data/manifests/``:
+in the repository that is a symbolic link to the top-level ``manifests/`` folder (the one copy), and
+a wheel carries the files themselves, so an installed s2i never looks for the checkout. Any class the ontology names is usable as well: its
 alias is the slug of its display name ("Bird vocalization, bird call, bird song" →
 ``bird_vocalization_bird_call_bird_song``).
 
@@ -30,7 +32,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-MANIFESTS_DIR = Path(__file__).resolve().parent.parent / "manifests"
+# Package data next to this module (a wheel's copy, or the checkout's link to manifests/). A
+# checkout made where git writes links as plain files (core.symlinks=false) has no usable link,
+# and reads the top-level folder beside the package instead.
+_PACKAGE_MANIFESTS = Path(__file__).resolve().parent / "manifests"
+_CHECKOUT_MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
+MANIFESTS_DIR = (_CHECKOUT_MANIFESTS if not _PACKAGE_MANIFESTS.is_dir() and _CHECKOUT_MANIFESTS.is_dir()
+                 else _PACKAGE_MANIFESTS)
 CLASS_TABLE = "classes.csv"
 ONTOLOGY = "audioset/ontology.json"
 
@@ -57,12 +65,14 @@ def slugify(name: str) -> str:
 
 
 def manifest_path(relative: str) -> Path:
-    """A file under the repository's ``manifests/`` folder, with a clear error when it is absent."""
+    """A file under the package's ``manifests/`` folder, with a clear error when it is absent."""
     path = MANIFESTS_DIR / relative
     if not path.is_file():
         raise FileNotFoundError(
-            f"s2i data file {path} is missing: s2i reads manifests/ from the repository root "
-            "beside s2i_data/ (install with `pip install -e .` from a checkout)"
+            f"s2i data file {path} is missing: s2i reads its class table and the AudioSet ontology "
+            "from s2i_data/manifests/, package data that a wheel carries and that a checkout links "
+            "to the top-level manifests/ folder; reinstall s2i (`pip install .`, or `pip install -e .` "
+            "from a checkout)"
         )
     return path
 

@@ -198,3 +198,30 @@ def test_slugify():
     bird = "Bird vocalization, bird call, bird song"
     assert slugify(bird) == "bird_vocalization_bird_call_bird_song"
     assert slugify("Whimper (dog)") == "whimper_dog"
+
+
+def test_manifests_are_package_data_linked_to_the_one_top_level_copy():
+    """s2i_data/manifests is what an installed package reads; in a checkout it is the link to
+    manifests/ (so the files exist once), and a wheel carries the files (tests/test_packaging.py)."""
+    from pathlib import Path
+
+    from s2i_data import classes
+
+    # classes.__file__, not s2i_data.__file__: under pytest, tests/s2i_data/ can shadow the
+    # package's top level as a namespace package while its modules still come from s2i_data/
+    package = Path(classes.__file__).resolve().parent
+    assert classes.MANIFESTS_DIR == package / "manifests"
+    repo_copy = package.parent / "manifests"
+    if repo_copy.is_dir():  # running from a checkout
+        assert (package / "manifests").is_symlink(), "s2i_data/manifests must link to manifests/, not copy it"
+        assert (package / "manifests").resolve() == repo_copy.resolve()
+    assert classes.manifest_path("classes.csv").is_file()
+    assert classes.manifest_path("audioset/ontology.json").is_file()
+
+
+def test_a_missing_manifest_file_says_where_s2i_looked(tmp_path, monkeypatch):
+    from s2i_data import classes
+
+    monkeypatch.setattr(classes, "MANIFESTS_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"classes\.csv is missing: .*s2i_data/manifests/.*reinstall"):
+        classes.manifest_path("classes.csv")
