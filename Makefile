@@ -84,7 +84,7 @@ test: setup
 	.ci/install-browser
 	$(BIN)/python -m pytest -q --durations=15
 
-# The tests marked slow (the wheel install, learning, DDP, Dask clusters) are left out
+# make test without the tests marked slow (learning, torchrun DDP runs, the wheel install)
 test-fast: setup
 	.ci/install-browser
 	$(BIN)/python -m pytest -q --durations=15 -m "not slow"

@@ -102,6 +102,7 @@ def runs(tiny_build, tmp_path_factory) -> dict[str, Path]:
     return {"ddp": root / "ddp", "single": root / "single", "all_sum": root / "all_sum"}
 
 
+@pytest.mark.slow  # real torchrun runs: ~50 s together on 2 CPU cores
 def test_ddp_logs_once_and_counts_every_rank(runs, tiny_build):
     ddp, single = runs["ddp"], runs["single"]
     assert [r["epoch"] for r in rows(ddp, "autoencoder")] == [1, 2, 3]  # rank 0 alone writes
@@ -130,6 +131,7 @@ def close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-15)
 
 
+@pytest.mark.slow  # real torchrun runs: ~50 s together on 2 CPU cores
 def test_ddp_logs_the_losses_of_both_ranks_combined(runs):
     """Each logged figure is the two ranks' own sums added, then divided: the loss over every
     sample of the epoch, as one process would log it, to float64 rounding."""
@@ -153,6 +155,7 @@ def test_ddp_logs_the_losses_of_both_ranks_combined(runs):
     assert state["adv_history"] == [r["adv_loss"] for r in rows(runs["ddp"], "translator")]
 
 
+@pytest.mark.slow  # real torchrun runs: ~50 s together on 2 CPU cores
 def test_ddp_learns(runs):
     for stage, key in (("autoencoder", "train_loss"), ("translator", "pixel_loss")):
         a = [r[key] for r in rows(runs["ddp"], stage)]
@@ -175,6 +178,7 @@ def differences(a, b, path: str = "") -> list[str]:
     return [] if a == b else [path]
 
 
+@pytest.mark.slow  # real torchrun runs: ~50 s together on 2 CPU cores
 def test_ddp_resume_reaches_the_uninterrupted_state(runs, tiny_build, tmp_path):
     run = tmp_path / "resumed"
     run.mkdir()

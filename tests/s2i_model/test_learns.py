@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # ~2.5 min on 2 CPU cores: `make test-fast` leaves it out
+
 REPO = Path(__file__).resolve().parents[2]
 CLASSES = ["baby", "dog", "rail", "fireworks", "water"]
 
