@@ -11,6 +11,7 @@ editable install, are not read), and it comes after the new environment's own si
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import shutil
@@ -62,11 +63,10 @@ def _build_wheel(tmp: Path) -> Path:
     src = _checkout_copy(tmp / "src")
     wheels = tmp / "wheels"
     cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", wheels, src]
-    try:
-        import setuptools  # noqa: F401  # present: build with it, no index needed
-
-        cmd.insert(4, "--no-build-isolation")
-    except ImportError:
+    try:  # the setuptools already here (pyproject asks >= 64) builds it without an index
+        if int(importlib.metadata.version("setuptools").split(".")[0]) >= 64:
+            cmd.insert(4, "--no-build-isolation")
+    except (importlib.metadata.PackageNotFoundError, ValueError):
         pass
     _run(cmd, cwd=tmp)
     (wheel,) = wheels.glob("s2i-*.whl")
