@@ -12,11 +12,13 @@ build that is already complete it writes nothing at all. ``_build/lock`` (a fold
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -126,11 +128,34 @@ def _utf8(text: str) -> bool:
     return True
 
 
+# Probed several to one ffmpeg run up to this size: beyond it demuxing, not starting ffmpeg,
+# is what a probe costs, and a run of big files would only near the probe timeout.
+BATCH_PROBE_BYTES = 32 << 20
+
+
+def _batchable(it: VideoItem) -> bool:
+    """A local file with data and a UTF-8 name, not big: what `media.probe_many` may read."""
+    if it.reason or not _utf8(it.source) or storage.is_remote(it.source):
+        return False
+    try:
+        path = storage.local_path(it.source)
+        return os.path.isfile(path) and 0 < os.path.getsize(path) <= BATCH_PROBE_BYTES
+    except (OSError, ValueError):
+        return False
+
+
 def probe_items(items: list[VideoItem], workers: int, on_probe: Callable[[], None] | None = None) -> pd.DataFrame:
     """One row per item, status ok or skipped with the reason; probes run in parallel threads
-    (each is an ffmpeg subprocess, so threads are enough)."""
+    (each is an ffmpeg subprocess, so threads are enough).
 
-    def one(it: VideoItem) -> dict:
+    Local files are probed several to one ffmpeg run (`media.probe_many`: a process start is
+    most of a short clip's probe); a file that run leaves undecided, or any file of a run that
+    logged a warning, is probed alone, so every reason comes from `media.probe`. Once runs that
+    fall back outnumber clean ones (a corpus that warns a lot), files are probed alone from then
+    on: the waste stays within a couple of runs."""
+    threads = max(1, workers * 2)
+
+    def one(it: VideoItem, found: media.Probe | None = None) -> dict:
         row = {"video_id": it.video_id, "source": it.source, "class": it.cls, "status": "ok",
                "reason": "", "window_start_s": float(it.start_s), "window_end_s": np.nan}
         if it.reason:
@@ -141,8 +166,9 @@ def probe_items(items: list[VideoItem], workers: int, on_probe: Callable[[], Non
                        reason="file name is not valid UTF-8: rename the file")
         else:
             try:
-                with storage.fetched(it.source) as local:
-                    pr = media.probe(local)
+                if found is None:
+                    with storage.fetched(it.source) as local:
+                        found = media.probe(local)
             except media.MediaError as e:
                 row.update(status="skipped", reason=str(e))
             except (OSError, ValueError, UnicodeError) as e:  # unreadable path, odd bytes
@@ -150,6 +176,7 @@ def probe_items(items: list[VideoItem], workers: int, on_probe: Callable[[], Non
             except (media.FFmpegKilled, subprocess.TimeoutExpired) as e:
                 row.update(status="failed", reason=str(e).splitlines()[0])
             else:
+                pr = found
                 # The usable window: the source's (an AudioSet start..end) within the span where
                 # the file really has both sound and picture.
                 start = max(float(it.start_s), pr.start_s)
@@ -162,8 +189,30 @@ def probe_items(items: list[VideoItem], workers: int, on_probe: Callable[[], Non
             on_probe()
         return row
 
-    with ThreadPoolExecutor(max_workers=max(1, workers * 2)) as pool:
-        rows = list(pool.map(one, items))
+    runs = {"clean": 0, "fallback": 0}
+    lock = threading.Lock()
+
+    def unit(positions: list[int]) -> list[tuple[int, dict]]:
+        group = [items[i] for i in positions]
+        with lock:
+            batching = len(group) > 1 and runs["fallback"] <= runs["clean"] + 1
+        found: list[media.Probe | None] = [None] * len(group)
+        if batching:
+            found = media.probe_many([storage.local_path(it.source) for it in group])
+            with lock:
+                runs["clean" if any(f is not None for f in found) else "fallback"] += 1
+        return [(i, one(it, f)) for i, it, f in zip(positions, group, found)]
+
+    batchable = [i for i, it in enumerate(items) if _batchable(it)]
+    # Runs small enough that every thread gets several: the last ones to finish are short.
+    size = max(2, min(16, math.ceil(len(batchable) / (threads * 4))))
+    units = [batchable[k : k + size] for k in range(0, len(batchable), size)]
+    units += [[i] for i in sorted(set(range(len(items))) - set(batchable))]
+    rows: list[dict] = [{}] * len(items)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for done in pool.map(unit, units):
+            for i, row in done:
+                rows[i] = row
     columns = ["video_id", "source", "class", "status", "reason", "window_start_s", "window_end_s",
                *media.Probe.__dataclass_fields__]
     # The same columns whether or not any file probed fine (or there were no files at all).

@@ -25,9 +25,10 @@ def default_workers() -> int:
 
 
 def _context():
-    # Workers come from a forkserver that has imported the shard writer once (webdataset pulls
-    # in torch: seconds of start-up we pay once, not per worker), and they never inherit the
-    # threads of the parent (progress bars, probe pool) that plain fork would copy mid-lock.
+    # Workers come from a forkserver that has imported the shard writer (and numpy) once, not
+    # once per worker, and they never inherit the threads of the parent (progress bars, probe
+    # pool) that plain fork would copy mid-lock. scipy and PIL are left to each worker, which
+    # imports them while its first video decodes, off the path to that first decode.
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["s2i_data.shards"])
     return ctx
@@ -39,16 +40,54 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _ready() -> None:
+    """The warm-up task: returning proves the worker has started and imported what it needs."""
+
+
 class LocalExecutor:
     def __init__(self, workers: int = 0, retries: int = 2) -> None:
         self.workers = workers or default_workers()
         self.retries = retries
+        self._warming: Future | None = None
+
+    def _pool(self, n: int) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=n, mp_context=_context(), initializer=_ignore_sigint)
+
+    def _warm_pool(self) -> ProcessPoolExecutor:
+        pool = self._pool(self.workers)
+        try:
+            # A forkserver pool starts a worker per submit while none is idle: one no-op each
+            # brings them all up (the server's imports first, then each worker's own).
+            for fut in [pool.submit(_ready) for _ in range(self.workers)]:
+                fut.result()
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        return pool
 
     def start(self) -> None:
-        """Nothing to warm up: the pool starts with the first shard."""
+        """Start the worker processes in the background: the forkserver's imports and each
+        worker's start (about half a second in all) then overlap the probe and the plan instead
+        of following them. `run` takes the pool; `close` stops one that `run` never took."""
+        if self._warming is None:
+            starter = ThreadPoolExecutor(1, thread_name_prefix="s2i-pool-start")
+            self._warming = starter.submit(self._warm_pool)
+            starter.shutdown(wait=False)
+
+    def _take_warm(self) -> ProcessPoolExecutor | None:
+        warming, self._warming = self._warming, None
+        if warming is None:
+            return None
+        try:
+            return warming.result()
+        except Exception:  # noqa: BLE001 - a pool that did not come up: run starts a fresh one
+            return None
 
     def close(self) -> None:
-        """Nothing held between runs."""
+        """Stop the pool `start` brought up if `run` never took it (the build stopped early)."""
+        pool = self._take_warm()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def run(self, fn: Callable, tasks: Sequence, args: tuple = (),
             on_done: Callable[[Any, Any], None] | None = None) -> list[tuple[Any, str]]:
@@ -56,11 +95,19 @@ class LocalExecutor:
         attempts = {id(t): 0 for t in tasks}
         pending = list(tasks)
         failures: list[tuple[Any, str]] = []
+        warm = self._take_warm()
+        if warm is not None and not pending:
+            warm.shutdown(wait=True)
         while pending:
-            pool = ProcessPoolExecutor(max_workers=min(self.workers, len(pending)), mp_context=_context(),
-                                       initializer=_ignore_sigint)
+            pool, warm = warm or self._pool(min(self.workers, len(pending))), None
             try:
-                futures = {pool.submit(fn, t, *args): t for t in pending}
+                try:
+                    futures = {pool.submit(fn, t, *args): t for t in pending}
+                except BrokenProcessPool:
+                    # a warm worker died while it waited (the OOM killer, a kill): start afresh
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    pool = self._pool(min(self.workers, len(pending)))
+                    futures = {pool.submit(fn, t, *args): t for t in pending}
                 pending = []
                 broken = False
                 while futures:

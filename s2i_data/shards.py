@@ -9,6 +9,7 @@ are reproducible and the readers never need to unpickle anything.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import io
@@ -20,16 +21,21 @@ import sys
 import tempfile
 import time
 import types
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import features, media, storage
+# `features` (scipy) and the tar writer are imported where a shard is written, not here: the
+# build's main process needs only the task and stats helpers of this module, and those imports
+# would sit before its first probe (the worker processes preload them, see `executors`).
+from . import media, storage
 
 FIXED_MTIME = 946684800  # 2000-01-01: identical bytes for identical content, run after run
 HIST_EDGES = np.linspace(-16.0, 16.0, 3201)  # 0.01-wide bins over every plausible log-mel value
 
 
+@functools.cache
 def _tar_writer_class():
     """webdataset's TarWriter, imported without running webdataset's package ``__init__``.
 
@@ -48,9 +54,6 @@ def _tar_writer_class():
     finally:
         del sys.modules["webdataset"]
     return writer.TarWriter
-
-
-TarWriter = _tar_writer_class()
 
 
 @dataclass
@@ -97,7 +100,9 @@ def encode_flac(wave: np.ndarray, sr: int) -> bytes:
 class MelStats:
     """Mergeable log-mel statistics: per-band sums, extremes and a global histogram."""
 
-    def __init__(self, n_mels: int = features.N_MELS) -> None:
+    def __init__(self, n_mels: int | None = None) -> None:
+        if n_mels is None:
+            from .features import N_MELS as n_mels
         self.count = 0
         self.sum = np.zeros(n_mels, np.float64)
         self.sumsq = np.zeros(n_mels, np.float64)
@@ -124,7 +129,8 @@ class MelStats:
 
     @classmethod
     def merge(cls, dicts: list[dict]) -> "MelStats":
-        out = cls()
+        sized = [d for d in dicts if d and d["count"]]
+        out = cls(len(sized[0]["sum"]) if sized else 0)
         for d in dicts:
             if not d or not d["count"]:
                 continue
@@ -152,20 +158,28 @@ class MelStats:
                 "min": self.min, "max": self.max, **pct}
 
 
-def _extract_video(video: dict, cfg: dict) -> tuple[dict[str, dict], dict[str, str]]:
-    """Decode one video once; return {key: members} and {key: reason} for samples that failed."""
+def _decode_video(video: dict, cfg: dict) -> media.Decoded:
+    """Decode one video once: the run from its first to its last selected segment, with a frame
+    at every segment centre in between (the fps filter drops everything else before cropping)."""
+    seconds = cfg["segment_seconds"]
+    starts = [s["start_s"] for s in video["samples"]]
+    first, last = min(starts), max(starts)
+    n_frames = max(int(round((t - first) / seconds)) for t in starts) + 1
+    with storage.fetched(video["source"]) as source:  # a local copy of a remote file
+        return media.decode(source, media.Probe.from_row(video["probe"]), (first, last + seconds),
+                            first_frame_s=first + seconds / 2, n_frames=n_frames, frame_step_s=seconds,
+                            sample_rate=cfg["sample_rate"], image_size=cfg["image_size"])
+
+
+def _video_samples(video: dict, decoded: media.Decoded, cfg: dict) -> tuple[dict[str, dict], dict[str, str]]:
+    """The samples of one decoded video: {key: members} and {key: reason} for those that failed."""
+    from . import features
+
     samples = video["samples"]
     seconds = cfg["segment_seconds"]
     starts = [s["start_s"] for s in samples]
-    # Decode the whole run from the first to the last selected segment, with a frame at every
-    # segment centre in between (the fps filter drops everything else before cropping).
-    first, last = min(starts), max(starts)
+    first = min(starts)
     steps = {s["start_s"]: int(round((s["start_s"] - first) / seconds)) for s in samples}
-    with storage.fetched(video["source"]) as source:  # a local copy of a remote file
-        decoded = media.decode(source, media.Probe.from_row(video["probe"]), (first, last + seconds),
-                               first_frame_s=first + seconds / 2, n_frames=max(steps.values()) + 1,
-                               frame_step_s=seconds, sample_rate=cfg["sample_rate"],
-                               image_size=cfg["image_size"])
     frames = decoded.frames
     mels = features.log_mel_segments(decoded.audio, decoded.audio_start_s, starts, seconds, cfg["sample_rate"])
     audio_end = decoded.audio_start_s + len(decoded.audio) / cfg["sample_rate"]
@@ -195,21 +209,57 @@ def _extract_video(video: dict, cfg: dict) -> tuple[dict[str, dict], dict[str, s
     return good, bad
 
 
+def _encode(shard: str, key: str, m: dict, cfg: dict) -> dict:
+    """One sample's tar members as bytes."""
+    ext = "png" if cfg["image_format"] == "png" else "jpg"
+    try:
+        record = {"__key__": key, "mel.npy": encode_npy(m["mel.npy"]),
+                  ext: encode_image(m["image"], cfg["image_format"]),
+                  "cls": str(int(m["cls"])).encode("ascii"),
+                  "json": json.dumps(m["json"], sort_keys=True).encode("utf-8")}
+        if "flac" in m:
+            record["flac"] = encode_flac(m["flac"], cfg["sample_rate"])
+    except Exception as e:  # name the key and the member type, webdataset-style
+        raise ValueError(f"{shard}: cannot encode sample {key}: {type(e).__name__}: {e}") from e
+    return record
+
+
+def _import_writers() -> None:
+    """What turns decoded videos into tar members, imported ahead of its first use (a fresh
+    worker's first shard pays these imports once, meanwhile its first ffmpeg decodes)."""
+    from PIL import Image
+
+    from . import features  # noqa: F401
+
+    Image.preinit()  # the PNG and JPEG plugins
+    _tar_writer_class()
+
+
 def write_shard(task: ShardTask, out: str, cfg: dict) -> dict:
     """Extract every video of the shard once, write the tar atomically, then its stats file."""
     t0 = time.time()
-    samples: dict[str, dict] = {}
+    records: dict[str, tuple[dict, np.ndarray]] = {}  # key: (tar members as bytes, log-mel)
     failed: list[dict] = []
     videos_failed: dict[str, str] = {}
-    for video in task.videos:
-        try:
-            good, bad = _extract_video(video, cfg)
-        except media.MediaError as e:
-            good, bad = {}, {s["key"]: str(e) for s in video["samples"]}
-        samples.update(good)
-        for key, reason in bad.items():
-            failed.append({"key": key, "video_id": video["video_id"], "reason": reason})
-            videos_failed.setdefault(video["video_id"], reason)
+    # The next video decodes (its own ffmpeg process) while this one's log-mels and images are
+    # computed and encoded: one worker keeps ffmpeg busy instead of taking turns with it. The
+    # bytes are the same as one video after another; only the waiting overlaps.
+    with ThreadPoolExecutor(1, thread_name_prefix="s2i-decode") as decoder:
+        ahead = decoder.submit(_decode_video, task.videos[0], cfg) if task.videos else None
+        _import_writers()  # while the first video decodes
+        for i, video in enumerate(task.videos):
+            current = ahead
+            if i + 1 < len(task.videos):
+                ahead = decoder.submit(_decode_video, task.videos[i + 1], cfg)
+            try:
+                good, bad = _video_samples(video, current.result(), cfg)
+            except media.MediaError as e:
+                good, bad = {}, {s["key"]: str(e) for s in video["samples"]}
+            for key, m in good.items():
+                records[key] = (_encode(task.name, key, m, cfg), m["mel.npy"])
+            for key, reason in bad.items():
+                failed.append({"key": key, "video_id": video["video_id"], "reason": reason})
+                videos_failed.setdefault(video["video_id"], reason)
 
     mel_stats = MelStats()
     remote = storage.is_remote(out)
@@ -217,25 +267,15 @@ def write_shard(task: ShardTask, out: str, cfg: dict) -> dict:
     final = os.path.join(tempfile.mkdtemp(prefix="s2i-shard-") if remote else out, task.name)
     os.makedirs(os.path.dirname(final), exist_ok=True)
     tmp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.tmp-{os.getpid()}")
-    ext = "png" if cfg["image_format"] == "png" else "jpg"
     written = 0
     with open(tmp, "wb") as f:
-        writer = TarWriter(f, encoder=False, mtime=FIXED_MTIME)
+        writer = _tar_writer_class()(f, encoder=False, mtime=FIXED_MTIME)
         for key in task.order:
-            m = samples.get(key)
-            if m is None:
+            if key not in records:
                 continue
-            try:
-                record = {"__key__": key, "mel.npy": encode_npy(m["mel.npy"]),
-                          ext: encode_image(m["image"], cfg["image_format"]),
-                          "cls": str(int(m["cls"])).encode("ascii"),
-                          "json": json.dumps(m["json"], sort_keys=True).encode("utf-8")}
-                if "flac" in m:
-                    record["flac"] = encode_flac(m["flac"], cfg["sample_rate"])
-            except Exception as e:  # name the key and the member type, webdataset-style
-                raise ValueError(f"{task.name}: cannot encode sample {key}: {type(e).__name__}: {e}") from e
+            record, mel = records[key]
             writer.write(record)
-            mel_stats.add(m["mel.npy"])
+            mel_stats.add(mel)  # in write order: float sums depend on it
             written += 1
         writer.close()
         f.flush()
