@@ -11,6 +11,10 @@ build that is already complete it writes nothing at all. ``_build/lock`` (a fold
 
 from __future__ import annotations
 
+# Up front, not in build_info: typer's option parsing imports it lazily too, and a process that
+# drops its privileges after importing this module (tests/s2i_data/test_lock.py) can no longer
+# read the interpreter's files. scipy used to import it here as a side effect.
+import importlib.metadata
 import json
 import math
 import os
@@ -242,8 +246,7 @@ def check_output(out: Path, cfg: BuildConfig) -> bool:
 
 
 def build_info(cfg: BuildConfig) -> dict:
-    import importlib.metadata as md
-
+    md = importlib.metadata
     versions = {}
     for pkg in ("numpy", "pandas", "pyarrow", "webdataset", "pillow", "soundfile", "imageio-ffmpeg"):
         try:

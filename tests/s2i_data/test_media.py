@@ -268,3 +268,25 @@ def test_audio_rates_resampled_to_16k_keep_pitch_and_level(tmp_path, rate):
     band = int(np.argmin(np.abs(centres - 1000)))
     mel = features.log_mel_segments(d.audio, d.audio_start_s, [0.5])[0]
     assert band == 42 and (mel.argmax(1) == band).all()  # in every one of the segment's 100 frames
+
+
+def test_probe_many_gives_what_probe_gives_or_defers(tmp_path):
+    """One ffmpeg run for several files: each answer equals that file's own probe; a file the run
+    cannot describe, or a run that logged trouble, answers None (its caller probes it alone)."""
+    audio = np.zeros(16000 * 3, np.float32)
+    plain = encode_frames(tmp_path / "plain.mkv", index_video(75), FPS, audio=audio)
+    land = encode_frames(tmp_path / "land.mp4", index_video(50, 64, 48), FPS, codec="x264", audio=audio[:32000],
+                         extra=["-c:a", "aac"])
+    rot = tmp_path / "rot.mp4"  # side data under its stream, in the middle of the run's log
+    subprocess.run([media.ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-display_rotation", "90",
+                    "-i", str(land), "-c", "copy", str(rot)], check=True)
+    silent = encode_frames(tmp_path / "silent.mkv", index_video(25), FPS)  # no audio stream
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video at all " * 100)
+    many = [str(plain), str(rot), str(plain), str(silent)]
+    got = media.probe_many(many)
+    assert got[:3] == [media.probe(p) for p in many[:3]]
+    assert got[1].rotation == 90 and (got[1].width, got[1].height) == (48, 64)
+    assert got[3] is None  # unusable: the reason is `probe`'s to give
+    assert media.probe_many([str(plain), str(junk), str(rot)]) == [None, None, None]  # a failed open
+    assert media.probe_many([str(plain)]) == [None]  # one file: nothing to share
