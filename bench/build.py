@@ -7,7 +7,12 @@
     single decode call the builder makes), no features, no writing.
 Also: peak RSS per worker for a corpus and for one twice its size (it must not grow).
 
-    python bench/build.py [--videos-per-class 12] [--out bench/out]
+And the whole ``s2i-data build`` command (a fresh process: imports, probing, worker start,
+manifests), one worker, against the floor measured on the same corpus in the same run: at 600
+segments (60 VEGAS-like 10 s clips, or ``--corpus``), at the margin (600 vs 300 segments), and
+its fixed start-up (the command on one video, less that video's decode).
+
+    python bench/build.py [--videos-per-class 12] [--out bench/out] [--only whole] [--corpus DIR]
 """
 
 from __future__ import annotations
@@ -72,13 +77,20 @@ def naive(plan_rows: pd.DataFrame, out: Path) -> float:
 
 def floor(plan_rows: pd.DataFrame, probes: pd.DataFrame) -> float:
     """Only the decode the builder itself makes: one ffmpeg call per video."""
-    t = time.perf_counter()
+    return sum(floor_by_video(plan_rows, probes).values())
+
+
+def floor_by_video(plan_rows: pd.DataFrame, probes: pd.DataFrame) -> dict[str, float]:
+    """The floor's seconds, video by video."""
+    out = {}
     for vid, g in plan_rows.groupby("video_id"):
         pr = media.Probe.from_row(probes.loc[vid])
         first, last = g["start_s"].min(), g["start_s"].max()
+        t = time.perf_counter()
         media.decode(g["source"].iloc[0], pr, (first, last + 1.0), first_frame_s=first + 0.5,
                      n_frames=int(round(last - first)) + 1)
-    return time.perf_counter() - t
+        out[vid] = time.perf_counter() - t
+    return out
 
 
 def vegas_like(root: Path, per_class: int, seconds: float = 10.0) -> Path:
@@ -118,22 +130,95 @@ def compare(label: str, root: Path, out: Path) -> None:
     print(f"peak RSS of a worker: {rss1:.0f} MB")
 
 
+def command(root: Path, out: Path, workers: int = 1) -> float:
+    """Seconds of the whole ``s2i-data build`` command over ``root`` (classes: its folders)."""
+    shutil.rmtree(out, ignore_errors=True)
+    classes = ",".join(sorted(p.name for p in root.iterdir() if p.is_dir()))
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "s2i_data.cli", "build", "--root", str(root), "--classes", classes,
+                    "--out", str(out), "--workers", str(workers), "--no-progress"], check=True, capture_output=True)
+    return time.perf_counter() - t
+
+
+def subset(root: Path, dest: Path, per_class: int, classes: list[str] | None = None) -> Path:
+    """``dest`` holding links to the first ``per_class`` videos of each class of ``root``."""
+    shutil.rmtree(dest, ignore_errors=True)
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if classes and folder.name not in classes:
+            continue
+        (dest / folder.name).mkdir(parents=True)
+        for video in sorted(p for p in folder.iterdir() if p.is_file())[:per_class]:
+            (dest / folder.name / video.name).symlink_to(video.resolve())
+    return dest
+
+
+def whole_command(root: Path, out: Path, repeat: int) -> dict:
+    """The command at 1 worker against the floor: whole corpus, half of it, one video. Each
+    timing is the best of ``repeat`` (interleaved, so both see the same machine load)."""
+    per_class = min(len([p for p in d.iterdir() if p.is_file()]) for d in root.iterdir() if d.is_dir())
+    corpora = {"full": root, "half": subset(root, out / "half-corpus", max(1, per_class // 2)),
+               "one": subset(root, out / "one-corpus", 1, [sorted(p.name for p in root.iterdir() if p.is_dir())[0]])}
+    best: dict[str, dict[str, float]] = {name: {"command": float("inf"), "floor": float("inf")} for name in corpora}
+    segments = {}
+    for _ in range(repeat):
+        for name, corpus in corpora.items():
+            built = out / f"built-{name}"
+            best[name]["command"] = min(best[name]["command"], command(corpus, built))
+            rows = pd.read_parquet(built / "manifest.parquet")
+            probes = pd.read_parquet(built / "_build" / "probe.parquet").set_index("video_id", drop=False)
+            best[name]["floor"] = min(best[name]["floor"], floor(rows, probes))
+            segments[name] = len(rows)
+    full, half, one = best["full"], best["half"], best["one"]
+    result = {
+        "segments": segments, "seconds": best,
+        "ratio": full["floor"] / full["command"],
+        "marginal": (full["floor"] - half["floor"]) / (full["command"] - half["command"]),
+        "startup_s": one["command"] - one["floor"],
+    }
+    print(f"\n## whole `s2i-data build` command, 1 worker (best of {repeat})")
+    print(f"{'corpus':8s} {'segments':>8s} {'command s':>10s} {'floor s':>8s} {'floor/command':>14s}")
+    for name in corpora:
+        b = best[name]
+        print(f"{name:8s} {segments[name]:8d} {b['command']:10.2f} {b['floor']:8.2f} {b['floor'] / b['command']:14.2f}")
+    print(f"floor/command at {segments['full']} segments: {result['ratio']:.2f} (goal >= 0.8)")
+    print(f"at the margin ({segments['half']} -> {segments['full']} segments): {result['marginal']:.2f}")
+    print(f"fixed start-up (one-video command less its decode): {result['startup_s']:.2f} s (goal < 1 s)")
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--videos-per-class", type=int, default=12)
     ap.add_argument("--vegas-per-class", type=int, default=4)
     ap.add_argument("--out", type=Path, default=Path("bench/out"))
+    ap.add_argument("--only", choices=["compare", "whole", "memory"], action="append",
+                    help="run only these parts (repeatable; default: all)")
+    ap.add_argument("--whole-per-class", type=int, default=12,
+                    help="VEGAS-like clips per class for the whole-command part (12: 60 clips, 600 segments)")
+    ap.add_argument("--corpus", type=Path, help="ROOT/<class>/<video> to time the whole command on instead")
+    ap.add_argument("--repeat", type=int, default=3, help="whole command: best of this many runs")
     args = ap.parse_args()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
+    parts = set(args.only or ["compare", "whole", "memory"])
+    print(f"machine: {os.cpu_count()} cores, {sys.platform}; ffmpeg: {media.ffmpeg_exe()}; "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if "whole" in parts:
+        root = args.corpus or vegas_like(out / f"vegas-like-{args.whole_per_class}", args.whole_per_class)
+        whole_command(root, out / "whole", args.repeat)
+        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if parts <= {"whole"}:
+        return
     root = out / f"videos-{args.videos_per_class}"
     t = time.perf_counter()
     synth(root, videos_per_class=args.videos_per_class, seed=0, min_seconds=4.0, max_seconds=10.0)
     print(f"corpus: {args.videos_per_class * len(CLASSES)} videos (4-10 s), made in {time.perf_counter() - t:.1f} s")
-    print(f"machine: {os.cpu_count()} cores, {sys.platform}; ffmpeg: {media.ffmpeg_exe()}")
-    compare("built-in synthetic corpus (160x120, 4-10 s)", root, out / "synth")
-    vroot = vegas_like(out / "vegas-like", args.vegas_per_class)
-    compare("VEGAS-like clips (640x360 30 fps, 10 s)", vroot, out / "vegas")
+    if "compare" in parts:
+        compare("built-in synthetic corpus (160x120, 4-10 s)", root, out / "synth")
+        vroot = vegas_like(out / "vegas-like", args.vegas_per_class)
+        compare("VEGAS-like clips (640x360 30 fps, 10 s)", vroot, out / "vegas")
+    if "memory" not in parts:
+        return
 
     # Memory per worker must not grow with the corpus: twice the videos, same peak.
     root2 = out / f"videos-{2 * args.videos_per_class}"
