@@ -48,8 +48,8 @@ def random_run(folder: Path) -> Path:
     from s2i_model import checkpoint
     from s2i_model.config import AutoencoderConfig
     from s2i_model.nets import AudioAutoencoder, DenseGenerator
-    from s2i_model.train_autoencoder import CKPT as AE_CKPT
-    from s2i_model.train_translator import CKPT as GAN_CKPT
+    from s2i_model.run import AUTOENCODER as AE_CKPT
+    from s2i_model.run import TRANSLATOR as GAN_CKPT
 
     torch.manual_seed(0)
     cfg = AutoencoderConfig(data="unused", run=str(folder), emb=128, width=0.0625, epochs=1)

@@ -42,7 +42,7 @@ def build(root: Path, seed: int, videos: int) -> Path:
 
 def measure(run: Path, data: Path, judge, pictures: int) -> dict:
     from s2i_model.imagine import Translator
-    from s2i_model.proxy import class_agreement, load_split
+    from s2i_model.evaluate.realframe import class_agreement, load_split
 
     mels, _, classes, _ = load_split(data, "test")
     tr = Translator.load(run, "cpu")
@@ -67,9 +67,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from s2i_model.config import AutoencoderConfig, TranslatorConfig
-    from s2i_model.proxy import embedding_separability, train_frame_classifier
-    from s2i_model.train_autoencoder import train_autoencoder
-    from s2i_model.train_translator import train_translator
+    from s2i_model.evaluate.realframe import embedding_separability, train_frame_classifier
+    from s2i_model.train.autoencoder import train_autoencoder
+    from s2i_model.train.translator import train_translator
 
     quiet = dict(log=lambda *_: None)
     rows, ceilings = [], {}

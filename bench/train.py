@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from s2i_model.data import Normalizer, ShardStream, loader
 from s2i_model.nets import AudioAutoencoder, DenseGenerator, Discriminator
-from s2i_model.runtime import pick_device
+from s2i_model.device import pick_device
 
 
 def toy_build(tmp: Path) -> Path:

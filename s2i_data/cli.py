@@ -9,12 +9,14 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from .cliutil import fail, require_build
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Audiovisual video collections → video-disjoint, class-balanced webdataset shards.")
@@ -22,9 +24,8 @@ console = Console(stderr=True, soft_wrap=True)  # one message, one line, whateve
 out_console = Console(soft_wrap=True)  # a FAIL line stays one line, whatever the terminal
 
 
-def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+def _fail(message: str, code: int = 2) -> NoReturn:
+    fail(console, message, code)
 
 
 def _floats(text: str, name: str) -> tuple[float, ...]:
@@ -153,16 +154,7 @@ def build(
 
 
 def _check_build(path: str) -> None:
-    from . import storage
-    from .readers import build_file
-
-    try:
-        found = storage.exists(build_file(path, "build.json"))
-    except (ValueError, OSError) as e:
-        _fail(f"{path}: {e}")
-        return
-    if not found:
-        _fail(f"{path} holds no s2i build (no build.json)")
+    require_build(console, path, "build.json")
 
 
 @app.command()

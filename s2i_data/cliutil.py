@@ -1,9 +1,32 @@
-"""What both command-line tools share: running a typer app so that only bugs can show a traceback."""
+"""What both command-line tools share: one-line failures, opening a build, and running a typer app
+so that only bugs can show a traceback."""
 
 from __future__ import annotations
 
 import os
 import sys
+from typing import NoReturn
+
+
+def fail(console, message: str, code: int = 2) -> NoReturn:
+    """One red line on ``console`` and exit ``code`` (2: the user's input is wrong)."""
+    import typer
+
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def require_build(console, location: str, marker: str = "stats.json", hint: str = "") -> None:
+    """Exit with one line unless ``location`` (a folder or URL) holds a build's ``marker`` file."""
+    from . import storage
+    from .readers import build_file
+
+    try:
+        found = storage.exists(build_file(location, marker))
+    except (ValueError, OSError) as e:
+        fail(console, f"{location}: {e}")
+    if not found:
+        fail(console, f"{location} holds no s2i-data build (no {marker})" + (f": {hint}" if hint else ""))
 
 
 def run_app(app, console, interrupted: str, expected: tuple[type[BaseException], ...] = ()) -> None:

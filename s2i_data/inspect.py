@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .plan import SPLITS
-from .readers import Contract, SampleError, decode_sample, iter_raw, read_build_json, read_build_parquet, shard_list
+from .readers import Build, SampleError, decode_sample, iter_raw
 
 # A perceptual dark-to-bright ramp (black → purple → orange → pale yellow, like "magma").
 _RAMP = np.array([[0, 0, 4], [59, 15, 112], [140, 41, 129], [222, 73, 104], [254, 159, 109], [252, 253, 191]], float)
@@ -22,16 +22,17 @@ def colorize(mel: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return (_RAMP[i] * (1 - f) + _RAMP[i + 1] * f).astype(np.uint8)
 
 
-def summary(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    manifest = read_build_parquet(out, "manifest.parquet")
-    videos = read_build_parquet(out, "videos.parquet")
-    classes = read_build_json(out)["classes"]
+def summary(build: Build | str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    build = Build.open(build)
+    manifest = build.manifest()
+    videos = build.manifest(name="videos.parquet")
+    classes = build.classes
     counts = (manifest.groupby(["split", "class"]).size().unstack(fill_value=0)
               .reindex(index=list(SPLITS), columns=classes, fill_value=0))
     return counts, videos[videos["status"] != "ok"]
 
 
-def contact_sheet(out: str | Path, png: Path, per_class: int = 6, split: str = "train",
+def contact_sheet(build: Build | str | Path, png: Path, per_class: int = 6, split: str = "train",
                   shard_url: str | None = None, cache_dir: str | None = None,
                   problems: list[str] | None = None) -> Path:
     """A row per class: ``per_class`` pairs of (spectrogram | frame), read back from the shards.
@@ -40,18 +41,19 @@ def contact_sheet(out: str | Path, png: Path, per_class: int = 6, split: str = "
     left out of the sheet; without ``problems`` it raises `SampleError`."""
     from PIL import Image, ImageDraw
 
-    manifest = read_build_parquet(out, "manifest.parquet")
-    classes = read_build_json(out)["classes"]
+    build = Build.open(build).with_access(shard_url, cache_dir)
+    manifest = build.manifest()
+    classes = build.classes
     part = manifest[manifest["split"] == split]
     if part.empty:
-        raise ValueError(f"split {split!r} of {out} has no samples")
+        raise ValueError(f"split {split!r} of {build} has no samples")
     # A spread of videos per class: the first segment of each of the first videos (by key).
     chosen = (part.sort_values("key").groupby("video_id").head(1).groupby("class").head(per_class))
     wanted = set(chosen["key"])
     got: dict[str, dict] = {}
     needed = set(chosen["shard"])
-    name_of = {u: name for name, u in shard_list(out, split, shard_url) if name in needed}
-    contract = Contract.of(out)
+    name_of = {u: name for name, u in build.shards(split) if name in needed}
+    contract = build.contract
 
     def report(e: SampleError) -> None:
         if problems is None:
@@ -59,7 +61,7 @@ def contact_sheet(out: str | Path, png: Path, per_class: int = 6, split: str = "
         problems.append(str(e))
 
     # every sample of the shards read is decoded (and its damage reported), not only those drawn
-    for raw in iter_raw(list(name_of), cache_dir, on_shard_error=report, names=name_of):
+    for raw in iter_raw(list(name_of), build.cache_dir, on_shard_error=report, names=name_of):
         try:
             sample = decode_sample(raw, contract)
         except SampleError as e:

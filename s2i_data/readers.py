@@ -48,9 +48,94 @@ class Contract:
     image_size: int = 96
 
     @classmethod
-    def of(cls, out: str | Path) -> "Contract":
-        cfg = read_build_json(out, "build.json")["config"]
-        return cls(frames=int(round(cfg["segment_seconds"] * 100)), image_size=int(cfg["image_size"]))
+    def of(cls, out: "str | Path | Build") -> "Contract":
+        return Build.open(out).contract
+
+
+@dataclass(frozen=True)
+class Build:
+    """One s2i-data build, opened once from a folder or a URL: its settings (build.json), classes
+    and statistics (stats.json), shard URLs and manifest.
+
+    How its shards are reached belongs to the opened build, not to the process: ``shard_url`` a
+    template such as ``"pipe:curl -s https://host/build/{shard}"``, ``cache_dir`` a local folder
+    keeping remote shards after their first read, ``skip_bad`` whether a reader counts, logs and
+    skips a damaged sample or shard instead of stopping.
+    """
+
+    location: str
+    build_json: dict
+    stats: dict
+    shard_url: str | None = None
+    cache_dir: str | None = None
+    skip_bad: bool = False
+
+    @classmethod
+    def open(cls, location: "str | Path | Build", shard_url: str | None = None, cache_dir: str | None = None,
+             skip_bad: bool = False) -> "Build":
+        if isinstance(location, Build):
+            return location
+        location = str(location)
+        if not storage.exists(build_file(location, "stats.json")):
+            raise SampleError(f"{location} holds no s2i-data build (no stats.json)")
+        return cls(location, read_build_json(location, "build.json"), read_build_json(location, "stats.json"),
+                   shard_url or None, cache_dir or None, bool(skip_bad))
+
+    def __str__(self) -> str:
+        return self.location
+
+    @property
+    def config(self) -> dict:
+        return self.build_json["config"]
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.build_json.get("fingerprint")
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.stats["classes"])
+
+    @property
+    def segment_seconds(self) -> float:
+        return float(self.config["segment_seconds"])
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.config.get("sample_rate", 16000))
+
+    @property
+    def image_size(self) -> int:
+        return int(self.config["image_size"])
+
+    @property
+    def contract(self) -> "Contract":
+        return Contract(frames=int(round(self.segment_seconds * 100)), image_size=self.image_size)
+
+    def record(self) -> dict:
+        """What a model trained on this build must know of it (saved in every checkpoint)."""
+        c = self.contract
+        return {"location": self.location, "fingerprint": self.fingerprint, "segment_seconds": self.segment_seconds,
+                "sample_rate": self.sample_rate, "frames": c.frames, "mel_bins": c.mel_bins, "image_size": c.image_size}
+
+    def size(self, split: str) -> int:
+        return int(sum(self.stats["counts"].get(split, {}).values()))
+
+    def file(self, name: str) -> str:
+        return build_file(self.location, name)
+
+    def shards(self, split: str | None = None) -> list[tuple[str, str]]:
+        """(name, URL) of the shards of ``split`` (all with None), reached as this build says."""
+        return shard_list(self.location, split, self.shard_url)
+
+    def manifest(self, columns: list[str] | None = None, name: str = "manifest.parquet"):
+        return read_build_parquet(self.location, name, columns)
+
+    def with_access(self, shard_url: str | None = None, cache_dir: str | None = None,
+                    skip_bad: bool | None = None) -> "Build":
+        """The same build reached another way (settings given here win, others are kept)."""
+        return Build(self.location, self.build_json, self.stats, shard_url or self.shard_url,
+                     cache_dir or self.cache_dir, self.skip_bad if skip_bad is None else bool(skip_bad))
 
 
 def check_shard_name(name: str) -> str:

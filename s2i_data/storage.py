@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
@@ -78,17 +78,45 @@ def read_parquet(location: str, columns: list[str] | None = None):
     return pd.read_parquet(io.BytesIO(read_bytes(location)), columns=columns)
 
 
-def write_bytes(location: str, data: bytes) -> None:
-    """Whole-object write: atomic rename locally, a single PUT remotely."""
-    if not is_remote(location):
-        path = local_path(location)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+def atomic_write(path, content: "bytes | str | Callable[[str], None]", keep_previous=None) -> None:
+    """The one way this project writes a local file: after a crash or a power cut, ``path`` is
+    either its old content or the whole new one, never a part.
+
+    ``content`` is bytes, text (UTF-8), or a function that writes the file at the path it is given.
+    It goes to ``.NAME.tmp-PID`` in the same folder (same file system, so the rename is atomic;
+    hidden, and named so that a leftover of a killed process is recognisable), is fsynced, renamed
+    over ``path`` (the old file first moved to ``keep_previous`` when given), and the folder is
+    fsynced so that the renames themselves survive a power cut.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    try:
+        if callable(content):
+            content(tmp)
+        else:
+            with open(tmp, "wb") as f:
+                f.write(content.encode() if isinstance(content, str) else content)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if keep_previous is not None and os.path.exists(path):
+            os.replace(path, keep_previous)
         os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(folder)
+
+
+def write_bytes(location: str, data: bytes) -> None:
+    """Whole-object write: `atomic_write` locally, a single PUT remotely."""
+    if not is_remote(location):
+        atomic_write(local_path(location), data)
         return
     fs, path = fs_of(location)
     fs.makedirs(fs._parent(path), exist_ok=True)

@@ -21,8 +21,7 @@ import numpy as np
 
 from .deep import DEFAULT_PER_SPLIT, ContentCheck, Sample, sampled_keys
 from .plan import SPLITS
-from .readers import (IMAGE_EXTS, MEMBERS, Contract, SampleError, decode_sample, iter_raw, read_build_json,
-                      read_build_parquet, shard_list, unknown_members)
+from .readers import IMAGE_EXTS, MEMBERS, Build, Contract, SampleError, decode_sample, iter_raw, unknown_members
 from .shards import MelStats
 
 
@@ -38,16 +37,17 @@ class Report:
         (self.checks if ok else self.errors).append(what if ok else f"{what}: {detail}")
 
 
-def verify(out: str | Path, max_errors: int = 50, shard_url: str | None = None, cache_dir: str | None = None,
+def verify(build: Build | str | Path, max_errors: int = 50, shard_url: str | None = None, cache_dir: str | None = None,
            deep: bool = False, content_samples: int = DEFAULT_PER_SPLIT, workers: int | None = None) -> Report:
-    """Every check of the shard contract; ``out`` a folder or an fsspec URL, ``shard_url`` and
-    ``cache_dir`` as for the trainer's streams. ``content_samples`` per split (every sample with
-    ``deep``; 0: none) are recomputed from their sources, ``workers`` sources at a time."""
+    """Every check of the shard contract on a `Build` (or a folder or fsspec URL to open as one;
+    ``shard_url`` and ``cache_dir`` override how its shards are reached). ``content_samples`` per
+    split (every sample with ``deep``; 0: none) are recomputed from their sources, ``workers``
+    sources at a time."""
     rep = Report()
-    cfg = read_build_json(out, "build.json")["config"]
-    stats = read_build_json(out, "stats.json")
-    manifest = read_build_parquet(out, "manifest.parquet")
-    videos = read_build_parquet(out, "videos.parquet")
+    build = Build.open(build).with_access(shard_url, cache_dir)
+    cfg, stats = build.config, build.stats
+    manifest = build.manifest()
+    videos = build.manifest(name="videos.parquet")
     frames = int(round(cfg["segment_seconds"] * 100))
     size = cfg["image_size"]
 
@@ -64,7 +64,7 @@ def verify(out: str | Path, max_errors: int = 50, shard_url: str | None = None, 
     seen: Counter = Counter()
     mel = MelStats()
     bad: list[str] = []
-    named = shard_list(out, None, shard_url)
+    named = build.shards()
     urls = [u for _, u in named]
     name_of = {u: n for n, u in named}
     rep.shards = len(urls)
@@ -76,7 +76,7 @@ def verify(out: str | Path, max_errors: int = 50, shard_url: str | None = None, 
     contract = Contract(frames=frames, image_size=size)
     # a damaged shard is one problem of its own; the shards after it are still read
     read_from: Counter = Counter()
-    for raw in iter_raw(urls, cache_dir, on_shard_error=lambda e: bad.append(str(e)), names=name_of) if urls else []:
+    for raw in iter_raw(urls, build.cache_dir, on_shard_error=lambda e: bad.append(str(e)), names=name_of) if urls else []:
         key = raw["__key__"]
         shard = raw["__shard__"]
         seen[key] += 1

@@ -40,16 +40,7 @@ def _tmp_prefix(path: Path) -> str:
 
 def save(path: Path, state: dict) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{_tmp_prefix(path)}{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    if path.exists():
-        os.replace(path, previous(path))
-    os.replace(tmp, path)
-    storage.fsync_dir(path.parent)
+    storage.atomic_write(path, lambda tmp: torch.save(state, tmp), keep_previous=previous(path))
 
 
 def remove_stray(folder: Path) -> list[Path]:

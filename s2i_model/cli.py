@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 from rich.console import Console
+
+from s2i_data.cliutil import fail, require_build
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="The Sound-to-Imagination translator: describe, train, imagine.")
 console = Console(stderr=True, soft_wrap=True)
 
 
-def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(code)
+def _fail(message: str, code: int = 2) -> NoReturn:
+    fail(console, message, code)
 
 
 @app.command()
@@ -25,8 +26,8 @@ def describe(emb: int = typer.Option(512, help="embedding size E"),
              flops: bool = typer.Option(False, "--flops", help="also multiply-adds per sample of each network "
                                         "and of a training step of each stage (counted over a pass)")) -> None:
     """JSON: conv layers and parameters of each network (with --flops, their multiply-adds)."""
-    from .nets import AudioAutoencoder, DenseGenerator, Discriminator, InformativityClassifier
-    from .nets.blocks import conv_layers, n_params
+    from s2i_model.nets import AudioAutoencoder, DenseGenerator, Discriminator, InformativityClassifier
+    from s2i_model.nets.blocks import conv_layers, n_params
 
     try:
         ae = AudioAutoencoder(emb, width)
@@ -38,8 +39,8 @@ def describe(emb: int = typer.Option(512, help="embedding size E"),
         return
     out = {k: {"conv_layers": conv_layers(m), "params": n_params(m)} for k, m in nets.items()}
     if flops:
-        from .config import TranslatorConfig
-        from .flops import net_macs, training_macs
+        from s2i_model.config import TranslatorConfig
+        from s2i_model.train.flops import net_macs, training_macs
 
         for k, macs in net_macs(emb, width).items():
             out[k]["macs_per_sample"] = macs
@@ -49,16 +50,7 @@ def describe(emb: int = typer.Option(512, help="embedding size E"),
 
 
 def _check_data(data: str) -> None:
-    from s2i_data import storage
-    from s2i_data.readers import build_file
-
-    try:
-        found = storage.exists(build_file(data, "stats.json"))
-    except (ValueError, OSError) as e:
-        _fail(f"{data}: {e}")
-        return
-    if not found:
-        _fail(f"{data} holds no s2i-data build (no stats.json): build shards first with s2i-data build")
+    require_build(console, data, "stats.json", "build shards first with s2i-data build")
 
 
 @app.command("train-autoencoder")
@@ -81,8 +73,9 @@ def train_autoencoder(
     data_on_device: str = typer.Option("auto", help="auto | on | off: hold the split in device memory (auto: when it fits)"),
 ) -> None:
     """Stage 1: the audio autoencoder on the train split's spectrograms."""
-    from .config import AutoencoderConfig
-    from .train_autoencoder import TrainingError, train_autoencoder as run_train
+    from s2i_model.config import AutoencoderConfig
+    from s2i_model.run import RunError
+    from s2i_model.train.autoencoder import train_autoencoder as run_train
 
     _check_data(data)
     cfg = AutoencoderConfig(data=str(data), run=str(run), emb=emb, width=width, epochs=epochs,
@@ -92,7 +85,7 @@ def train_autoencoder(
                             sync_bn=sync_bn, data_on_device=data_on_device)
     try:
         run_train(cfg, log=lambda m: console.print(m, highlight=False))
-    except (TrainingError, ValueError) as e:
+    except (RunError, ValueError) as e:
         _fail(str(e), 1)
 
 
@@ -124,8 +117,9 @@ def train_translator(
     data_on_device: str = typer.Option("auto", help="auto | on | off: hold the split in device memory (auto: when it fits)"),
 ) -> None:
     """Stage 2: generator and discriminator on the frozen encoder's embeddings."""
-    from .config import TranslatorConfig
-    from .train_translator import TrainingError, train_translator as run_train
+    from s2i_model.config import TranslatorConfig
+    from s2i_model.run import RunError
+    from s2i_model.train.translator import train_translator as run_train
 
     _check_data(data)
     if d_schedule not in ("step", "epoch"):
@@ -142,7 +136,7 @@ def train_translator(
                            data_on_device=data_on_device)
     try:
         run_train(cfg, log=lambda m: console.print(m, highlight=False))
-    except (TrainingError, ValueError) as e:
+    except (RunError, ValueError) as e:
         _fail(str(e), 1)
 
 
@@ -168,15 +162,15 @@ def imagine(
 
     Exit status with a folder: 0 when at least one file was imagined, 1 when none was.
     """
-    from .imagine import ImagineError, Translator, imagine_file, imagine_folder, imagine_split, media_files
-    from .train_autoencoder import TrainingError
+    from s2i_model.imagine import ImagineError, Translator, imagine_file, imagine_folder, imagine_split, media_files
+    from s2i_model.run import RunError
 
     if data is not None:  # a grid from a build's own held-out sounds, real frame first
         _check_data(data)
         try:
             grid = imagine_split(Translator.load(run, device), data, split, output or Path(f"{split}.imagined.png"),
                                  n=n, seed=seed)
-        except (TrainingError, ImagineError, ValueError) as e:
+        except (RunError, ImagineError, ValueError) as e:
             _fail(str(e))
             return
         print(grid)
@@ -189,7 +183,7 @@ def imagine(
         _fail("a folder needs --out-dir (a grid per file is written there)")
     try:
         tr = Translator.load(run, device)
-    except TrainingError as e:
+    except RunError as e:
         _fail(str(e))
         return
     if source.is_dir():
@@ -233,15 +227,15 @@ def sample(
     skip_bad_samples: bool = typer.Option(False, help="count, log and skip damaged samples or shards instead of stopping"),
 ) -> None:
     """Images to label: a pool of pictures generated from a split's sounds."""
-    from .data import set_access
-    from .pool import sample_pool
+    from s2i_data.readers import Build
 
-    set_access(skip_bad=skip_bad_samples)
+    from s2i_model.labelling.sampling import sample_pool
 
     data = data or _run_data(run)
     _check_data(data)
     try:
-        res = sample_pool(run, data, split, n, out, seed=seed, target=target, device=device)
+        res = sample_pool(run, Build.open(data, skip_bad=skip_bad_samples), split, n, out, seed=seed, target=target,
+                          device=device)
     except (ValueError, OSError) as e:
         _fail(str(e))
         return
@@ -252,7 +246,7 @@ def sample(
 def label(pool: Path = typer.Argument(..., help="a pool folder made by s2i-model sample"),
           port: int = typer.Option(8765), host: str = typer.Option("127.0.0.1", help="127.0.0.1: this machine only")) -> None:
     """A local web page to mark each pool image informative or not (labels saved on every click)."""
-    from .labelling import serve
+    from s2i_model.labelling.server import serve
 
     if not (pool / "pool.csv").is_file():
         _fail(f"{pool} is not a pool (no pool.csv): make one with s2i-model sample")
@@ -274,7 +268,7 @@ def train_informativity(
     seed: int = typer.Option(0), device: str = typer.Option("cpu"),
 ) -> None:
     """One binary informativity classifier per class (SPEC 3.4), accuracy per class."""
-    from .informativity import InformativityConfig, train_informativity as run_train
+    from s2i_model.evaluate.informativity import InformativityConfig, train_informativity as run_train
 
     if not (labels / "pool.csv").is_file():
         _fail(f"{labels} is not a pool (no pool.csv)")
@@ -302,20 +296,17 @@ def evaluate(
     skip_bad_samples: bool = typer.Option(False, help="count, log and skip damaged samples or shards instead of stopping"),
 ) -> None:
     """Informativity per class and mean, and the label-free proxies, into RUN/evaluation.json."""
-    from .data import set_access
-    from .evaluate import EvalConfig, evaluate as run_eval
-
-    set_access(skip_bad=skip_bad_samples)
-    from .train_autoencoder import TrainingError
+    from s2i_model.evaluate.evaluation import EvalConfig, evaluate as run_eval
+    from s2i_model.run import RunError
 
     if data is not None:
         _check_data(data)
     cfg = EvalConfig(run=str(run), data=str(data or ""), split=split, samples=samples,
                      informativity=str(informativity or ""), fid_weights=str(fid_weights or ""),
-                     proxy_cache=str(proxy_cache or ""), seed=seed, device=device)
+                     proxy_cache=str(proxy_cache or ""), seed=seed, device=device, skip_bad_samples=skip_bad_samples)
     try:
         res = run_eval(cfg, force=force, log=lambda m: console.print(m, highlight=False))
-    except (ValueError, TrainingError, OSError) as e:
+    except (ValueError, RunError, OSError) as e:
         _fail(str(e), 1)
         return
     _print_evaluation(res)
@@ -345,15 +336,12 @@ def _print_evaluation(res: dict) -> None:
 
 
 def _run_data(run: Path) -> Path:
-    from . import checkpoint
-    from .train_translator import CKPT
+    from s2i_model import run as run_folder
 
     try:
-        state = checkpoint.load(run / CKPT)
-    except checkpoint.CheckpointError as e:
+        state = run_folder.translator_state(run)
+    except (run_folder.RunError, run_folder.checkpoint.CheckpointError) as e:
         _fail(str(e), 1)
-    if state is None:
-        _fail(f"{run} holds no trained translator ({CKPT})")
     return str(state["config"]["data"])
 
 
@@ -361,7 +349,7 @@ def _run_data(run: Path) -> Path:
 def report(runs: Path = typer.Argument(..., help="a folder of evaluated runs (e.g. runs/sweep)"),
            output: Path = typer.Option(..., "-o", "--output", help="report folder (index.html, plots)")) -> None:
     """Plots and an HTML page comparing the embedding sizes of evaluated runs."""
-    from .report import write_report
+    from s2i_model.evaluate.report import write_report
 
     try:
         write_report(runs, output)
@@ -375,7 +363,7 @@ def main() -> None:
     from s2i_data.cliutil import run_app
     from s2i_data.readers import SampleError
 
-    from .checkpoint import CheckpointError
+    from s2i_model.checkpoint import CheckpointError
 
     run_app(app, console, "interrupted: re-run the same command to resume from the last checkpoint",
             expected=(CheckpointError, SampleError))

@@ -17,8 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from s2i_data.readers import (Contract, SampleError, decode_sample, iter_raw, read_build_json, read_build_parquet,
-                              shard_list)
+from s2i_data.readers import Build, SampleError, decode_sample, iter_raw
 
 
 class Normalizer:
@@ -32,10 +31,11 @@ class Normalizer:
         self.lo, self.hi = float(lo), float(hi)
 
     @classmethod
-    def from_build(cls, data: Path | str) -> "Normalizer":
-        stats = read_build_json(data)["train_logmel"]
+    def from_build(cls, data: "Build | Path | str") -> "Normalizer":
+        build = Build.open(data)
+        stats = build.stats["train_logmel"]
         if not stats.get("count"):
-            raise ValueError(f"{data}: the train split is empty, nothing to normalise with")
+            raise ValueError(f"{build}: the train split is empty, nothing to normalise with")
         return cls(stats["p0.1"], stats["p99.9"])
 
     def to_dict(self) -> dict:
@@ -57,17 +57,6 @@ def tensor_to_image(x: torch.Tensor) -> np.ndarray:
     return x.detach().float().clamp(-1, 1).add(1).mul(127.5).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
-ACCESS: dict = {"shard_url": None, "cache_dir": None, "skip_bad": False}
-
-
-def set_access(shard_url: str | None = None, cache_dir: str | None = None, skip_bad: bool = False) -> None:
-    """How this process opens shards, for every stream it makes (the trainers set it from their
-    config): ``shard_url`` a template such as ``"pipe:curl -s https://host/build/{shard}"``,
-    ``cache_dir`` a local folder keeping remote shards after their first read, ``skip_bad``
-    whether a damaged sample or shard is counted, logged and skipped instead of stopping."""
-    ACCESS.update(shard_url=shard_url or None, cache_dir=cache_dir or None, skip_bad=bool(skip_bad))
-
-
 class ShardStream(IterableDataset):
     """Samples of one split as (mel [1,128,100], image [3,96,96] in [-1,1], class, key).
 
@@ -79,27 +68,26 @@ class ShardStream(IterableDataset):
     drop_last).
     """
 
-    def __init__(self, data: str | Path, split: str, normalizer: Normalizer, seed: int = 0,
+    def __init__(self, data: "Build | str | Path", split: str, normalizer: Normalizer, seed: int = 0,
                  shuffle: bool = True, buffer: int = 1000, rank: int = 0, world: int = 1,
-                 equal: bool = True, shard_url: str | None = None, cache_dir: str | None = None,
-                 skip_bad: bool | None = None) -> None:
-        shard_url, cache_dir = shard_url or ACCESS["shard_url"], cache_dir or ACCESS["cache_dir"]
-        named = shard_list(data, split, shard_url)
+                 equal: bool = True) -> None:
+        self.build = build = Build.open(data)
+        named = build.shards(split)
         if not named:
-            raise ValueError(f"{data}: no {split} shards")
-        self.data, self.split = data, split
+            raise ValueError(f"{build}: no {split} shards")
+        self.data, self.split = build, split
         self.urls = [u for _, u in named]
         self.names = {u: n for n, u in named}
-        self.contract = Contract.of(data)
-        self.skip_bad = ACCESS["skip_bad"] if skip_bad is None else skip_bad
+        self.contract = build.contract
+        self.skip_bad = build.skip_bad
         # shared with the DataLoader's (forked) workers, so the main process can report the count
         self.skipped = multiprocessing.get_context().Value("i", 0)
-        self.cache_dir = cache_dir or None
+        self.cache_dir = build.cache_dir
         self.norm = normalizer
         self.seed, self.shuffle, self.buffer = seed, shuffle, buffer
         self.rank, self.world, self.equal = rank, world, equal
         self.epoch = 0
-        self.counts = shard_counts(data, named) if world > 1 else {}
+        self.counts = shard_counts(build, named) if world > 1 else {}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -187,9 +175,9 @@ def buffer_shuffle(items, rng: random.Random, buffer: int, shuffle: bool = True)
     yield from buf
 
 
-def shard_counts(data: str | Path, named: list[tuple[str, str]]) -> dict[str, int]:
+def shard_counts(build: Build, named: list[tuple[str, str]]) -> dict[str, int]:
     """Samples in each shard (by URL), from the build's manifest."""
-    per = read_build_parquet(data, columns=["shard"]).groupby("shard").size()
+    per = build.manifest(columns=["shard"]).groupby("shard").size()
     return {u: int(per.get(name, 0)) for name, u in named}
 
 
@@ -218,7 +206,7 @@ def loader(ds: ShardStream, batch_size: int, workers: int, drop_last: bool = Fal
 
 
 @torch.no_grad()
-def compute_embeddings(encoder: torch.nn.Module, data: str | Path, split: str, norm: Normalizer,
+def compute_embeddings(encoder: torch.nn.Module, data: "Build | str | Path", split: str, norm: Normalizer,
                        device: torch.device, batch_size: int = 128, workers: int = 2) -> dict:
     """{key: embedding} of every sample of a split through the frozen encoder, and their classes."""
     encoder.eval()

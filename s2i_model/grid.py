@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .data import tensor_to_image
+from s2i_model.data import tensor_to_image
 
 PAD = 4
 LABEL_W = 110

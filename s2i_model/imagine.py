@@ -1,7 +1,8 @@
 """imagine: any sound → pictures of what could be making it.
 
 The sound goes through the very front end the shards were built with (`s2i_data.media` to decode
-and `s2i_data.features` for the log-mel), cut into 1 s windows; each window's embedding is
+and `s2i_data.features` for the log-mel), cut into the windows of the build the run learnt from
+(its checkpoint records segment seconds and sample rate: 1 s at 16 kHz for S2I); each window's embedding is
 turned into n images by the generator, whose test-time dropout makes them differ.
 
 Files come from anywhere, so a name is only ever a local file (`media.as_input`: ``concat:x.mp4``
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,17 +23,14 @@ import torch
 from PIL import Image
 
 from s2i_data import features, media
+from s2i_data.readers import Build
 from s2i_data.sources import VIDEO_EXTENSIONS
 
-from . import checkpoint
-from .config import AutoencoderConfig, from_dict
-from .data import Normalizer, tensor_to_image
-from .grid import save_grid
-from .nets import AudioAutoencoder, DenseGenerator
-from .runtime import pick_device
-from .train_autoencoder import CKPT as AE_CKPT
-from .train_autoencoder import TrainingError
-from .train_translator import CKPT as GAN_CKPT
+from s2i_model.data import Normalizer, tensor_to_image
+from s2i_model import run as run_folder
+from s2i_model.device import pick_device
+from s2i_model.grid import save_grid
+from s2i_model.model import seeded_pictures
 
 AUDIO_EXTENSIONS = frozenset({"wav", "flac", "mp3", "ogg", "oga", "opus", "m4a", "aac", "wma", "aiff", "aif"})
 SILENCE = 1e-4  # peak amplitude under which there is nothing to hear
@@ -49,20 +47,19 @@ class Translator:
     generator: torch.nn.Module
     norm: Normalizer
     device: torch.device
+    build: dict = field(default_factory=lambda: dict(run_folder.LEGACY_BUILD))  # what it was trained on
 
     @classmethod
     def load(cls, run: Path, device: str = "auto") -> "Translator":
         dev = pick_device(device)
-        ae_state = checkpoint.load(Path(run) / AE_CKPT, dev)
-        gan_state = checkpoint.load(Path(run) / GAN_CKPT, dev)
-        if ae_state is None or gan_state is None:
-            raise TrainingError(f"{run} holds no trained translator (need {AE_CKPT} and {GAN_CKPT})")
-        ae_cfg = from_dict(AutoencoderConfig, ae_state["config"])
-        ae = AudioAutoencoder(ae_cfg.emb, ae_cfg.width)
-        ae.load_state_dict(ae_state["model"])
-        gen = DenseGenerator(ae_cfg.emb, ae_cfg.width)
-        gen.load_state_dict(gan_state["G"])
-        return cls(ae.encoder.to(dev).eval(), gen.to(dev).eval(), Normalizer(**ae_state["normalizer"]), dev)
+        state = run_folder.autoencoder_state(run, dev)
+        encoder, _, norm = run_folder.encoder_from(state, dev)
+        return cls(encoder, run_folder.load_generator(run, dev), norm, dev, run_folder.build_record(state))
+
+    @property
+    def window(self) -> tuple[float, int]:
+        """(seconds, sample rate) of the sound windows it hears: those of the build it learnt from."""
+        return float(self.build["segment_seconds"]), int(self.build["sample_rate"])
 
     @torch.no_grad()
     def embed(self, mels: np.ndarray) -> torch.Tensor:
@@ -70,12 +67,15 @@ class Translator:
         return self.encoder(x)
 
     @torch.no_grad()
-    def images(self, z: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    def images(self, z: torch.Tensor, n: int, seed: int | None = 0) -> torch.Tensor:
         """[windows, n, 3, 96, 96]: n pictures per embedding (dropout stays on in eval mode), in
         one generator call (a long file goes through `pictures`)."""
-        torch.manual_seed(seed)
-        out = self.generator(z.repeat_interleave(n, 0))
-        return out.reshape(z.shape[0], n, *out.shape[1:])
+        return next(seeded_pictures(self.generator, z, n, seed))
+
+    @torch.no_grad()
+    def sound_pictures(self, mels: torch.Tensor, n: int, seed: int | None = 0) -> torch.Tensor:
+        """`model.SoundToImage`: normalised log-mels → [B, n, 3, 96, 96]."""
+        return self.images(self.encoder(mels.to(self.device)), n, seed)
 
     @torch.no_grad()
     def pictures(self, z: torch.Tensor, n: int, seed: int = 0, per_call: int = 8) -> np.ndarray:
@@ -84,18 +84,13 @@ class Translator:
         pictures as floats (60 x 8 pictures: 13 MB instead of 53) nor more than one call's
         activations (3.4 GB for 480 pictures at full width): the process stays under 400 MB RSS
         (bench/imagine.py)."""
-        torch.manual_seed(seed)
-        step = max(1, per_call // n)
-        chunks = []
-        for i in range(0, z.shape[0], step):
-            x = self.generator(z[i : i + step].repeat_interleave(n, 0))
-            chunks.append(x.float().clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
-        out = np.concatenate(chunks)
-        return out.reshape(z.shape[0], n, *out.shape[1:])
+        chunks = [x.float().clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 1, 3, 4, 2).cpu().numpy()
+                  for x in seeded_pictures(self.generator, z, n, seed, per_call)]
+        return np.concatenate(chunks)
 
 
-def _whole_windows(samples: int, seconds: float) -> int:
-    return int(np.floor(samples / features.SAMPLE_RATE / seconds + 1e-6))
+def _whole_windows(samples: int, seconds: float, sr: int) -> int:
+    return int(np.floor(samples / sr / seconds + 1e-6))
 
 
 def _picked(n: int, max_windows: int) -> list[int]:
@@ -115,9 +110,8 @@ class _Pass:
     mels: dict | None = None  # window index -> log-mel [frames, 128]
 
 
-def _stream_pass(path: Path, seconds: float, wanted: list[int] | None, cap: int, idle_timeout: float,
+def _stream_pass(path: Path, seconds: float, sr: int, wanted: list[int] | None, cap: int, idle_timeout: float,
                  chunk_samples: int) -> _Pass:
-    sr = features.SAMPLE_RATE
     step = seconds * sr
     # Analysis frames overhang a window by 7.5 ms; the buffer keeps a wider margin of real audio
     # on both sides so that log_mel_segments only pads where the file itself ends.
@@ -138,7 +132,7 @@ def _stream_pass(path: Path, seconds: float, wanted: list[int] | None, cap: int,
         while (i := next_index()) is not None:
             s0 = int(round(i * step))
             if ended:
-                if i >= _whole_windows(out.total, seconds):
+                if i >= _whole_windows(out.total, seconds, sr):
                     break
             elif s0 + int(np.ceil(step)) + margin > upto:
                 break
@@ -148,7 +142,7 @@ def _stream_pass(path: Path, seconds: float, wanted: list[int] | None, cap: int,
                 out.mels = None
                 return
         if ready:
-            mels = features.log_mel_segments(buf, buf_start / sr, [i * seconds for i in ready], seconds)
+            mels = features.log_mel_segments(buf, buf_start / sr, [i * seconds for i in ready], seconds, sr)
             out.mels.update(zip(ready, mels))
 
     try:
@@ -169,7 +163,7 @@ def _stream_pass(path: Path, seconds: float, wanted: list[int] | None, cap: int,
 
 
 def sound_windows(path: Path, seconds: float = 1.0, max_windows: int = 60, idle_timeout: float = 120.0,
-                  chunk_samples: int = 1 << 16) -> tuple[np.ndarray, list[float]]:
+                  chunk_samples: int = 1 << 16, sample_rate: int = features.SAMPLE_RATE) -> tuple[np.ndarray, list[float]]:
     """Log-mel of the 1 s windows of a file (evenly thinned to ``max_windows``) and their starts.
 
     Streamed: one ffmpeg process decodes to a pipe and each kept window's log-mel is computed
@@ -194,9 +188,9 @@ def sound_windows(path: Path, seconds: float = 1.0, max_windows: int = 60, idle_
     claimed = media.header_duration(path)
     est = int(np.floor(claimed / seconds + 1e-6)) if claimed is not None else None
     wanted = _picked(est, max_windows) if est is not None and est > max_windows else None
-    first = _stream_pass(path, seconds, wanted, max_windows, idle_timeout, chunk_samples)
-    length = first.total / features.SAMPLE_RATE
-    n = _whole_windows(first.total, seconds)
+    first = _stream_pass(path, seconds, sample_rate, wanted, max_windows, idle_timeout, chunk_samples)
+    length = first.total / sample_rate
+    n = _whole_windows(first.total, seconds, sample_rate)
     if n < 1:
         raise ImagineError(f"{path}: too short ({length:.2f} s of sound; a window is {seconds:g} s)")
     if first.peak < SILENCE:
@@ -204,7 +198,7 @@ def sound_windows(path: Path, seconds: float = 1.0, max_windows: int = 60, idle_
     keep = _picked(n, max_windows)
     mels = first.mels or {}
     if not all(i in mels for i in keep):
-        mels = _stream_pass(path, seconds, keep, max_windows, idle_timeout, chunk_samples).mels
+        mels = _stream_pass(path, seconds, sample_rate, keep, max_windows, idle_timeout, chunk_samples).mels
         if not all(i in mels for i in keep):
             raise ImagineError(f"{path}: changed while being read (the second decode is shorter)")
     return np.stack([mels[i] for i in keep]), [i * seconds for i in keep]
@@ -220,9 +214,10 @@ def imagine_file(tr: Translator, path: Path, n: int, grid: Path, out_dir: Path |
                  max_windows: int = 60, seed: int = 0, prefix: str | None = None) -> Path:
     """The grid of a file (a row per window), and with ``out_dir`` every picture in it as
     ``{prefix}{start:07.1f}s_{k}.png`` (``prefix`` defaults to ``{stem}_``)."""
-    mels, starts = sound_windows(path, max_windows=max_windows)
+    seconds, sample_rate = tr.window
+    mels, starts = sound_windows(path, seconds, max_windows=max_windows, sample_rate=sample_rate)
     imgs = tr.pictures(tr.embed(mels), n, seed, per_call=PICTURES_PER_CALL)
-    rows = [(f"{t:.0f}-{t + 1:.0f} s", None, list(imgs[i])) for i, t in enumerate(starts)]
+    rows = [(f"{t:g}-{t + seconds:g} s", None, list(imgs[i])) for i, t in enumerate(starts)]
     save_grid(rows, grid)
     if out_dir is not None:
         prefix = f"{path.stem}_" if prefix is None else prefix
@@ -274,12 +269,13 @@ def imagine_folder(tr: Translator, folder: Path, out_dir: Path, n: int = 8, max_
             yield path, None, f"{path}: cannot write its pictures: {e.strerror or e} ({e.filename})"
 
 
-def imagine_split(tr: Translator, data: str | Path, split: str, out: Path, n: int = 4, per_class: int = 2,
+def imagine_split(tr: Translator, data: Build | str | Path, split: str, out: Path, n: int = 4, per_class: int = 2,
                   seed: int = 0) -> Path:
     """A grid from a built split's own sounds: a row per sound, its real frame then n pictures
     (the first ``per_class`` samples of every class, by key)."""
-    from .data import ShardStream
+    from s2i_model.data import ShardStream
 
+    data = run_folder.check_build(Build.open(data))
     chosen: dict[int, list] = {}
     for mel, img, cls, key in sorted(ShardStream(data, split, tr.norm, shuffle=False), key=lambda s: s[3]):
         if len(chosen.setdefault(cls, [])) < per_class:
@@ -287,7 +283,5 @@ def imagine_split(tr: Translator, data: str | Path, split: str, out: Path, n: in
     rows = [r for c in sorted(chosen) for r in chosen[c]]
     if not rows:
         raise ImagineError(f"{data}: the {split} split has no samples")
-    with torch.no_grad():
-        z = tr.encoder(torch.stack([m for _, m, _ in rows]).to(tr.device))
-    imgs = tr.images(z, n, seed).cpu()
+    imgs = tr.sound_pictures(torch.stack([m for _, m, _ in rows]), n, seed).cpu()
     return save_grid([(key, tensor_to_image(img), list(imgs[i])) for i, (key, _, img) in enumerate(rows)], out)

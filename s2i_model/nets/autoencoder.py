@@ -20,10 +20,15 @@ ENCODER = (
     (512, (3, 3), 1), (512, (3, 3), 1), (512, (3, 3), 1), (512, (3, 3), 1),
 )
 EMBED_KERNEL = (3, 3)
-# Decoder: the encoder mirrored, except the two stride-2 layers whose kernels make 128x100 exact.
-DECODER_KERNELS = ((3, 3),) * 8 + ((5, 3),) * 3 + ((5, 4), (8, 6))
-DECODER_STRIDES = (1,) * 11 + (2, 2)
-DECODER_DROPOUT = (0.15, 0.14, 0.13, 0.12, 0.11, 0.10, 0.10, 0.09, 0.08, 0.07, 0.06, 0.05)
+# (out channels, kernel (h, w), stride, dropout) of decoder layers 1-13: the encoder's channels
+# mirrored, its kernels too except the two stride-2 layers, whose kernels make 128x100 exact; the
+# last layer is the 1-channel spectrogram (tanh), never scaled by the width.
+DECODER = (
+    (512, (3, 3), 1, 0.15), (512, (3, 3), 1, 0.14), (512, (3, 3), 1, 0.13), (512, (3, 3), 1, 0.12),
+    (416, (3, 3), 1, 0.11), (352, (3, 3), 1, 0.10), (304, (3, 3), 1, 0.10), (272, (3, 3), 1, 0.09),
+    (224, (5, 3), 1, 0.08), (192, (5, 3), 1, 0.07), (176, (5, 3), 1, 0.06),
+    (80, (5, 4), 2, 0.05), (1, (8, 6), 2, 0.0),
+)
 
 
 class Encoder(nn.Module):
@@ -45,14 +50,12 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     def __init__(self, emb: int = 512, width: float = 1.0) -> None:
         super().__init__()
-        # Channels back through the encoder's, in reverse, to 1.
-        chans = [scaled(c, width) for c, _, _ in reversed(ENCODER)] + [1]
         layers, cin = [], emb
-        for i, (cout, kernel, stride) in enumerate(zip(chans, DECODER_KERNELS, DECODER_STRIDES)):
-            last = i == len(chans) - 1
+        for i, (cout, kernel, stride, dropout) in enumerate(DECODER):
+            last = i == len(DECODER) - 1
+            cout = cout if last else scaled(cout, width)
             layers.append((f"deconv{i + 1}", ConvUnit(
-                cin, cout, kernel, stride, transposed=True, act="tanh" if last else "relu",
-                dropout=0.0 if last else DECODER_DROPOUT[i])))
+                cin, cout, kernel, stride, transposed=True, act="tanh" if last else "relu", dropout=dropout)))
             cin = cout
         self.layers = nn.Sequential(OrderedDict(layers))
 

@@ -14,11 +14,18 @@ from torch import nn
 
 from .blocks import ConvUnit, scaled, xavier_init
 
-BLOCKS = ((512, 512, 512), (512, 416, 352), (304, 256, 224), (192, 176, 160), (144, 128, 112), (96, 80, 64))
-# Transition after each block: (kernel, stride, padding); 2→4→6 then doubling 6→12→24→48→96.
-TRANSITIONS = ((3, 1, 0), (3, 1, 0), (4, 2, 1), (4, 2, 1), (4, 2, 1), (4, 2, 1))
-TRANSITION_DROPOUT = (0.13, 0.11, 0.09, 0.07, 0.05)  # after transitions 1-5
-START = (512, 2, 0.15)  # transition 0: channels, kernel, dropout
+START = (512, 2, 0.15)  # transition 0, E x 1 x 1 → 512 x 2 x 2: channels, kernel, dropout
+# One row per stage: the dense block's three layer widths, then the transition after it (out
+# channels, kernel, stride, padding, dropout): 2→4→6, then doubling 6→12→24→48→96. The last
+# transition draws the 3 RGB channels (tanh), never scaled by the width.
+STAGES = (
+    ((512, 512, 512), (512, 3, 1, 0, 0.13)),
+    ((512, 416, 352), (352, 3, 1, 0, 0.11)),
+    ((304, 256, 224), (224, 4, 2, 1, 0.09)),
+    ((192, 176, 160), (160, 4, 2, 1, 0.07)),
+    ((144, 128, 112), (112, 4, 2, 1, 0.05)),
+    ((96, 80, 64), (3, 4, 2, 1, 0.0)),
+)
 
 
 class _DenseBlock(nn.Module):
@@ -44,14 +51,14 @@ class DenseGenerator(nn.Module):
         c0 = scaled(c0, width)
         layers = [("transition0", ConvUnit(emb, c0, k0, transposed=True, dropout=p0, always_dropout=test_time_dropout))]
         cin = c0
-        for i, (chans, (k, s, p)) in enumerate(zip(BLOCKS, TRANSITIONS)):
+        for i, (chans, (cout, k, s, p, dropout)) in enumerate(STAGES):
             block = _DenseBlock(cin, tuple(scaled(c, width) for c in chans))
-            last = i == len(BLOCKS) - 1
-            cout = 3 if last else scaled(chans[2], width)
+            last = i == len(STAGES) - 1
+            cout = cout if last else scaled(cout, width)
             layers.append((f"denseblock{i + 1}", block))
             layers.append((f"transition{i + 1}", ConvUnit(
                 block.out_channels, cout, k, s, p, transposed=True, act="tanh" if last else "relu",
-                dropout=0.0 if last else TRANSITION_DROPOUT[i], always_dropout=test_time_dropout)))
+                dropout=dropout, always_dropout=test_time_dropout)))
             cin = cout
         self.layers = nn.Sequential(OrderedDict(layers))
         xavier_init(self)

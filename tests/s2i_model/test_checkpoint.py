@@ -15,7 +15,7 @@ import soundfile
 import torch
 
 from s2i_model import checkpoint
-from s2i_model.runtime import rng_state, set_rng_state
+from s2i_model.train.runtime import rng_state, set_rng_state
 from shardcraft import Planted
 
 

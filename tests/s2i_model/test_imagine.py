@@ -27,8 +27,8 @@ from s2i_model.cli import app
 from s2i_model.config import AutoencoderConfig
 from s2i_model.imagine import ImagineError, sound_windows
 from s2i_model.nets import AudioAutoencoder, DenseGenerator
-from s2i_model.train_autoencoder import CKPT as AE_CKPT
-from s2i_model.train_translator import CKPT as GAN_CKPT
+from s2i_model.run import AUTOENCODER as AE_CKPT
+from s2i_model.run import TRANSLATOR as GAN_CKPT
 
 SR = 44100
 ROW = 96 + 4  # a grid row: one 96 px picture and the padding under it

@@ -13,19 +13,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint
-from . import distributed as dd
-from .config import AutoencoderConfig
-from . import resident
-from .data import Normalizer, ShardStream, set_access
-from .metrics import MetricsLog
-from .nets import AudioAutoencoder
-from .runtime import (TrainingError, autocast, check_precision, grad_scaler, make_optimizer, optimizer_settings,
+from s2i_model import checkpoint
+from s2i_model.run import AUTOENCODER, open_build
+from s2i_model.train import distributed
+from s2i_model.config import AutoencoderConfig
+from s2i_model.train import resident
+from s2i_model.data import Normalizer, ShardStream
+from s2i_model.train.metrics import MetricsLog
+from s2i_model.nets import AudioAutoencoder
+from s2i_model.train.runtime import (TrainingError, autocast, check_precision, grad_scaler, make_optimizer, optimizer_settings,
                       prepare_model, rng_state, seed_everything, set_rng_state, update)
 
-__all__ = ["CKPT", "TrainingError", "set_hyperparameters", "train_autoencoder"]
-
-CKPT = "autoencoder.pt"
+__all__ = ["TrainingError", "set_hyperparameters", "train_autoencoder"]
 
 
 def set_hyperparameters(opt: torch.optim.Optimizer, **values) -> None:
@@ -38,15 +37,15 @@ def set_hyperparameters(opt: torch.optim.Optimizer, **values) -> None:
 def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
     run = Path(cfg.run)
     # ---- set-up: processes (DDP under torchrun), device, seeds, data, model, optimiser
-    d, device = dd.setup(cfg.device)
+    d, device = distributed.setup(cfg.device)
     log = log if d.main else (lambda *_: None)
-    batch = dd.per_rank_batch(cfg.batch_size, d)
+    batch = distributed.per_rank_batch(cfg.batch_size, d)
     seed_everything(cfg.seed + d.rank)
-    set_access(cfg.shard_url, cfg.cache_dir, cfg.skip_bad_samples)  # DDP copies rank 0's initial weights to the others
-    norm = Normalizer.from_build(cfg.data)
-    train_ds = ShardStream(cfg.data, "train", norm, cfg.seed, shuffle=True, buffer=cfg.shuffle_buffer,
+    build = open_build(cfg)  # DDP copies rank 0's initial weights to the others
+    norm = Normalizer.from_build(build)
+    train_ds = ShardStream(build, "train", norm, cfg.seed, shuffle=True, buffer=cfg.shuffle_buffer,
                            rank=d.rank, world=d.world)
-    val_ds = ShardStream(cfg.data, "val", norm, cfg.seed, shuffle=False, rank=d.rank, world=d.world, equal=False)
+    val_ds = ShardStream(build, "val", norm, cfg.seed, shuffle=False, rank=d.rank, world=d.world, equal=False)
     check_precision(cfg.precision, device)
     model = prepare_model(AudioAutoencoder(cfg.emb, cfg.width), device)
     opt = make_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.adam_lr)
@@ -57,16 +56,16 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
     if d.main:
         checkpoint.remove_stray(run)  # temporary files of a save that was killed
     saved_rng = None
-    state = checkpoint.load(run / CKPT, device, log)
+    state = checkpoint.load(run / AUTOENCODER, device, log)
     if state is not None:
         old = state["config"]
         for k in ("emb", "width", "data", "optimizer"):
             if old[k] != getattr(cfg, k):
-                raise TrainingError(f"{run / CKPT} was trained with {k}={old[k]!r}, not {getattr(cfg, k)!r}; use another --run")
+                raise TrainingError(f"{run / AUTOENCODER} was trained with {k}={old[k]!r}, not {getattr(cfg, k)!r}; use another --run")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         set_hyperparameters(opt, **optimizer_settings(cfg.optimizer, cfg.lr, cfg.momentum, cfg.adam_lr))
-        saved_rng = dd.my_rng(state["rng"], d)
+        saved_rng = distributed.my_rng(state["rng"], d)
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start = state["epoch"]
@@ -76,8 +75,8 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
     held = resident.hold(cfg.data_on_device, {"train": train_ds, "val": val_ds}, device, mel=True, image=False,
                          workers=cfg.workers, log=log)
     metrics = MetricsLog(run, "autoencoder", start) if d.main else None
-    model = dd.wrap(model, d, device, cfg.sync_bn)
-    if note := dd.sync_bn_note(d, device, cfg.sync_bn):
+    model = distributed.wrap(model, d, device, cfg.sync_bn)
+    if note := distributed.sync_bn_note(d, device, cfg.sync_bn):
         log(note)
     if saved_rng is not None:  # restored last: reading data above may draw (webdataset's seeds)
         set_rng_state(saved_rng)
@@ -109,30 +108,30 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
             for mel, _, _, _ in resident.batches(val_ds, held["val"], batch, cfg.workers):
                 mel = mel.to(device)
                 with autocast(device, cfg.precision):
-                    recon, _ = dd.unwrap(model)(mel)
+                    recon, _ = distributed.unwrap(model)(mel)
                 vtotal += F.mse_loss(recon.float(), mel, reduction="sum").item() / mel[0].numel()
                 vn += mel.shape[0]
 
         # ---- log and checkpoint (sums over ranks; rank 0 writes)
-        total, n, vtotal, vn = dd.all_sum(d, [total, n, vtotal, vn])
+        total, n, vtotal, vn = distributed.all_sum(d, [total, n, vtotal, vn])
         n, vn = int(n), int(vn)
         row = {"epoch": epoch + 1, "train_loss": total / max(n, 1), "val_loss": vtotal / max(vn, 1),
                "samples": n, "seconds": round(train_time, 3), "samples_per_s": n / max(train_time, 1e-9)}
         if cfg.skip_bad_samples:
             # held in memory, a damaged sample was left out once, when the split was read
             row["skipped_samples"] = held["train"].skipped if held["train"] else train_ds.skipped.value
-        rng = dd.rng_for_checkpoint(d, rng_state())
+        rng = distributed.rng_for_checkpoint(d, rng_state())
         if not d.main:
             continue
         metrics.write(row)
         log(f"autoencoder epoch {epoch + 1}/{cfg.epochs}: train {row['train_loss']:.4f} val {row['val_loss']:.4f} "
             f"({row['samples_per_s']:.1f} samples/s)")
-        state = {"model": dd.unwrap(model).state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+        state = {"model": distributed.unwrap(model).state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
                  "scaler": scaler.state_dict() if scaler is not None else None,
-                 "rng": rng, "config": cfg.to_dict(), "normalizer": norm.to_dict(),
+                 "rng": rng, "config": cfg.to_dict(), "normalizer": norm.to_dict(), "build": build.record(),
                  "last": row}
-        checkpoint.save(run / CKPT, state)
-    dd.barrier(d)  # the others leave once rank 0 has written the last checkpoint
+        checkpoint.save(run / AUTOENCODER, state)
+    distributed.barrier(d)  # the others leave once rank 0 has written the last checkpoint
     if not d.main:
         return {}
     metrics.close()

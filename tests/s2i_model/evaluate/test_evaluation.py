@@ -17,11 +17,11 @@ import torch
 from PIL import Image
 
 from s2i_model.config import AutoencoderConfig, TranslatorConfig
-from s2i_model.labelling import append_label, read_labels, read_pool
-from s2i_model.train_autoencoder import train_autoencoder
-from s2i_model.train_translator import train_translator
+from s2i_model.labelling.store import append_label, read_labels, read_pool
+from s2i_model.train.autoencoder import train_autoencoder
+from s2i_model.train.translator import train_translator
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 QUIET = dict(log=lambda *_: None)
 CLI = [sys.executable, "-m", "s2i_model.cli"]
 
@@ -90,7 +90,7 @@ def test_informativity_classifiers_report_accuracy_per_class(judged):
     # trained on they must have learnt the labelling rule (brightness), which a coin or a constant
     # (50 % on these balanced labels) cannot.
     from s2i_model.data import image_to_tensor
-    from s2i_model.informativity import InformativityConfig, Judges, _in_test
+    from s2i_model.evaluate.informativity import InformativityConfig, Judges, _in_test
 
     rows = [r for r in read_pool(judged["pool"])  # the labelled images they were trained on
             if r["id"] in judged["labels"] and not _in_test(r["id"], InformativityConfig().test_fraction)]
@@ -125,7 +125,7 @@ def test_informativity_is_measured_every_epoch_with_the_papers_schedule(judged, 
         info = r["informativity"]
         assert set(info["per_class"]) == {"baby", "dog", "rail", "fireworks", "water"}
         assert info["mean"] == pytest.approx(np.mean(list(info["per_class"].values())))
-    from s2i_model.history import informativity_history
+    from s2i_model.evaluate.history import informativity_history
 
     assert informativity_history(gan)["replaced_epochs"] == [3, 4]  # the two after epoch 2's D update
 
@@ -218,8 +218,8 @@ def frame_judge(tiny_build):
     """A real-frame classifier, stopped early on purpose (5 epochs): its predictions on the test
     frames are neither all right nor all one class, so "agreement = its accuracy" says more than
     "agreement = 1". The identities below hold for any classifier."""
-    from s2i_model.informativity import fit_classifier
-    from s2i_model.proxy import FrameClassifier, load_split
+    from s2i_model.evaluate.informativity import fit_classifier
+    from s2i_model.evaluate.realframe import FrameClassifier, load_split
 
     _, images, classes, _ = load_split(tiny_build, "train")
     torch.manual_seed(0)
@@ -230,7 +230,7 @@ def frame_judge(tiny_build):
 def measured(maker, data, proxy, samples: int) -> dict:
     from s2i_data.readers import read_build_json
     from s2i_model.data import Normalizer
-    from s2i_model.evaluate import measure
+    from s2i_model.evaluate.evaluation import measure
 
     classes = read_build_json(data)["classes"]
     # 4 sounds a batch: the 10 test sounds cross three batches, as a long split crosses many
@@ -238,7 +238,7 @@ def measured(maker, data, proxy, samples: int) -> dict:
 
 
 def test_pictures_that_are_the_real_frames_score_as_the_real_frames(tiny_build, frame_judge):
-    from s2i_model.proxy import embed_images, load_split
+    from s2i_model.evaluate.realframe import embed_images, load_split
 
     _, real, cls, _ = load_split(tiny_build, "test")
     classes = ["baby", "dog", "rail", "fireworks", "water"]
@@ -264,7 +264,7 @@ def test_pictures_that_are_the_real_frames_score_as_the_real_frames(tiny_build, 
 
 
 def test_one_picture_for_every_sound_scores_as_chance(tiny_build, frame_judge):
-    from s2i_model.proxy import embed_images, load_split
+    from s2i_model.evaluate.realframe import embed_images, load_split
 
     _, train_frames, _, _ = load_split(tiny_build, "train")
     _, real, cls, _ = load_split(tiny_build, "test")

@@ -9,8 +9,10 @@ import random
 import numpy as np
 import torch
 
+from s2i_model.run import RunError
 
-class TrainingError(Exception):
+
+class TrainingError(RunError):
     """A run that cannot go on (non-finite loss, missing stage): one line for the user."""
 
 
@@ -36,12 +38,6 @@ def update(opt: torch.optim.Optimizer, loss: torch.Tensor, what: str, epoch: int
     scaler.scale(loss).backward()
     scaler.step(opt)
     scaler.update()
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from s2i_data.readers import Contract, read_build_json, read_build_parquet
+from s2i_data.readers import Build
 
-from .data import ShardStream, loader
+from s2i_model.data import ShardStream, loader
 
 CHOICES = ("auto", "on", "off")
 
@@ -49,9 +49,9 @@ def interleave(per_worker: list[list[str]], batch_size: int, drop_last: bool = F
     return out
 
 
-def split_bytes(data: str, split: str, mel: bool, image: bool) -> int:
-    n = sum(read_build_json(data)["counts"].get(split, {}).values())
-    c = Contract.of(data)
+def split_bytes(data: Build | str, split: str, mel: bool, image: bool) -> int:
+    build = Build.open(data)
+    n, c = build.size(split), build.contract
     return n * ((c.frames * c.mel_bins * 4 if mel else 0) + (3 * c.image_size ** 2 if image else 0))
 
 
@@ -105,7 +105,7 @@ class ResidentSplit:
              workers: int = 2) -> "ResidentSplit":
         """Read every sample of ``stream``'s split once (in parallel, through the stream's own
         decoding) and keep what is asked for on ``device``."""
-        reader = ShardStream(stream.data, stream.split, stream.norm, shuffle=False, skip_bad=stream.skip_bad)
+        reader = ShardStream(stream.build, stream.split, stream.norm, shuffle=False)
         keys, mels, images, classes = [], [], [], []
         with torch.random.fork_rng(devices=[]):  # the reading DataLoader's seed draw leaves training's RNG alone
             read = list(loader(reader, 256, workers))
@@ -145,7 +145,7 @@ class ResidentSplit:
 def _keys_in_tar_order(stream: ShardStream) -> dict[str, list[str]]:
     """Each shard's keys in the order its tar holds them, from the manifest (the builder writes a
     shard's samples in its plan order, which the manifest keeps)."""
-    man = read_build_parquet(stream.data, columns=["key", "shard"])
+    man = stream.build.manifest(columns=["key", "shard"])
     by_name: dict[str, list[str]] = {}
     for k, s in zip(man["key"], man["shard"]):
         by_name.setdefault(s, []).append(k)

@@ -37,7 +37,7 @@ def count_macs(fn, batch: int = BATCH) -> int:
 
 
 def _nets(emb: int, width: float, device: str | torch.device):
-    from .nets import AudioAutoencoder, DenseGenerator, Discriminator, InformativityClassifier
+    from s2i_model.nets import AudioAutoencoder, DenseGenerator, Discriminator, InformativityClassifier
 
     with torch.device(device):
         ae = AudioAutoencoder(emb, width)
@@ -66,7 +66,7 @@ def training_macs(emb: int = 512, width: float = 1.0, n_gd: int = 5, lam: float 
                   device: str | torch.device = "meta") -> dict:
     """Per-sample cost of a training step of each stage: by formula from the forward counts, and
     counted over the trainers' own step (forward and backward) as a check of the formula."""
-    from .train_translator import adversarial_loss
+    from s2i_model.train.translator import adversarial_loss
 
     fwd = net_macs(emb, width, device)
     ae, G, D, _ = _nets(emb, width, device)

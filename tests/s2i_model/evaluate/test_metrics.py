@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from s2i_model.fid import InceptionFeatures, frechet_distance, kernel_distance
-from s2i_model.history import aggregates, informativity_history, pixel_loss_ma, read_rows, skip_after_d_updates
-from s2i_model.proxy import diversity, retrieval_recall
+from s2i_model.evaluate.fid import InceptionFeatures, frechet_distance, kernel_distance
+from s2i_model.evaluate.history import aggregates, informativity_history, pixel_loss_ma, read_rows, skip_after_d_updates
+from s2i_model.evaluate.realframe import diversity, retrieval_recall
 
 
 def test_frechet_distance_of_gaussians():
@@ -98,7 +98,7 @@ def test_fid_weights_are_read_from_a_torchscript_file(tmp_path):
 
 
 def test_separability_counts_which_held_out_embeddings_land_with_their_class():
-    from s2i_model.proxy import separability
+    from s2i_model.evaluate.realframe import separability
 
     train = torch.tensor([[0.0, 0.0], [0.2, 0.0], [10.0, 0.0], [10.2, 0.0]])
     train_cls = torch.tensor([0, 0, 1, 1])

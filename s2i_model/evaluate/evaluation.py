@@ -13,7 +13,6 @@ RUN/evaluation.json is the result; it is reused when nothing it depends on has c
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,19 +20,20 @@ import numpy as np
 import torch
 
 from s2i_data import storage
-from s2i_data.readers import build_file, read_build_json
+from s2i_data.readers import Build, build_file
 
-from . import checkpoint
-from .data import ShardStream
-from .fid import InceptionFeatures, frechet_distance, kernel_distance
-from .history import aggregates, informativity_history, pixel_loss_ma, read_rows
-from .imagine import Translator, imagine_split
-from .informativity import FILE as JUDGES_FILE
-from .informativity import Judges
-from .proxy import diversity, embed_images, frame_classifier, retrieval_recall, separability
-from .train_translator import CKPT as GAN_CKPT
+from s2i_model import checkpoint
+from s2i_model import run as run_folder
+from s2i_model.model import seeded_pictures
+from s2i_model.data import ShardStream
+from s2i_model.evaluate.fid import InceptionFeatures, frechet_distance, kernel_distance
+from s2i_model.evaluate.history import aggregates, informativity_history, pixel_loss_ma, read_rows
+from s2i_model.imagine import Translator, imagine_split
+from s2i_model.evaluate.informativity import FILE as JUDGES_FILE
+from s2i_model.evaluate.informativity import Judges
+from s2i_model.evaluate.realframe import diversity, embed_images, frame_classifier, retrieval_recall, separability
 
-RESULT = "evaluation.json"
+RESULT = run_folder.EVALUATION
 
 
 @dataclass
@@ -49,6 +49,7 @@ class EvalConfig:
     seed: int = 0
     batch_sounds: int = 32
     device: str = "auto"
+    skip_bad_samples: bool = False  # count, log and skip damaged samples or shards instead of stopping
 
 
 def _stamp(path: str) -> list:
@@ -56,7 +57,7 @@ def _stamp(path: str) -> list:
     return [str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] if p.is_file() else []
 
 
-def measure(pictures, data: str | Path, split: str, proxy: torch.nn.Module, classes: list[str], samples: int,
+def measure(pictures, data: Build | str | Path, split: str, proxy: torch.nn.Module, classes: list[str], samples: int,
             norm, device: str, batch_sounds: int = 32, seed: int = 0, judges: Judges | None = None,
             inception: InceptionFeatures | None = None) -> dict:
     """The metrics of any picture maker on a split's sounds, streamed a batch at a time.
@@ -135,15 +136,14 @@ def measure(pictures, data: str | Path, split: str, proxy: torch.nn.Module, clas
 
 def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
     run = Path(cfg.run)
-    state = checkpoint.load(run / GAN_CKPT)
-    if state is None:
-        raise ValueError(f"{run} holds no trained translator ({GAN_CKPT})")
+    state = run_folder.translator_state(run)
     data = cfg.data or state["config"]["data"]
     if not storage.exists(build_file(data, "stats.json")):
         raise ValueError(f"{data} holds no s2i-data build (no stats.json): give the build with --data")
+    build = run_folder.check_build(Build.open(data, skip_bad=cfg.skip_bad_samples))
     judges_path = str(Path(cfg.informativity) / JUDGES_FILE) if cfg.informativity else ""
-    ident = {"config": {k: v for k, v in asdict(cfg).items() if k not in ("device", "batch_sounds")},
-             "translator_epoch": state["epoch"], "translator": _stamp(str(run / GAN_CKPT)),
+    ident = {"config": {k: v for k, v in asdict(cfg).items() if k not in ("device", "batch_sounds", "skip_bad_samples")},
+             "translator_epoch": state["epoch"], "translator": _stamp(str(run / run_folder.TRANSLATOR)),
              "judges": _stamp(judges_path) if judges_path else [],
              "data": data if storage.is_remote(data) else str(Path(data).resolve())}
     out_path = run / RESULT
@@ -154,11 +154,11 @@ def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
             return old
 
     # ---- the judges: informativity classifiers, the real-frame classifier, Inception
-    classes = read_build_json(data)["classes"]
+    classes = build.classes
     tr = Translator.load(run, cfg.device)
     dev = str(tr.device)
     judges = Judges.load(Path(cfg.informativity), dev) if cfg.informativity else None
-    proxy = frame_classifier(data, len(classes), Path(cfg.proxy_cache) if cfg.proxy_cache else run / "frame-classifier.pt",
+    proxy = frame_classifier(build, len(classes), Path(cfg.proxy_cache) if cfg.proxy_cache else run / "frame-classifier.pt",
                              cfg.proxy_epochs, cfg.seed, dev)
     inception = InceptionFeatures(Path(cfg.fid_weights)).to(dev) if cfg.fid_weights else None
 
@@ -169,15 +169,15 @@ def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
     def pictures(mels: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         z = tr.encoder(mels)
         zs.append(z.float().cpu())
-        return tr.generator(z.repeat_interleave(n, 0)).float().cpu()
+        return next(seeded_pictures(tr.generator, z, n, seed=None)).flatten(0, 1).float().cpu()
 
-    measured = measure(pictures, data, cfg.split, proxy, classes, n, tr.norm, dev, cfg.batch_sounds, cfg.seed,
+    measured = measure(pictures, build, cfg.split, proxy, classes, n, tr.norm, dev, cfg.batch_sounds, cfg.seed,
                        judges, inception)
     per_class, mean, proxies = measured["per_class"], measured["mean"], measured["proxies"]
 
     # ---- the ceiling: how well the sounds' embeddings alone tell the classes (nearest centroid
     # and nearest neighbour among the train embeddings cached by the trainer)
-    cached = checkpoint.load(run / "embeddings.pt") if (run / "embeddings.pt").exists() else None
+    cached = checkpoint.load(run / run_folder.EMBEDDINGS) if (run / run_folder.EMBEDDINGS).exists() else None
     if cached and "train" in cached and len(cached["train"]["keys"]):
         ceiling = separability(cached["train"]["emb"].float(), cached["train"]["cls"], torch.cat(zs),
                                measured["sound_cls"])
@@ -195,11 +195,9 @@ def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
         "informativity_judges": cfg.informativity or None,
         "training": {"pixel_loss_ma50": pixel_loss_ma(rows), "informativity_history": aggregates(hist) or None},
     }
-    grid = imagine_split(tr, data, cfg.split, run / "evaluation-grid.png", n=min(n, 6), per_class=2, seed=cfg.seed)
+    grid = imagine_split(tr, build, cfg.split, run / "evaluation-grid.png", n=min(n, 6), per_class=2, seed=cfg.seed)
     result["grid"] = grid.name
-    tmp = run / f".{RESULT}.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out_path)
+    storage.atomic_write(out_path, json.dumps(result, indent=2))
     return result
 
 

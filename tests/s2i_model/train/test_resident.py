@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from s2i_model.data import Normalizer, ShardStream, loader
-from s2i_model.resident import ResidentSplit, interleave, wanted
+from s2i_model.train.resident import ResidentSplit, interleave, wanted
 
 
 @pytest.mark.parametrize("workers,batch", [(0, 8), (2, 5), (3, 8)])

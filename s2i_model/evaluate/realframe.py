@@ -14,12 +14,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from s2i_data.readers import read_build_json
+from s2i_data.readers import Build
 
-from . import checkpoint
-from .data import Normalizer, ShardStream
-from .informativity import fit_classifier
-from .nets import InformativityClassifier
+from s2i_model import checkpoint
+from s2i_model.data import Normalizer, ShardStream
+from s2i_model.evaluate.informativity import fit_classifier
+from s2i_model.nets import InformativityClassifier
 
 
 def load_split(data: str | Path, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
@@ -67,7 +67,8 @@ def frame_classifier(data: str | Path, n_classes: int, cache: Path | None = None
                      seed: int = 0, device: str = "cpu") -> torch.nn.Module:
     """`train_frame_classifier`, kept in ``cache`` for the build it was trained on (a sweep
     evaluates every embedding size with one judge)."""
-    ident = {"data": str(data), "fingerprint": read_build_json(data, "build.json").get("fingerprint"),
+    data = Build.open(data)
+    ident = {"data": str(data), "fingerprint": data.fingerprint,
              "classes": n_classes, "epochs": epochs, "seed": seed}
     state = None
     if cache is not None:
@@ -144,7 +145,7 @@ def separability(train_z: torch.Tensor, train_cls: torch.Tensor, test_z: torch.T
 
 def embedding_separability(run: str | Path, data: str | Path, split: str = "test", device: str = "cpu") -> dict:
     """`separability` of a run's frozen encoder: train embeddings against ``split``'s."""
-    from .train_translator import load_encoder
+    from s2i_model.run import load_encoder
 
     encoder, _, norm = load_encoder(Path(run), torch.device(device))
     out = {}

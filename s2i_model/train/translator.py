@@ -18,51 +18,41 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from s2i_data.readers import read_build_json
 
-from . import checkpoint
-from . import distributed as dd
-from .config import AutoencoderConfig, TranslatorConfig, from_dict
-from . import resident
-from .data import Normalizer, ShardStream, set_access, compute_embeddings
-from .grid import save_grid
-from .informativity import Judges, judge_generator
-from .metrics import MetricsLog
-from .nets import AudioAutoencoder, DenseGenerator, Discriminator
-from .runtime import (autocast, check_precision, grad_scaler, make_optimizer, optimizer_settings, prepare_model,
+from s2i_data.readers import Build
+
+from s2i_model import checkpoint
+from s2i_model.run import EMBEDDINGS, TRANSLATOR, load_encoder, open_build
+from s2i_model.train import distributed
+from s2i_model.config import TranslatorConfig
+from s2i_model.train import resident
+from s2i_model.data import Normalizer, ShardStream, compute_embeddings
+from s2i_model.grid import save_grid
+from s2i_model.model import seeded_pictures
+from s2i_model.evaluate.informativity import Judges, judge_generator
+from s2i_model.train.metrics import MetricsLog
+from s2i_model.nets import DenseGenerator, Discriminator
+from s2i_model.train.runtime import (autocast, check_precision, grad_scaler, make_optimizer, optimizer_settings, prepare_model,
                       rng_state, seed_everything, set_rng_state, update)
-from .train_autoencoder import CKPT as AE_CKPT
-from .train_autoencoder import TrainingError, set_hyperparameters
+from s2i_model.train.autoencoder import TrainingError, set_hyperparameters
 
-CKPT = "translator.pt"
-
-
-def load_encoder(run: Path, device: torch.device, log=None) -> tuple[torch.nn.Module, AutoencoderConfig, Normalizer]:
-    state = checkpoint.load(run / AE_CKPT, device, log)
-    if state is None:
-        raise TrainingError(f"{run / AE_CKPT} not found: train the autoencoder first (s2i-model train-autoencoder)")
-    cfg = from_dict(AutoencoderConfig, state["config"])
-    if state["epoch"] < cfg.epochs:
-        raise TrainingError(f"the autoencoder in {run} is at epoch {state['epoch']} of {cfg.epochs}: finish it first")
-    ae = AudioAutoencoder(cfg.emb, cfg.width)
-    ae.load_state_dict(state["model"])
-    encoder = ae.encoder.to(device).eval()
-    for p in encoder.parameters():
-        p.requires_grad_(False)
-    return encoder, cfg, Normalizer(**state["normalizer"])
-
-
-def embedding_cache(run: Path, encoder, data: str, norm: Normalizer, device, workers: int,
+def embedding_cache(run: Path, encoder, build: Build, norm: Normalizer, device, workers: int,
                     splits: tuple[str, ...] = ("train", "val"), log=None) -> dict:
-    path = run / "embeddings.pt"
+    """The frozen encoder's embeddings of ``splits``, kept in RUN/embeddings.pt with the build's
+    fingerprint: a cache made from another build (rebuilt in place, other settings) is recomputed."""
+    path = run / EMBEDDINGS
     try:
         cache = checkpoint.load(path, log=log) or {}
     except checkpoint.CheckpointError as e:  # a cache: computed again rather than trusted or fatal
         (log or print)(f"warning: {e}; computing the embeddings again")
         cache = {}
+    if cache and cache.get("fingerprint") != build.fingerprint:
+        (log or print)(f"{path} was computed from another build: computing the embeddings again")
+        cache = {}
+    cache["fingerprint"] = build.fingerprint
     missing = [s for s in splits if s not in cache]
     for split in missing:
-        cache[split] = compute_embeddings(encoder, data, split, norm, device, workers=workers)
+        cache[split] = compute_embeddings(encoder, build, split, norm, device, workers=workers)
     if missing:
         checkpoint.save(path, cache)
     return cache
@@ -103,26 +93,26 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
     run = Path(cfg.run)
     # ---- set-up: processes (DDP under torchrun), device, frozen encoder and its cached
     # embeddings (computed by rank 0), data, G, D, optimisers
-    d, device = dd.setup(cfg.device)
+    d, device = distributed.setup(cfg.device)
     log = log if d.main else (lambda *_: None)
-    batch = dd.per_rank_batch(cfg.batch_size, d)
-    set_access(cfg.shard_url, cfg.cache_dir, cfg.skip_bad_samples)
+    batch = distributed.per_rank_batch(cfg.batch_size, d)
+    build = open_build(cfg)
     if d.main:
         checkpoint.remove_stray(run)  # temporary files of a save that was killed
     encoder, ae_cfg, norm = load_encoder(run, device, log)
     judges = Judges.load(Path(cfg.informativity), str(device)) if cfg.informativity and d.main else None
     splits = ("train", "val", "test") if cfg.informativity else ("train", "val")
     if d.main:
-        embedding_cache(run, encoder, cfg.data, norm, device, cfg.workers, splits, log)
-    dd.barrier(d)
-    emb = embedding_cache(run, encoder, cfg.data, norm, device, cfg.workers, splits, log)
+        embedding_cache(run, encoder, build, norm, device, cfg.workers, splits, log)
+    distributed.barrier(d)
+    emb = embedding_cache(run, encoder, build, norm, device, cfg.workers, splits, log)
     # seeded only now: computing the embeddings draws from the RNG (the loader's base seed), and a
     # run must be the same whether they were cached already or not
     seed_everything(cfg.seed + d.rank)
-    classes = read_build_json(cfg.data)["classes"]
+    classes = build.classes
     train_index = lookup(emb["train"])
     train_emb = emb["train"]["emb"].to(device)
-    train_ds = ShardStream(cfg.data, "train", norm, cfg.seed, shuffle=True, buffer=cfg.shuffle_buffer,
+    train_ds = ShardStream(build, "train", norm, cfg.seed, shuffle=True, buffer=cfg.shuffle_buffer,
                            rank=d.rank, world=d.world)
     check_precision(cfg.precision, device)
     G = prepare_model(DenseGenerator(ae_cfg.emb, ae_cfg.width), device)
@@ -134,18 +124,18 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
 
     # ---- resume
     saved_rng = None
-    state = checkpoint.load(run / CKPT, device, log)
+    state = checkpoint.load(run / TRANSLATOR, device, log)
     if state is not None:
         G.load_state_dict(state["G"])
         D.load_state_dict(state["D"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         if state["config"].get("optimizer", "sgd") != cfg.optimizer:
-            raise TrainingError(f"{run / CKPT} was trained with --optimizer {state['config'].get('optimizer', 'sgd')}; "
+            raise TrainingError(f"{run / TRANSLATOR} was trained with --optimizer {state['config'].get('optimizer', 'sgd')}; "
                                 "use the same or another --run")
         set_hyperparameters(opt_g, **optimizer_settings(cfg.optimizer, cfg.lr_g, cfg.momentum_g, cfg.adam_lr))
         set_hyperparameters(opt_d, **optimizer_settings(cfg.optimizer, cfg.lr_d, cfg.momentum_d, cfg.adam_lr))
-        saved_rng = dd.my_rng(state["rng"], d)
+        saved_rng = distributed.my_rng(state["rng"], d)
         for scaler, name in ((scaler_g, "scaler_g"), (scaler_d, "scaler_d")):
             if scaler is not None and state.get(name):
                 scaler.load_state_dict(state[name])
@@ -156,9 +146,9 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
     held = resident.hold(cfg.data_on_device, {"train": train_ds}, device, mel=False, image=True,
                          workers=cfg.workers, log=log)["train"]
     metrics = MetricsLog(run, "translator", start) if d.main else None
-    grid_rows = fixed_validation_sounds(cfg, emb["val"], norm) if d.main else []
-    G, D = dd.wrap(G, d, device, cfg.sync_bn), dd.wrap(D, d, device, cfg.sync_bn)
-    if note := dd.sync_bn_note(d, device, cfg.sync_bn):
+    grid_rows = fixed_validation_sounds(cfg, build, emb["val"], norm) if d.main else []
+    G, D = distributed.wrap(G, d, device, cfg.sync_bn), distributed.wrap(D, d, device, cfg.sync_bn)
+    if note := distributed.sync_bn_note(d, device, cfg.sync_bn):
         log(note)
     if saved_rng is not None:  # restored last: reading data above may draw (webdataset's seeds)
         set_rng_state(saved_rng)
@@ -188,7 +178,7 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
                 # to synchronise). With λ = 0 the term is only logged, and its backward through D
                 # (as costly as G's own) is skipped: the same weights result.
                 with torch.set_grad_enabled(cfg.lam != 0):
-                    adv = adversarial_loss(dd.unwrap(D), fake, z)
+                    adv = adversarial_loss(distributed.unwrap(D), fake, z)
             l_ma = (adv + sum(past)) / (1 + len(past))  # only the batch term carries a gradient
             loss_g = pixel + cfg.lam * l_ma
             update(opt_g, loss_g, "generator", epoch, step, d, scaler_g)
@@ -201,7 +191,7 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
                     d_real, d_fake = D(torch.cat([real, fake.detach()]), torch.cat([z, z])).float().chunk(2)
                     loss_d = F.mse_loss(d_real, torch.ones_like(d_real)) + F.mse_loss(d_fake, -torch.ones_like(d_fake))
                 update(opt_d, loss_d, "discriminator", epoch, step, d, scaler_d)
-                dd.average_buffers(D, d)  # the running statistics that score G's next pictures
+                distributed.average_buffers(D, d)  # the running statistics that score G's next pictures
                 sums["d"] += loss_d.item()
                 d_updates += 1
             b = real.shape[0]
@@ -212,7 +202,7 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
         seconds = time.time() - t0
 
         # ---- log, image grid, checkpoint (sums over ranks; rank 0 writes)
-        sums["pixel"], sums["adv"], sums["g"], sums["d"], n, d_updates = dd.all_sum(
+        sums["pixel"], sums["adv"], sums["g"], sums["d"], n, d_updates = distributed.all_sum(
             d, [sums["pixel"], sums["adv"], sums["g"], sums["d"], n, d_updates])
         n, d_updates = int(n), int(d_updates) // d.world  # every rank updates D at the same steps
         sums["d"] /= d.world
@@ -222,11 +212,11 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
                "samples": n, "seconds": round(seconds, 3), "samples_per_s": n / max(seconds, 1e-9)}
         if cfg.skip_bad_samples:
             row["skipped_samples"] = held.skipped if held else train_ds.skipped.value
-        rng = dd.rng_for_checkpoint(d, rng_state())
+        rng = distributed.rng_for_checkpoint(d, rng_state())
         if not d.main:
             continue
         if judges is not None and len(emb["test"]["keys"]) and (epoch + 1) % cfg.informativity_every == 0:
-            row["informativity"] = judge_generator(dd.unwrap(G), emb["test"]["emb"], emb["test"]["cls"], classes, judges,
+            row["informativity"] = judge_generator(distributed.unwrap(G), emb["test"]["emb"], emb["test"]["cls"], classes, judges,
                                                    cfg.informativity_samples, cfg.seed)
         metrics.write(row)
         log(f"translator epoch {epoch + 1}/{cfg.epochs}: pixel {row['pixel_loss']:.4f} adv {row['adv_loss']:.4f} "
@@ -234,23 +224,24 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
             + (f" informativity {row['informativity']['mean']:.1%}" if row.get("informativity", {}).get("mean")
                is not None else ""))
         if grid_rows and ((epoch + 1) % cfg.grid_every == 0 or epoch + 1 == cfg.epochs):
-            draw_grid(dd.unwrap(G), grid_rows, cfg.grid_images, device, run / "grids" / f"epoch-{epoch + 1:05d}.png")
-        state = {"G": dd.unwrap(G).state_dict(), "D": dd.unwrap(D).state_dict(), "opt_g": opt_g.state_dict(),
+            draw_grid(distributed.unwrap(G), grid_rows, cfg.grid_images, device, run / "grids" / f"epoch-{epoch + 1:05d}.png")
+        state = {"G": distributed.unwrap(G).state_dict(), "D": distributed.unwrap(D).state_dict(), "opt_g": opt_g.state_dict(),
                  "opt_d": opt_d.state_dict(), "epoch": epoch + 1, "g_steps": g_steps, "adv_history": adv_history,
                  "scaler_g": scaler_g.state_dict() if scaler_g is not None else None,
                  "scaler_d": scaler_d.state_dict() if scaler_d is not None else None,
                  "rng": rng,
                  "config": cfg.to_dict(), "autoencoder": ae_cfg.to_dict(), "normalizer": norm.to_dict(),
+                 "build": build.record(),
                  "last": row}
-        checkpoint.save(run / CKPT, state)
-    dd.barrier(d)
+        checkpoint.save(run / TRANSLATOR, state)
+    distributed.barrier(d)
     if not d.main:
         return {}
     metrics.close()
     return state
 
 
-def fixed_validation_sounds(cfg: TranslatorConfig, val: dict, norm: Normalizer) -> list[tuple]:
+def fixed_validation_sounds(cfg: TranslatorConfig, build: Build, val: dict, norm: Normalizer) -> list[tuple]:
     """The first few validation sounds of each class (by key), with their real frames."""
     if not len(val["keys"]):
         return []
@@ -262,7 +253,7 @@ def fixed_validation_sounds(cfg: TranslatorConfig, val: dict, norm: Normalizer) 
             picked[c].append(i)
     wanted = {val["keys"][i] for idx in picked.values() for i in idx}
     frames = {}
-    for _, img, _, key in ShardStream(cfg.data, "val", norm, shuffle=False):
+    for _, img, _, key in ShardStream(build, "val", norm, shuffle=False):
         if key in wanted:
             frames[key] = img
     return [(val["keys"][i], frames.get(val["keys"][i]), val["emb"][i], c)
@@ -271,16 +262,16 @@ def fixed_validation_sounds(cfg: TranslatorConfig, val: dict, norm: Normalizer) 
 
 @torch.no_grad()
 def draw_grid(G, rows: list[tuple], k: int, device, path: Path) -> Path:
-    from .data import tensor_to_image
+    from s2i_model.data import tensor_to_image
 
     was_training = G.training
     G.eval()  # BatchNorm in inference mode; dropout stays on by design
     out = []
     # the same dropout noise at every epoch, and the training RNG left untouched (resume)
     with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
-        torch.manual_seed(0)
-        for key, real, z, _ in rows:
-            gen = G(z[None].repeat(k, 1).to(device)).cpu()
-            out.append((key, tensor_to_image(real) if real is not None else None, list(gen)))
+        z = torch.stack([z for _, _, z, _ in rows]).to(device)
+        pictures = seeded_pictures(G, z, k, seed=0, per_call=k)
+        for (key, real, _, _), gen in zip(rows, pictures):
+            out.append((key, tensor_to_image(real) if real is not None else None, list(gen[0].cpu())))
     G.train(was_training)
     return save_grid(out, path)

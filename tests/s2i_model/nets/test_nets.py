@@ -72,7 +72,7 @@ def test_embedding_not_divisible_by_four_is_refused():
 def test_flop_counter_counts_one_layer_as_by_hand():
     from torch import nn
 
-    from s2i_model.flops import count_macs
+    from s2i_model.train.flops import count_macs
 
     # Cout·Cin·kh·kw·Hout·Wout for a convolution; a transposed one scatters each input pixel
     # through its kernel, so Cin·Cout·kh·kw·Hin·Win
@@ -92,7 +92,7 @@ def test_flop_counter_counts_one_layer_as_by_hand():
 
 
 def test_counted_macs_match_spec_and_the_training_formulas():
-    from s2i_model.flops import net_macs, training_macs
+    from s2i_model.train.flops import net_macs, training_macs
 
     macs = net_macs(512, 1.0)
     # SPEC 4: per sample the autoencoder is ≈ 3.7 GMAC forward and the generator ≈ 2.1 GMAC
@@ -109,7 +109,7 @@ def test_counted_macs_match_spec_and_the_training_formulas():
 
 
 def test_meta_device_counts_what_a_cpu_pass_counts():
-    from s2i_model.flops import net_macs
+    from s2i_model.train.flops import net_macs
 
     assert net_macs(128, 0.125, "meta") == net_macs(128, 0.125, "cpu")
 

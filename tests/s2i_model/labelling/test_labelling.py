@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from s2i_model.labelling import append_label, make_server, progress, read_labels, read_pool
+from s2i_model.labelling.server import make_server
+from s2i_model.labelling.store import append_label, progress, read_labels, read_pool
 
 CLASSES = ["baby", "dog", "rail"]
 COLOURS = {"baby": (230, 180, 170), "dog": (150, 110, 60), "rail": (90, 100, 120)}
@@ -198,7 +199,7 @@ def test_stopped_server_takes_no_label_on_a_connection_opened_before(pool):
 
 
 def serve_in_child(pool: Path) -> subprocess.Popen:
-    code = "import sys; from pathlib import Path; from s2i_model.labelling import serve; serve(Path(sys.argv[1]), port=0)"
+    code = "import sys; from pathlib import Path; from s2i_model.labelling.server import serve; serve(Path(sys.argv[1]), port=0)"
     # SIGINT back to default in the child: a runner started in the background hands it an ignored one.
     return subprocess.Popen([sys.executable, "-u", "-c", code, str(pool)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

@@ -15,7 +15,7 @@ import torch
 
 pytestmark = pytest.mark.slow  # ~2.5 min on 2 CPU cores: `make test-fast` leaves it out
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CLASSES = ["baby", "dog", "rail", "fireworks", "water"]
 
 
@@ -69,7 +69,7 @@ def make_train(data: Path, run: Path) -> None:
 def per_class_agreement(run: Path, data: Path, classifier) -> tuple[float, list[float]]:
     from s2i_model.imagine import Translator
 
-    from s2i_model.proxy import load_split
+    from s2i_model.evaluate.realframe import load_split
 
     mels, _, classes, _ = load_split(data, "test")
     tr = Translator.load(run, "cpu")
@@ -82,7 +82,7 @@ def per_class_agreement(run: Path, data: Path, classifier) -> tuple[float, list[
 
 
 def test_make_train_learns_recognisable_pictures(toy_build, tmp_path):
-    from s2i_model.proxy import embedding_separability, load_split, train_frame_classifier
+    from s2i_model.evaluate.realframe import embedding_separability, load_split, train_frame_classifier
 
     make_train(toy_build, tmp_path / "run")
     control = shuffled_copy(toy_build, tmp_path / "shuffled")

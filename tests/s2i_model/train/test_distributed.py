@@ -45,9 +45,9 @@ def test_ranks_get_disjoint_equal_shares(tiny_build, workers):
 PROBE = """
 import json, os, sys
 
-from s2i_model import distributed as dd
+from s2i_model.train import distributed
 
-_all_sum = dd.all_sum
+_all_sum = distributed.all_sum
 
 
 def all_sum(d, values):
@@ -57,7 +57,7 @@ def all_sum(d, values):
     return out
 
 
-dd.all_sum = all_sum
+distributed.all_sum = all_sum
 from s2i_model.cli import main
 
 sys.argv[0] = "s2i-model"

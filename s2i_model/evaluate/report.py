@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -21,8 +20,10 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on clusters and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .evaluate import RESULT  # noqa: E402
-from .history import informativity_history, read_rows  # noqa: E402
+from s2i_data import storage
+
+from s2i_model.evaluate.evaluation import RESULT  # noqa: E402
+from s2i_model.evaluate.history import informativity_history, read_rows  # noqa: E402
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -59,15 +60,11 @@ def write_report(root: Path, out: Path) -> dict:
             shutil.copyfile(src, out / "grids" / f"{r['name']}.png")
             r["grid_file"] = f"grids/{r['name']}.png"
     report = {"metric": metric, "runs": runs, "plots": {k: v for k, v in plots.items() if v}}
-    _atomic_write(out / "report.json", json.dumps(report, indent=2))
-    _atomic_write(out / "index.html", _html(report, metric_label))
+    storage.atomic_write(out / "report.json", json.dumps(report, indent=2))
+    storage.atomic_write(out / "index.html", _html(report, metric_label))
     return report
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _plot_history(runs: list[dict], path: Path) -> str | None:

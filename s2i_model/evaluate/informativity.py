@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,10 +18,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import checkpoint
-from .data import image_to_tensor
-from .labelling import read_labels, read_pool
-from .nets import InformativityClassifier
+from s2i_data import storage
+
+from s2i_model import checkpoint
+from s2i_model.data import image_to_tensor
+from s2i_model.labelling.store import read_labels, read_pool
+from s2i_model.model import seeded_pictures
+from s2i_model.nets import InformativityClassifier
 
 FILE = "informativity.pt"
 MIN_PER_LABEL = 4  # below this a class gets no judge (recorded, not an error)
@@ -83,9 +85,7 @@ def train_informativity(pool: Path, out: Path, cfg: InformativityConfig = Inform
     out.mkdir(parents=True, exist_ok=True)
     checkpoint.save(out / FILE, {"classes": classes, "judges": judges, "config": asdict(cfg), "report": report})
     summary = {"pool": str(pool), "config": asdict(cfg), "classes": report}
-    tmp = out / ".informativity.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out / "informativity.json")
+    storage.atomic_write(out / "informativity.json", json.dumps(summary, indent=2))
     return summary
 
 
@@ -163,8 +163,8 @@ def judge_generator(G: torch.nn.Module, z: torch.Tensor, cls: torch.Tensor, clas
     dev = next(G.parameters()).device
     devices = [dev] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        imgs = torch.cat([G(b.to(dev).repeat_interleave(samples, 0)).float().cpu() for b in z.split(64)])
+        imgs = torch.cat([x.flatten(0, 1).float().cpu()
+                          for x in seeded_pictures(G, z.to(dev), samples, seed, per_call=64 * samples)])
     G.train(was)
     names = [classes[c] for c in cls.repeat_interleave(samples)]
     pred = judges.predict(imgs, names)

@@ -1,0 +1,1 @@
+"""Labelling: the pool of pictures to label, the label store, the local labelling page."""

@@ -1,0 +1,270 @@
+"""The labelling page of the informativity study: people mark pool images "informative" or "not".
+
+The labels go to the pool's label store (`store`); the page itself is `page.html`. The web app uses
+the standard library only: it must run on a laptop beside the pool with nothing to install.
+
+It answers only requests addressed to it by name (the Host header: a web page elsewhere cannot
+rebind a name of its own to 127.0.0.1 and read the pool), takes labels only as JSON from its own
+page (a form on another site can neither post JSON nor fake the Origin), and serves only files
+that lie inside the pool when they are read.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import mimetypes
+import os
+import re
+import socket
+import stat
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
+
+from s2i_model.labelling.store import DEFAULT_TARGET, append_label, count_progress, pool_meta, read_labels, read_pool
+
+PAGE_FILE = Path(__file__).with_name("page.html")  # shipped as package data
+
+MAX_BODY = 4096
+# A refused body up to this size is read before the answer: closing on unread bytes resets the
+# connection, and the client may lose the answer.
+MAX_DRAIN = 1 << 20
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+WILDCARD = ("", "0.0.0.0", "::")
+
+
+
+def _host_port(value: str) -> tuple[str, int] | None:
+    """A Host header (``name[:port]``, IPv6 in brackets) as (lowercase name, port); None if it is none."""
+    m = re.fullmatch(r"(\[[0-9a-f:.]+\]|[a-z0-9._-]+)(?::([0-9]{1,5}))?", value.strip().lower())
+    return (m[1], int(m[2] or 80)) if m else None
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+def _fd_path(fd: int) -> str | None:
+    """Where an open file really is, where the system says (Linux); None elsewhere."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+
+
+class _Server(ThreadingHTTPServer):
+    # The default backlog of 5 drops connections when a page asks for many images at once while the
+    # accept loop is busy; each drop costs the browser a 1 s SYN retry.
+    request_queue_size = 128
+
+    def __init__(self, pool: Path, address: tuple[str, int]):
+        self.pool = Path(pool).resolve()
+        self.rows = read_pool(self.pool)
+        self.ids = {r["id"] for r in self.rows}
+        meta = pool_meta(self.pool)
+        self.target = int(meta.get("target", DEFAULT_TARGET))
+        self.classes = list(count_progress(self.rows, {}, meta.get("classes", []), self.target))
+        self.label_problems: list[str] = []
+        read_labels(self.pool, self.label_problems)
+        # Only the files pool.csv lists are served; whether they lie inside the pool is checked when
+        # each is read, since a file can be swapped for a symlink while the server runs.
+        self.files = {"/" + r["file"]: r["file"] for r in self.rows}
+        host = address[0].lower()
+        # Any IP address is a fine Host when bound to all of them: a rebound name is never an address.
+        self.any_ip = host in WILDCARD
+        self.hosts = {f"[{host}]" if ":" in host else host}
+        if self.any_ip or host == "localhost" or (_is_ip(host) and ipaddress.ip_address(host).is_loopback):
+            self.hosts |= set(LOOPBACK)
+        if self.any_ip:
+            self.hosts.add(socket.gethostname().lower())
+        if ":" in host:
+            self.address_family = socket.AF_INET6
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().__init__(address, _Handler)
+        self.port = self.server_address[1]
+        shown = "127.0.0.1" if self.any_ip else f"[{address[0]}]" if ":" in host else address[0]
+        self.url = f"http://{shown}:{self.port}/"
+
+    def accepts(self, host: tuple[str, int]) -> bool:
+        name, port = host
+        return port == self.port and (name in self.hosts or (self.any_ip and _is_ip(name)))
+
+    def read_inside(self, file: str) -> bytes | None:
+        """POOL/file's bytes, or None when it is missing or, now, not a plain file inside the pool."""
+        try:
+            path = (self.pool / file).resolve()
+            if not path.is_relative_to(self.pool):
+                return None
+            # O_NOFOLLOW: the file cannot turn into a symlink between resolve and open; O_NONBLOCK:
+            # a FIFO put in its place cannot hang the thread.
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        except (OSError, RuntimeError):  # RuntimeError: a symlink loop
+            return None
+        with open(fd, "rb") as f:
+            # A folder above it may have been swapped between resolve and open: ask where the file is.
+            where = _fd_path(fd)
+            if not stat.S_ISREG(os.fstat(fd).st_mode) or (where is not None and not Path(where).is_relative_to(self.pool)):
+                return None
+            return f.read()
+
+    def handle_error(self, request, client_address):
+        # A browser that goes away mid-request (tab closed, server stopping) is not an error of
+        # ours: no traceback on the console for it.
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, OSError)):
+            return
+        super().handle_error(request, client_address)
+
+    def process_request(self, request, client_address):
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def server_close(self):
+        # Browsers open spare connections ahead of need; left open, a stopped server would still
+        # take labels on them.
+        super().server_close()
+        with self._open_lock:
+            for s in self._open:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def state(self) -> dict:
+        labels = read_labels(self.pool, [])  # malformed lines were reported at start
+        items = [{"id": r["id"], "class": r["class"], "src": quote("/" + r["file"]), "label": labels.get(r["id"])}
+                 for r in self.rows]
+        return {"items": items, "classes": self.classes, "target": self.target,
+                "progress": count_progress(self.rows, labels, self.classes, self.target)}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    timeout = 30  # a client that connects and never finishes its request does not hold a thread for ever
+
+    def log_message(self, format, *args):  # one line per image request would drown the terminal
+        pass
+
+    def _send(self, status: int, body: bytes, ctype: str, cache: str = "no-store") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", cache)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, obj) -> None:
+        self._send(200, json.dumps(obj).encode(), "application/json")
+
+    def _error(self, status: int, message: str) -> None:
+        self._send(status, (message[:240] + "\n").encode(), "text/plain; charset=utf-8")
+
+    def _host(self) -> tuple[str, int] | None:
+        """The Host the request names, when it is one of this server's addresses."""
+        hosts = self.headers.get_all("Host") or []
+        host = _host_port(hosts[0]) if len(hosts) == 1 else None
+        return host if host and self.server.accepts(host) else None
+
+    def _host_refusal(self) -> tuple[int, str]:
+        shown = ", ".join(self.headers.get_all("Host") or ["(none)"])
+        return 403, f"refused: Host {shown!r} is not this server; open {self.server.url}"
+
+    def _drain(self, size: int) -> None:
+        if 0 < size <= MAX_DRAIN:
+            while size > 0 and (chunk := self.rfile.read(min(size, 65536))):
+                size -= len(chunk)
+
+    def do_GET(self) -> None:
+        if not self._host():
+            return self._error(*self._host_refusal())
+        path = unquote(urlsplit(self.path).path)
+        if path in ("/", "/index.html"):
+            self._send(200, PAGE_FILE.read_bytes(), "text/html; charset=utf-8")
+        elif path == "/api/state":
+            self._json(self.server.state())
+        elif path == "/favicon.ico":
+            self._send(204, b"", "image/x-icon", "max-age=86400")
+        elif path in self.server.files:
+            file = self.server.files[path]
+            body = self.server.read_inside(file)
+            if body is None:
+                return self._error(404, f"missing image {path}")
+            self._send(200, body, mimetypes.guess_type(file)[0] or "application/octet-stream", "max-age=600")
+        else:
+            self._error(404, f"not found: {path}")
+
+    def _refusal(self) -> tuple[int, str] | None:
+        """Why this POST is not taken: (status, message); None when it is."""
+        host = self._host()
+        if not host:
+            return self._host_refusal()
+        origins = self.headers.get_all("Origin") or []
+        # Same origin means the very Host the browser put in the request, not just any name of ours.
+        if origins and not (len(origins) == 1 and origins[0][:7].lower() == "http://" and _host_port(origins[0][7:]) == host):
+            return 403, f"refused: Origin {', '.join(origins)!r} is not this page"
+        if self.headers.get_content_type() != "application/json":
+            return 415, f"refused: labels are posted as application/json, not {self.headers.get_content_type()}"
+        if urlsplit(self.path).path != "/api/label":
+            return 404, "not found"
+        return None
+
+    def do_POST(self) -> None:
+        try:
+            size = int(self.headers.get("Content-Length", 0))
+        except ValueError:
+            size = -1
+        refusal = self._refusal() or (None if 0 < size <= MAX_BODY else (400, f"body must be 1 to {MAX_BODY} bytes"))
+        if refusal:
+            self._drain(size)
+            return self._error(*refusal)
+        try:
+            msg = json.loads(self.rfile.read(size))
+        except RecursionError:
+            return self._error(400, "bad JSON: nested too deeply")
+        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            return self._error(400, "bad JSON: " + str(e).splitlines()[0])
+        if not isinstance(msg, dict):
+            return self._error(400, 'expected {"id": ..., "label": ...}')
+        try:
+            append_label(self.server.pool, msg.get("id"), msg.get("label"), self.server.ids)
+        except (ValueError, TypeError) as e:  # TypeError: an id that cannot be looked up, such as a list
+            return self._error(400, str(e).splitlines()[0])
+        except OSError as e:
+            return self._error(500, f"label not saved: {e.strerror or e}")
+        srv = self.server
+        self._json({"progress": count_progress(srv.rows, read_labels(srv.pool, []), srv.classes, srv.target)})
+
+
+def make_server(pool: Path, host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
+    """The app, bound but not yet serving (port 0: any free port; see ``server.server_address``).
+    It answers requests addressed to ``host``: 127.0.0.1 and localhost answer to the loopback names,
+    0.0.0.0 to those and any IP address."""
+    return _Server(pool, (host, port))
+
+
+def serve(pool: Path, host: str = "127.0.0.1", port: int = 8765, log=print) -> None:
+    server = make_server(pool, host, port)
+    for problem in server.label_problems:
+        log(problem)
+    log(f"labelling {len(server.rows)} images of {Path(pool)} at {server.url}  (Ctrl-C stops; every click is saved)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        log("stopped; labels are in " + str(Path(pool) / "labels.csv"))
+    finally:
+        server.server_close()
