@@ -24,11 +24,26 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 def describe(emb: int = typer.Option(512, help="embedding size E"),
              width: float = typer.Option(1.0, help="channel width multiplier"),
              flops: bool = typer.Option(False, "--flops", help="also multiply-adds per sample of each network "
-                                        "and of a training step of each stage (counted over a pass)")) -> None:
+                                        "and of a training step of each stage (counted over a pass)"),
+             model: str = typer.Option("s2i", help="s2i, aivae or aivaegan"),
+             latent: int = typer.Option(64, help="aivae / aivaegan: latent size")) -> None:
     """JSON: conv layers and parameters of each network (with --flops, their multiply-adds)."""
     from s2i_model.nets import AudioAutoencoder, DenseGenerator, Discriminator, InformativityClassifier
     from s2i_model.nets.blocks import conv_layers, n_params
 
+    if model != "s2i":
+        from s2i_model.nets.aivae import MODELS, layer_table, networks
+
+        if model not in MODELS:
+            _fail(f"--model must be s2i, {' or '.join(MODELS)}, not {model!r}")
+        if flops:
+            _fail("--flops counts the S2I networks only")
+        if latent < 1 or width <= 0:
+            _fail("--latent must be at least 1 and --width above 0")
+        nets = networks(model, latent, width)
+        print(json.dumps({k: {"conv_layers": conv_layers(m), "params": n_params(m), "layers": layer_table(m)}
+                          for k, m in nets.items()}, indent=2, ensure_ascii=False))
+        return
     try:
         ae = AudioAutoencoder(emb, width)
         nets = {"autoencoder.encoder": ae.encoder, "autoencoder.decoder": ae.decoder,
