@@ -78,8 +78,18 @@ class Build:
         location = str(location)
         if not storage.exists(build_file(location, "stats.json")):
             raise SampleError(f"{location} holds no s2i-data build (no stats.json)")
-        return cls(location, read_build_json(location, "build.json"), read_build_json(location, "stats.json"),
-                   shard_url or None, cache_dir or None, bool(skip_bad))
+        build = cls(location, read_build_json(location, "build.json"), read_build_json(location, "stats.json"),
+                    shard_url or None, cache_dir or None, bool(skip_bad))
+        try:  # somebody else's build: the settings every reader relies on, checked once here
+            ok = (isinstance(build.config, dict) and isinstance(build.stats.get("classes"), list)
+                  and 0 < build.segment_seconds <= 60 and 8 <= build.image_size <= 4096
+                  and 8000 <= build.sample_rate <= 384000)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            ok = False
+        if not ok:
+            raise SampleError(f"{location}: build.json/stats.json lack usable settings (segment_seconds, "
+                              "image_size, sample_rate, classes)")
+        return build
 
     def __str__(self) -> str:
         return self.location

@@ -62,8 +62,18 @@ def open_build(cfg) -> Build:
 
 
 def build_record(state: dict) -> dict:
-    """The build a checkpoint was trained on (segment seconds, sample rate, shapes, fingerprint)."""
-    return {**LEGACY_BUILD, **(state.get("build") or {})}
+    """The build a checkpoint was trained on (segment seconds, sample rate, shapes, fingerprint),
+    checked: a run folder comes from somebody else, and these numbers go to ffmpeg."""
+    given = state.get("build") or {}
+    rec = {**LEGACY_BUILD, **(given if isinstance(given, dict) else {})}
+    try:
+        seconds, rate = float(rec["segment_seconds"]), int(rec["sample_rate"])
+    except (TypeError, ValueError):
+        seconds, rate = -1.0, -1
+    if not (0 < seconds <= 60 and 8000 <= rate <= 384000):
+        raise RunError(f"the checkpoint's build record is not usable (segment_seconds {rec['segment_seconds']!r}, "
+                       f"sample_rate {rec['sample_rate']!r})")
+    return {**rec, "segment_seconds": seconds, "sample_rate": rate}
 
 
 def autoencoder_state(run: str | Path, device: torch.device | str = "cpu", log=None, finished: bool = True) -> dict:
@@ -109,3 +119,73 @@ def load_generator(run: str | Path, device: torch.device | str = "cpu") -> torch
     G = DenseGenerator(ae["emb"], ae["width"])
     G.load_state_dict(state["G"])
     return G.to(device).eval()
+
+
+# ---- any model's run folder (S2I or a comparison model, docs/models.md)
+#     RUN/aivae.pt, RUN/aivaegan.pt    a comparison model: its networks, optimisers, config, build record
+AIVAE = "aivae.pt"
+AIVAEGAN = "aivaegan.pt"
+MODEL_FILES = {"s2i": TRANSLATOR, "aivae": AIVAE, "aivaegan": AIVAEGAN}
+
+
+def run_model(run: str | Path) -> str:
+    """Which model a run folder holds, from its checkpoint's name (a current or previous copy)."""
+    run = Path(run)
+    for name, file in MODEL_FILES.items():
+        if name != "s2i" and ((run / file).exists() or checkpoint.previous(run / file).exists()):
+            return name
+    return "s2i"
+
+
+def model_state(run: str | Path, device: torch.device | str = "cpu", log=None) -> tuple[str, dict]:
+    """(model name, its final-stage checkpoint): translator.pt for S2I, RUN/<model>.pt otherwise."""
+    model = run_model(run)
+    if model == "s2i":
+        return model, translator_state(run, device, log)
+    state = checkpoint.load(Path(run) / MODEL_FILES[model], device, log)
+    if state is None:  # pragma: no cover - run_model saw the file
+        raise RunError(f"{run} holds no trained {model}")
+    return model, state
+
+
+class VaeModel:
+    """A trained AIVAE / AIVAEGAN as a `model.SoundToImage`: n pictures of a sound are n draws of
+    the latent f ~ q(f|a), decoded (`seeded_pictures`' seeding rule)."""
+
+    def __init__(self, name: str, vae: torch.nn.Module, norm: Normalizer, device: torch.device, build: dict) -> None:
+        self.name, self.vae, self.norm, self.device, self.build = name, vae, norm, device, build
+
+    @property
+    def window(self) -> tuple[float, int]:
+        return float(self.build["segment_seconds"]), int(self.build["sample_rate"])
+
+    @torch.no_grad()
+    def embed(self, mels: torch.Tensor) -> torch.Tensor:
+        """The posterior means μ of normalised log-mels: what the sound says, without the draw."""
+        return self.vae.encode(mels.to(self.device))[0]
+
+    @torch.no_grad()
+    def sound_pictures(self, mels: torch.Tensor, n: int, seed: int | None = 0) -> torch.Tensor:
+        from s2i_model.model import seeded_pictures
+
+        return next(seeded_pictures(self.vae.pictures, mels.to(self.device), n, seed))
+
+
+def load_model(run: str | Path, device: torch.device | str = "auto"):
+    """The run's trained model as a `model.SoundToImage`: `imagine.Translator` for an S2I run,
+    `VaeModel` for an AIVAE or AIVAEGAN run. Inference imports no trainer."""
+    from s2i_model.device import pick_device
+
+    dev = pick_device(str(device))
+    model = run_model(run)
+    if model == "s2i":
+        from s2i_model.imagine import Translator
+
+        return Translator.load(Path(run), str(device))
+    from s2i_model.nets.aivae import MODELS
+
+    _, state = model_state(run, dev)
+    cfg = state["config"]
+    vae = MODELS[model](cfg["latent"], cfg["width"])
+    vae.load_state_dict(state["vae"])
+    return VaeModel(model, vae.to(dev).eval(), Normalizer(**state["normalizer"]), dev, build_record(state))

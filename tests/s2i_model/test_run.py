@@ -100,3 +100,31 @@ def test_cached_embeddings_follow_the_build(resampled):
     assert any("another build" in s for s in said), said
     assert checkpoint.load(run / EMBEDDINGS)["fingerprint"] == again["fingerprint"] == "0123456789abcdef"
     torch.testing.assert_close(again["train"]["emb"], same["train"]["emb"])  # same samples, recomputed
+
+
+@pytest.mark.parametrize("record", [{"segment_seconds": "1; rm -rf /"}, {"sample_rate": 0}, {"segment_seconds": 1e9},
+                                    {"sample_rate": [16000]}])
+def test_a_checkpoints_build_record_is_checked_before_it_reaches_ffmpeg(record):
+    from s2i_model.run import build_record
+
+    with pytest.raises(RunError, match="build record is not usable"):
+        build_record({"build": record})
+    assert build_record({})["sample_rate"] == 16000  # runs from before the record: 1 s at 16 kHz
+
+
+def test_a_build_json_without_usable_settings_is_one_line(tiny_build, tmp_path):
+    import json
+    import shutil
+
+    from s2i_data.readers import SampleError
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_build, bad)
+    meta = json.loads((bad / "build.json").read_text())
+    meta["config"]["segment_seconds"] = "one"
+    (bad / "build.json").write_text(json.dumps(meta))
+    with pytest.raises(SampleError, match="lack usable settings"):
+        Build.open(bad)
+    res = s2i_model("train-autoencoder", "--data", bad, "--run", tmp_path / "run", "--device", "cpu")
+    out = (res.stdout + res.stderr).strip()
+    assert res.returncode != 0 and "Traceback" not in out and "internal error" not in out and "usable settings" in out, out
