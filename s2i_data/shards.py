@@ -209,18 +209,23 @@ def _video_samples(video: dict, decoded: media.Decoded, cfg: dict) -> tuple[dict
     return good, bad
 
 
-def _encode(shard: str, key: str, m: dict, cfg: dict) -> dict:
-    """One sample's tar members as bytes."""
-    ext = "png" if cfg["image_format"] == "png" else "jpg"
+def _encoded(shard: str, key: str, encode):
+    """``encode()``, its error naming the shard and the sample, webdataset-style."""
     try:
-        record = {"__key__": key, "mel.npy": encode_npy(m["mel.npy"]),
-                  ext: encode_image(m["image"], cfg["image_format"]),
-                  "cls": str(int(m["cls"])).encode("ascii"),
-                  "json": json.dumps(m["json"], sort_keys=True).encode("utf-8")}
-        if "flac" in m:
-            record["flac"] = encode_flac(m["flac"], cfg["sample_rate"])
-    except Exception as e:  # name the key and the member type, webdataset-style
+        return encode()
+    except Exception as e:
         raise ValueError(f"{shard}: cannot encode sample {key}: {type(e).__name__}: {e}") from e
+
+
+def _members(key: str, m: dict, cfg: dict) -> dict:
+    """A sample's tar members as bytes, all but its log-mel (encoded as it is written: as an
+    array it is also what the shard's statistics read, and held once it costs half the memory)."""
+    ext = "png" if cfg["image_format"] == "png" else "jpg"
+    record = {"__key__": key, ext: encode_image(m["image"], cfg["image_format"]),
+              "cls": str(int(m["cls"])).encode("ascii"),
+              "json": json.dumps(m["json"], sort_keys=True).encode("utf-8")}
+    if "flac" in m:
+        record["flac"] = encode_flac(m["flac"], cfg["sample_rate"])
     return record
 
 
@@ -238,7 +243,7 @@ def _import_writers() -> None:
 def write_shard(task: ShardTask, out: str, cfg: dict) -> dict:
     """Extract every video of the shard once, write the tar atomically, then its stats file."""
     t0 = time.time()
-    records: dict[str, tuple[dict, np.ndarray]] = {}  # key: (tar members as bytes, log-mel)
+    records: dict[str, tuple[dict, np.ndarray]] = {}  # key: (other tar members as bytes, log-mel)
     failed: list[dict] = []
     videos_failed: dict[str, str] = {}
     # The next video decodes (its own ffmpeg process) while this one's log-mels and images are
@@ -256,7 +261,7 @@ def write_shard(task: ShardTask, out: str, cfg: dict) -> dict:
             except media.MediaError as e:
                 good, bad = {}, {s["key"]: str(e) for s in video["samples"]}
             for key, m in good.items():
-                records[key] = (_encode(task.name, key, m, cfg), m["mel.npy"])
+                records[key] = (_encoded(task.name, key, lambda: _members(key, m, cfg)), m["mel.npy"])
             for key, reason in bad.items():
                 failed.append({"key": key, "video_id": video["video_id"], "reason": reason})
                 videos_failed.setdefault(video["video_id"], reason)
@@ -274,7 +279,8 @@ def write_shard(task: ShardTask, out: str, cfg: dict) -> dict:
             if key not in records:
                 continue
             record, mel = records[key]
-            writer.write(record)
+            # the member order in the tar is TarWriter's (sorted names), not this dict's
+            writer.write({**record, "mel.npy": _encoded(task.name, key, lambda: encode_npy(mel))})
             mel_stats.add(mel)  # in write order: float sums depend on it
             written += 1
         writer.close()
