@@ -315,18 +315,21 @@ def probe_many(paths: list[str], timeout: float = 300.0) -> list[Probe | None]:
     if run.returncode != 0 or _TROUBLE.search(stderr):
         return none
     stderr = "\n".join(ln[7:] if ln.startswith("[info] ") else ln for ln in stderr.splitlines())
-    packets = _parse_packets(run.stdout.decode("ascii", "replace"))
-    out: list[Probe | None] = []
-    first = 0  # output index of this file's first stream
-    for k in range(len(paths)):
-        duration, streams = _parse_header(stderr, k)
-        n = len(_mapped(streams))
-        mine = {i - first: span for i, span in packets.items() if first <= i < first + n}
-        first += n
-        try:
-            out.append(_describe(duration, streams, mine, ""))
-        except MediaError:
-            out.append(None)
+    try:
+        packets = _parse_packets(run.stdout.decode("ascii", "replace"))
+        out: list[Probe | None] = []
+        first = 0  # output index of this file's first stream
+        for k in range(len(paths)):
+            duration, streams = _parse_header(stderr, k)
+            n = len(_mapped(streams))
+            mine = {i - first: span for i, span in packets.items() if first <= i < first + n}
+            first += n
+            try:
+                out.append(_describe(duration, streams, mine, ""))
+            except MediaError:
+                out.append(None)
+    except Exception:  # noqa: BLE001 - text this parser did not expect: each file's own probe
+        return none  # meets it again and answers (or fails) the way a single file always has
     if any(i >= first for i in packets):
         return none  # packets of more streams than the headers name: a section was misread
     return out
