@@ -7,15 +7,23 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.s2i-installed
 DEMO   ?= data/demo
 WORKERS ?= 0
-# make train: stage 1 then stage 2 (re-running a finished run does nothing; a killed one resumes)
+# make train: stage 1 then stage 2 (re-running a finished run does nothing; a killed one resumes);
+# MODEL=aivae|aivaegan trains a comparison model instead (docs/models.md), one stage, its paper's
+# defaults: EPOCHS=100, BATCH=128, LATENT=64, ALPHA=2 (aivaegan), LR= to override the paper's rate
+MODEL      ?= s2i
 EMB        ?= 512
 DATA       ?= data/vegas5
-RUN        ?= runs/emb$(EMB)
+RUN        ?= $(if $(filter s2i,$(MODEL)),runs/emb$(EMB),runs/$(MODEL))
+LATENT     ?= 64
+ALPHA      ?= 2
+EPOCHS     ?= 100
+GRID_EVERY ?= 10
+LR         ?=
 WIDTH      ?= 1.0
 EPOCHS_AE  ?= 1000
 EPOCHS_GAN ?= 4000
 LOADERS    ?= 4
-BATCH      ?= 64
+BATCH      ?= $(if $(filter s2i,$(MODEL)),64,128)
 OPT        ?= sgd
 LAM        ?= 0.1
 MA_K       ?= 10
@@ -37,6 +45,7 @@ help:
 	@echo "make test   set up .venv and run the test suite"
 	@echo "make test-fast  the same without the minute-long tests (pytest -m 'not slow')"
 	@echo "make train  EMB=512 DATA=data/vegas5 RUN=runs/emb512 [NPROC=8 WIDTH= EPOCHS_AE= EPOCHS_GAN= LAM= MA_K= PRECISION=fp32|bf16|fp16 DATA_ON_DEVICE=auto|on|off]"
+	@echo "make train  MODEL=aivae|aivaegan DATA=data/vegas5 RUN=runs/aivae [ALPHA=2 LATENT=64 EPOCHS=100 BATCH=128 WIDTH= LR= NPROC=]"
 	@echo "make sweep  EMBS=\"128 256 512 1024 2048\" DATA=data/vegas5 RUNS=runs/sweep [INFORMATIVITY=dir]"
 	@echo "make bench  run the benchmarks (figures go to docs/performance.md by hand)"
 
@@ -62,6 +71,7 @@ demo: setup
 	@echo "pictures imagined from held-out test sounds (real frame first) in $(DEMO)/imagined-test.png"
 
 train: setup
+ifeq ($(MODEL),s2i)
 	$(S2I_MODEL) train-autoencoder --data $(DATA) --run-dir $(RUN) --emb $(EMB) --width $(WIDTH) \
 		--epochs $(EPOCHS_AE) --batch-size $(BATCH) --optimizer $(OPT) --workers $(LOADERS) \
 		--precision $(PRECISION) --data-on-device $(DATA_ON_DEVICE)
@@ -69,6 +79,14 @@ train: setup
 		--batch-size $(BATCH) --optimizer $(OPT) --lam $(LAM) --ma-k $(MA_K) --workers $(LOADERS) \
 		--precision $(PRECISION) --data-on-device $(DATA_ON_DEVICE) \
 		$(if $(INFORMATIVITY),--informativity $(INFORMATIVITY))
+else ifneq ($(filter $(MODEL),aivae aivaegan),)
+	$(S2I_MODEL) train-$(MODEL) --data $(DATA) --run-dir $(RUN) --latent $(LATENT) --width $(WIDTH) \
+		--epochs $(EPOCHS) --batch-size $(BATCH) --workers $(LOADERS) --grid-every $(GRID_EVERY) \
+		--precision $(PRECISION) --data-on-device $(DATA_ON_DEVICE) \
+		$(if $(filter $(MODEL),aivaegan),--alpha $(ALPHA)) $(if $(LR),--lr $(LR))
+else
+	@echo "MODEL must be s2i, aivae or aivaegan, not '$(MODEL)'" >&2; exit 2
+endif
 
 # Each size is its own make train (so a finished size is skipped and a killed one resumes),
 # evaluated with the one real-frame classifier kept in RUNS, then the report over all of them.

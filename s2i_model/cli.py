@@ -155,6 +155,71 @@ def train_translator(
         _fail(str(e), 1)
 
 
+def _train_vae(model: str, **kw) -> None:
+    from s2i_model.run import RunError
+    from s2i_model.train.aivae import AivaeConfig, AivaeganConfig, train_vae
+
+    _check_data(kw["data"])
+    cfg = (AivaeganConfig if model == "aivaegan" else AivaeConfig)(**kw)
+    try:
+        train_vae(cfg, log=lambda m: console.print(m, highlight=False))
+    except (RunError, ValueError) as e:
+        _fail(str(e), 1)
+
+
+_RUN_HELP = ("run folder (checkpoint, metrics, grids); resumed if it exists (--run-dir under torchrun, whose own "
+             "parser claims --run)")
+
+
+@app.command("train-aivae")
+def train_aivae(
+    data: str = typer.Option(..., help="an s2i-data build: a folder or an fsspec URL (s3://, gs://, ...)"),
+    run: Path = typer.Option(..., "--run", "--run-dir", help=_RUN_HELP),
+    latent: int = typer.Option(64, help="latent size (the paper's 64)"),
+    width: float = typer.Option(1.0, help="channel width multiplier (1.0: the paper's widths)"),
+    epochs: int = typer.Option(100), batch_size: int = typer.Option(128), lr: float = typer.Option(1e-3),
+    grid_every: int = typer.Option(10, help="epochs between validation image grids"),
+    seed: int = typer.Option(0), workers: int = typer.Option(2), device: str = typer.Option("auto"),
+    shard_url: str = typer.Option("", help='open shards through a template, e.g. "pipe:curl -s https://host/b/{shard}"'),
+    cache_dir: str = typer.Option("", help="keep remote shards here after their first read"),
+    skip_bad_samples: bool = typer.Option(False, help="count, log and skip damaged samples or shards instead of stopping"),
+    precision: str = typer.Option("fp32", help="fp32, bf16 or fp16 (autocast; fp16 GPU only)"),
+    sync_bn: bool = typer.Option(True, "--sync-bn/--no-sync-bn", help="under DDP on GPUs: BatchNorm statistics over the global batch"),
+    data_on_device: str = typer.Option("auto", help="auto | on | off: hold the split in device memory (auto: when it fits)"),
+) -> None:
+    """AIVAE (paper 002): a VAE from the sound to its picture, trained on the ELBO (docs/models.md)."""
+    _train_vae("aivae", data=str(data), run=str(run), latent=latent, width=width, epochs=epochs, batch_size=batch_size,
+               lr=lr, grid_every=grid_every, seed=seed, workers=workers, device=device, shard_url=shard_url,
+               cache_dir=cache_dir, skip_bad_samples=skip_bad_samples, precision=precision, sync_bn=sync_bn,
+               data_on_device=data_on_device)
+
+
+@app.command("train-aivaegan")
+def train_aivaegan(
+    data: str = typer.Option(..., help="an s2i-data build: a folder or an fsspec URL (s3://, gs://, ...)"),
+    run: Path = typer.Option(..., "--run", "--run-dir", help=_RUN_HELP),
+    alpha: float = typer.Option(2.0, help="weight of the reconstruction term (the paper: 0.2, 0.5, 1, 2)"),
+    latent: int = typer.Option(64, help="latent size (the paper's 64)"),
+    width: float = typer.Option(1.0, help="channel width multiplier (1.0: the paper's widths)"),
+    epochs: int = typer.Option(100), batch_size: int = typer.Option(128),
+    lr: float = typer.Option(2e-4, help="the generator's (encoder + decoder) learning rate"),
+    lr_d: float = typer.Option(2e-4, help="the discriminator's learning rate"),
+    grid_every: int = typer.Option(10, help="epochs between validation image grids"),
+    seed: int = typer.Option(0), workers: int = typer.Option(2), device: str = typer.Option("auto"),
+    shard_url: str = typer.Option("", help='open shards through a template, e.g. "pipe:curl -s https://host/b/{shard}"'),
+    cache_dir: str = typer.Option("", help="keep remote shards here after their first read"),
+    skip_bad_samples: bool = typer.Option(False, help="count, log and skip damaged samples or shards instead of stopping"),
+    precision: str = typer.Option("fp32", help="fp32, bf16 or fp16 (autocast; fp16 GPU only)"),
+    sync_bn: bool = typer.Option(True, "--sync-bn/--no-sync-bn", help="under DDP on GPUs: BatchNorm statistics over the global batch"),
+    data_on_device: str = typer.Option("auto", help="auto | on | off: hold the split in device memory (auto: when it fits)"),
+) -> None:
+    """AIVAEGAN (paper 002): AIVAE's deeper variant against an image discriminator (docs/models.md)."""
+    _train_vae("aivaegan", data=str(data), run=str(run), alpha=alpha, latent=latent, width=width, epochs=epochs,
+               batch_size=batch_size, lr=lr, lr_d=lr_d, grid_every=grid_every, seed=seed, workers=workers,
+               device=device, shard_url=shard_url, cache_dir=cache_dir, skip_bad_samples=skip_bad_samples,
+               precision=precision, sync_bn=sync_bn, data_on_device=data_on_device)
+
+
 @app.command()
 def imagine(
     source: Optional[Path] = typer.Argument(None, help="an audio or video file (wav, flac, mp3, ogg, mp4, mov, ...) or a folder"),
@@ -177,15 +242,16 @@ def imagine(
 
     Exit status with a folder: 0 when at least one file was imagined, 1 when none was.
     """
-    from s2i_model.imagine import ImagineError, Translator, imagine_file, imagine_folder, imagine_split, media_files
-    from s2i_model.run import RunError
+    from s2i_model.checkpoint import CheckpointError
+    from s2i_model.imagine import ImagineError, imagine_file, imagine_folder, imagine_split, media_files
+    from s2i_model.run import RunError, load_model
 
     if data is not None:  # a grid from a build's own held-out sounds, real frame first
         _check_data(data)
         try:
-            grid = imagine_split(Translator.load(run, device), data, split, output or Path(f"{split}.imagined.png"),
+            grid = imagine_split(load_model(run, device), data, split, output or Path(f"{split}.imagined.png"),
                                  n=n, seed=seed)
-        except (RunError, ImagineError, ValueError) as e:
+        except (RunError, ImagineError, ValueError, CheckpointError) as e:
             _fail(str(e))
             return
         print(grid)
@@ -197,8 +263,8 @@ def imagine(
     if source.is_dir() and out_dir is None:
         _fail("a folder needs --out-dir (a grid per file is written there)")
     try:
-        tr = Translator.load(run, device)
-    except RunError as e:
+        tr = load_model(run, device)
+    except (RunError, CheckpointError) as e:
         _fail(str(e))
         return
     if source.is_dir():
@@ -354,7 +420,7 @@ def _run_data(run: Path) -> Path:
     from s2i_model import run as run_folder
 
     try:
-        state = run_folder.translator_state(run)
+        _, state = run_folder.model_state(run)
     except (run_folder.RunError, run_folder.checkpoint.CheckpointError) as e:
         _fail(str(e), 1)
     return str(state["config"]["data"])

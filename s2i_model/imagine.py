@@ -3,7 +3,9 @@
 The sound goes through the very front end the shards were built with (`s2i_data.media` to decode
 and `s2i_data.features` for the log-mel), cut into the windows of the build the run learnt from
 (its checkpoint records segment seconds and sample rate: 1 s at 16 kHz for S2I); each window's embedding is
-turned into n images by the generator, whose test-time dropout makes them differ.
+turned into n images by the generator, whose test-time dropout makes them differ. Any model that
+offers `model.SoundToImage` with a ``norm`` and a ``window`` (`run.load_model`: S2I's `Translator`,
+AIVAE, AIVAEGAN) is imagined from the same way.
 
 Files come from anywhere, so a name is only ever a local file (`media.as_input`: ``concat:x.mp4``
 is a file called that, not an ffmpeg protocol), a recording of any length is decoded as a stream
@@ -30,7 +32,7 @@ from s2i_model.data import Normalizer, tensor_to_image
 from s2i_model import run as run_folder
 from s2i_model.device import pick_device
 from s2i_model.grid import save_grid
-from s2i_model.model import seeded_pictures
+from s2i_model.model import SoundToImage, seeded_pictures
 
 AUDIO_EXTENSIONS = frozenset({"wav", "flac", "mp3", "ogg", "oga", "opus", "m4a", "aac", "wma", "aiff", "aif"})
 SILENCE = 1e-4  # peak amplitude under which there is nothing to hear
@@ -87,6 +89,20 @@ class Translator:
         chunks = [x.float().clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 1, 3, 4, 2).cpu().numpy()
                   for x in seeded_pictures(self.generator, z, n, seed, per_call)]
         return np.concatenate(chunks)
+
+
+@torch.no_grad()
+def picture_bytes(model: SoundToImage, mels: torch.Tensor, n: int, seed: int = 0, per_call: int = 8) -> np.ndarray:
+    """uint8 [windows, n, H, W, 3] from any model: `model.sound_pictures` on ``per_call`` pictures'
+    worth of windows at a time (at least one), each call's floats turned into bytes at once, so a
+    long file never holds its pictures as floats nor more than one call's activations (for S2I:
+    `Translator.pictures`' bytes; bench/imagine.py). Seeded once, as `seeded_pictures` does: the
+    same windows, n and seed give the same pictures whatever ``per_call``."""
+    torch.manual_seed(seed)
+    step = max(1, per_call // max(n, 1))
+    chunks = [model.sound_pictures(mels[i:i + step], n, None).float().clamp(-1, 1).add(1).mul(127.5).round()
+              .byte().permute(0, 1, 3, 4, 2).cpu().numpy() for i in range(0, len(mels), step)]
+    return np.concatenate(chunks)
 
 
 def _whole_windows(samples: int, seconds: float, sr: int) -> int:
@@ -210,13 +226,13 @@ def media_files(folder: Path) -> list[Path]:
                   and not p.name.startswith("."))
 
 
-def imagine_file(tr: Translator, path: Path, n: int, grid: Path, out_dir: Path | None = None,
+def imagine_file(tr: SoundToImage, path: Path, n: int, grid: Path, out_dir: Path | None = None,
                  max_windows: int = 60, seed: int = 0, prefix: str | None = None) -> Path:
     """The grid of a file (a row per window), and with ``out_dir`` every picture in it as
     ``{prefix}{start:07.1f}s_{k}.png`` (``prefix`` defaults to ``{stem}_``)."""
     seconds, sample_rate = tr.window
     mels, starts = sound_windows(path, seconds, max_windows=max_windows, sample_rate=sample_rate)
-    imgs = tr.pictures(tr.embed(mels), n, seed, per_call=PICTURES_PER_CALL)
+    imgs = picture_bytes(tr, torch.stack([tr.norm(m) for m in mels]), n, seed, per_call=PICTURES_PER_CALL)
     rows = [(f"{t:g}-{t + seconds:g} s", None, list(imgs[i])) for i, t in enumerate(starts)]
     save_grid(rows, grid)
     if out_dir is not None:
@@ -246,7 +262,7 @@ def _name_max(folder: Path) -> int:
         return 255
 
 
-def imagine_folder(tr: Translator, folder: Path, out_dir: Path, n: int = 8, max_windows: int = 60,
+def imagine_folder(tr: SoundToImage, folder: Path, out_dir: Path, n: int = 8, max_windows: int = 60,
                    seed: int = 0) -> Iterator[tuple[Path, Path | None, str]]:
     """Every audio or video file under ``folder`` (see `folder_outputs` for the names): yields
     ``(file, grid, "")`` for each file done and ``(file, None, reason)`` for each one skipped (not
@@ -269,7 +285,7 @@ def imagine_folder(tr: Translator, folder: Path, out_dir: Path, n: int = 8, max_
             yield path, None, f"{path}: cannot write its pictures: {e.strerror or e} ({e.filename})"
 
 
-def imagine_split(tr: Translator, data: Build | str | Path, split: str, out: Path, n: int = 4, per_class: int = 2,
+def imagine_split(tr: SoundToImage, data: Build | str | Path, split: str, out: Path, n: int = 4, per_class: int = 2,
                   seed: int = 0) -> Path:
     """A grid from a built split's own sounds: a row per sound, its real frame then n pictures
     (the first ``per_class`` samples of every class, by key)."""

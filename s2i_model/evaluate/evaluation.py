@@ -24,7 +24,6 @@ from s2i_data.readers import Build, build_file
 
 from s2i_model import checkpoint
 from s2i_model import run as run_folder
-from s2i_model.model import seeded_pictures
 from s2i_model.data import ShardStream
 from s2i_model.evaluate.fid import InceptionFeatures, frechet_distance, kernel_distance
 from s2i_model.evaluate.history import aggregates, informativity_history, pixel_loss_ma, read_rows
@@ -136,14 +135,14 @@ def measure(pictures, data: Build | str | Path, split: str, proxy: torch.nn.Modu
 
 def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
     run = Path(cfg.run)
-    state = run_folder.translator_state(run)
+    model, state = run_folder.model_state(run)
     data = cfg.data or state["config"]["data"]
     if not storage.exists(build_file(data, "stats.json")):
         raise ValueError(f"{data} holds no s2i-data build (no stats.json): give the build with --data")
     build = run_folder.check_build(Build.open(data, skip_bad=cfg.skip_bad_samples))
     judges_path = str(Path(cfg.informativity) / JUDGES_FILE) if cfg.informativity else ""
     ident = {"config": {k: v for k, v in asdict(cfg).items() if k not in ("device", "batch_sounds", "skip_bad_samples")},
-             "translator_epoch": state["epoch"], "translator": _stamp(str(run / run_folder.TRANSLATOR)),
+             "translator_epoch": state["epoch"], "translator": _stamp(str(run / run_folder.MODEL_FILES[model])),
              "judges": _stamp(judges_path) if judges_path else [],
              "data": data if storage.is_remote(data) else str(Path(data).resolve())}
     out_path = run / RESULT
@@ -155,7 +154,7 @@ def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
 
     # ---- the judges: informativity classifiers, the real-frame classifier, Inception
     classes = build.classes
-    tr = Translator.load(run, cfg.device)
+    tr = run_folder.load_model(run, cfg.device)
     dev = str(tr.device)
     judges = Judges.load(Path(cfg.informativity), dev) if cfg.informativity else None
     proxy = frame_classifier(build, len(classes), Path(cfg.proxy_cache) if cfg.proxy_cache else run / "frame-classifier.pt",
@@ -167,9 +166,9 @@ def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
     zs: list = []
 
     def pictures(mels: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        z = tr.encoder(mels)
-        zs.append(z.float().cpu())
-        return next(seeded_pictures(tr.generator, z, n, seed=None)).flatten(0, 1).float().cpu()
+        if isinstance(tr, Translator):  # the embeddings too, for the ceiling (the encoder draws no noise)
+            zs.append(tr.encoder(mels).float().cpu())
+        return tr.sound_pictures(mels, n, seed=None).flatten(0, 1).float().cpu()
 
     measured = measure(pictures, build, cfg.split, proxy, classes, n, tr.norm, dev, cfg.batch_sounds, cfg.seed,
                        judges, inception)
@@ -178,7 +177,7 @@ def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
     # ---- the ceiling: how well the sounds' embeddings alone tell the classes (nearest centroid
     # and nearest neighbour among the train embeddings cached by the trainer)
     cached = checkpoint.load(run / run_folder.EMBEDDINGS) if (run / run_folder.EMBEDDINGS).exists() else None
-    if cached and "train" in cached and len(cached["train"]["keys"]):
+    if cached and zs and "train" in cached and len(cached["train"]["keys"]):
         ceiling = separability(cached["train"]["emb"].float(), cached["train"]["cls"], torch.cat(zs),
                                measured["sound_cls"])
     else:
@@ -189,7 +188,9 @@ def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
     hist = informativity_history(rows)
     result = {
         "ident": ident, "run": str(run), "data": str(data), "split": cfg.split, "samples_per_sound": n,
-        "emb": state["autoencoder"]["emb"], "width": state["autoencoder"]["width"], "epoch": state["epoch"],
+        "model": model,
+        "emb": state["autoencoder"]["emb"] if model == "s2i" else state["config"]["latent"],
+        "width": (state["autoencoder"] if model == "s2i" else state["config"])["width"], "epoch": state["epoch"],
         "classes": classes, "per_class": per_class, "mean": mean, "proxies": proxies,
         "embedding_separability": ceiling,
         "informativity_judges": cfg.informativity or None,

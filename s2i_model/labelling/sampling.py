@@ -19,7 +19,7 @@ from s2i_data import storage
 from s2i_data.readers import Build
 
 from s2i_model.data import ShardStream, tensor_to_image
-from s2i_model.imagine import Translator
+from s2i_model.run import load_model
 from s2i_model.labelling.store import POOL_CSV, append_pool_rows, read_pool
 
 
@@ -34,7 +34,7 @@ def sample_pool(run: Path, data: Build | str | Path, split: str, n: int, out: Pa
     gives a second picture only when every sound of its class has given one)."""
     data = Build.open(data)
     classes = data.classes
-    tr = Translator.load(run, device)
+    tr = load_model(run, device)
     by_class: dict[int, list[tuple[str, torch.Tensor]]] = {}
     for mel, _, cls, key in ShardStream(data, split, tr.norm, shuffle=False):
         by_class.setdefault(cls, []).append((key, mel))

@@ -1,0 +1,281 @@
+"""AIVAE and AIVAEGAN (paper 002, SPEC 6.1) trained on the same shards as S2I, in one stage.
+
+AIVAE minimises the ELBO of eq. (3): −log p(i|f) (a Bernoulli likelihood of the picture, the
+paper's sigmoid output: binary cross-entropy summed over pixels, per sample) + KL(q(f|a) ‖ N(0, I)).
+AIVAEGAN adds an unconditional image discriminator D (eq. 4): each batch D takes one step on
+real frames against the generator's pictures, then the generator (encoder + decoder) one step on
+the non-saturating GAN term + α·reconstruction + KL, with D frozen as in the S2I translator
+(`translator.frozen`: no gradient to D, its BatchNorm on running statistics).
+
+One loop, top to bottom, with the S2I trainers' machinery: `run.open_build` (the build checked
+against the nets), `ShardStream` / `resident` (the same batches streamed or held on the device),
+`distributed` (DDP under torchrun), `runtime` (seeds, RNG states, AMP, refusal of non-finite
+losses), `checkpoint` (atomic, weights-only) and `MetricsLog`. Re-running the same command
+resumes from RUN/<model>.pt and reaches the state an uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from s2i_model import checkpoint
+from s2i_model.data import Normalizer, ShardStream
+from s2i_model.nets.aivae import MODELS, ImageDiscriminator, kl_divergence, to_picture
+from s2i_model.run import MODEL_FILES, open_build
+from s2i_model.train import distributed, resident
+from s2i_model.train.autoencoder import set_hyperparameters
+from s2i_model.train.metrics import MetricsLog
+from s2i_model.train.runtime import (TrainingError, autocast, check_precision, grad_scaler, prepare_model, rng_state,
+                                     seed_everything, set_rng_state, update)
+from s2i_model.train.translator import draw_grid, frozen
+
+
+@dataclass
+class AivaeConfig:
+    """AIVAE with the paper's settings (section 5.2): latent 64, Adam 1e-3, batch 128, 100 epochs."""
+
+    model: ClassVar[str] = "aivae"
+    data: str = "data/vegas5"
+    run: str = "runs/aivae"
+    latent: int = 64
+    width: float = 1.0  # channel multiplier (1.0: the paper's widths)
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 1e-3
+    beta1: float = 0.9  # Adam's default: the paper names Adam and no betas
+    seed: int = 0
+    workers: int = 2
+    shuffle_buffer: int = 1000
+    shard_url: str = ""
+    cache_dir: str = ""
+    skip_bad_samples: bool = False
+    grid_every: int = 10  # epochs between image grids of fixed validation sounds (ours)
+    grid_sounds_per_class: int = 2
+    grid_images: int = 4
+    device: str = "auto"
+    precision: str = "fp32"
+    sync_bn: bool = True
+    data_on_device: str = "auto"
+    max_steps: int = 0
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, **dataclasses.asdict(self)}
+
+
+@dataclass
+class AivaeganConfig(AivaeConfig):
+    """AIVAEGAN: Adam 2e-4 for the generator and D, α = 2 (the paper's best, Table 5)."""
+
+    model: ClassVar[str] = "aivaegan"
+    run: str = "runs/aivaegan"
+    lr: float = 2e-4
+    lr_d: float = 2e-4
+    alpha: float = 2.0  # weight of the reconstruction term; the paper tries 0.2, 0.5, 1, 2
+
+
+ALPHAS = (0.2, 0.5, 1.0, 2.0)
+
+
+def reconstruction(logits: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """−log p(i|f) under the paper's sigmoid (Bernoulli) decoder: cross-entropy against the frame
+    rescaled to [0, 1], summed over pixels, mean over the batch."""
+    target = (image + 1) / 2
+    return F.binary_cross_entropy_with_logits(logits.float(), target, reduction="sum") / image.shape[0]
+
+
+class _Pictures(torch.nn.Module):
+    """The VAE as a picture maker (mel → one picture per row), for `translator.draw_grid`."""
+
+    def __init__(self, vae: torch.nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.vae.pictures(mel)
+
+
+def _grid_sounds(cfg: AivaeConfig, build, norm: Normalizer) -> list[tuple]:
+    """The first few validation sounds of each class (by key): (key, frame, mel, class)."""
+    per: dict[int, list[tuple]] = {}
+    for mel, img, c, key in sorted(ShardStream(build, "val", norm, shuffle=False), key=lambda s: s[3]):
+        if len(per.setdefault(c, [])) < cfg.grid_sounds_per_class:
+            per[c].append((key, img, mel, c))
+    return [r for c in sorted(per) for r in per[c]]
+
+
+def train_vae(cfg: AivaeConfig, log=print) -> dict:
+    kind = cfg.model
+    gan = kind == "aivaegan"
+    run = Path(cfg.run)
+    path = run / MODEL_FILES[kind]
+    # ---- set-up: processes (DDP under torchrun), device, seeds, data, networks, optimisers
+    d, device = distributed.setup(cfg.device)
+    log = log if d.main else (lambda *_: None)
+    batch = distributed.per_rank_batch(cfg.batch_size, d)
+    if gan and cfg.alpha < 0:
+        raise ValueError(f"--alpha must be at least 0 (the paper's: {', '.join(f'{a:g}' for a in ALPHAS)}), not {cfg.alpha:g}")
+    if cfg.latent < 1 or cfg.width <= 0:
+        raise ValueError("--latent must be at least 1 and --width above 0")
+    seed_everything(cfg.seed + d.rank)
+    build = open_build(cfg)
+    norm = Normalizer.from_build(build)
+    train_ds = ShardStream(build, "train", norm, cfg.seed, shuffle=True, buffer=cfg.shuffle_buffer,
+                           rank=d.rank, world=d.world)
+    val_ds = ShardStream(build, "val", norm, cfg.seed, shuffle=False, rank=d.rank, world=d.world, equal=False)
+    check_precision(cfg.precision, device)
+    vae = prepare_model(MODELS[kind](cfg.latent, cfg.width), device)
+    opt = torch.optim.Adam(vae.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    scaler = grad_scaler(device, cfg.precision)
+    D = opt_d = scaler_d = None
+    if gan:
+        D = prepare_model(ImageDiscriminator(cfg.width), device)
+        opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, 0.999))
+        scaler_d = grad_scaler(device, cfg.precision)
+    start = 0
+
+    # ---- resume: everything the next epoch depends on
+    if d.main:
+        checkpoint.remove_stray(run)
+    saved_rng = None
+    state = checkpoint.load(path, device, log)
+    if state is not None:
+        old = state["config"]
+        for k in ("latent", "width", "data"):
+            if old[k] != getattr(cfg, k):
+                raise TrainingError(f"{path} was trained with {k}={old[k]!r}, not {getattr(cfg, k)!r}; use another --run")
+        vae.load_state_dict(state["vae"])
+        opt.load_state_dict(state["opt"])
+        set_hyperparameters(opt, lr=cfg.lr)
+        if gan:
+            D.load_state_dict(state["D"])
+            opt_d.load_state_dict(state["opt_d"])
+            set_hyperparameters(opt_d, lr=cfg.lr_d)
+        for s, name in ((scaler, "scaler"), (scaler_d, "scaler_d")):
+            if s is not None and state.get(name):
+                s.load_state_dict(state[name])
+        saved_rng = distributed.my_rng(state["rng"], d)
+        start = state["epoch"]
+    if start >= cfg.epochs:
+        log(f"{kind} already trained for {start} epochs in {run}: nothing to do")
+        return state
+    held = resident.hold(cfg.data_on_device, {"train": train_ds, "val": val_ds}, device, mel=True, image=True,
+                         workers=cfg.workers, log=log)
+    metrics = MetricsLog(run, kind, start) if d.main else None
+    grid_rows = _grid_sounds(cfg, build, norm) if d.main and cfg.grid_every > 0 else []
+    vae = distributed.wrap(vae, d, device, cfg.sync_bn)
+    if gan:
+        D = distributed.wrap(D, d, device, cfg.sync_bn)
+    if note := distributed.sync_bn_note(d, device, cfg.sync_bn):
+        log(note)
+    if saved_rng is not None:  # restored last: reading data above may draw (webdataset's seeds)
+        set_rng_state(saved_rng)
+    alpha = cfg.alpha if gan else 1.0
+
+    for epoch in range(start, cfg.epochs):
+        # ---- train one epoch
+        vae.train()
+        if gan:
+            D.train()
+        train_ds.set_epoch(epoch)
+        train_ds.skipped.value = 0
+        t0 = time.time()
+        sums = {"recon": 0.0, "kl": 0.0, "loss": 0.0, "adv": 0.0, "d": 0.0}
+        n = 0
+        for step, (mel, img, _, _) in enumerate(resident.batches(train_ds, held["train"], batch, cfg.workers)):
+            if cfg.max_steps and step >= cfg.max_steps:
+                break
+            if mel.shape[0] < 2:  # a last batch of one: BatchNorm cannot train on it
+                continue
+            mel, img = mel.to(device, non_blocking=True), img.to(device, non_blocking=True)
+            with autocast(device, cfg.precision):
+                logits, mu, logvar = vae(mel)
+                recon = reconstruction(logits, img)
+                kl = kl_divergence(mu.float(), logvar.float())
+            adv = torch.zeros((), device=device)
+            if gan:
+                fake = to_picture(logits.float())
+                # ---- D: real frames against the generator's pictures, one balanced batch (one
+                # forward, as DDP wants), the paper's sigmoid cross-entropy
+                with autocast(device, cfg.precision):
+                    d_real, d_fake = D(torch.cat([img, fake.detach()])).float().chunk(2)
+                    loss_d = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+                              + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+                update(opt_d, loss_d, "discriminator", epoch, step, d, scaler_d)
+                distributed.average_buffers(D, d)
+                sums["d"] += loss_d.item() * mel.shape[0]
+                # ---- the generator's GAN term, non-saturating (−log D(G(f))), D frozen
+                with autocast(device, cfg.precision), frozen(distributed.unwrap(D)) as Df:
+                    score = Df(fake).float()
+                adv = F.binary_cross_entropy_with_logits(score, torch.ones_like(score))
+            loss = adv + alpha * recon + kl
+            update(opt, loss, kind, epoch, step, d, scaler)
+            b = mel.shape[0]
+            sums["recon"] += recon.item() * b
+            sums["kl"] += kl.item() * b
+            sums["adv"] += adv.item() * b
+            sums["loss"] += loss.item() * b
+            n += b
+        seconds = time.time() - t0
+
+        # ---- validate: the ELBO's two terms on the val split
+        vae.eval()
+        vrec, vkl, vn = 0.0, 0.0, 0
+        with torch.no_grad():  # each rank its own shards, through the bare module: no collectives
+            for mel, img, _, _ in resident.batches(val_ds, held["val"], batch, cfg.workers):
+                mel, img = mel.to(device), img.to(device)
+                with autocast(device, cfg.precision):
+                    logits, mu, logvar = distributed.unwrap(vae)(mel)
+                vrec += reconstruction(logits, img).item() * mel.shape[0]
+                vkl += kl_divergence(mu.float(), logvar.float()).item() * mel.shape[0]
+                vn += mel.shape[0]
+
+        # ---- log, image grid, checkpoint (sums over ranks; rank 0 writes)
+        keys = list(sums)
+        totals = distributed.all_sum(d, [sums[k] for k in keys] + [n, vrec, vkl, vn])
+        sums = dict(zip(keys, totals[:len(keys)]))
+        n, vrec, vkl, vn = int(totals[len(keys)]), totals[len(keys) + 1], totals[len(keys) + 2], int(totals[len(keys) + 3])
+        row = {"epoch": epoch + 1, "train_loss": sums["loss"] / max(n, 1), "recon_loss": sums["recon"] / max(n, 1),
+               "kl": sums["kl"] / max(n, 1), "val_recon_loss": vrec / max(vn, 1), "val_kl": vkl / max(vn, 1)}
+        if gan:
+            row.update(adv_loss=sums["adv"] / max(n, 1), d_loss=sums["d"] / max(n, 1))
+        row.update(samples=n, seconds=round(seconds, 3), samples_per_s=n / max(seconds, 1e-9))
+        if cfg.skip_bad_samples:
+            row["skipped_samples"] = held["train"].skipped if held["train"] else train_ds.skipped.value
+        rng = distributed.rng_for_checkpoint(d, rng_state())
+        if not d.main:
+            continue
+        metrics.write(row)
+        log(f"{kind} epoch {epoch + 1}/{cfg.epochs}: recon {row['recon_loss']:.1f} KL {row['kl']:.2f}"
+            + (f" adv {row['adv_loss']:.3f} D {row['d_loss']:.3f}" if gan else "")
+            + f" val recon {row['val_recon_loss']:.1f} ({row['samples_per_s']:.1f} samples/s)")
+        if grid_rows and ((epoch + 1) % cfg.grid_every == 0 or epoch + 1 == cfg.epochs):
+            draw_grid(_Pictures(distributed.unwrap(vae)), grid_rows, cfg.grid_images, device,
+                      run / "grids" / f"{kind}-epoch-{epoch + 1:05d}.png")
+        state = {"model": kind, "vae": distributed.unwrap(vae).state_dict(), "opt": opt.state_dict(),
+                 "D": distributed.unwrap(D).state_dict() if gan else None,
+                 "opt_d": opt_d.state_dict() if gan else None, "epoch": epoch + 1,
+                 "scaler": scaler.state_dict() if scaler is not None else None,
+                 "scaler_d": scaler_d.state_dict() if scaler_d is not None else None,
+                 "rng": rng, "config": cfg.to_dict(), "normalizer": norm.to_dict(), "build": build.record(),
+                 "last": row}
+        checkpoint.save(path, state)
+    distributed.barrier(d)
+    if not d.main:
+        return {}
+    metrics.close()
+    return state
+
+
+def train_aivae(cfg: AivaeConfig, log=print) -> dict:
+    return train_vae(cfg, log)
+
+
+def train_aivaegan(cfg: AivaeganConfig, log=print) -> dict:
+    return train_vae(cfg, log)

@@ -1,0 +1,125 @@
+"""AIVAE / AIVAEGAN training: resume reaches the uninterrupted state bit for bit, a finished run
+does nothing, the run folder serves imagine, sample and evaluate through `run.load_model`, and
+bad input gets one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from s2i_model import checkpoint
+from s2i_model.train.aivae import AivaeConfig, AivaeganConfig, train_aivae, train_aivaegan
+
+QUIET = dict(log=lambda *_: None)
+
+
+def vae_cfg(data, run, **kw):
+    return AivaeConfig(data=str(data), run=str(run), width=0.0625, batch_size=8, workers=2, grid_every=1,
+                       grid_images=2, **kw)
+
+
+def gan_cfg(data, run, **kw):
+    return AivaeganConfig(data=str(data), run=str(run), width=0.0625, batch_size=8, workers=2, grid_every=1,
+                          grid_images=2, **kw)
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def model_cli(*args):
+    return subprocess.run([sys.executable, "-m", "s2i_model.cli", *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def aivae_run(tiny_build, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("aivae")
+    train_aivae(vae_cfg(tiny_build, run, epochs=2), **QUIET)
+    return run
+
+
+@pytest.fixture(scope="module")
+def aivaegan_run(tiny_build, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("aivaegan")
+    train_aivaegan(gan_cfg(tiny_build, run, epochs=2), **QUIET)
+    return run
+
+
+def test_aivae_resume_reaches_the_uninterrupted_state(tiny_build, aivae_run, tmp_path):
+    run = tmp_path / "resumed"
+    train_aivae(vae_cfg(tiny_build, run, epochs=1, data_on_device="off"), **QUIET)  # "killed" after epoch 1
+    train_aivae(vae_cfg(tiny_build, run, epochs=2, data_on_device="off"), **QUIET)
+    a, b = checkpoint.load(aivae_run / "aivae.pt"), checkpoint.load(run / "aivae.pt")
+    assert a["model"] == b["model"] == "aivae" and b["epoch"] == 2
+    assert same_weights(a["vae"], b["vae"])
+    assert a["rng"]["python"] == b["rng"]["python"] and torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["epoch"]) for r in rows] == [("aivae", 1), ("aivae", 2)]
+    straight = [json.loads(x) for x in (aivae_run / "metrics.jsonl").read_text().splitlines()]
+    losses = ("train_loss", "recon_loss", "kl", "val_recon_loss", "val_kl")
+    assert [{k: r[k] for k in losses} for r in rows] == [{k: r[k] for k in losses} for r in straight]
+    assert all(math.isfinite(r["recon_loss"]) and r["samples"] > 0 for r in rows)
+
+
+def test_aivae_outputs_and_a_finished_run(tiny_build, aivae_run):
+    assert sorted(p.name for p in (aivae_run / "grids").glob("*.png")) == ["aivae-epoch-00001.png", "aivae-epoch-00002.png"]
+    assert any((aivae_run / "tensorboard").iterdir())
+    before = (aivae_run / "aivae.pt").stat().st_mtime_ns
+    said = []
+    train_aivae(vae_cfg(tiny_build, aivae_run, epochs=2), log=said.append)
+    assert len(said) == 1 and "nothing to do" in said[0]
+    assert (aivae_run / "aivae.pt").stat().st_mtime_ns == before
+
+
+def test_aivaegan_resume_reaches_the_uninterrupted_state(tiny_build, aivaegan_run, tmp_path):
+    run = tmp_path / "resumed"
+    train_aivaegan(gan_cfg(tiny_build, run, epochs=1, data_on_device="off"), **QUIET)
+    train_aivaegan(gan_cfg(tiny_build, run, epochs=2, data_on_device="off"), **QUIET)
+    a, b = checkpoint.load(aivaegan_run / "aivaegan.pt"), checkpoint.load(run / "aivaegan.pt")
+    assert same_weights(a["vae"], b["vae"]) and same_weights(a["D"], b["D"])
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["adv_loss"]) and math.isfinite(r["d_loss"]) for r in rows)
+    assert a["config"]["alpha"] == 2.0 and a["config"]["lr"] == 2e-4
+
+
+def test_imagine_sample_evaluate_on_an_aivae_run(tiny_build, aivae_run, tmp_path):
+    sr = 16000
+    t = np.arange(int(sr * 2.5)) / sr
+    wav = tmp_path / "whistle.wav"
+    soundfile.write(wav, 0.3 * np.sin(2 * np.pi * 900 * t), sr)
+    grid = tmp_path / "whistle.png"
+    r = model_cli("imagine", wav, "--run", aivae_run, "-n", 3, "-o", grid, "--out-dir", tmp_path / "each")
+    assert r.returncode == 0, r.stderr
+    from PIL import Image
+
+    with Image.open(grid) as im:
+        assert im.size[1] >= 2 * 96  # two whole 1 s windows, a row each
+    pics = sorted((tmp_path / "each").glob("*.png"))
+    assert len(pics) == 2 * 3
+    assert not np.array_equal(np.asarray(Image.open(pics[0])), np.asarray(Image.open(pics[1])))  # two draws of f
+    r = model_cli("imagine", "--data", tiny_build, "--run", aivae_run, "-n", 2, "-o", tmp_path / "split.png")
+    assert r.returncode == 0 and (tmp_path / "split.png").is_file(), r.stderr
+    r = model_cli("sample", "--run", aivae_run, "--out", tmp_path / "pool", "-n", 5)
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "pool" / "images").rglob("*.png"))) == 5
+    r = model_cli("evaluate", "--run", aivae_run, "--data", tiny_build, "--samples", 2)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((aivae_run / "evaluation.json").read_text())
+    assert res["model"] == "aivae" and res["mean"]["class_agreement"] is not None
+
+
+def test_bad_input_gets_one_line(tiny_build, aivae_run, tmp_path):
+    for args in (["train-aivae", "--data", tmp_path / "nowhere", "--run", tmp_path / "r"],
+                 ["train-aivaegan", "--data", tiny_build, "--run", tmp_path / "r", "--alpha", "-1"],
+                 ["train-aivae", "--data", tiny_build, "--run", aivae_run, "--latent", "32", "--width", "0.0625"]):
+        r = model_cli(*args)
+        assert r.returncode != 0, args
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
