@@ -60,22 +60,8 @@ class BuildResult:
         return self.videos[self.videos["status"] != "ok"]
 
 
-def _write_atomic(path: Path, write: Callable[[str], None]) -> None:
-    """Write through a temporary file, fsync it, rename it into place, fsync the folder: after a
-    crash the file is either the old one or the whole new one, also after a power cut."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    write(tmp)
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    storage.fsync_dir(Path(path).parent)
-
-
 def _write_json(path: Path, obj) -> None:
-    _write_atomic(path, lambda p: Path(p).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n"))
+    storage.atomic_write(path, lambda p: Path(p).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n"))
 
 
 def _write_parquet(path: Path, df: pd.DataFrame) -> None:
@@ -97,7 +83,7 @@ def _write_parquet(path: Path, df: pd.DataFrame) -> None:
             typ = pa.string()
         fields.append(pa.field(str(name), typ))
     table = pa.Table.from_pandas(df, schema=pa.schema(fields), preserve_index=False)
-    _write_atomic(path, lambda p: pq.write_table(table.replace_schema_metadata(None), p))
+    storage.atomic_write(path, lambda p: pq.write_table(table.replace_schema_metadata(None), p))
 
 
 # ----------------------------------------------------------------------------- sources

@@ -3,6 +3,7 @@ so that only bugs can show a traceback."""
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from typing import NoReturn
@@ -49,3 +50,8 @@ def run_app(app, console, interrupted: str, expected: tuple[type[BaseException],
         console.print(f"[red]internal error:[/red] {type(e).__name__}: {e} "
                       "(set S2I_DEBUG=1 for the traceback; please report it)", highlight=False)
         sys.exit(1)
+    finally:
+        # Nothing is left to collect at exit: moving every object out of the collector's reach
+        # skips the full collection at interpreter teardown (~0.13 s of a build command's start-up
+        # cost, measured by bench/build.py).
+        gc.freeze()
