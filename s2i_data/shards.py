@@ -270,23 +270,23 @@ def write_shard(task: ShardTask, out: str, cfg: dict) -> dict:
     remote = storage.is_remote(out)
     # a shard for a URL is written in this worker's own temporary folder, then uploaded whole
     final = os.path.join(tempfile.mkdtemp(prefix="s2i-shard-") if remote else out, task.name)
-    os.makedirs(os.path.dirname(final), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.tmp-{os.getpid()}")
     written = 0
-    with open(tmp, "wb") as f:
-        writer = _tar_writer_class()(f, encoder=False, mtime=FIXED_MTIME)
-        for key in task.order:
-            if key not in records:
-                continue
-            record, mel = records[key]
-            # the member order in the tar is TarWriter's (sorted names), not this dict's
-            writer.write({**record, "mel.npy": _encoded(task.name, key, lambda: encode_npy(mel))})
-            mel_stats.add(mel)  # in write order: float sums depend on it
-            written += 1
-        writer.close()
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+
+    def write_tar(path: str) -> None:
+        nonlocal written
+        with open(path, "wb") as f:
+            writer = _tar_writer_class()(f, encoder=False, mtime=FIXED_MTIME)
+            for key in task.order:
+                if key not in records:
+                    continue
+                record, mel = records[key]
+                # the member order in the tar is TarWriter's (sorted names), not this dict's
+                writer.write({**record, "mel.npy": _encoded(task.name, key, lambda: encode_npy(mel))})
+                mel_stats.add(mel)  # in write order: float sums depend on it
+                written += 1
+            writer.close()
+
+    storage.atomic_write(final, write_tar)
     size = os.path.getsize(final)
     if remote:
         storage.put_file(final, storage.join(out, task.name))

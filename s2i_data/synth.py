@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 import soundfile as sf
 
+from s2i_data import storage
 from s2i_data.media import ffmpeg_exe
 
 PAPER_CLASSES = ("baby", "dog", "rail", "fireworks", "water")
@@ -464,8 +465,8 @@ def _render(cls: str, seed: int, index: int, min_seconds: float, max_seconds: fl
 
 
 def _encode(frames: np.ndarray, audio: np.ndarray, final: Path) -> None:
-    # hidden, and not ending in .mp4, so that no scan for videos picks up a half-written one
-    tmp_video = final.with_name(f".{final.name}.part")
+    # the video is written through storage.atomic_write: hidden and not ending in .mp4 until it is
+    # whole, so no scan for videos picks up a half-written one
     tmp_audio = final.with_name(f".{final.stem}.wav.part")
     # audio goes through a file, video through stdin: one pipe in, stderr read by communicate(),
     # so neither side can block the other
@@ -482,20 +483,22 @@ def _encode(frames: np.ndarray, audio: np.ndarray, final: Path) -> None:
         "-threads", "1",
         "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact",
         "-map_metadata", "-1",
-        "-movflags", "+faststart", "-f", "mp4", str(tmp_video),
+        "-movflags", "+faststart", "-f", "mp4",
     ]
-    try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+
+    def write_video(path: str) -> None:
+        proc = subprocess.Popen([*cmd, path], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
         _, err = proc.communicate(frames.tobytes())
         if proc.returncode != 0:
             lines = err.decode(errors="replace").strip().splitlines()
             last = lines[-1] if lines else f"exit status {proc.returncode}"
             raise RuntimeError(f"ffmpeg failed to write {final}: {last}")
-        os.replace(tmp_video, final)
+
+    try:
+        storage.atomic_write(final, write_video)
     finally:
         tmp_audio.unlink(missing_ok=True)
-        tmp_video.unlink(missing_ok=True)
 
 
 def _make_one(job: tuple[Path, str, int, int, float, float]) -> Path:
@@ -516,7 +519,7 @@ def synth(out_dir: Path, videos_per_class: int = 12, classes: Sequence[str] = PA
 
     A video whose final file already exists is skipped (and still returned), so re-running an
     interrupted or finished call is cheap; delete the folder to regenerate with new settings.
-    Files are written under a hidden temporary name (``.<name>.mp4.part``) and renamed into
+    Files are written under a hidden temporary name (``.<name>.mp4.tmp-PID``, `storage.atomic_write`) and renamed into
     place, so a visible ``.mp4`` is always complete. ``workers`` videos are made at once
     (default: one per CPU).
 
