@@ -25,17 +25,30 @@ def describe(emb: int = typer.Option(512, help="embedding size E"),
              width: float = typer.Option(1.0, help="channel width multiplier"),
              flops: bool = typer.Option(False, "--flops", help="also multiply-adds per sample of each network "
                                         "and of a training step of each stage (counted over a pass)"),
-             model: str = typer.Option("s2i", help="s2i, aivae or aivaegan"),
+             model: str = typer.Option("s2i", help="s2i, aivae, aivaegan or mmgan"),
              latent: int = typer.Option(64, help="aivae / aivaegan: latent size")) -> None:
     """JSON: conv layers and parameters of each network (with --flops, their multiply-adds)."""
     from s2i_model.nets import AudioAutoencoder, DenseGenerator, Discriminator, InformativityClassifier
     from s2i_model.nets.blocks import conv_layers, n_params
 
+    if model == "mmgan":
+        from s2i_model.nets.aivae import layer_table
+        from s2i_model.nets.mmgan import networks as mmgan_networks
+
+        if flops:
+            _fail("--flops counts the S2I networks only")
+        if width <= 0:
+            _fail("--width must be above 0")
+        # class heads sized for the five classes of the built-in data and data/vegas5
+        nets = mmgan_networks(5, width)
+        print(json.dumps({k: {"conv_layers": conv_layers(m), "params": n_params(m), "layers": layer_table(m)}
+                          for k, m in nets.items()}, indent=2, ensure_ascii=False))
+        return
     if model != "s2i":
         from s2i_model.nets.aivae import MODELS, layer_table, networks
 
         if model not in MODELS:
-            _fail(f"--model must be s2i, {' or '.join(MODELS)}, not {model!r}")
+            _fail(f"--model must be s2i, {', '.join(MODELS)} or mmgan, not {model!r}")
         if flops:
             _fail("--flops counts the S2I networks only")
         if latent < 1 or width <= 0:

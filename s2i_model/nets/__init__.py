@@ -5,6 +5,7 @@ from .autoencoder import AudioAutoencoder, Decoder, Encoder
 from .discriminator import Discriminator
 from .generator import DenseGenerator
 from .informativity import InformativityClassifier
+from .mmgan import MmGan
 
 __all__ = ["Aivae", "Aivaegan", "AudioAutoencoder", "Decoder", "DenseGenerator", "Discriminator", "Encoder",
-           "ImageDiscriminator", "InformativityClassifier"]
+           "ImageDiscriminator", "InformativityClassifier", "MmGan"]
