@@ -233,6 +233,46 @@ def train_aivaegan(
                precision=precision, sync_bn=sync_bn, data_on_device=data_on_device)
 
 
+@app.command("train-mmgan")
+def train_mmgan(
+    data: str = typer.Option(..., help="an s2i-data build: a folder or an fsspec URL (s3://, gs://, ...)"),
+    run: Path = typer.Option(..., "--run", "--run-dir", help=_RUN_HELP),
+    width: float = typer.Option(1.0, help="channel width multiplier (1.0: the widths in nets/mmgan.py)"),
+    epochs_features: int = typer.Option(30, help="stage 1: the frame and sound encoders on the class labels"),
+    epochs_multimodal: int = typer.Option(30, help="stage 2: the multimodal layers"),
+    epochs: int = typer.Option(200, help="stage 3: the two stacked cGANs (pix2pix's 200)"),
+    batch_size: int = typer.Option(64),
+    lr: float = typer.Option(2e-4, help="the cGANs' G and D learning rate (pix2pix)"),
+    lr_features: float = typer.Option(1e-3), lr_multimodal: float = typer.Option(1e-3),
+    d_weight: float = typer.Option(0.001, help="weight of the Ds' loss (the paper's 0.001)"),
+    l1_weight: float = typer.Option(100.0, help="pix2pix's λ on the L1 to each target"),
+    grid_every: int = typer.Option(10, help="cGAN epochs between validation image grids"),
+    seed: int = typer.Option(0), workers: int = typer.Option(2), device: str = typer.Option("auto"),
+    shard_url: str = typer.Option("", help='open shards through a template, e.g. "pipe:curl -s https://host/b/{shard}"'),
+    cache_dir: str = typer.Option("", help="keep remote shards here after their first read"),
+    skip_bad_samples: bool = typer.Option(False, help="count, log and skip damaged samples or shards instead of stopping"),
+    precision: str = typer.Option("fp32", help="fp32, bf16 or fp16 (autocast; fp16 GPU only)"),
+    sync_bn: bool = typer.Option(True, "--sync-bn/--no-sync-bn", help="under DDP on GPUs: BatchNorm statistics over the global batch"),
+    data_on_device: str = typer.Option("auto", help="auto | on | off: hold the split in device memory (auto: when it fits)"),
+) -> None:
+    """The multimodal-feature GAN (paper 004): feature extractors and multimodal layers trained on the
+    build's class labels, then two stacked U-Net cGANs (docs/models.md)."""
+    from s2i_model.run import RunError
+    from s2i_model.train.mmgan import MmganConfig, train_mmgan as train
+
+    _check_data(str(data))
+    cfg = MmganConfig(data=str(data), run=str(run), width=width, epochs_features=epochs_features,
+                      epochs_multimodal=epochs_multimodal, epochs=epochs, batch_size=batch_size, lr=lr,
+                      lr_features=lr_features, lr_multimodal=lr_multimodal, d_weight=d_weight, l1_weight=l1_weight,
+                      grid_every=grid_every, seed=seed, workers=workers, device=device, shard_url=shard_url,
+                      cache_dir=cache_dir, skip_bad_samples=skip_bad_samples, precision=precision, sync_bn=sync_bn,
+                      data_on_device=data_on_device)
+    try:
+        train(cfg, log=lambda m: console.print(m, highlight=False))
+    except (RunError, ValueError) as e:
+        _fail(str(e), 1)
+
+
 @app.command()
 def imagine(
     source: Optional[Path] = typer.Argument(None, help="an audio or video file (wav, flac, mp3, ogg, mp4, mov, ...) or a folder"),

@@ -122,10 +122,12 @@ def load_generator(run: str | Path, device: torch.device | str = "cpu") -> torch
 
 
 # ---- any model's run folder (S2I or a comparison model, docs/models.md)
-#     RUN/aivae.pt, RUN/aivaegan.pt    a comparison model: its networks, optimisers, config, build record
+#     RUN/aivae.pt, RUN/aivaegan.pt, RUN/mmgan.pt    a comparison model: its networks, optimisers, config,
+#     build record (mmgan: all three stages and the stage it is at)
 AIVAE = "aivae.pt"
 AIVAEGAN = "aivaegan.pt"
-MODEL_FILES = {"s2i": TRANSLATOR, "aivae": AIVAE, "aivaegan": AIVAEGAN}
+MMGAN = "mmgan.pt"
+MODEL_FILES = {"s2i": TRANSLATOR, "aivae": AIVAE, "aivaegan": AIVAEGAN, "mmgan": MMGAN}
 
 
 def run_model(run: str | Path) -> str:
@@ -171,9 +173,20 @@ class VaeModel:
         return next(seeded_pictures(self.vae.pictures, mels.to(self.device), n, seed))
 
 
+class MmganModel(VaeModel):
+    """A trained multimodal-feature GAN as a `model.SoundToImage`: sound → its multimodal feature →
+    G1 → G2; n pictures of a sound differ by the U-Nets' test-time dropout (pix2pix's noise)."""
+
+    @torch.no_grad()
+    def embed(self, mels: torch.Tensor) -> torch.Tensor:
+        """The multimodal features of normalised log-mels (the hidden layer before its activation)."""
+        return self.vae.sound_feature(mels.to(self.device))
+
+
 def load_model(run: str | Path, device: torch.device | str = "auto"):
     """The run's trained model as a `model.SoundToImage`: `imagine.Translator` for an S2I run,
-    `VaeModel` for an AIVAE or AIVAEGAN run. Inference imports no trainer."""
+    `VaeModel` for an AIVAE or AIVAEGAN run, `MmganModel` for a multimodal-feature GAN run.
+    Inference imports no trainer."""
     from s2i_model.device import pick_device
 
     dev = pick_device(str(device))
@@ -182,9 +195,18 @@ def load_model(run: str | Path, device: torch.device | str = "auto"):
         from s2i_model.imagine import Translator
 
         return Translator.load(Path(run), str(device))
+    _, state = model_state(run, dev)
+    if model == "mmgan":
+        from s2i_model.nets.mmgan import MmGan
+
+        if state["stage"] != "gan":
+            raise RunError(f"the multimodal-feature GAN in {run} is still at its {state['stage']} stage: "
+                           "finish training it first")
+        net = MmGan(state["classes"], state["config"]["width"])
+        net.load_state_dict(state["nets"])
+        return MmganModel(model, net.to(dev).eval(), Normalizer(**state["normalizer"]), dev, build_record(state))
     from s2i_model.nets.aivae import MODELS
 
-    _, state = model_state(run, dev)
     cfg = state["config"]
     vae = MODELS[model](cfg["latent"], cfg["width"])
     vae.load_state_dict(state["vae"])
