@@ -84,9 +84,17 @@ else ifneq ($(filter $(MODEL),aivae aivaegan),)
 		--epochs $(EPOCHS) --batch-size $(BATCH) --workers $(LOADERS) --grid-every $(GRID_EVERY) \
 		--precision $(PRECISION) --data-on-device $(DATA_ON_DEVICE) \
 		$(if $(filter $(MODEL),aivaegan),--alpha $(ALPHA)) $(if $(LR),--lr $(LR))
+else ifeq ($(MODEL),mmgan)
+	$(S2I_MODEL) train-mmgan --data $(DATA) --run-dir $(RUN) --width $(WIDTH) --workers $(LOADERS) \
+		--epochs $(call mmgan_default,EPOCHS,200) --batch-size $(call mmgan_default,BATCH,64) \
+		--grid-every $(GRID_EVERY) --precision $(PRECISION) --data-on-device $(DATA_ON_DEVICE) $(if $(LR),--lr $(LR)) \
+		$(if $(EPOCHS_FEATURES),--epochs-features $(EPOCHS_FEATURES)) \
+		$(if $(EPOCHS_MULTIMODAL),--epochs-multimodal $(EPOCHS_MULTIMODAL))
 else
-	@echo "MODEL must be s2i, aivae or aivaegan, not '$(MODEL)'" >&2; exit 2
+	@echo "MODEL must be s2i, aivae, aivaegan or mmgan, not '$(MODEL)'" >&2; exit 2
 endif
+# mmgan's own defaults (pix2pix's 200 cGAN epochs, batch 64) unless EPOCHS= / BATCH= were given
+mmgan_default = $(if $(filter command line environment,$(origin $(1))),$($(1)),$(2))
 
 # Each size is its own make train (so a finished size is skipped and a killed one resumes),
 # evaluated with the one real-frame classifier kept in RUNS, then the report over all of them.
