@@ -19,6 +19,7 @@ ALPHA      ?= 2
 EPOCHS     ?= 100
 GRID_EVERY ?= 10
 LR         ?=
+LR_D       ?=
 WIDTH      ?= 1.0
 EPOCHS_AE  ?= 1000
 EPOCHS_GAN ?= 4000
@@ -38,8 +39,35 @@ S2I_MODEL  = $(if $(filter-out 1,$(NPROC)),$(BIN)/torchrun --standalone --nproc-
 EMBS       ?= 128 256 512 1024 2048
 RUNS       ?= runs/sweep
 SAMPLES    ?= 10
+# make compare: every model of MODELS trained (resumed) into RUNS/<model> at one preset, evaluated
+# alike (same build, test split, pictures per sound, seed, one real-frame classifier kept in RUNS),
+# then one report over the models. MODELS="s2i aivae aivaegan mmgan" adds the multimodal-feature GAN
+# (docs/models.md); it is not in the default list until its CPU-size run is measured.
+MODELS       ?= s2i aivae aivaegan
+COMPARE_SIZE ?= paper
+SEED         ?= 0
+# Presets: a model's settings as arguments to make train (none: its paper's defaults, which is
+# the whole of `paper`). cpu: the built-in data on 2 cores in well under 15 minutes (width 1/16,
+# Adam everywhere: the paper's SGD and AIVAEGAN's 2e-4 stay at chance in CPU minutes, as
+# docs/performance.md and docs/models.md measured; S2I keeps its adversarial term λ = 0.1, so it
+# is still the paper's model). test: the smallest run that goes through every step (make test).
+ifeq ($(COMPARE_SIZE),cpu)
+CMP_s2i      := EMB=128 WIDTH=0.0625 EPOCHS_AE=10 EPOCHS_GAN=40 BATCH=8 OPT=adam LOADERS=2
+CMP_aivae    := WIDTH=0.0625 EPOCHS=20 BATCH=16 LOADERS=2 GRID_EVERY=5
+CMP_aivaegan := $(CMP_aivae) LR=1e-3 LR_D=1e-3
+CMP_mmgan    := WIDTH=0.0625 EPOCHS_FEATURES=10 EPOCHS_MULTIMODAL=10 EPOCHS=20 BATCH=16 LOADERS=2 GRID_EVERY=5
+CMP_SAMPLES  := 4
+else ifeq ($(COMPARE_SIZE),test)
+CMP_s2i      := EMB=64 WIDTH=0.0625 EPOCHS_AE=1 EPOCHS_GAN=1 BATCH=8 OPT=adam LOADERS=0
+CMP_aivae    := WIDTH=0.0625 EPOCHS=1 BATCH=8 LOADERS=0 GRID_EVERY=1
+CMP_aivaegan := $(CMP_aivae)
+CMP_mmgan    := WIDTH=0.0625 EPOCHS_FEATURES=1 EPOCHS_MULTIMODAL=1 EPOCHS=1 BATCH=8 LOADERS=0 GRID_EVERY=1
+CMP_SAMPLES  := 2
+else
+CMP_SAMPLES  := $(SAMPLES)
+endif
 
-.PHONY: setup demo test test-fast bench train sweep clean help
+.PHONY: setup demo test test-fast bench train sweep compare clean help
 help:
 	@echo "make demo   set up .venv and run the whole pipeline on the built-in synthetic data"
 	@echo "make test   set up .venv and run the test suite"
@@ -47,6 +75,7 @@ help:
 	@echo "make train  EMB=512 DATA=data/vegas5 RUN=runs/emb512 [NPROC=8 WIDTH= EPOCHS_AE= EPOCHS_GAN= LAM= MA_K= PRECISION=fp32|bf16|fp16 DATA_ON_DEVICE=auto|on|off]"
 	@echo "make train  MODEL=aivae|aivaegan DATA=data/vegas5 RUN=runs/aivae [ALPHA=2 LATENT=64 EPOCHS=100 BATCH=128 WIDTH= LR= NPROC=]"
 	@echo "make sweep  EMBS=\"128 256 512 1024 2048\" DATA=data/vegas5 RUNS=runs/sweep [INFORMATIVITY=dir]"
+	@echo "make compare DATA=data/vegas5 RUNS=runs/compare [MODELS=\"s2i aivae aivaegan\" COMPARE_SIZE=paper|cpu|test SEED=0 INFORMATIVITY=dir]"
 	@echo "make bench  run the benchmarks (figures go to docs/performance.md by hand)"
 
 setup: $(STAMP)
@@ -83,7 +112,7 @@ else ifneq ($(filter $(MODEL),aivae aivaegan),)
 	$(S2I_MODEL) train-$(MODEL) --data $(DATA) --run-dir $(RUN) --latent $(LATENT) --width $(WIDTH) \
 		--epochs $(EPOCHS) --batch-size $(BATCH) --workers $(LOADERS) --grid-every $(GRID_EVERY) \
 		--precision $(PRECISION) --data-on-device $(DATA_ON_DEVICE) \
-		$(if $(filter $(MODEL),aivaegan),--alpha $(ALPHA)) $(if $(LR),--lr $(LR))
+		$(if $(filter $(MODEL),aivaegan),--alpha $(ALPHA) $(if $(LR_D),--lr-d $(LR_D))) $(if $(LR),--lr $(LR))
 else ifeq ($(MODEL),mmgan)
 	$(S2I_MODEL) train-mmgan --data $(DATA) --run-dir $(RUN) --width $(WIDTH) --workers $(LOADERS) \
 		--epochs $(call mmgan_default,EPOCHS,200) --batch-size $(call mmgan_default,BATCH,64) \
@@ -104,6 +133,21 @@ sweep: setup
 		$(BIN)/s2i-model evaluate --run $(RUNS)/emb$$e --data $(DATA) --samples $(SAMPLES) \
 			--proxy-cache $(RUNS)/frame-classifier.pt $(if $(INFORMATIVITY),--informativity $(INFORMATIVITY)); \
 	done
+	$(BIN)/s2i-model report $(RUNS) -o $(RUNS)/report
+
+# One make train per model (a finished one says "nothing to do", a killed one resumes), then
+# evaluate (cached by its ident) with the same split, pictures per sound, seed and real-frame
+# classifier for every model, then the report (s2i_model/evaluate/report.py: the models' table,
+# per-class bars, the same test sounds side by side).
+define compare_model
+	$(MAKE) --no-print-directory -o setup train MODEL=$(1) DATA=$(DATA) RUN=$(RUNS)/$(1) $(CMP_$(1))
+	$(BIN)/s2i-model evaluate --run $(RUNS)/$(1) --data $(DATA) --split test --samples $(CMP_SAMPLES) --seed $(SEED) \
+		--proxy-cache $(RUNS)/frame-classifier.pt $(if $(INFORMATIVITY),--informativity $(INFORMATIVITY))
+
+endef
+compare: setup
+	@case "$(COMPARE_SIZE)" in paper|cpu|test) ;; *) echo "COMPARE_SIZE must be paper, cpu or test, not '$(COMPARE_SIZE)'" >&2; exit 2;; esac
+	$(foreach m,$(MODELS),$(call compare_model,$(m)))
 	$(BIN)/s2i-model report $(RUNS) -o $(RUNS)/report
 
 test: setup

@@ -482,7 +482,7 @@ def _run_data(run: Path) -> Path:
 @app.command()
 def report(runs: Path = typer.Argument(..., help="a folder of evaluated runs (e.g. runs/sweep)"),
            output: Path = typer.Option(..., "-o", "--output", help="report folder (index.html, plots)")) -> None:
-    """Plots and an HTML page comparing the embedding sizes of evaluated runs."""
+    """Plots and an HTML page comparing evaluated runs: embedding sizes (make sweep), or models (make compare)."""
     from s2i_model.evaluate.report import write_report
 
     try:

@@ -211,3 +211,42 @@ def load_model(run: str | Path, device: torch.device | str = "auto"):
     vae = MODELS[model](cfg["latent"], cfg["width"])
     vae.load_state_dict(state["vae"])
     return VaeModel(model, vae.to(dev).eval(), Normalizer(**state["normalizer"]), dev, build_record(state))
+
+
+# ---- what a comparison states about each model (s2i_model/evaluate/report.py)
+# The labels each model's training reads besides the sound-frame pairs, declared here once: a
+# model that learns from class labels is not on equal terms with one that learns from pairs alone.
+LABELS_USED = {
+    "s2i": "none (sound-frame pairs only)",
+    "aivae": "none (sound-frame pairs only)",
+    "aivaegan": "none (sound-frame pairs only)",
+    "mmgan": "class labels",
+}
+
+
+def labels_used(model: str) -> str:
+    return LABELS_USED.get(model, "not declared")
+
+
+def parameter_count(model) -> int:
+    """Parameters of the networks a loaded model (`load_model`) draws with: those of every module
+    that runs while it pictures one sound. Training-only nets (S2I's audio decoder and D, AIVAEGAN's
+    D, the multimodal GAN's frame encoder and Ds) sit in the same objects but never run here, and a
+    layer shared by two nets counts once."""
+    used: dict[int, int] = {}
+
+    def seen(module, _inputs, _output) -> None:
+        used.update((id(p), p.numel()) for p in module.parameters(recurse=False))
+
+    hooks = [m.register_forward_hook(seen) for net in vars(model).values() if isinstance(net, torch.nn.Module)
+             for m in net.modules()]
+    dev = torch.device(model.device)
+    try:  # a picture drawn on the side: the caller's random state is left as it was
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            rec = getattr(model, "build", None) or LEGACY_BUILD
+            model.sound_pictures(torch.zeros(1, 1, int(rec.get("mel_bins", 128)), int(rec.get("frames", 100)),
+                                             device=dev), 1, None)
+    finally:
+        for h in hooks:
+            h.remove()
+    return sum(used.values())

@@ -1,11 +1,14 @@
-"""The embedding-size comparison: plots like the paper's figures 7 and 8 and one HTML page.
+"""The embedding-size comparison: plots like the paper's figures 7 and 8 and one HTML page; and,
+when the runs hold different models (`make compare`), the models compared instead (compare.py).
 
 Input: a folder of runs, each evaluated (RUN/evaluation.json, RUN/metrics.jsonl). Output in
 OUT: report.json (every number shown), history.png (informativity per epoch per size),
 versus-size.png (informativity and training pixel loss against E), per-class.png, the
 evaluation grid of every size under grids/, and index.html tying them together. Where no
 informativity classifiers were given, the plots fall back to the class-agreement proxy and
-say so in their titles.
+say so in their titles. With several models, report.json gains ``comparison`` (a row per model,
+the side-by-side grid compare-grid.png), per-class.png has a bar per model, and versus-size.png is
+left out: the embedding size of one model says nothing of another's.
 """
 
 from __future__ import annotations
@@ -35,14 +38,18 @@ def collect(root: Path) -> list[dict]:
     out = []
     for run in find_runs(root):
         ev = json.loads((run / RESULT).read_text())
-        ev.pop("ident", None)
+        ident = ev.pop("ident", None) or {}
+        conf = ident.get("config") or {}
+        # how it was evaluated, so that a comparison can say whether its runs were measured alike
+        ev["evaluated_with"] = {k: conf.get(k) for k in ("seed", "proxy_cache", "informativity", "fid_weights")}
+        ev["model"] = ev.get("model") or "s2i"  # evaluations from before other models existed
         ev["name"] = run.name
         ev["history"] = informativity_history(read_rows(run))
         out.append(ev)
     return out
 
 
-def write_report(root: Path, out: Path) -> dict:
+def write_report(root: Path, out: Path, device: str = "auto") -> dict:
     runs = collect(root)
     if not runs:
         raise ValueError(f"{root}: no evaluated runs (run s2i-model evaluate --run RUN first)")
@@ -50,9 +57,17 @@ def write_report(root: Path, out: Path) -> dict:
     has_info = any(r["mean"].get("informativity") is not None for r in runs)
     metric, metric_label = ("informativity", "informativity") if has_info else \
         ("class_agreement", "class agreement (proxy: no informativity classifiers given)")
-    plots = {"history": _plot_history(runs, out / "history.png"),
-             "versus_size": _plot_versus_size(runs, metric, metric_label, out / "versus-size.png"),
-             "per_class": _plot_per_class(runs, metric, metric_label, out / "per-class.png")}
+    compared = None
+    if len({r["model"] for r in runs}) > 1:
+        from s2i_model.evaluate.compare import comparison, sort_runs
+
+        runs = sort_runs(runs)
+        compared = comparison(runs, out, metric, metric_label, device=device)
+        plots = {"history": _plot_history(runs, out / "history.png"), "per_class": compared["per_class_plot"]}
+    else:
+        plots = {"history": _plot_history(runs, out / "history.png"),
+                 "versus_size": _plot_versus_size(runs, metric, metric_label, out / "versus-size.png"),
+                 "per_class": _plot_per_class(runs, metric, metric_label, out / "per-class.png")}
     (out / "grids").mkdir(exist_ok=True)
     for r in runs:
         src = Path(r["run"]) / r.get("grid", "")
@@ -60,8 +75,10 @@ def write_report(root: Path, out: Path) -> dict:
             shutil.copyfile(src, out / "grids" / f"{r['name']}.png")
             r["grid_file"] = f"grids/{r['name']}.png"
     report = {"metric": metric, "runs": runs, "plots": {k: v for k, v in plots.items() if v}}
+    if compared is not None:
+        report["comparison"] = compared
     storage.atomic_write(out / "report.json", json.dumps(report, indent=2))
-    storage.atomic_write(out / "index.html", _html(report, metric_label))
+    storage.atomic_write(out / "index.html", _html_models(report, metric_label) if compared else _html(report, metric_label))
     return report
 
 
@@ -73,7 +90,7 @@ def _plot_history(runs: list[dict], path: Path) -> str | None:
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in with_hist:
-        ax.plot(r["history"]["epochs"], [100 * v for v in r["history"]["mean"]], label=f"E = {r['emb']}")
+        ax.plot(r["history"]["epochs"], [100 * v for v in r["history"]["mean"]], label=_run_label(r))
     ax.set(xlabel="epoch", ylabel="mean informativity (%)", title="Informativity during training")
     ax.legend()
     ax.grid(alpha=0.3)
@@ -111,6 +128,10 @@ def _plot_per_class(runs: list[dict], metric: str, label: str, path: Path) -> st
     ax.legend()
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)
+
+
+def _run_label(r: dict) -> str:
+    return f"E = {r['emb']}" if r.get("model", "s2i") == "s2i" else r["name"]
 
 
 def _save(fig, path: Path) -> str:
@@ -176,6 +197,61 @@ pictures per sound. Proxies need no human labels and are named as such; the dist
 real-frame classifier's feature space{", plus the standard Inception FID" if any("fid_inception" in r["proxies"] for r in runs) else ""}.</p>
 {note}<h2>Summary</h2>{table}<h2>Per class: {e(metric_label)}</h2>{per_class}<h2>Plots</h2>{plots}
 <h2>Pictures imagined from held-out sounds</h2><p>Each row: the real frame, then pictures from its sound.</p>{grids}
+</body></html>"""
+
+
+def _seconds(v) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.0f} s" if v < 120 else f"{v / 60:.1f} min" if v < 7200 else f"{v / 3600:.1f} h"
+
+
+def _count(v) -> str:
+    return "–" if v is None else f"{v:,}"
+
+
+def _html_models(report: dict, metric_label: str) -> str:
+    runs, cmp = report["runs"], report["comparison"]
+    e = html.escape
+    head = ["model", "run", "labels used in training", "epochs", "informativity (mean)", "class agreement (proxy)",
+            "Fréchet distance (proxy)", "kernel distance (proxy)", "R@1 (proxy)", "R@5 (proxy)", "diversity",
+            "parameters", "training time", "training samples/s"]
+    table = _table("models", head, [
+        [r["model"], r["name"], r["labels_used"], str(r["epoch"]), _pct(r["informativity"]), _pct(r["class_agreement"]),
+         _num(r["frechet_distance"]), _num(r["kernel_distance"]), _pct(r["retrieval_r1"]), _pct(r["retrieval_r5"]),
+         _num(r["diversity"], 3), _count(r["parameters"]), _seconds(r["training_seconds"]),
+         _num(r["samples_per_s"], 3)] for r in cmp["rows"]])
+    classes = runs[0]["classes"]
+    metric = report["metric"]
+    per_class = _table("per-class", ["run"] + classes + ["mean"],
+                       [[r["name"]] + [_pct((r["per_class"].get(c) or {}).get(metric)) for c in classes]
+                        + [_pct(r["mean"].get(metric))] for r in runs])
+    plots = "".join(f'<figure><img src="{e(f)}" alt="{e(k)}"></figure>' for k, f in report["plots"].items())
+    grid = cmp["grid"]
+    own = "".join(f'<h3>{e(r["name"])}</h3><img class="grid" src="{e(r["grid_file"])}" alt="grid {e(r["name"])}">'
+                  for r in runs if r.get("grid_file"))
+    note = ("" if metric == "informativity" else
+            "<p class=note>No informativity classifiers were given: the per-class table and plots show the "
+            "class-agreement proxy, which over-reports (SPEC 5).</p>")
+    if not cmp["same_evaluation"]:
+        note += ("<p class=note>These runs were not evaluated alike (build, split, pictures per sound, seed or "
+                 "real-frame classifier differ): their numbers are not comparable. make compare evaluates every "
+                 "model the same way.</p>")
+    return f"""<!doctype html><html lang=en><head><meta charset=utf-8><title>s2i models compared</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#f3f3f3}}figure{{display:inline-block;margin:0 1em 1em 0}}
+img{{max-width:100%}}.grid{{image-rendering:pixelated}}.note{{color:#8a4b00}}</style></head><body>
+<h1>Sound-to-image models compared</h1>
+<p>{len(runs)} runs on {e(runs[0]["data"])}, split <b>{e(runs[0]["split"])}</b>, {runs[0]["samples_per_sound"]}
+pictures per sound, seed {e(str(runs[0]["evaluated_with"].get("seed")))}. Proxies need no human labels and are named
+as such; the distances are measured in the real-frame classifier's feature space. Parameters: the networks
+that draw a picture from a sound (training-only networks such as discriminators are not counted); training
+time and samples/s: the sum over every logged epoch of every stage (RUN/metrics.jsonl).</p>
+{note}<h2>Models</h2>{table}<h2>Per class: {e(metric_label)}</h2>{per_class}<h2>Plots</h2>{plots}
+<h2>The same test sounds, every model</h2><p>Each row: a held-out test sound's real frame, then
+{grid["pictures_per_model"]} pictures from each model in this order: {e(", ".join(grid["columns"][1:]))}
+(seed {grid["seed"]}).</p><img class="grid" id="side-by-side" src="{e(grid["file"])}" alt="side by side">
+<h2>Each run's evaluation grid</h2>{own}
 </body></html>"""
 
 
