@@ -189,8 +189,9 @@ def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
     result = {
         "ident": ident, "run": str(run), "data": str(data), "split": cfg.split, "samples_per_sound": n,
         "model": model,
-        "emb": state["autoencoder"]["emb"] if model == "s2i" else state["config"]["latent"],
-        "width": (state["autoencoder"] if model == "s2i" else state["config"])["width"], "epoch": state["epoch"],
+        # the size of what a model draws from: S2I's embedding, a VAE's latent (None where a model has neither)
+        "emb": state["autoencoder"]["emb"] if model == "s2i" else state["config"].get("latent"),
+        "width": (state["autoencoder"] if model == "s2i" else state["config"]).get("width"), "epoch": state.get("epoch"),
         "classes": classes, "per_class": per_class, "mean": mean, "proxies": proxies,
         "embedding_separability": ceiling,
         "informativity_judges": cfg.informativity or None,

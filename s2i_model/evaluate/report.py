@@ -31,7 +31,11 @@ from s2i_model.evaluate.history import informativity_history, read_rows  # noqa:
 
 def find_runs(root: Path) -> list[Path]:
     runs = {p.parent for p in Path(root).glob(f"*/{RESULT}")} | {p.parent for p in Path(root).glob(RESULT)}
-    return sorted(runs, key=lambda r: (json.loads((r / RESULT).read_text())["emb"], str(r)))
+    def size(r: Path) -> tuple:
+        emb = json.loads((r / RESULT).read_text()).get("emb")
+        return (not isinstance(emb, (int, float)), emb if isinstance(emb, (int, float)) else 0, str(r))
+
+    return sorted(runs, key=size)  # by embedding size; runs of models without one last
 
 
 def collect(root: Path) -> list[dict]:
