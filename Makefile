@@ -53,7 +53,7 @@ SEED         ?= 0
 # docs/performance.md and docs/models.md measured; S2I keeps its adversarial term λ = 0.1, so it
 # is still the paper's model). test: the smallest run that goes through every step (make test).
 ifeq ($(COMPARE_SIZE),cpu)
-CMP_s2i      := EMB=128 WIDTH=0.0625 EPOCHS_AE=10 EPOCHS_GAN=40 BATCH=8 OPT=adam LOADERS=2
+CMP_s2i      := EMB=128 WIDTH=0.0625 EPOCHS_AE=20 EPOCHS_GAN=80 BATCH=8 OPT=adam LAM=0.1 LOADERS=2
 CMP_aivae    := WIDTH=0.0625 EPOCHS=20 BATCH=16 LOADERS=2 GRID_EVERY=5
 CMP_aivaegan := $(CMP_aivae) LR=1e-3 LR_D=1e-3
 CMP_mmgan    := WIDTH=0.0625 EPOCHS_FEATURES=10 EPOCHS_MULTIMODAL=10 EPOCHS=20 BATCH=16 LOADERS=2 GRID_EVERY=5
