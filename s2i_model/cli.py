@@ -451,8 +451,9 @@ def _print_evaluation(res: dict) -> None:
     def pct(v):
         return "   –  " if v is None else f"{100 * v:5.1f}%"
 
-    console.print(f"E = {res['emb']}, epoch {res['epoch']}, {res['split']} split, {res['samples_per_sound']} pictures a sound",
-                  highlight=False)
+    size = f", E = {res['emb']}" if res.get("emb") is not None else ""
+    console.print(f"{res.get('model', 's2i')}{size}, epoch {res['epoch']}, {res['split']} split, "
+                  f"{res['samples_per_sound']} pictures a sound", highlight=False)
     console.print(f"{'class':<14}{'informativity':>14}{'agreement*':>12}{'R@1*':>8}{'R@5*':>8}{'diversity':>11}", highlight=False)
     for name, r in [*res["per_class"].items(), ("mean", res["mean"])]:
         div = r.get("diversity")
