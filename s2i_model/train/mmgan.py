@@ -42,6 +42,11 @@ from s2i_model.train.runtime import (TrainingError, autocast, check_precision, g
 from s2i_model.train.translator import draw_grid, frozen
 
 STAGES = ("features", "multimodal", "gan")
+# what each stage logs, train and val (metrics.jsonl)
+TRAIN_KEYS = {"features": ("frame_acc", "frame_ce", "sound_acc", "sound_ce"),
+              "multimodal": ("ce_hidden", "ce_out", "l1", "loss", "sound_acc"),
+              "gan": ("adv_loss", "d_loss", "l1_feature", "l1_image", "loss")}
+VAL_KEYS = {"features": ("val_frame_acc", "val_sound_acc"), "multimodal": ("val_sound_acc",), "gan": ("val_l1_image",)}
 
 
 @dataclass
@@ -317,8 +322,11 @@ def train_mmgan(cfg: MmganConfig, log=print) -> dict:
                     vn += b
 
             # ---- log, image grid, checkpoint (sums over ranks; rank 0 writes)
-            keys, vkeys = sorted(sums), sorted(vsums)
-            totals = distributed.all_sum(d, [sums[k] for k in keys] + [vsums[k] for k in vkeys] + [n, vn])
+            # the same names on every rank, whatever it saw (a rank may hold no val shard), or the
+            # sums over ranks would not line up
+            keys, vkeys = TRAIN_KEYS[stage], VAL_KEYS[stage]
+            totals = distributed.all_sum(d, [sums.get(k, 0.0) for k in keys] + [vsums.get(k, 0.0) for k in vkeys]
+                                         + [n, vn])
             n, vn = int(totals[-2]), int(totals[-1])
             row = {"epoch": epoch + 1, **{k: v / max(n, 1) for k, v in zip(keys, totals)},
                    **{k: v / max(vn, 1) for k, v in zip(vkeys, totals[len(keys):])},

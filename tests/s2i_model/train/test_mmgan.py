@@ -105,6 +105,28 @@ def test_bad_input_gets_one_line(tiny_build, mmgan_run, tmp_path):
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
 
 
+@pytest.mark.slow  # a real torchrun run (gloo, 2 CPU processes)
+def test_ddp_under_torchrun(tiny_build, tmp_path):
+    """Two processes through every stage: one log line and one metrics row per epoch, grids, a
+    checkpoint that load_model reads. (A rank without a val shard once left the sums over ranks
+    misaligned and hung the run: every rank now sums the same names.)"""
+    import os
+
+    run = tmp_path / "ddp"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                        "-m", "s2i_model.cli", "train-mmgan", "--data", str(tiny_build), "--run-dir", str(run),
+                        "--width", "0.0625", "--epochs-features", "1", "--epochs-multimodal", "1", "--epochs", "1",
+                        "--batch-size", "8", "--grid-every", "1", "--device", "cpu", "--workers", "1"],
+                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(x["stage"], x["epoch"]) for x in rows] == [("mmgan-features", 1), ("mmgan-multimodal", 1), ("mmgan-gan", 1)]
+    assert (run / "grids" / "mmgan-epoch-00001.png").is_file()
+    from s2i_model.run import load_model
+
+    assert load_model(run, "cpu").sound_pictures(torch.zeros(1, 1, 128, 100), 2, 0).shape == (1, 2, 3, 96, 96)
+
+
 REPO = Path(__file__).resolve().parents[3]
 CLASSES = ["baby", "dog", "rail", "fireworks", "water"]
 
