@@ -75,6 +75,7 @@ help:
 	@echo "make test-fast  the same without the minute-long tests (pytest -m 'not slow')"
 	@echo "make train  EMB=512 DATA=data/vegas5 RUN=runs/emb512 [NPROC=8 WIDTH= EPOCHS_AE= EPOCHS_GAN= LAM= MA_K= PRECISION=fp32|bf16|fp16 DATA_ON_DEVICE=auto|on|off]"
 	@echo "make train  MODEL=aivae|aivaegan DATA=data/vegas5 RUN=runs/aivae [ALPHA=2 LATENT=64 EPOCHS=100 BATCH=128 WIDTH= LR= NPROC=]"
+	@echo "make train  MODEL=mmgan DATA=data/vegas5 RUN=runs/mmgan [EPOCHS_FEATURES=30 EPOCHS_MULTIMODAL=30 EPOCHS=200 BATCH=64 WIDTH= LR= NPROC=]"
 	@echo "make sweep  EMBS=\"128 256 512 1024 2048\" DATA=data/vegas5 RUNS=runs/sweep [INFORMATIVITY=dir]"
 	@echo "make compare DATA=data/vegas5 RUNS=runs/compare [MODELS=\"s2i aivae aivaegan\" COMPARE_SIZE=paper|cpu|test SEED=0 INFORMATIVITY=dir]"
 	@echo "make bench  run the benchmarks (figures go to docs/performance.md by hand)"
