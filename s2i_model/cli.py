@@ -499,9 +499,10 @@ def main() -> None:
     from s2i_data.readers import SampleError
 
     from s2i_model.checkpoint import CheckpointError
+    from s2i_model.run import RunError
 
     run_app(app, console, "interrupted: re-run the same command to resume from the last checkpoint",
-            expected=(CheckpointError, SampleError))
+            expected=(CheckpointError, SampleError, RunError))
 
 
 if __name__ == "__main__":
