@@ -159,3 +159,29 @@ def test_make_train_aivae_learns_recognisable_pictures(tmp_path):
     agreement = float((pred == classes.repeat_interleave(4)).float().mean())
     print(f"\nAIVAE class agreement on {len(classes)} held-out sounds: {agreement:.1%} (chance 20 %)")
     assert agreement >= 0.3
+
+
+@pytest.mark.slow  # a real torchrun run (gloo, 2 CPU processes) per model
+@pytest.mark.parametrize("model", ["aivae", "aivaegan"])
+def test_ddp_under_torchrun(model, tiny_build, tmp_path):
+    """Two processes, two epochs: one log line and one metrics row per epoch (the ranks' samples
+    summed), and a checkpoint that load_model reads."""
+    import os
+
+    run = tmp_path / model
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                        "-m", "s2i_model.cli", f"train-{model}", "--data", str(tiny_build), "--run-dir", str(run),
+                        "--width", "0.0625", "--epochs", "2", "--batch-size", "8", "--grid-every", "1",
+                        "--device", "cpu", "--workers", "1"],
+                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in rows] == [1, 2]
+    from s2i_data.readers import Build
+
+    train = Build.open(tiny_build).size("train")
+    # both ranks' shares counted (one rank alone has about half), no sample twice
+    assert all(train // 2 < x["samples"] <= train for x in rows), (rows, train)
+    from s2i_model.run import load_model
+
+    assert load_model(run, "cpu").sound_pictures(torch.zeros(1, 1, 128, 100), 2, 0).shape == (1, 2, 3, 96, 96)
