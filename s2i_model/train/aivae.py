@@ -31,7 +31,7 @@ from s2i_model.nets.aivae import MODELS, ImageDiscriminator, kl_divergence, to_p
 from s2i_model.run import MODEL_FILES, open_build
 from s2i_model.train import distributed, resident
 from s2i_model.train.autoencoder import set_hyperparameters
-from s2i_model.train.metrics import MetricsLog
+from s2i_model.train.metrics import MetricsLog, skipped_samples, throughput
 from s2i_model.train.runtime import (TrainingError, autocast, check_precision, grad_scaler, prepare_model, rng_state,
                                      seed_everything, set_rng_state, update)
 from s2i_model.train.translator import draw_grid, frozen
@@ -245,9 +245,9 @@ def train_vae(cfg: AivaeConfig, log=print) -> dict:
                "kl": sums["kl"] / max(n, 1), "val_recon_loss": vrec / max(vn, 1), "val_kl": vkl / max(vn, 1)}
         if gan:
             row.update(adv_loss=sums["adv"] / max(n, 1), d_loss=sums["d"] / max(n, 1))
-        row.update(samples=n, seconds=round(seconds, 3), samples_per_s=n / max(seconds, 1e-9))
+        row.update(throughput(n, seconds))
         if cfg.skip_bad_samples:
-            row["skipped_samples"] = held["train"].skipped if held["train"] else train_ds.skipped.value
+            row["skipped_samples"] = skipped_samples(held["train"], train_ds)
         rng = distributed.rng_for_checkpoint(d, rng_state())
         if not d.main:
             continue

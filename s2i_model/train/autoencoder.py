@@ -19,7 +19,7 @@ from s2i_model.train import distributed
 from s2i_model.config import AutoencoderConfig
 from s2i_model.train import resident
 from s2i_model.data import Normalizer, ShardStream
-from s2i_model.train.metrics import MetricsLog
+from s2i_model.train.metrics import MetricsLog, skipped_samples, throughput
 from s2i_model.nets import AudioAutoencoder
 from s2i_model.train.runtime import (TrainingError, autocast, check_precision, grad_scaler, make_optimizer, optimizer_settings,
                       prepare_model, rng_state, seed_everything, set_rng_state, update)
@@ -116,10 +116,10 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
         total, n, vtotal, vn = distributed.all_sum(d, [total, n, vtotal, vn])
         n, vn = int(n), int(vn)
         row = {"epoch": epoch + 1, "train_loss": total / max(n, 1), "val_loss": vtotal / max(vn, 1),
-               "samples": n, "seconds": round(train_time, 3), "samples_per_s": n / max(train_time, 1e-9)}
+               **throughput(n, train_time)}
         if cfg.skip_bad_samples:
             # held in memory, a damaged sample was left out once, when the split was read
-            row["skipped_samples"] = held["train"].skipped if held["train"] else train_ds.skipped.value
+            row["skipped_samples"] = skipped_samples(held["train"], train_ds)
         rng = distributed.rng_for_checkpoint(d, rng_state())
         if not d.main:
             continue

@@ -5,6 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from s2i_data import storage
+
+
+def throughput(n: int, seconds: float) -> dict:
+    """The samples an epoch trained on, its seconds and its rate: the same keys in every trainer's rows."""
+    return {"samples": n, "seconds": round(seconds, 3), "samples_per_s": n / max(seconds, 1e-9)}
+
+
+def skipped_samples(held, stream) -> int:
+    """Damaged samples left out of the epoch: counted once, when a split held in memory was read,
+    else by the stream as it went."""
+    return held.skipped if held is not None else stream.skipped.value
+
 
 class MetricsLog:
     def __init__(self, run: Path, stage: str, start_epoch: int) -> None:
@@ -25,7 +38,7 @@ class MetricsLog:
             return
         keep = [ln for ln in self.path.read_text().splitlines()
                 if ln.strip() and not (json.loads(ln)["stage"] == self.stage and json.loads(ln)["epoch"] > epoch)]
-        self.path.write_text("".join(ln + "\n" for ln in keep))
+        storage.atomic_write(self.path, "".join(ln + "\n" for ln in keep))  # a crash here keeps the old log
 
     def write(self, row: dict) -> None:
         row = {"stage": self.stage, **row}

@@ -36,7 +36,7 @@ from s2i_model.run import MODEL_FILES, open_build
 from s2i_model.train import distributed, resident
 from s2i_model.train.aivae import _grid_sounds
 from s2i_model.train.autoencoder import set_hyperparameters
-from s2i_model.train.metrics import MetricsLog
+from s2i_model.train.metrics import MetricsLog, skipped_samples, throughput
 from s2i_model.train.runtime import (TrainingError, autocast, check_precision, grad_scaler, prepare_model, rng_state,
                                      seed_everything, set_rng_state, update)
 from s2i_model.train.translator import draw_grid, frozen
@@ -330,9 +330,9 @@ def train_mmgan(cfg: MmganConfig, log=print) -> dict:
             n, vn = int(totals[-2]), int(totals[-1])
             row = {"epoch": epoch + 1, **{k: v / max(n, 1) for k, v in zip(keys, totals)},
                    **{k: v / max(vn, 1) for k, v in zip(vkeys, totals[len(keys):])},
-                   "samples": n, "seconds": round(seconds, 3), "samples_per_s": n / max(seconds, 1e-9)}
+                   **throughput(n, seconds)}
             if cfg.skip_bad_samples:
-                row["skipped_samples"] = held["train"].skipped if held["train"] else train_ds.skipped.value
+                row["skipped_samples"] = skipped_samples(held["train"], train_ds)
             rng = distributed.rng_for_checkpoint(d, rng_state())
             if not d.main:
                 continue

@@ -30,7 +30,7 @@ from s2i_model.data import Normalizer, ShardStream, compute_embeddings
 from s2i_model.grid import save_grid
 from s2i_model.model import seeded_pictures
 from s2i_model.evaluate.informativity import Judges, judge_generator
-from s2i_model.train.metrics import MetricsLog
+from s2i_model.train.metrics import MetricsLog, skipped_samples, throughput
 from s2i_model.nets import DenseGenerator, Discriminator
 from s2i_model.train.runtime import (autocast, check_precision, grad_scaler, make_optimizer, optimizer_settings, prepare_model,
                       rng_state, seed_everything, set_rng_state, update)
@@ -209,9 +209,9 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
         adv_history.append(sums["adv"] / max(n, 1))
         row = {"epoch": epoch + 1, "pixel_loss": sums["pixel"] / max(n, 1), "adv_loss": adv_history[-1],
                "g_loss": sums["g"] / max(n, 1), "d_loss": sums["d"] / max(d_updates, 1), "d_updates": d_updates,
-               "samples": n, "seconds": round(seconds, 3), "samples_per_s": n / max(seconds, 1e-9)}
+               **throughput(n, seconds)}
         if cfg.skip_bad_samples:
-            row["skipped_samples"] = held.skipped if held else train_ds.skipped.value
+            row["skipped_samples"] = skipped_samples(held, train_ds)
         rng = distributed.rng_for_checkpoint(d, rng_state())
         if not d.main:
             continue
