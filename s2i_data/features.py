@@ -77,14 +77,76 @@ def log_mel_segments(audio: np.ndarray, audio_start_s: float, starts_s, seconds:
     padded = np.pad(np.asarray(audio, np.float32), (pad_left, pad_right))
     # Row gather from a strided view: one copy of the frames, no per-sample index array.
     windows = np.lib.stride_tricks.sliding_window_view(padded, win)[(first + pad_left).ravel()]
-    n_fft = N_FFT if sr == SAMPLE_RATE else int(2 ** np.ceil(np.log2(win)))
+    return _log_mel_frames(windows, sr).reshape(len(starts), frames, N_MELS)
+
+
+def _n_fft(sr: int, win: int) -> int:
+    return N_FFT if sr == SAMPLE_RATE else int(2 ** np.ceil(np.log2(win)))
+
+
+def _log_mel_frames(windows: np.ndarray, sr: int) -> np.ndarray:
+    """float32 [n, 128]: the log-mel of n analysis frames of ``win`` samples each."""
+    win = windows.shape[-1]
+    n_fft = _n_fft(sr, win)
     spec = scipy.fft.rfft(windows * hamming(win), n=n_fft, axis=-1, workers=1)
     power = np.square(spec.real) + np.square(spec.imag)
     # One BLAS thread: a threaded product sums in another order, and the shards would then
     # differ in the last bit with the machine's core count (local pool vs Dask workers).
     with _blas().limit(limits=1, user_api="blas"):
         mel = power @ _filterbank_t(sr, n_fft)
-    return np.log(mel + LOG_EPS, dtype=np.float32).reshape(len(starts), frames, N_MELS)
+    return np.log(mel + LOG_EPS, dtype=np.float32)
+
+
+class LogMelStream:
+    """The same log-mel, frame by frame, for audio that arrives in pieces (`s2i-model live`).
+
+    Frame k is centred at sample (k + 0.5) * hop of the stream, as frame i of a segment starting at
+    t0 is centred at t0 + (i + 0.5) * hop in `log_mel_segments`: a segment starting on the 10 ms
+    grid is frames t0 / hop ... t0 / hop + frames - 1 of the stream, the same numbers. Each frame
+    is computed once, as soon as its 25 ms of audio is in (7.5 ms after its grid step ends); only
+    the samples the next frame reads are kept. Before the stream start there are zeros, as before
+    a file's start; `finish` pads the end with zeros, as at a file's end.
+    """
+
+    def __init__(self, sr: int = SAMPLE_RATE) -> None:
+        self.sr = sr
+        self.hop = sr // 100
+        self.win = int(round(0.025 * sr))
+        self.frames = 0  # frames computed so far
+        self.samples = 0  # samples pushed so far
+        self._lead = self.hop // 2 - self.win // 2  # frame k reads from sample k * hop + lead
+        self._buf = np.zeros(max(0, -self._lead), np.float32)
+        self._buf_start = min(0, self._lead)  # stream sample index of _buf[0]
+
+    def push(self, audio: np.ndarray) -> np.ndarray:
+        """float32 [new frames, 128]: every frame whose audio is now complete."""
+        self._buf = np.concatenate([self._buf, np.asarray(audio, np.float32).ravel()])
+        self.samples += int(np.asarray(audio).size)
+        return self._compute()
+
+    def finish(self) -> np.ndarray:
+        """The frames of the stream's last grid steps, zeros read past its end (as `log_mel_segments`
+        pads at a file's end): every frame centred before the end."""
+        last = -(-self.samples // self.hop)  # frames whose centre lies before the end, ceil(samples / hop)
+        need = (last - 1) * self.hop + self._lead + self.win - (self._buf_start + self._buf.size)
+        if need > 0:
+            self._buf = np.concatenate([self._buf, np.zeros(need, np.float32)])
+        return self._compute(limit=last)
+
+    def _compute(self, limit: int | None = None) -> np.ndarray:
+        end = self._buf_start + self._buf.size
+        n = (end - self._lead - self.win) // self.hop + 1 - self.frames  # frames now complete
+        if limit is not None:
+            n = min(n, limit - self.frames)
+        if n <= 0:
+            return np.zeros((0, N_MELS), np.float32)
+        off = self.frames * self.hop + self._lead - self._buf_start
+        idx = off + self.hop * np.arange(n)
+        out = _log_mel_frames(np.lib.stride_tricks.sliding_window_view(self._buf, self.win)[idx], self.sr)
+        self.frames += n
+        keep = self.frames * self.hop + self._lead - self._buf_start  # where the next frame starts
+        self._buf, self._buf_start = self._buf[keep:], self._buf_start + keep
+        return out
 
 
 @functools.lru_cache(maxsize=1)

@@ -349,6 +349,53 @@ def imagine(
 
 
 @app.command()
+def live(
+    source: Optional[str] = typer.Argument(None, help="a stream URL, a file (with --realtime: as if live), a device "
+                                           "(with --format), - for raw 16 kHz mono s16le PCM on stdin; "
+                                           "none: the default microphone"),
+    run: Path = typer.Option(..., help="a run folder with a trained model"),
+    n: int = typer.Option(1, "-n", min=1, help="pictures per window (test-time dropout makes them differ)"),
+    hop: float = typer.Option(0.5, help="seconds between pictures"),
+    quiet_db: float = typer.Option(-50.0, help="windows quieter than this (RMS, dBFS) show 'quiet'"),
+    gate: float = typer.Option(0.5, help="with a frame classifier: pictures below this confidence are hidden"),
+    classifier: Optional[str] = typer.Option(None, help="a frame classifier (default RUN/frame-classifier.pt "
+                                             "when s2i-model evaluate left one)"),
+    port: int = typer.Option(8766, help="the page's port (0: any free port)"),
+    host: str = typer.Option("127.0.0.1", help="127.0.0.1: this machine only"),
+    record: Optional[Path] = typer.Option(None, help="write every picture and DIR/live.jsonl here"),
+    realtime: bool = typer.Option(False, "--realtime", help="a file or stdin read at its own speed, as if live"),
+    format: Optional[str] = typer.Option(None, "--format", help="ffmpeg input format of a device (pulse, alsa, ...)"),
+    pcm_rate: int = typer.Option(16000, help="sample rate of the PCM on stdin"),
+    stall_timeout: float = typer.Option(10.0, help="give up after this many seconds without sound from the input"),
+    mic: Optional[str] = typer.Option(None, help="a microphone other than the default (python -m sounddevice lists them)"),
+    open_page: bool = typer.Option(True, "--open/--no-open", help="open the page in a browser (when there is a display)"),
+    seed: int = typer.Option(0), device: str = typer.Option("auto"),
+) -> None:
+    """A picture every hop of what is sounding now, on a local web page (ends when the input ends)."""
+    from s2i_model.checkpoint import CheckpointError
+    from s2i_model.live.record import RecordError
+    from s2i_model.live.session import LiveError, LiveOptions, open_page_in_browser, run_session
+    from s2i_model.live.sources import SourceError
+    from s2i_model.run import RunError
+
+    opts = LiveOptions(run=str(run), input=source, n=n, hop=hop, quiet_db=quiet_db, gate=gate, classifier=classifier,
+                       host=host, port=port, record=str(record) if record else None, realtime=realtime, format=format,
+                       pcm_rate=pcm_rate, stall_timeout=stall_timeout, mic=mic, device=device, seed=seed)
+    try:
+        summary = run_session(opts, log=lambda s: print(s, flush=True),
+                              on_ready=open_page_in_browser if open_page else None)
+    except (LiveError, SourceError, RecordError, RunError, CheckpointError) as e:
+        _fail(str(e), 1)
+        return
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+        return
+    if summary.error:
+        _fail(f"{summary.error} ({summary.line()})", 1)
+    print(f"input ended: {summary.line()}", flush=True)
+
+
+@app.command()
 def sample(
     run: Path = typer.Option(..., help="a run folder with a trained translator"),
     out: Path = typer.Option(..., help="the pool folder (created, or grown if it exists)"),

@@ -1,0 +1,212 @@
+"""The drop-stale scheduler: one reader thread turns the source into windows, the main thread
+turns each window into pictures, and between them is a mailbox of one.
+
+From a live source (a microphone, a stream, ``--realtime``) the sound comes at its own pace: a
+window that is still waiting when a newer one is ready is stale and is dropped (counted and
+recorded as dropped), so the picture shown is always of the newest sound, the queue never
+holds more than one window and memory stays flat over hours. From a file or a pipe the reader
+waits for the mailbox instead (ffmpeg then waits on its full pipe), and every window is made.
+
+Latency is counted from the moment a window's last audio arrived (`Window.ready`) to the moment
+its pictures were handed to the page (`Hub.publish`); the recording is written after that.
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+from s2i_model.live.sources import Source, SourceError
+from s2i_model.live.window import Window, Windower
+
+MAX_DROPPED_KEPT = 10_000  # dropped windows remembered between two made ones (beyond: counted only)
+
+
+@dataclass
+class Result:
+    window: Window
+    dropped: bool = False
+    quiet: bool = False
+    pictures: np.ndarray | None = None  # uint8 [n, H, W, 3]
+    png: list[bytes] = field(default_factory=list)  # the pictures, encoded once for page and recording
+    label: str | None = None  # the frame classifier's most likely class for the pictures
+    confidence: float | None = None
+    shown: bool = False  # pictures made and above the confidence gate
+    latency_ms: float | None = None
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", compress_level=1)  # speed over size: a loopback page
+    return buf.getvalue()
+
+
+class Imaginer:
+    """A window → its result: "quiet" below ``quiet_db``, else ``n`` pictures from the model
+    (test-time dropout makes them differ) and, with a frame classifier, the class it sees in
+    them (softmax averaged over the n pictures) and whether that clears ``gate``."""
+
+    def __init__(self, model, n: int = 1, quiet_db: float = -50.0, classifier: torch.nn.Module | None = None,
+                 class_names: list[str] | None = None, gate: float = 0.0, seed: int = 0) -> None:
+        self.model, self.n, self.quiet_db = model, n, quiet_db
+        self.classifier, self.class_names, self.gate = classifier, class_names, gate
+        torch.manual_seed(seed)  # once: the stream of pictures is reproducible for a given stream of windows
+
+    @torch.no_grad()
+    def __call__(self, w: Window) -> Result:
+        if w.loudness_db < self.quiet_db:
+            return Result(w, quiet=True)
+        x = self.model.norm(w.mel)[None].to(self.model.device)
+        imgs = self.model.sound_pictures(x, self.n, None)[0]  # [n, 3, H, W] in [-1, 1]
+        res = Result(w, pictures=imgs.float().clamp(-1, 1).add(1).mul(127.5).round().byte()
+                     .permute(0, 2, 3, 1).cpu().numpy(), shown=True)
+        if self.classifier is not None:
+            dev = next(self.classifier.parameters()).device
+            p = torch.softmax(self.classifier(imgs.float().to(dev)), 1).mean(0)
+            k = int(p.argmax())
+            res.label = self.class_names[k] if self.class_names and k < len(self.class_names) else f"class {k}"
+            res.confidence = round(float(p[k]), 4)
+            res.shown = res.confidence >= self.gate
+        res.png = [png_bytes(im) for im in res.pictures]
+        return res
+
+
+class Mailbox:
+    """One slot between the reader and the worker. ``drop_stale``: a new window replaces a waiting
+    one (which is returned to be counted); otherwise the reader waits until the slot is free."""
+
+    def __init__(self, drop_stale: bool) -> None:
+        self.drop_stale = drop_stale
+        self._cv = threading.Condition()
+        self._item = None
+        self._has = False
+        self.dropped: list[Window] = []
+        self.dropped_total = 0
+        self.closed = False
+
+    def put(self, item, final: bool = False) -> None:
+        with self._cv:
+            if self._has and not final and self.drop_stale and isinstance(self._item, Window):
+                self.dropped_total += 1
+                if len(self.dropped) < MAX_DROPPED_KEPT:
+                    self.dropped.append(self._item)
+            else:
+                while self._has and not self.closed:
+                    self._cv.wait()
+            self._item, self._has = item, True
+            self._cv.notify_all()
+
+    def get(self) -> tuple[object, list[Window]]:
+        """The next item and the windows dropped before it."""
+        with self._cv:
+            while not self._has:
+                self._cv.wait()
+            item, dropped = self._item, self.dropped
+            self._item, self._has, self.dropped = None, False, []
+            self._cv.notify_all()
+            return item, dropped
+
+    def close(self) -> None:
+        with self._cv:
+            self.closed = True
+            self._cv.notify_all()
+
+
+class _End:
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+@dataclass
+class Summary:
+    windows: int = 0  # made + dropped
+    made: int = 0
+    dropped: int = 0
+    quiet: int = 0
+    seconds: float = 0.0  # of sound heard
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=10_000))  # the last ones, for the summary
+    error: str | None = None
+
+    def latency(self, q: float) -> float | None:
+        xs = sorted(self.latencies_ms)
+        return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else None
+
+    def line(self) -> str:
+        med = statistics.median(self.latencies_ms) if self.latencies_ms else None
+        lat = f", latency median {med:.0f} ms, p95 {self.latency(0.95):.0f} ms" if med is not None else ""
+        return (f"{self.seconds:.1f} s of sound: {self.windows} windows, {self.made} made "
+                f"({self.quiet} quiet), {self.dropped} dropped{lat}")
+
+
+def run(source: Source, windower: Windower, imaginer: Callable[[Window], Result], publish=None, record=None,
+        stop: threading.Event | None = None, on_result=None) -> Summary:
+    """Until the source ends (or ``stop`` is set): every window made or dropped, in order. ``publish``
+    (the page) and ``record`` (the recording) get each `Result`; ``on_result`` too, after both. A
+    source that fails ends the run with its one line in ``Summary.error`` after the windows it gave."""
+    box = Mailbox(drop_stale=source.live)
+    summary = Summary()
+
+    def read() -> None:
+        err = None
+        try:
+            for chunk in source.chunks():
+                for w in windower.push(chunk):
+                    box.put(w)
+                if box.closed:
+                    return
+            for w in windower.finish():
+                box.put(w)
+        except SourceError as e:
+            err = e
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread, which re-raises it
+            err = e
+        finally:
+            summary.seconds = windower.samples / windower.sr
+            box.put(_End(err), final=True)
+
+    reader = threading.Thread(target=read, name="live-reader", daemon=True)
+    reader.start()
+
+    def done(res: Result) -> None:
+        summary.windows += 1
+        if record is not None:
+            record(res)
+        if on_result is not None:
+            on_result(res)
+
+    try:
+        while True:
+            if stop is not None and stop.is_set():
+                break
+            item, dropped = box.get()
+            for w in dropped:
+                summary.dropped += 1
+                done(Result(w, dropped=True))
+            if isinstance(item, _End):
+                if isinstance(item.error, SourceError):
+                    summary.error = str(item.error)
+                elif item.error is not None:
+                    raise item.error
+                break
+            res = imaginer(item)
+            if publish is not None:
+                publish(res)
+            res.latency_ms = round((time.monotonic() - item.ready) * 1000, 2)
+            summary.made += 1
+            summary.quiet += res.quiet
+            summary.latencies_ms.append(res.latency_ms)
+            done(res)
+    finally:
+        source.close()
+        box.close()
+        reader.join(timeout=10)
+    return summary

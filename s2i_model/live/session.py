@@ -1,0 +1,162 @@
+"""One `s2i-model live` session: the run's model (and frame classifier) loaded, the source opened,
+the page served, the windows imagined until the input ends, the recording closed."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from s2i_model import checkpoint
+from s2i_model.live import loop
+from s2i_model.live.record import Recorder
+from s2i_model.live.server import Hub, start_server
+from s2i_model.live.sources import Source, open_source
+from s2i_model.live.window import Windower
+
+FRAME_CLASSIFIER = "frame-classifier.pt"  # where `s2i-model evaluate` keeps it in a run
+
+
+class LiveError(Exception):
+    """Settings that cannot work (a bad hop, an unusable classifier): one line."""
+
+
+@dataclass
+class LiveOptions:
+    run: str
+    input: str | None = None  # None: the default microphone; "-": raw PCM on stdin
+    n: int = 1
+    hop: float = 0.5
+    quiet_db: float = -50.0
+    gate: float = 0.5
+    classifier: str | None = None  # default RUN/frame-classifier.pt when it exists
+    host: str = "127.0.0.1"
+    port: int = 8766
+    serve: bool = True
+    record: str | None = None
+    realtime: bool = False
+    format: str | None = None
+    pcm_rate: int = 16000
+    stall_timeout: float = 10.0
+    mic: str | None = None
+    device: str = "auto"
+    seed: int = 0
+    strip: int = 8
+
+
+def class_names(run: Path, ident: dict, model) -> list[str] | None:
+    """The names of the classifier's outputs: from the run's evaluation, else from the build it was
+    trained on (if it can be opened here)."""
+    n = int(ident.get("classes", 0))
+    try:
+        names = json.loads((run / "evaluation.json").read_text()).get("classes")
+        if isinstance(names, list) and len(names) == n:
+            return [str(x) for x in names]
+    except (OSError, ValueError):
+        pass
+    from s2i_data.readers import Build
+
+    for where in (ident.get("data"), (getattr(model, "build", None) or {}).get("location")):
+        if not where:
+            continue
+        try:
+            names = Build.open(where).classes
+            if len(names) == n:
+                return list(names)
+        except Exception:  # noqa: BLE001 - a build moved or gone: the names are a nicety
+            continue
+    return None
+
+
+def load_classifier(run: Path, path: str | None, model, device) -> tuple[torch.nn.Module | None, list[str] | None]:
+    """The real-frame classifier `evaluate` trained for the run (or ``path``), never unpickled."""
+    from s2i_model.evaluate.realframe import FrameClassifier
+
+    file = Path(path) if path else run / FRAME_CLASSIFIER
+    if not file.exists():
+        if path:
+            raise LiveError(f"{file}: no such classifier")
+        return None, None
+    state = checkpoint.load(file, device)
+    try:
+        ident = state["ident"]
+        clf = FrameClassifier(int(ident["classes"]))
+        clf.load_state_dict(state["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise LiveError(f"{file} is not a frame classifier of s2i-model evaluate ({type(e).__name__})") from None
+    return clf.to(device).eval(), class_names(run, ident, model)
+
+
+def prepare(opts: LiveOptions, log=print):
+    """(model, imaginer, windower, source): everything that can fail on bad settings, before any
+    port is opened or folder written."""
+    from s2i_model.run import load_model
+
+    if not (0 < opts.hop <= 60) or opts.n < 1:
+        raise LiveError(f"--hop must be in (0, 60] s and -n at least 1 (got {opts.hop:g} and {opts.n})")
+    model = load_model(opts.run, opts.device)
+    seconds, rate = model.window
+    windower = Windower(seconds, rate, opts.hop)
+    clf, names = load_classifier(Path(opts.run), opts.classifier, model, model.device)
+    imaginer = loop.Imaginer(model, opts.n, opts.quiet_db, clf, names, opts.gate if clf is not None else 0.0, opts.seed)
+    source = open_source(opts.input, rate, opts.realtime, opts.format, opts.pcm_rate, opts.stall_timeout, opts.mic)
+    return model, imaginer, windower, source
+
+
+def run_session(opts: LiveOptions, log=print, on_ready=None, stop: threading.Event | None = None) -> loop.Summary:
+    """Serve the page and imagine every window until the input ends; the summary (its ``error``: the
+    source's one line when it failed). ``on_ready(url)`` is called once the page is up."""
+    model, imaginer, windower, source = prepare(opts, log)
+    seconds, rate = model.window
+    hub = Hub(opts.strip, getattr(model, "norm", None))
+    server = recorder = None
+    summary = loop.Summary(error="interrupted")
+    try:
+        if opts.serve:
+            try:
+                server = start_server(hub, opts.host, opts.port, title=source.name)
+            except OSError as e:
+                raise LiveError(f"cannot serve on {opts.host}:{opts.port}: {e.strerror or e}") from None
+        if opts.record:
+            recorder = Recorder(Path(opts.record), {
+                "run": os.path.abspath(opts.run), "input": source.name, "live": source.live,
+                "window_s": seconds, "sample_rate": rate, "hop_s": opts.hop, "n": opts.n, "quiet_db": opts.quiet_db,
+                "classifier": imaginer.class_names if imaginer.classifier is not None else None,
+                "gate": imaginer.gate, "incremental_log_mel": windower.incremental})
+        log(f"hearing {source.name} ({'live: stale windows are dropped' if source.live else 'every window is made'}); "
+            f"a picture every {opts.hop:g} s of the last {seconds:g} s" + (f"; page at {server.url}" if server else ""))
+        if on_ready is not None:
+            on_ready(server.url if server else None)
+        summary = loop.run(source, windower, imaginer, hub.publish if server else None, recorder,
+                           stop=stop, on_result=hub.count_dropped)
+    finally:  # also on Ctrl-C: the page is told, the recording's session file says how it ended
+        source.close()
+        if server is not None:
+            hub.end(summary.error or "the input ended")
+            server.shutdown()
+            server.server_close()
+        if recorder is not None:
+            recorder.close({k: v for k, v in asdict(summary).items() if k != "latencies_ms"}
+                           | {"latency_median_ms": summary.latency(0.5), "latency_p95_ms": summary.latency(0.95)})
+    return summary
+
+
+__all__ = ["LiveError", "LiveOptions", "Source", "prepare", "run_session"]
+
+
+def open_page_in_browser(url: str | None) -> None:
+    """Open the page where a browser can show it: not on a machine without a display (a server,
+    a container), where a text browser would take the terminal."""
+    if not url or (sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))):
+        return
+    import webbrowser
+
+    try:
+        webbrowser.open(url)
+    except Exception:  # noqa: BLE001 - the address is printed anyway
+        pass
