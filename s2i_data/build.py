@@ -98,8 +98,14 @@ def collect_items(cfg: BuildConfig, class_infos) -> list[VideoItem]:
         from .sources.audioset import prepare_audioset
 
         items = prepare_audioset([Path(c) for c in cfg.csvs], Path(cfg.root), class_infos, clips=cfg.clips)
+    elif cfg.source == "vggsound":
+        from .sources import vggsound
+
+        csvs = [Path(c) for c in cfg.csvs]
+        items, _ = vggsound.prepare_vggsound(csvs, Path(cfg.root),
+                                             vggsound.resolve_vggsound(cfg.classes, vggsound.csv_labels(csvs)))
     else:
-        raise BuildError(f"unknown --source {cfg.source!r}: use folders or audioset")
+        raise BuildError(f"unknown --source {cfg.source!r}: use folders, audioset or vggsound")
     if cfg.limit:
         kept = []
         for alias in cfg.classes:
@@ -243,9 +249,14 @@ def build_info(cfg: BuildConfig) -> dict:
         ff = subprocess.run([media.ffmpeg_exe(), "-version"], capture_output=True, text=True).stdout.split("\n")[0]
     except OSError:
         ff = None
-    return {"tool": "s2i-data", "version": __version__, "fingerprint": cfg.fingerprint(),
+    info = {"tool": "s2i-data", "version": __version__, "fingerprint": cfg.fingerprint(),
             "config": cfg.to_dict(), "python": sys.version.split()[0], "platform": platform.platform(),
             "ffmpeg": ff, "libraries": versions}
+    if cfg.source == "vggsound":
+        from .sources.vggsound import SPLIT_RULE
+
+        info["split_rule"] = SPLIT_RULE
+    return info
 
 
 # ----------------------------------------------------------------------------- the pipeline
@@ -277,7 +288,20 @@ def shard_config(cfg: BuildConfig) -> dict:
 
 def validate(cfg: BuildConfig) -> BuildConfig:
     """Check and resolve the arguments; reads only, creates nothing."""
-    class_infos = resolve_classes(cfg.classes) if cfg.classes else None
+    if cfg.source in ("audioset", "vggsound"):
+        if not cfg.csvs:
+            raise BuildError(f"--source {cfg.source} needs at least one --csv")
+        for c in cfg.csvs:
+            if not Path(c).is_file():
+                raise BuildError(f"--csv {c}: no such file")
+        cfg.csvs = [str(Path(c).resolve()) for c in cfg.csvs]
+    if cfg.source == "vggsound" and cfg.classes:
+        from .sources import vggsound
+
+        # VGGSound's classes are its CSV's labels (and the class table's aliases mapped to them)
+        class_infos = [c.info for c in vggsound.resolve_vggsound(cfg.classes, vggsound.csv_labels(cfg.csvs))]
+    else:
+        class_infos = resolve_classes(cfg.classes) if cfg.classes else None
     if not class_infos:
         raise BuildError("--classes is required (e.g. --classes dog,rail)")
     cfg.classes = [c.alias for c in class_infos]
@@ -291,13 +315,6 @@ def validate(cfg: BuildConfig) -> BuildConfig:
         if not root.is_dir():
             raise BuildError(f"--root {cfg.root}: no such folder")
         cfg.root = str(root.resolve())
-    if cfg.source == "audioset":
-        if not cfg.csvs:
-            raise BuildError("--source audioset needs at least one --csv")
-        for c in cfg.csvs:
-            if not Path(c).is_file():
-                raise BuildError(f"--csv {c}: no such file")
-        cfg.csvs = [str(Path(c).resolve()) for c in cfg.csvs]
     if not storage.is_remote(cfg.out):
         cfg.out = str(Path(storage.local_path(cfg.out)).expanduser().resolve())
     return cfg
@@ -465,10 +482,14 @@ def _build_locked(cfg: BuildConfig, executor, progress, guard) -> BuildResult:
         probes = pd.read_parquet(work / "probe.parquet")
         samples = pd.read_parquet(work / "plan.parquet")
     else:
-        items = collect_items(cfg, resolve_classes(cfg.classes))
+        items = collect_items(cfg, None if cfg.source == "vggsound" else resolve_classes(cfg.classes))
         (work / "shards").mkdir(parents=True, exist_ok=True)
         progress.start("probe", len(items))
         probes = probe_items(items, workers, on_probe=lambda: progress.advance("probe"))
+        if cfg.source == "vggsound":  # its own test split, and videos that must stay together
+            from .sources import vggsound
+
+            probes = vggsound.add_official_splits(probes, [Path(c) for c in cfg.csvs])
         videos, samples, report = plan.plan(probes, cfg)
         probes = videos
         _write_parquet(work / "probe.parquet", probes)

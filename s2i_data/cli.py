@@ -13,6 +13,7 @@ from typing import NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -81,11 +82,11 @@ def _print_counts(counts, title: str) -> None:
 
 @app.command()
 def build(
-    source: str = typer.Option("folders", help="folders (VEGAS-style ROOT/<class>/**/file) or audioset"),
+    source: str = typer.Option("folders", help="folders (VEGAS-style ROOT/<class>/**/file), audioset or vggsound"),
     root: str = typer.Option(..., help="folder holding the videos, or an fsspec URL (s3://bucket/vegas, ...)"),
     classes: str = typer.Option(..., help="comma-separated aliases, display names or AudioSet ids"),
     out: str = typer.Option(..., help="output folder or fsspec URL (created; resumed when it holds this same build)"),
-    csv: Optional[list[Path]] = typer.Option(None, help="AudioSet segment CSV (repeatable)"),
+    csv: Optional[list[Path]] = typer.Option(None, help="AudioSet segment CSV or VGGSound CSV (repeatable)"),
     clips: bool = typer.Option(False, help="audioset: files named <YTID>.<ext> are already cut"),
     segment_seconds: float = typer.Option(1.0, help="segment length"),
     sample_rate: int = typer.Option(16000, help="audio rate of the log-mel front end"),
@@ -151,6 +152,56 @@ def build(
         _fail(f"{len(result.failed_shards)} shard(s) failed; re-run the same command to retry them", 1)
     if strict and len(problems):
         _fail(f"--strict: {len(problems)} input(s) skipped or failed", 1)
+
+
+@app.command()
+def download(
+    csv: Path = typer.Option(..., help="the rows: a VGGSound CSV, an AudioSet segment CSV, or ytid,start,end[,class]"),
+    out: str = typer.Option(..., help="ROOT: clips go to ROOT/<class>/<ytid>_<start:06d>.mp4, the record to ROOT/download.parquet"),
+    format: str = typer.Option("vggsound", "--format", help="vggsound, audioset or plain"),
+    classes: str = typer.Option("", help="comma-separated classes to fetch (VGGSound labels, aliases, AudioSet names); audioset needs it"),
+    url_template: str = typer.Option("https://www.youtube.com/watch?v={ytid}", help="URL of a video, {ytid} replaced (a mirror, a lab server)"),
+    max_height: int = typer.Option(360, help="video lines at most (plus the best audio)"),
+    rate: str = typer.Option("2/s", help="requests at most, over all workers: 2/s, 30/min, 0 for unlimited"),
+    workers: int = typer.Option(4, help="downloads at once (dask: LocalCluster processes when no --scheduler)"),
+    attempts: int = typer.Option(4, help="tries per row for transient failures (429, resets, truncation)"),
+    backoff: float = typer.Option(2.0, help="seconds before the first retry, doubled each time (a Retry-After wins when longer)"),
+    retry_failed: bool = typer.Option(False, help="also retry rows recorded unavailable, private or removed"),
+    cookies: Optional[Path] = typer.Option(None, help="a Netscape cookies.txt handed to yt-dlp"),
+    executor: str = typer.Option("local", help="local (threads) or dask"),
+    scheduler: Optional[str] = typer.Option(None, help="dask: tcp://HOST:8786 or a scheduler file (none: a LocalCluster)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+) -> None:
+    """Fetch the windows a CSV names with yt-dlp (re-run the same command to resume)."""
+    from .download import DownloadConfig, DownloadError, download as run_download
+
+    cfg = DownloadConfig(csv=str(csv), out=out, fmt=format, classes=[c.strip() for c in classes.split(",") if c.strip()],
+                         url_template=url_template, max_height=max_height, rate=rate, workers=workers, attempts=attempts,
+                         backoff_s=backoff, retry_failed=retry_failed, cookies=str(cookies) if cookies else None,
+                         executor=executor, scheduler=scheduler)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=console, disable=not (progress and sys.stderr.isatty()))
+    task = bar.add_task("download", total=None)
+    try:
+        with bar:
+            result = run_download(cfg, on_row=lambda rec: bar.advance(task))
+    except DownloadError as e:
+        _fail(str(e))
+        return
+    except KeyboardInterrupt:
+        _fail("interrupted: finished clips and their records are kept; re-run the same command to resume", 130)
+        return
+    table = Table(title=f"{sum(result.counts.values())} rows of {csv.name} in {result.root} ({result.done_now} attempted now)")
+    table.add_column("status")
+    table.add_column("rows", justify="right")
+    for status, n in result.counts.items():
+        if n:
+            table.add_row(status, str(n))
+    out_console.print(table)
+    failures = result.failures[result.failures["status"] != "skipped"].head(10)
+    for _, r in failures.iterrows():
+        console.print(f"[yellow]{r['status']}[/yellow] {escape(str(r['key']))}: {escape(str(r['reason']))}", highlight=False)
+    out_console.print(f"record: {result.root / 'download.parquet'}", highlight=False)
 
 
 def _check_build(path: str) -> None:

@@ -63,12 +63,36 @@ def assign_splits(videos: pd.DataFrame, cfg: BuildConfig) -> pd.Series:
     """Video-disjoint, stratified split: per class, videos ordered by hash and cut by proportion."""
     split = pd.Series("", index=videos.index, dtype=object)
     usable = videos[videos["status"] == "ok"]
+    if "official_split" in videos.columns:  # a corpus with its own test split (VGGSound)
+        return _official_splits(videos, usable, split, cfg)
     for _, group in usable.groupby("class", sort=True):
         order = group.index[np.argsort(video_hash(group["video_id"], cfg.seed, "split"), kind="stable")]
         n_train, n_val, _ = split_counts(len(order), cfg.splits)
         split.loc[order[:n_train]] = "train"
         split.loc[order[n_train : n_train + n_val]] = "val"
         split.loc[order[n_train + n_val :]] = "test"
+    return split
+
+
+def _official_splits(videos: pd.DataFrame, usable: pd.DataFrame, split: pd.Series, cfg: BuildConfig) -> pd.Series:
+    """The corpus's test rows stay test; its train rows are cut into train and val as above, in
+    the proportions train : val of ``cfg.splits``, by groups (``split_group``: one source video,
+    whose windows must not straddle splits). A group with any test row is test as a whole."""
+    group = usable["split_group"] if "split_group" in usable.columns else usable["video_id"]
+    test_groups = set(group[usable["official_split"] == "test"])
+    is_test = group.isin(test_groups)
+    split.loc[usable.index[is_test.to_numpy()]] = "test"
+    train_share = cfg.splits[0] + cfg.splits[1]
+    proportions = (cfg.splits[0] / train_share, cfg.splits[1] / train_share, 0.0) if train_share > 0 else (1.0, 0.0, 0.0)
+    rest = usable[~is_test.to_numpy()]
+    rest_group = group[~is_test.to_numpy()]
+    assigned: dict[str, str] = {}  # a video listed under two classes keeps its first class's split
+    for _, part in rest.groupby("class", sort=True):
+        names = pd.Series([g for g in rest_group.loc[part.index].unique() if g not in assigned], dtype=object)
+        order = names.iloc[np.argsort(video_hash(names, cfg.seed, "split"), kind="stable")].tolist()
+        n_train, _, _ = split_counts(len(order), proportions)
+        assigned.update({g: "train" if i < n_train else "val" for i, g in enumerate(order)})
+        split.loc[part.index] = [assigned[g] for g in rest_group.loc[part.index]]
     return split
 
 

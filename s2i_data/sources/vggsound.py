@@ -193,7 +193,7 @@ def _download_reasons(root: str) -> dict[str, str]:
         return {}
     bad = table[table["status"] != "ok"]
     return {stem(y, s): f"{st}: {r}" if r else st
-            for y, s, st, r in zip(bad["ytid"], bad["start"], bad["status"], bad["reason"])}
+            for y, s, st, r in zip(bad["ytid"], bad["start"], bad["status"], bad["reason"]) if math.isfinite(s)}
 
 
 def prepare_vggsound(csvs: Sequence[Path], root: Path, classes: Sequence[VggClass]) -> tuple[list[VideoItem], dict[str, str]]:
@@ -230,3 +230,19 @@ def prepare_vggsound(csvs: Sequence[Path], root: Path, classes: Sequence[VggClas
 
 def csv_labels(csvs: Sequence[Path]) -> set[str]:
     return {row.label for path in csvs for row in read_csv(path) if not row.reason}
+
+
+def add_official_splits(probes, csvs: Sequence[Path]):
+    """The probe table with ``official_split`` (train/test, from the CSV) and ``split_group``
+    (the YouTube id: windows of one video share a split), which `plan.assign_splits` reads."""
+    split, group = {}, {}
+    for path in csvs:
+        for row in read_csv(path):
+            if not row.reason:
+                vid = stem(row.ytid, row.start)
+                split.setdefault(vid, row.split)
+                group.setdefault(vid, row.ytid)
+    probes = probes.copy()
+    probes["official_split"] = probes["video_id"].map(split).fillna("train")
+    probes["split_group"] = probes["video_id"].map(group).fillna(probes["video_id"])
+    return probes

@@ -1,0 +1,161 @@
+"""The rows to download: a CSV in one of three formats → `Row`s, bad lines kept with a reason.
+
+- ``vggsound``: headerless ``ytid,start_seconds,label,train|test`` (`s2i_data.sources.vggsound`);
+  classes by VGGSound label or class-table alias; without ``--classes`` every label is taken.
+- ``audioset``: the segment CSVs (``#`` header lines, ``YTID, start, end, "labels"``), labels as
+  ontology ids; a row belongs to a requested class when a label is the class or a descendant
+  (`s2i_data.sources.audioset`); ``--classes`` is required (two million rows otherwise).
+- ``plain``: ``ytid,start,end[,class]``, an optional header line starting ``ytid``; with
+  ``--classes`` the class column must name one of them.
+
+Rows of classes that were not requested are not part of the job and are not listed. Every other
+line that cannot be downloaded is a row with ``reason`` set (recorded as ``skipped``): a malformed
+line, a negative or empty window, an id that is not ``[A-Za-z0-9_-]`` (ids and class aliases
+become file names, so nothing else may reach a path), a plain row whose class is not requested,
+an AudioSet row whose labels match several requested classes.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from s2i_data.classes import normalize, resolve_classes, slugify
+from s2i_data.sources import vggsound
+
+FORMATS = ("vggsound", "audioset", "plain")
+UNLABELLED = "unlabelled"  # the folder of plain rows without a class
+
+
+@dataclass(frozen=True)
+class Row:
+    line: int  # 1-based line of the CSV
+    ytid: str
+    start: float
+    end: float
+    cls: str  # class alias: the folder under ROOT ('' when the row is skipped before a class is known)
+    split: str = ""  # vggsound: train | test
+    reason: str = ""  # set: the row is recorded as skipped
+
+    @property
+    def key(self) -> str:
+        """File stem and identity of the row: ``<ytid>_<start:06d>``."""
+        return vggsound.stem(self.ytid, self.start) if math.isfinite(self.start) else f"{self.ytid}_line{self.line}"
+
+
+def read_rows(path: str | Path, fmt: str, classes: list[str] | None, window_s: float = 10.0) -> list[Row]:
+    """The rows of ``path``; raises ``ValueError`` (one line) for an unknown format or class, or a
+    file that is not of the format at all."""
+    if fmt == "vggsound":
+        return _vggsound(path, classes, window_s)
+    if fmt == "audioset":
+        return _audioset(path, classes)
+    if fmt == "plain":
+        return _plain(path, classes)
+    raise ValueError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+
+
+def _vggsound(path, classes, window_s) -> list[Row]:
+    records = vggsound.read_csv(path)
+    if classes:
+        wanted = vggsound.label_map(vggsound.resolve_vggsound(classes, {r.label for r in records if not r.reason}))
+    out = []
+    for r in records:
+        if r.reason:
+            out.append(Row(r.line, r.ytid, r.start, r.start + window_s, "", r.split, r.reason))
+            continue
+        alias = wanted.get(normalize(r.label)) if classes else slugify(r.label)
+        if alias is None:
+            continue
+        if not alias:
+            out.append(Row(r.line, r.ytid, r.start, r.start + window_s, "", r.split,
+                           f"line {r.line}: label {r.label[:40]!r} gives no folder name"))
+            continue
+        out.append(Row(r.line, r.ytid, r.start, r.start + window_s, alias, r.split))
+    return out
+
+
+def _window(line: int, ytid: str, start_text: str, end_text: str) -> tuple[float, float, str]:
+    """(start, end, reason) of a row's window."""
+    try:
+        start, end = float(start_text), float(end_text)
+    except ValueError:
+        return math.nan, math.nan, f"line {line}: start/end {start_text[:20]!r}, {end_text[:20]!r} are not numbers"
+    bad = vggsound.check_ytid(ytid)
+    if bad:
+        return start, end, f"line {line}: {bad}"
+    if not (math.isfinite(start) and math.isfinite(end)):
+        return start, end, f"line {line}: start/end are not finite"
+    if start < 0:
+        return start, end, f"line {line}: start {start:g} s is negative"
+    if end <= start:
+        return start, end, f"line {line}: end {end:g} s is not after start {start:g} s"
+    return start, end, ""
+
+
+def _records(path) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of the non-comment, non-blank lines; a file that is not text raises."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            return [(n, [x.strip() for x in fields]) for n, fields in enumerate(csv.reader(f, skipinitialspace=True), 1)
+                    if fields and any(x.strip() for x in fields) and not fields[0].lstrip().startswith("#")]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{path}: cannot read the CSV ({e})") from None
+
+
+def _audioset(path, classes) -> list[Row]:
+    from s2i_data.classes import ontology
+    from s2i_data.sources.audioset import label_classes
+
+    if not classes:
+        raise ValueError("--format audioset needs --classes (the segment CSVs list millions of rows)")
+    infos = resolve_classes(classes)
+    table = label_classes(infos, ontology())
+    out = []
+    for line, fields in _records(path):
+        if len(fields) != 4:
+            out.append(Row(line, fields[0], math.nan, math.nan, "", "",
+                           f"line {line}: expected 4 fields (YTID, start, end, \"labels\"), got {len(fields)}"))
+            continue
+        ytid, start_text, end_text, labels = fields
+        matched = sorted({i for label in labels.split(",") for i in table.get(label.strip(), ())})
+        if not matched:
+            continue
+        start, end, reason = _window(line, ytid, start_text, end_text)
+        if not reason and len(matched) > 1:
+            reason = f"line {line}: labels match several requested classes: {', '.join(infos[i].alias for i in matched)}"
+        out.append(Row(line, ytid, start, end, "" if reason else infos[matched[0]].alias, "", reason))
+    if not out and not _records(path):
+        raise ValueError(f"{path}: AudioSet segment CSV has no rows")
+    return out
+
+
+def _plain(path, classes) -> list[Row]:
+    wanted = {normalize(c): slugify(c) for c in classes or []}
+    if classes and not all(wanted.values()):
+        raise ValueError(f"--classes {', '.join(classes)}: a class name gives no folder name")
+    records = _records(path)
+    if records and records[0][1][0].lower() == "ytid":
+        records = records[1:]  # the optional header line
+    if not records:
+        raise ValueError(f"{path}: no rows (expected ytid,start,end[,class])")
+    out = []
+    for line, fields in records:
+        if len(fields) not in (3, 4):
+            out.append(Row(line, fields[0], math.nan, math.nan, "", "",
+                           f"line {line}: expected 3 or 4 fields (ytid,start,end[,class]), got {len(fields)}"))
+            continue
+        start, end, reason = _window(line, *fields[:3])
+        name = fields[3] if len(fields) == 4 else ""
+        if wanted:
+            alias = wanted.get(normalize(name))
+            if alias is None and not reason:
+                reason = f"line {line}: unknown class {name[:40]!r} (not in --classes)"
+        else:
+            alias = slugify(name) if name else UNLABELLED
+            if not alias and not reason:
+                reason = f"line {line}: class {name[:40]!r} gives no folder name"
+        out.append(Row(line, fields[0], start, end, "" if reason else alias, "", reason))
+    return out
