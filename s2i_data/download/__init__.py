@@ -83,9 +83,8 @@ def download_row(row: Row, root: str, settings: FetchSettings, slots, attempts: 
     root_path = Path(root)
     tries = 0
     while True:
-        slots.acquire()
         tries += 1
-        out = fetch_window(row.ytid, row.start, row.end, root_path / row.cls, row.key, root_path, settings)
+        out = fetch_window(row.ytid, row.start, row.end, root_path / row.cls, row.key, root_path, settings, slots)
         if out.status == "ok" or not out.transient or tries >= attempts or (stop and stop.is_set()):
             break
         wait = backoff_s * 2 ** (tries - 1)

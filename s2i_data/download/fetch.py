@@ -223,15 +223,33 @@ def keep(path: Path, final: Path, root: Path) -> Outcome:
     return Outcome("ok", file=final.relative_to(root).as_posix(), bytes=size, sha256=digest)
 
 
-def fetch(ytid: str, start: float, end: float, folder: Path, key: str, root: Path, s: FetchSettings) -> Outcome:
-    """Download ``ytid``'s window into ``folder/<key>.<ext>``; never raises for a bad video."""
+def _paced(slots):
+    """A YoutubeDL whose first HTTP request takes a slot of the rate: the slot is taken right
+    before the request, not before yt-dlp's set-up (whose time varies), so requests keep the
+    schedule's spacing."""
     import yt_dlp
 
+    class Paced(yt_dlp.YoutubeDL):
+        _paced = False
+
+        def urlopen(self, req):
+            if not self._paced and slots is not None:
+                self._paced = True
+                slots.acquire()
+            return super().urlopen(req)
+
+    return Paced
+
+
+def fetch(ytid: str, start: float, end: float, folder: Path, key: str, root: Path, s: FetchSettings,
+          slots=None) -> Outcome:
+    """Download ``ytid``'s window into ``folder/<key>.<ext>``; never raises for a bad video.
+    ``slots`` (`ratelimit`) paces the attempt's first request."""
     url = s.url_template.replace("{ytid}", ytid)
     work = folder / f".part-{key}-{os.getpid()}-{threading.get_ident()}"
     try:
         work.mkdir(parents=True, exist_ok=True)
-        with yt_dlp.YoutubeDL(ydl_options(work, start, end, s)) as ydl:
+        with _paced(slots)(ydl_options(work, start, end, s)) as ydl:
             info = ydl.extract_info(url, download=True) or {}
         expected = end - start
         whole = info.get("duration")

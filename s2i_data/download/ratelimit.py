@@ -1,6 +1,8 @@
 """The global request rate: ``--rate 2/s`` holds for all threads of a run, and across Dask workers.
 
-Every attempt (each is one video page plus one media transfer) takes a slot first. Slots are a
+Every attempt (one video page plus one media transfer) takes a slot right before its first HTTP
+request (`fetch._paced`: yt-dlp's set-up before it takes a varying time, which would bunch the
+requests of threads that took consecutive slots). Slots are a
 schedule, not a count: ``next`` is the earliest time of the next request; taking a slot moves
 ``next`` on by 1/rate and sleeps until the slot's time. Bursts are not allowed, so a run never
 makes more than ``rate`` requests in any second, even right after a pause.
