@@ -59,7 +59,14 @@ class Imaginer:
                  class_names: list[str] | None = None, gate: float = 0.0, seed: int = 0) -> None:
         self.model, self.n, self.quiet_db = model, n, quiet_db
         self.classifier, self.class_names, self.gate = classifier, class_names, gate
+        self.warm_up()
         torch.manual_seed(seed)  # once: the stream of pictures is reproducible for a given stream of windows
+
+    def warm_up(self) -> None:
+        """One window through every step before the first real one: torch's first call of a network
+        allocates and picks its kernels (hundreds of ms), which the first picture must not wait for."""
+        frames = int(round(self.model.window[0] * 100))
+        self(Window(-1, 0.0, np.zeros((frames, 128), np.float32), 0.0, time.monotonic()))
 
     @torch.no_grad()
     def __call__(self, w: Window) -> Result:

@@ -68,6 +68,9 @@ class FfmpegSource(Source):
         elif URL.match(input):
             arg = input
             self.live = True
+            # ffmpeg reads up to 5 s of a stream to learn its codecs before it decodes a sample:
+            # 0.5 s is enough for the audio and keeps that wait off the first pictures.
+            before += ["-analyzeduration", "500000", "-probesize", "65536"]
         elif os.path.isfile(input):
             if os.path.getsize(input) == 0:
                 raise SourceError(f"{input}: empty file (0 bytes)")
