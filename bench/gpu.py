@@ -44,6 +44,8 @@ from s2i_model.train.translator import adversarial_loss
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = "baby,dog,rail,fireworks,water"
 TRAIN = TranslatorConfig()  # n_gd, λ and the SGD settings of stage 2 are the trainer's defaults
+COMPILE = {"both": (False, True), "eager": (False,), "only": (True,)}
+WHERE = {"both": ("stream", "device"), "stream": ("stream",), "device": ("device",)}
 VEGAS_TRAIN = 39_200  # 80 % of VEGAS's 49k pairs: the epoch the docs size things by
 
 
@@ -82,9 +84,16 @@ def full_batches(ds: ShardStream, held, batch: int, workers: int):
                 carry = (*(None if a is None else a[batch:] for a in carry[:2]), rest) if rest else None
 
 
+def contiguous_if(compiled: bool, model: torch.nn.Module) -> torch.nn.Module:
+    """torch.compile gets the default layout: on torch 2.11 + CUDA 13 (H200, 2026-11-30) inductor's
+    backward of the channels_last convolutions fails its own stride check (``assert_size_stride``
+    on the weight gradient of a 2×2 / 3×3 convolution), for both stages."""
+    return model.to(memory_format=torch.contiguous_format) if compiled else model
+
+
 def stage1(emb: int, width: float, device, precision: str, compiled: bool, **_):
     """train_autoencoder's step."""
-    model = prepare_model(AudioAutoencoder(emb, width), device).train()
+    model = contiguous_if(compiled, prepare_model(AudioAutoencoder(emb, width), device)).train()
     opt = make_optimizer(model.parameters(), "sgd", 0.05, 0.9, 1e-3)
     scaler = grad_scaler(device, precision)
     run = torch.compile(model) if compiled else model
@@ -105,8 +114,8 @@ def stage1(emb: int, width: float, device, precision: str, compiled: bool, **_):
 def stage2(emb: int, width: float, device, precision: str, compiled: bool, table: torch.Tensor,
            index: dict[str, int], **_):
     """train_translator's step: a G update, D frozen; every n_gd-th step a D update."""
-    G = prepare_model(DenseGenerator(emb, width), device).train()
-    D = prepare_model(Discriminator(emb, width), device).train()
+    G = contiguous_if(compiled, prepare_model(DenseGenerator(emb, width), device)).train()
+    D = contiguous_if(compiled, prepare_model(Discriminator(emb, width), device)).train()
     opt_g = make_optimizer(G.parameters(), "sgd", TRAIN.lr_g, TRAIN.momentum_g, TRAIN.adam_lr)
     opt_d = make_optimizer(D.parameters(), "sgd", TRAIN.lr_d, TRAIN.momentum_d, TRAIN.adam_lr)
     scaler_g, scaler_d = grad_scaler(device, precision), grad_scaler(device, precision)
@@ -174,6 +183,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=4, help="loader worker processes when streaming")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--stages", default="1,2")
+    ap.add_argument("--compile", choices=list(COMPILE), default="both", help="eager, compiled or both")
+    ap.add_argument("--where", choices=list(WHERE), default="both", help="streamed, held on the device or both")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "gpu.json")
     args = ap.parse_args()
     device = pick_device(args.device)
@@ -245,12 +256,12 @@ def run_all(args, device, data: str, stages: list[int]) -> dict:
                              log=log.append)["train"]
         for line in log:
             print(f"stage {stage}: {line}")
-        for compiled, precision in itertools.product((False, True), ("fp32", "bf16")):
+        for compiled, precision in itertools.product(COMPILE[args.compile], ("fp32", "bf16")):
             reason = skip_reason(device, precision, compiled)
             if reason:
                 print(f"stage {stage} {precision} {'compile' if compiled else 'eager'}: skipped: {reason}")
             step = None
-            for where in ("stream", "device"):
+            for where in WHERE[args.where]:
                 row = {"stage": stage, "data": where, "precision": precision, "compile": compiled}
                 if reason is None:
                     batches = full_batches(ds, held if where == "device" else None, args.batch, args.workers)
@@ -258,8 +269,8 @@ def run_all(args, device, data: str, stages: list[int]) -> dict:
                         step = step or make(args.emb, args.width, device, precision, compiled, table=table, index=index)
                         row["samples_per_s"], row["ms_per_step"] = timed(step, batches, warmup, steps, device)
                         row["model_tflops"] = row["samples_per_s"] * per_sample[stage] * 2 / 1e12
-                    except (RuntimeError, ValueError) as e:  # one configuration that cannot run here
-                        row["skipped"] = str(e).strip().splitlines()[0][:200]
+                    except Exception as e:  # one configuration that cannot run here (compile bugs included)
+                        row["skipped"] = f"{type(e).__name__}: " + (str(e).strip().splitlines() or [""])[0][:200]
                     finally:
                         batches.close()  # a streamed loader's workers end here
                 else:
@@ -278,9 +289,11 @@ def run_all(args, device, data: str, stages: list[int]) -> dict:
 
 
 def baseline(rows: list[dict], stage: int) -> float | None:
-    for r in rows:
-        if (r["stage"], r["data"], r["precision"], r["compile"]) == (stage, "stream", "fp32", False):
-            return r.get("samples_per_s")
+    """The stage's fp32 eager streamed row; with --where device, its fp32 eager device row."""
+    for where in ("stream", "device"):
+        for r in rows:
+            if (r["stage"], r["data"], r["precision"], r["compile"]) == (stage, where, "fp32", False):
+                return r.get("samples_per_s")
     return None
 
 
