@@ -158,9 +158,10 @@ def build(
 def download(
     csv: Path = typer.Option(..., help="the rows: a VGGSound CSV, an AudioSet segment CSV, or ytid,start,end[,class]"),
     out: str = typer.Option(..., help="ROOT: clips go to ROOT/<class>/<ytid>_<start:06d>.mp4, the record to ROOT/download.parquet"),
-    format: str = typer.Option("vggsound", "--format", help="vggsound, audioset or plain"),
+    format: str = typer.Option("auto", "--format", help="auto, vggsound, audioset or plain (auto: from the first line)"),
     classes: str = typer.Option("", help="comma-separated classes to fetch (VGGSound labels, aliases, AudioSet names); audioset needs it"),
-    url_template: str = typer.Option("https://www.youtube.com/watch?v={ytid}", help="URL of a video, {ytid} replaced (a mirror, a lab server)"),
+    url_template: str = typer.Option("https://www.youtube.com/watch?v={ytid}", help="URL of a video: {ytid} and {start} (6 digits) replaced (a mirror, a lab server)"),
+    clips: bool = typer.Option(False, help="the URLs serve each window already cut (a mirror of clips): fetch the whole file"),
     max_height: int = typer.Option(360, help="video lines at most (plus the best audio)"),
     rate: str = typer.Option("2/s", help="requests at most, over all workers: 2/s, 30/min, 0 for unlimited"),
     workers: int = typer.Option(4, help="downloads at once (dask: LocalCluster processes when no --scheduler)"),
@@ -176,7 +177,7 @@ def download(
     from .download import DownloadConfig, DownloadError, download as run_download
 
     cfg = DownloadConfig(csv=str(csv), out=out, fmt=format, classes=[c.strip() for c in classes.split(",") if c.strip()],
-                         url_template=url_template, max_height=max_height, rate=rate, workers=workers, attempts=attempts,
+                         url_template=url_template, clips=clips, max_height=max_height, rate=rate, workers=workers, attempts=attempts,
                          backoff_s=backoff, retry_failed=retry_failed, cookies=str(cookies) if cookies else None,
                          executor=executor, scheduler=scheduler)
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -43,9 +43,10 @@ class DownloadError(Exception):
 class DownloadConfig:
     csv: str
     out: str
-    fmt: str = "vggsound"
+    fmt: str = "auto"  # auto | vggsound | audioset | plain
     classes: list[str] = field(default_factory=list)
     url_template: str = FetchSettings.url_template
+    clips: bool = False  # the URLs serve the windows already cut
     max_height: int = 360
     rate: str = "2/s"
     workers: int = 4
@@ -197,7 +198,8 @@ def _download_locked(cfg, root: Path, rate: float, rows: list[Row], on_row) -> D
     _remove_partials(root)
     records = manifest.load(root)
     journal = manifest.Journal(root)
-    settings = FetchSettings(cfg.url_template, cfg.max_height, cfg.cookies and str(Path(cfg.cookies).resolve()))
+    settings = FetchSettings(cfg.url_template, cfg.max_height, cfg.cookies and str(Path(cfg.cookies).resolve()),
+                             clips=cfg.clips)
     todo: list[Row] = []
     seen: set[str] = set()
     selection: list[str] = []

@@ -59,6 +59,11 @@ class FetchSettings:
     max_height: int = 360
     cookies: str | None = None
     socket_timeout_s: float = 30.0
+    clips: bool = False  # the URL serves the window itself (a mirror of cut clips): fetch 0 .. end-start
+
+    def url(self, ytid: str, start: float) -> str:
+        """The template with ``{ytid}`` and ``{start}`` (whole seconds, 6 digits) filled in."""
+        return self.url_template.replace("{ytid}", ytid).replace("{start}", f"{int(start):06d}")
 
 
 @dataclass
@@ -245,7 +250,9 @@ def fetch(ytid: str, start: float, end: float, folder: Path, key: str, root: Pat
           slots=None) -> Outcome:
     """Download ``ytid``'s window into ``folder/<key>.<ext>``; never raises for a bad video.
     ``slots`` (`ratelimit`) paces the attempt's first request."""
-    url = s.url_template.replace("{ytid}", ytid)
+    url = s.url(ytid, start)
+    if s.clips:
+        start, end = 0.0, end - start
     work = folder / f".part-{key}-{os.getpid()}-{threading.get_ident()}"
     try:
         work.mkdir(parents=True, exist_ok=True)

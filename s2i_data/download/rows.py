@@ -25,7 +25,7 @@ from pathlib import Path
 from s2i_data.classes import normalize, resolve_classes, slugify
 from s2i_data.sources import vggsound
 
-FORMATS = ("vggsound", "audioset", "plain")
+FORMATS = ("auto", "vggsound", "audioset", "plain")
 UNLABELLED = "unlabelled"  # the folder of plain rows without a class
 
 
@@ -47,7 +47,9 @@ class Row:
 
 def read_rows(path: str | Path, fmt: str, classes: list[str] | None, window_s: float = 10.0) -> list[Row]:
     """The rows of ``path``; raises ``ValueError`` (one line) for an unknown format or class, or a
-    file that is not of the format at all."""
+    file that is not of the format at all. ``auto``: see `detect`."""
+    if fmt == "auto":
+        fmt = detect(path)
     if fmt == "vggsound":
         return _vggsound(path, classes, window_s)
     if fmt == "audioset":
@@ -55,6 +57,30 @@ def read_rows(path: str | Path, fmt: str, classes: list[str] | None, window_s: f
     if fmt == "plain":
         return _plain(path, classes)
     raise ValueError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def detect(path: str | Path) -> str:
+    """The format from the first line: ``#`` comments → audioset; a ``ytid`` header or
+    ``id,number,number[,class]`` → plain; anything else → vggsound."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            first = next((fields for fields in csv.reader(f, skipinitialspace=True) if any(x.strip() for x in fields)), [])
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{path}: cannot read the CSV ({e})") from None
+    if first and first[0].lstrip().startswith("#"):
+        return "audioset"
+    fields = [x.strip() for x in first]
+    if fields and (fields[0].lower() == "ytid" or (len(fields) in (3, 4) and _number(fields[1]) and _number(fields[2]))):
+        return "plain"
+    return "vggsound"
 
 
 def _vggsound(path, classes, window_s) -> list[Row]:
@@ -66,7 +92,7 @@ def _vggsound(path, classes, window_s) -> list[Row]:
         if r.reason:
             out.append(Row(r.line, r.ytid, r.start, r.start + window_s, "", r.split, r.reason))
             continue
-        alias = wanted.get(normalize(r.label)) if classes else slugify(r.label)
+        alias = wanted.get(normalize(r.label)) if classes else vggsound.default_alias(r.label)
         if alias is None:
             continue
         if not alias:

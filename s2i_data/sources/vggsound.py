@@ -161,6 +161,16 @@ def resolve_vggsound(names: Sequence[str], labels: Iterable[str]) -> list[VggCla
     return out
 
 
+def default_alias(label: str) -> str:
+    """The class of a label when no classes were requested: the table class whose VGGSound label
+    it is (``dog barking`` → ``dog``), else the label's slug."""
+    key = normalize(label)
+    for alias, labels in table_labels().items():
+        if any(normalize(x) == key for x in labels):
+            return alias
+    return slugify(label)
+
+
 def label_map(classes: Sequence[VggClass]) -> dict[str, str]:
     """normalised VGGSound label → class alias."""
     return {normalize(label): c.info.alias for c in classes for label in c.labels}

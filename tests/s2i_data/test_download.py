@@ -414,7 +414,7 @@ def _rate_run(videos, tmp_path, extra: list[str], n: int, rate: float) -> list[f
     with Mirror({y: videos["baby"] for y in ids}, {y: "ok" for y in ids}) as mirror:
         csv = tmp_path / "ids.csv"
         csv.write_text("".join(f"{y},0,10\n" for y in ids))
-        run = cli("download", "--csv", str(csv), "--format", "plain", "--out", str(tmp_path / "root"),
+        run = cli("download", "--csv", str(csv), "--out", str(tmp_path / "root"),  # --format auto: plain
                   "--url-template", mirror.template, "--rate", f"{rate}/s", "--no-progress", *extra)
         assert run.returncode == 0, run.stderr
         assert list(table(tmp_path / "root")["status"]) == ["ok"] * n
@@ -438,3 +438,25 @@ def test_dask_executor_shares_one_rate(videos, tmp_path):
     assert starts[-1] - starts[0] >= 5 / 3 - 0.1, gaps
     assert min(gaps) >= 0.15, gaps
     print(f"dask download of 6 rows: {time.monotonic() - t0:.1f} s, gaps {[round(g, 2) for g in gaps]}")
+
+
+def test_mirror_of_cut_clips(tmp_path):
+    """A mirror holding each 10 s window already cut, named by id and start: {start} in the
+    template and --clips (fetch the whole file). Without --clips the window 2..12 s of a 10 s file
+    comes out 8 s long and is refused as truncated."""
+    clip = make_video(tmp_path / "clip.mp4", 440, seconds=10.0)
+    with Mirror({"clipA_000002": clip}, {"clipA_000002": "ok"}) as mirror:
+        csv = tmp_path / "vggsound.csv"
+        csv.write_text('clipA,2,"dog barking",train\n')
+        template = mirror.template.replace("{ytid}", "{ytid}_{start}")
+        args = ["download", "--csv", str(csv), "--out", str(tmp_path / "root"), "--url-template", template,
+                "--rate", "0", "--attempts", "1", "--no-progress"]
+        run = cli(*args)
+        assert run.returncode == 0, run.stderr
+        t = table(tmp_path / "root")
+        assert t.loc["clipA_000002", "status"] == "error" and "truncated" in t.loc["clipA_000002", "reason"]
+        run = cli(*args, "--clips")
+        assert run.returncode == 0, run.stderr
+        t = table(tmp_path / "root")
+        assert t.loc["clipA_000002", "status"] == "ok" and t.loc["clipA_000002", "duration"] >= 9.5
+        assert (tmp_path / "root" / "dog" / "clipA_000002.mp4").is_file()  # no --classes: the table's alias
