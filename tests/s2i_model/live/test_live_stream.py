@@ -1,0 +1,146 @@
+"""`s2i-model live` as a user runs it: ffmpeg streams a video's sound over loopback HTTP at its own
+speed, and the recording has a line per hop; bad input gets one line, a clean exit and an intact
+recording."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from conftest import LENGTH_S, SILENCE_S, SOUND_S, SR, Streamer, live_cmd, sound  # tests/s2i_model/live/conftest.py
+
+
+def journal(folder: Path) -> list[dict]:
+    text = (folder / "live.jsonl").read_text()
+    assert text == "" or text.endswith("\n")  # whole lines only
+    return [json.loads(x) for x in text.splitlines()]
+
+
+def one_line(res: subprocess.CompletedProcess) -> str:
+    err = res.stderr.strip()
+    assert "Traceback" not in res.stdout + res.stderr and len(err.splitlines()) == 1, res.stdout + res.stderr
+    return err
+
+
+def test_a_stream_gives_a_line_per_hop_with_latencies(live_run, talk_and_silence, tmp_path):
+    stream = Streamer(talk_and_silence)
+    try:
+        res = subprocess.run(live_cmd(stream.url, "--run", live_run, "--record", tmp_path / "rec"),
+                             capture_output=True, text=True, timeout=120)
+    finally:
+        stream.close()
+    assert res.returncode == 0 and "input ended" in res.stdout and "Traceback" not in res.stderr, res.stdout + res.stderr
+    lines = journal(tmp_path / "rec")
+    expected = int((LENGTH_S - 1.0) / 0.5) + 1  # windows ending at 1.0, 1.5, ..., 7.0
+    assert abs(len(lines) - expected) <= 1, [x["t"] for x in lines]
+    ts = [x["t"] for x in lines]
+    assert np.allclose(np.diff(ts), 0.5, atol=1e-3) and abs(ts[0] - 1.0) < 1e-3
+    made = [x for x in lines if not x["dropped"]]
+    assert len(made) >= expected // 2  # at most the odd stale window is dropped on a loaded machine
+    assert all(isinstance(x["latency_ms"], float) and 0 <= x["latency_ms"] < 30_000 for x in made)
+    assert all(x["latency_ms"] is None for x in lines if x["dropped"])
+    # the silent stretch (3 to 5.5 s): the windows that lie inside it are quiet, the others are not
+    quiet_from, quiet_to = SOUND_S, SOUND_S + SILENCE_S
+    for x in made:
+        start, end = x["t"] - 1.0, x["t"]
+        sounding = max(0.0, min(end, quiet_from) - start) + max(0.0, end - max(start, quiet_to))
+        if sounding >= 0.2:
+            assert not x["quiet"], x
+        elif start >= quiet_from + 0.05 and end <= quiet_to - 0.05:  # (a window touching an edge may go either way)
+            assert x["quiet"], x
+        assert isinstance(x["loudness"], float)
+    assert sum(x["quiet"] for x in made) >= 2
+    for x in made:  # the class line of the run's real-frame classifier, and the pictures named
+        if not x["quiet"]:
+            assert x["class"] in ("baby", "dog", "rail", "fireworks", "water") and 0 < x["confidence"] <= 1
+            assert x["pictures"] and all((tmp_path / "rec" / p).stat().st_size > 0 for p in x["pictures"])
+    session = json.loads((tmp_path / "rec" / "live.json").read_text())
+    assert session["ended"]["error"] is None and session["ended"]["windows"] == len(lines)
+    assert not list((tmp_path / "rec").glob(".*tmp*"))
+
+
+def test_raw_pcm_on_stdin_makes_every_window(live_run, tmp_path):
+    pcm = (np.clip(sound(3.0), -1, 1) * 32767).astype("<i2").tobytes()
+    res = subprocess.run(live_cmd("-", "--run", live_run, "--record", tmp_path / "rec", "-n", "2"),
+                         input=pcm, capture_output=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    lines = journal(tmp_path / "rec")
+    assert [x["t"] for x in lines] == [1.0, 1.5, 2.0, 2.5, 3.0] and not any(x["dropped"] for x in lines)
+    assert all(len(x["pictures"]) == 2 for x in lines)
+
+
+def test_an_unreachable_stream(live_run, tmp_path):
+    from conftest import free_port
+
+    res = subprocess.run(live_cmd(f"http://127.0.0.1:{free_port()}/nothing.ts", "--run", live_run,
+                                  "--record", tmp_path / "rec"), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and "Connection refused" in one_line(res)
+    assert journal(tmp_path / "rec") == []
+
+
+def test_a_stream_that_stalls(live_run, talk_and_silence, tmp_path):
+    stream = Streamer(talk_and_silence)
+    try:
+        proc = subprocess.Popen(live_cmd(stream.url, "--run", live_run, "--record", tmp_path / "rec",
+                                         "--stall-timeout", "1.5"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "rec" / "live.jsonl").exists() or not journal(tmp_path / "rec"):
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        stream.proc.send_signal(signal.SIGSTOP)  # the sender freezes: connection open, no more bytes
+        out, err = proc.communicate(timeout=60)
+        stream.proc.send_signal(signal.SIGCONT)
+    finally:
+        stream.close()
+    res = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    assert res.returncode == 1 and "stalled (no audio for 1.5 s)" in one_line(res)
+    lines = journal(tmp_path / "rec")  # what was heard before the stall is kept, whole
+    assert lines and all(x["t"] <= SOUND_S + 1 for x in lines)
+    assert "stalled" in json.loads((tmp_path / "rec" / "live.json").read_text())["ended"]["error"]
+
+
+def test_a_stream_without_audio(live_run, talk_and_silence, tmp_path):
+    stream = Streamer(talk_and_silence, video=True, audio=False)
+    try:
+        res = subprocess.run(live_cmd(stream.url, "--run", live_run, "--record", tmp_path / "rec"),
+                             capture_output=True, text=True, timeout=120)
+    finally:
+        stream.close()
+    assert res.returncode == 1 and "no audio stream" in one_line(res)
+    assert journal(tmp_path / "rec") == []
+
+
+def test_bad_arguments_are_one_line(live_run, tmp_path):
+    for args, said in ((["no-such-file.wav"], "no such file"), ([str(tmp_path)], "a folder"),
+                       (["-", "--hop", "0"], "--hop")):
+        res = subprocess.run(live_cmd(*args, "--run", live_run), capture_output=True, text=True, timeout=120,
+                             input="")
+        assert res.returncode != 0 and said in one_line(res), (args, res.stderr)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "live.jsonl").write_text("")
+    res = subprocess.run(live_cmd("-", "--run", live_run, "--record", tmp_path / "taken"), capture_output=True,
+                         text=True, timeout=120, input="")
+    assert res.returncode == 1 and "already holds a recording" in one_line(res)
+
+
+def test_no_microphone_is_one_line(live_run):
+    # This machine's microphone state decides which line: no sounddevice, no PortAudio, or no input
+    # device. Each is one line and exit 1; a machine with a working microphone would start hearing
+    # it, so the test stops it after a moment and only checks it started.
+    proc = subprocess.Popen(live_cmd("--run", live_run), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert "hearing microphone" in out
+        return
+    res = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    line = one_line(res)
+    assert res.returncode == 1 and ("microphone" in line or "PortAudio" in line), line
