@@ -181,7 +181,8 @@ def classify(message: str) -> tuple[str, bool]:
 
 def _message(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return re.sub(r"^ERROR:\s*", "", text)[:300]
+    text = re.sub(r"^ERROR:\s*", "", text)
+    return re.sub(r"\s*\(caused by .*\)$", "", text)[:300]  # yt-dlp repeats the cause's words
 
 
 class Incomplete(Exception):

@@ -4,7 +4,9 @@
   classes by VGGSound label or class-table alias; without ``--classes`` every label is taken.
 - ``audioset``: the segment CSVs (``#`` header lines, ``YTID, start, end, "labels"``), labels as
   ontology ids; a row belongs to a requested class when a label is the class or a descendant
-  (`s2i_data.sources.audioset`); ``--classes`` is required (two million rows otherwise).
+  (`s2i_data.sources.audioset`); ``--classes`` is required (two million rows otherwise). Its
+  files are named ``<YTID>_<start ms>_<end ms>``, the name of a cut clip that ``build --source
+  audioset`` recognises; VGGSound and plain rows are ``<YTID>_<start:06d>``.
 - ``plain``: ``ytid,start,end[,class]``, an optional header line starting ``ytid``; with
   ``--classes`` the class column must name one of them.
 
@@ -38,10 +40,14 @@ class Row:
     cls: str  # class alias: the folder under ROOT ('' when the row is skipped before a class is known)
     split: str = ""  # vggsound: train | test
     reason: str = ""  # set: the row is recorded as skipped
+    name: str = ""  # the file stem when the format has its own (AudioSet)
 
     @property
     def key(self) -> str:
-        """File stem and identity of the row: ``<ytid>_<start:06d>``."""
+        """File stem and identity of the row: ``<ytid>_<start:06d>`` (VGGSound's, and plain rows'),
+        or the format's own ``name``."""
+        if self.name:
+            return self.name
         return vggsound.stem(self.ytid, self.start) if math.isfinite(self.start) else f"{self.ytid}_line{self.line}"
 
 
@@ -152,7 +158,10 @@ def _audioset(path, classes) -> list[Row]:
         start, end, reason = _window(line, ytid, start_text, end_text)
         if not reason and len(matched) > 1:
             reason = f"line {line}: labels match several requested classes: {', '.join(infos[i].alias for i in matched)}"
-        out.append(Row(line, ytid, start, end, "" if reason else infos[matched[0]].alias, "", reason))
+        # <YTID>_<start ms>_<end ms>: the cut clip's name that `build --source audioset` finds
+        # (sources/audioset.py), so the downloaded tree builds with the same CSV, no --clips
+        name = f"{ytid}_{round(start * 1000)}_{round(end * 1000)}" if not reason else ""
+        out.append(Row(line, ytid, start, end, "" if reason else infos[matched[0]].alias, "", reason, name))
     if not out and not _records(path):
         raise ValueError(f"{path}: AudioSet segment CSV has no rows")
     return out

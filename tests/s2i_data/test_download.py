@@ -371,7 +371,7 @@ def test_rows_plain_and_audioset(tmp_path):
     assert [(r.ytid, r.cls, r.start, r.end) for r in rows][:2] == [("--aE2O5G5WE", "dog", 0.0, 10.0),
                                                                    ("--aO5cdqSAg", "fireworks", 30.0, 40.0)]
     assert "several requested classes: dog, fireworks" in rows[2].reason and len(rows) == 3
-    assert rows[0].key == "--aE2O5G5WE_000000"
+    assert rows[0].key == "--aE2O5G5WE_0_10000"  # a cut clip's name to sources/audioset.py
 
 
 def test_error_mapping_on_youtube_messages():
@@ -460,3 +460,22 @@ def test_mirror_of_cut_clips(tmp_path):
         t = table(tmp_path / "root")
         assert t.loc["clipA_000002", "status"] == "ok" and t.loc["clipA_000002", "duration"] >= 9.5
         assert (tmp_path / "root" / "dog" / "clipA_000002.mp4").is_file()  # no --classes: the table's alias
+
+
+def test_audioset_rows_land_where_the_audioset_source_finds_them(videos, tmp_path):
+    from s2i_data.classes import resolve_classes
+    from s2i_data.sources.audioset import prepare_audioset
+
+    seg = tmp_path / "balanced_train_segments.csv"
+    seg.write_text("# Segments csv created Sun Mar  5 10:54:31 2017\n# num_ytids=2, num_segs=2\n"
+                   "# YTID, start_seconds, end_seconds, positive_labels\n"
+                   'asDog, 1.000, 11.000, "/m/0bt9lr,/m/05tny_"\nasFire, 3.500, 13.500, "/m/0g6b5"\n')
+    with Mirror({"asDog": videos["dog"], "asFire": videos["baby"]}, {"asDog": "ok", "asFire": "ok"}) as mirror:
+        run = cli("download", "--csv", str(seg), "--classes", "dog,fireworks", "--out", str(tmp_path / "as"),
+                  "--url-template", mirror.template, "--rate", "0", "--no-progress")  # --format auto: audioset
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.relative_to(tmp_path / "as").as_posix() for p in (tmp_path / "as").rglob("*.mp4")) == [
+        "dog/asDog_1000_11000.mp4", "fireworks/asFire_3500_13500.mp4"]
+    items = prepare_audioset([seg], tmp_path / "as", resolve_classes(["dog", "fireworks"]))
+    assert [(it.cls, it.start_s, it.end_s, it.reason) for it in items] == [("dog", 0.0, 10.0, None),
+                                                                         ("fireworks", 0.0, 10.0, None)]
