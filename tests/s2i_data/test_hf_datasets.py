@@ -36,6 +36,17 @@ def hf():
     return datasets
 
 
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def snippet(marker: str, build: Path) -> str:
+    """The README's code block after ``<!-- marker -->``, reading ``build`` instead of data/vegas5."""
+    text = README.read_text()
+    start = text.index(f"<!-- {marker} -->")
+    code = text[text.index("```python\n", start) + len("```python\n"):]
+    return code[: code.index("```")].replace("data/vegas5", str(build))
+
+
 def members(build: Path, split: str) -> dict[str, dict[str, bytes]]:
     """key → {member extension: bytes}, read straight from the tars."""
     out: dict[str, dict[str, bytes]] = {}
@@ -47,9 +58,13 @@ def members(build: Path, split: str) -> dict[str, dict[str, bytes]]:
     return out
 
 
-def test_load_dataset_webdataset_reads_a_build(hf, tiny_build, tmp_path):
-    files = {split: str(tiny_build / split / "*.tar") for split in ("train", "val", "test")}
-    ds = hf.load_dataset("webdataset", data_files=files, cache_dir=str(tmp_path / "cache"))
+def test_load_dataset_webdataset_reads_a_build(hf, tiny_build, tmp_path, monkeypatch):
+    monkeypatch.setattr(hf.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))  # not ~/.cache
+    scope: dict = {}
+    exec(snippet("hf-example", tiny_build), scope)  # the README's own words
+    ds, ex = scope["ds"], scope["ex"]
+    assert ex["mel.npy"].dtype == np.float32 and ex["mel.npy"].shape == (100, 128)
+    files = scope["files"]
     stats = json.loads((tiny_build / "stats.json").read_text())
     for split in files:
         raw = members(tiny_build, split)
@@ -67,21 +82,18 @@ def test_load_dataset_webdataset_reads_a_build(hf, tiny_build, tmp_path):
             assert ex["json"]["class"] == meta["class"] and ex["json"]["key"] == str(ex["__key__"])
 
 
-def test_flac_member_read_as_bytes(hf, synth_videos, tmp_path):
+def test_flac_member_read_as_bytes(hf, synth_videos, tmp_path, monkeypatch):
+    monkeypatch.setattr(hf.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))  # not ~/.cache
     import soundfile
-    from datasets import Array2D, Features, Image, Value
 
     build = tmp_path / "audio"
     subprocess.run([sys.executable, "-m", "s2i_data.cli", "build", "--root", str(synth_videos), "--classes", "dog,baby",
                     "--out", str(build), "--keep-audio", "--workers", "2", "--no-progress"], check=True, capture_output=True)
     # the README's snippet: a .flac member is given as bytes (the Audio feature needs torchcodec)
-    meta = {"key": Value("string"), "split": Value("string"), "shard": Value("string"), "class": Value("string"),
-            "class_index": Value("int64"), "video_id": Value("string"), "segment_index": Value("int64"),
-            "start_s": Value("float64"), "end_s": Value("float64"), "source": Value("string")}
-    features = Features({"mel.npy": Array2D((100, 128), "float32"), "png": Image(), "cls": Value("int64"),
-                         "json": meta, "flac": Value("binary"), "__key__": Value("string"), "__url__": Value("string")})
-    ds = hf.load_dataset("webdataset", data_files={"train": str(build / "train" / "*.tar")}, features=features,
-                         cache_dir=str(tmp_path / "cache"))["train"]
+    scope: dict = {"datasets": hf, "files": {"train": str(build / "train" / "*.tar")}}
+    exec(snippet("hf-flac-example", build), scope)
+    assert scope["rate"] == 16000 and scope["audio"].shape == (16000,)
+    ds = scope["ds"]["train"]
     raw = members(build, "train")
     assert len(ds) == len(raw) > 0
     for ex in ds.select(range(min(4, len(ds)))):
