@@ -41,6 +41,7 @@ class Mirror:
         self.behaviour = dict(behaviour)
         self.slow_s = slow_s
         self.log: list[tuple[float, str, int]] = []
+        self.cookies: list[tuple[str, str]] = []  # (id, Cookie header) of every request
         self.lock = threading.Lock()
         mirror = self
 
@@ -79,6 +80,8 @@ class Mirror:
 
     def handle(self, h: BaseHTTPRequestHandler) -> None:
         ytid = h.path.strip("/").rsplit(".", 1)[0]
+        with self.lock:
+            self.cookies.append((ytid, h.headers.get("Cookie", "")))
         kind = self.behaviour.get(ytid, "404")
         if kind == "429once" and not self.requests(ytid):
             self._note(ytid, 429)
@@ -479,3 +482,40 @@ def test_audioset_rows_land_where_the_audioset_source_finds_them(videos, tmp_pat
     items = prepare_audioset([seg], tmp_path / "as", resolve_classes(["dog", "fireworks"]))
     assert [(it.cls, it.start_s, it.end_s, it.reason) for it in items] == [("dog", 0.0, 10.0, None),
                                                                          ("fireworks", 0.0, 10.0, None)]
+
+
+def test_ctrl_c_stops_with_one_line_and_keeps_what_finished(videos, tmp_path):
+    ids = [f"slow{i}" for i in range(4)]
+    with Mirror({y: videos["dog"] for y in ids}, {y: "slow" for y in ids}, slow_s=1.5) as mirror:
+        csv = tmp_path / "ids.csv"
+        csv.write_text("".join(f"{y},1,11,dog\n" for y in ids))
+        root = tmp_path / "root"
+        proc = subprocess.Popen([sys.executable, "-m", "s2i_data.cli", "download", "--csv", str(csv), "--out", str(root),
+                                 "--url-template", mirror.template, "--workers", "1", "--rate", "0", "--no-progress"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list((root / "dog").glob("*.mp4")):
+            time.sleep(0.05)
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C at a terminal: the whole foreground group
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["error: interrupted: finished clips and their records are kept; "
+                                        "re-run the same command to resume"], err
+    t = table(root)  # written on the way out
+    done = sorted(p.stem for p in (root / "dog").glob("*.mp4"))
+    assert done and set(t.index[t["status"] == "ok"]) == set(done)
+    for stem in done:
+        assert check_clip(root / "dog" / f"{stem}.mp4", 10.0) >= 9.0
+
+
+def test_cookies_reach_the_server(videos, tmp_path):
+    cookies = tmp_path / "cookies.txt"
+    cookies.write_text("# Netscape HTTP Cookie File\n127.0.0.1\tFALSE\t/\tFALSE\t0\tSID\tsecret-42\n")
+    with Mirror({"cook1": videos["dog"]}, {"cook1": "ok"}) as mirror:
+        csv = tmp_path / "ids.csv"
+        csv.write_text("cook1,0,10,dog\n")
+        run = cli("download", "--csv", str(csv), "--out", str(tmp_path / "root"), "--url-template", mirror.template,
+                  "--cookies", str(cookies), "--rate", "0", "--no-progress")
+        assert run.returncode == 0, run.stderr
+        assert ("cook1", "SID=secret-42") in mirror.cookies, mirror.cookies
