@@ -519,3 +519,46 @@ def test_cookies_reach_the_server(videos, tmp_path):
                   "--cookies", str(cookies), "--rate", "0", "--no-progress")
         assert run.returncode == 0, run.stderr
         assert ("cook1", "SID=secret-42") in mirror.cookies, mirror.cookies
+
+
+def test_format_selection_keeps_at_most_max_height(tmp_path):
+    """An HLS master playlist with a 240-line and a 480-line rendition (real segments made with
+    ffmpeg, served as static files): yt-dlp takes the tallest at most --max-height."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler
+
+    from s2i_data.media import probe
+
+    folder = tmp_path / "site" / "hlsvid"
+    folder.mkdir(parents=True)
+    for h in (240, 480):
+        subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                        f"testsrc2=size={h * 4 // 3}x{h}:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=16000",
+                        "-t", "13", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "25", "-c:a", "aac",
+                        "-f", "hls", "-hls_time", "2", "-hls_playlist_type", "vod",
+                        "-hls_segment_filename", str(folder / f"v{h}_%03d.ts"), str(folder / f"v{h}.m3u8")], check=True)
+    (folder / "master.m3u8").write_text(
+        "#EXTM3U\n"
+        '#EXT-X-STREAM-INF:BANDWIDTH=300000,RESOLUTION=320x240,CODECS="avc1.42c00d,mp4a.40.2"\nv240.m3u8\n'
+        '#EXT-X-STREAM-INF:BANDWIDTH=900000,RESOLUTION=640x480,CODECS="avc1.42c01e,mp4a.40.2"\nv480.m3u8\n')
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path / "site")))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        csv = tmp_path / "ids.csv"
+        csv.write_text("hlsvid,1,11,dog\n")
+        template = f"http://127.0.0.1:{server.server_address[1]}/{{ytid}}/master.m3u8"
+        for max_height, height in ((360, 240), (480, 480), (100, 240)):  # nothing that small: the smallest
+            root = tmp_path / f"root{max_height}"
+            run = cli("download", "--csv", str(csv), "--out", str(root), "--url-template", template,
+                      "--max-height", str(max_height), "--rate", "0", "--no-progress")
+            assert run.returncode == 0, run.stderr
+            got = probe(str(root / "dog" / "hlsvid_000001.mp4"))
+            assert got.height == height and got.duration_s >= 9.5, (max_height, got)
+    finally:
+        server.shutdown()
+        server.server_close()
