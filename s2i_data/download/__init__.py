@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import manifest
-from .fetch import FetchSettings, Incomplete, Outcome, check_clip, fetch as fetch_window
+from .fetch import VIDEO_EXTS, FetchSettings, Incomplete, Outcome, check_clip, fetch as fetch_window
 from .ratelimit import DaskSchedule, Schedule, parse_rate
 from .rows import FORMATS, Row, read_rows
 
@@ -118,13 +118,28 @@ def download_chunk(chunk: Chunk, root: str, settings: FetchSettings, slots, atte
 
 # ------------------------------------------------------------------------------------ planning
 
-def _existing(root: Path, row: Row) -> Path | None:
-    folder = root / row.cls
-    for ext in ("mp4", "mkv", "webm", "mov", "m4v"):
-        p = folder / f"{row.key}.{ext}"
-        if p.is_file():
-            return p
-    return None
+class _Listing:
+    """The clips already under final names, one listing per class folder (not a stat per row:
+    at AudioSet scale on a shared file system that is millions of round trips)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.folders: dict[str, dict[str, str]] = {}
+
+    def find(self, row: Row) -> Path | None:
+        if row.cls not in self.folders:
+            names: dict[str, str] = {}
+            try:
+                with os.scandir(self.root / row.cls) as it:
+                    for e in it:
+                        stem, dot, ext = e.name.rpartition(".")
+                        if dot and not e.name.startswith(".") and ext in VIDEO_EXTS and e.is_file():
+                            names.setdefault(stem, e.name)
+            except FileNotFoundError:
+                pass
+            self.folders[row.cls] = names
+        name = self.folders[row.cls].get(row.key)
+        return self.root / row.cls / name if name else None
 
 
 def _remove_partials(root: Path) -> None:
@@ -201,6 +216,7 @@ def _download_locked(cfg, root: Path, rate: float, rows: list[Row], on_row) -> D
     settings = FetchSettings(cfg.url_template, cfg.max_height, cfg.cookies and str(Path(cfg.cookies).resolve()),
                              clips=cfg.clips)
     todo: list[Row] = []
+    listing = _Listing(root)
     seen: set[str] = set()
     selection: list[str] = []
 
@@ -220,7 +236,7 @@ def _download_locked(cfg, root: Path, rate: float, rows: list[Row], on_row) -> D
             if row.reason:
                 finish(_record(row, Outcome("skipped", row.reason), 0))
                 continue
-            found = _existing(root, row)
+            found = listing.find(row)
             if found is not None:
                 if not (old and old.get("status") == "ok"):
                     finish(_adopt(root, row, found, old))
