@@ -25,22 +25,27 @@ def describe(emb: int = typer.Option(512, help="embedding size E"),
              width: float = typer.Option(1.0, help="channel width multiplier"),
              flops: bool = typer.Option(False, "--flops", help="also multiply-adds per sample of each network "
                                         "and of a training step of each stage (counted over a pass)"),
-             model: str = typer.Option("s2i", help="s2i, aivae, aivaegan or mmgan"),
+             model: str = typer.Option("s2i", help="s2i, aivae, aivaegan, mmgan or sound2scene"),
              latent: int = typer.Option(64, help="aivae / aivaegan: latent size")) -> None:
     """JSON: conv layers and parameters of each network (with --flops, their multiply-adds)."""
     from s2i_model.nets import AudioAutoencoder, DenseGenerator, Discriminator, InformativityClassifier
     from s2i_model.nets.blocks import conv_layers, n_params
 
-    if model == "mmgan":
+    if model in ("mmgan", "sound2scene"):
         from s2i_model.nets.aivae import layer_table
-        from s2i_model.nets.mmgan import networks as mmgan_networks
 
         if flops:
             _fail("--flops counts the S2I networks only")
         if width <= 0:
             _fail("--width must be above 0")
-        # class heads sized for the five classes of the built-in data and data/vegas5
-        nets = mmgan_networks(5, width)
+        if model == "mmgan":
+            from s2i_model.nets.mmgan import networks as mmgan_networks
+
+            nets = mmgan_networks(5, width)  # class heads sized for the five classes of the built-in data
+        else:
+            from s2i_model.nets.sound2scene import networks as s2s_networks
+
+            nets = s2s_networks(width)
         print(json.dumps({k: {"conv_layers": conv_layers(m), "params": n_params(m), "layers": layer_table(m)}
                           for k, m in nets.items()}, indent=2, ensure_ascii=False))
         return
@@ -48,7 +53,7 @@ def describe(emb: int = typer.Option(512, help="embedding size E"),
         from s2i_model.nets.aivae import MODELS, layer_table, networks
 
         if model not in MODELS:
-            _fail(f"--model must be s2i, {', '.join(MODELS)} or mmgan, not {model!r}")
+            _fail(f"--model must be s2i, {', '.join(MODELS)}, mmgan or sound2scene, not {model!r}")
         if flops:
             _fail("--flops counts the S2I networks only")
         if latent < 1 or width <= 0:
@@ -273,6 +278,73 @@ def train_mmgan(
         _fail(str(e), 1)
 
 
+@app.command("train-sound2scene")
+def train_sound2scene(
+    data: str = typer.Option(..., help="an s2i-data build: a folder or an fsspec URL (s3://, gs://, ...)"),
+    run: Path = typer.Option(..., "--run", "--run-dir", help=_RUN_HELP),
+    width: float = typer.Option(1.0, help="channel width multiplier (1.0: the widths in nets/sound2scene.py)"),
+    epochs_visual: int = typer.Option(100, help="stage 1: the frame encoder (SimCLR, frames only)"),
+    epochs_generator: int = typer.Option(100, help="stage 2: the IC-GAN generator (frames only)"),
+    epochs: int = typer.Option(50, help="stage 3: the audio encoder (the paper's 50, with early stopping)"),
+    batch_size: int = typer.Option(64),
+    lr_visual: float = typer.Option(1e-3), temperature: float = typer.Option(0.5, help="stage 1: NT-Xent's τ"),
+    crop_scale: float = typer.Option(0.35, help="stage 1: smallest area of the random resized crop"),
+    lr_g: float = typer.Option(1e-4, help="stage 2: G (BigGAN)"), lr_d: float = typer.Option(4e-4, help="stage 2: D"),
+    d_steps: int = typer.Option(2, help="stage 2: D updates per G update (BigGAN)"),
+    neighbours: int = typer.Option(50, help="stage 2: IC-GAN's k, the frames of an instance's neighbourhood"),
+    lr: float = typer.Option(1e-3, help="stage 3 (the paper)"), weight_decay: float = typer.Option(1e-5),
+    patience: int = typer.Option(10, help="stage 3: epochs without a better validation loss before it stops"),
+    grid_every: int = typer.Option(10, help="epochs of stages 2 and 3 between validation image grids"),
+    seed: int = typer.Option(0), workers: int = typer.Option(2), device: str = typer.Option("auto"),
+    shard_url: str = typer.Option("", help='open shards through a template, e.g. "pipe:curl -s https://host/b/{shard}"'),
+    cache_dir: str = typer.Option("", help="keep remote shards here after their first read"),
+    skip_bad_samples: bool = typer.Option(False, help="count, log and skip damaged samples or shards instead of stopping"),
+    precision: str = typer.Option("fp32", help="fp32, bf16 or fp16 (autocast; fp16 GPU only)"),
+    sync_bn: bool = typer.Option(True, "--sync-bn/--no-sync-bn", help="under DDP on GPUs: BatchNorm statistics over the global batch"),
+    data_on_device: str = typer.Option("auto", help="auto | on | off: hold the split in device memory (auto: when it fits)"),
+) -> None:
+    """Sound2Scene (paper 003) from scratch: a visual space (SimCLR) and an IC-GAN generator learnt
+    from the train frames alone, then an audio encoder aligned to that space (docs/models.md)."""
+    from s2i_model.run import RunError
+    from s2i_model.train.sound2scene import Sound2SceneConfig, train_sound2scene as train
+
+    _check_data(str(data))
+    cfg = Sound2SceneConfig(data=str(data), run=str(run), width=width, epochs_visual=epochs_visual,
+                            epochs_generator=epochs_generator, epochs=epochs, batch_size=batch_size,
+                            lr_visual=lr_visual, temperature=temperature, crop_scale=crop_scale, lr_g=lr_g, lr_d=lr_d,
+                            d_steps=d_steps, neighbours=neighbours, lr=lr, weight_decay=weight_decay, patience=patience,
+                            grid_every=grid_every, seed=seed, workers=workers, device=device, shard_url=shard_url,
+                            cache_dir=cache_dir, skip_bad_samples=skip_bad_samples, precision=precision,
+                            sync_bn=sync_bn, data_on_device=data_on_device)
+    try:
+        train(cfg, log=lambda m: console.print(m, highlight=False))
+    except (RunError, ValueError) as e:
+        _fail(str(e), 1)
+
+
+@app.command()
+def reference(
+    kind: str = typer.Argument(..., help="retrieval (nearest train frames in a model's audio space) or real (the "
+                               "test sound's own frame)"),
+    run: Path = typer.Option(..., "--run", "--run-dir", help="the reference's folder (evaluate it like a run)"),
+    space: Optional[Path] = typer.Option(None, help="retrieval: the trained run whose audio space is searched"),
+    data: str = typer.Option("", help="real: the build; retrieval: the build searched (default: the space's)"),
+) -> None:
+    """A reference row for `make compare`: copying instead of imagining, or the real frames (the
+    ceiling). Writes RUN/reference.json; `evaluate --run RUN` then measures it like a model."""
+    from s2i_model.evaluate.reference import write_reference
+    from s2i_model.run import RunError
+
+    if data:
+        _check_data(data)
+    try:
+        record = write_reference(kind, run, data, space)
+    except (RunError, ValueError) as e:
+        _fail(str(e), 1)
+    console.print(f"{run}: {record['model']} reference on {record['data']}"
+                  + (f", in the audio space of {record['space']}" if record.get("space") else ""), highlight=False)
+
+
 @app.command()
 def imagine(
     source: Optional[Path] = typer.Argument(None, help="an audio or video file (wav, flac, mp3, ogg, mp4, mov, ...) or a folder"),
@@ -369,6 +441,7 @@ def live(
     stall_timeout: float = typer.Option(10.0, help="give up after this many seconds without sound from the input"),
     mic: Optional[str] = typer.Option(None, help="a microphone other than the default (python -m sounddevice lists them)"),
     open_page: bool = typer.Option(True, "--open/--no-open", help="open the page in a browser (when there is a display)"),
+    threads: int = typer.Option(1, min=0, help="torch threads (0: torch's default; 1 keeps latency steady on a busy CPU)"),
     seed: int = typer.Option(0), device: str = typer.Option("auto"),
 ) -> None:
     """A picture every hop of what is sounding now, on a local web page (ends when the input ends)."""
@@ -380,7 +453,8 @@ def live(
 
     opts = LiveOptions(run=str(run), input=source, n=n, hop=hop, quiet_db=quiet_db, gate=gate, classifier=classifier,
                        host=host, port=port, record=str(record) if record else None, realtime=realtime, format=format,
-                       pcm_rate=pcm_rate, stall_timeout=stall_timeout, mic=mic, device=device, seed=seed)
+                       pcm_rate=pcm_rate, stall_timeout=stall_timeout, mic=mic, device=device, seed=seed,
+                       threads=threads)
     try:
         summary = run_session(opts, log=lambda s: print(s, flush=True),
                               on_ready=open_page_in_browser if open_page else None)

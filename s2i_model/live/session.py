@@ -47,6 +47,7 @@ class LiveOptions:
     device: str = "auto"
     seed: int = 0
     strip: int = 8
+    threads: int = 1  # torch's threads: one keeps latency steady on a busy CPU (docs/performance.md)
 
 
 def class_names(run: Path, ident: dict, model) -> list[str] | None:
@@ -99,6 +100,11 @@ def prepare(opts: LiveOptions, log=print):
 
     if not (0 < opts.hop <= 60) or opts.n < 1:
         raise LiveError(f"--hop must be in (0, 60] s and -n at least 1 (got {opts.hop:g} and {opts.n})")
+    if opts.threads >= 1:
+        # A live loop wants steady latency, not throughput: on a 2-core machine with anything else
+        # running, two torch threads spin against the reader, the page and the other programs, and
+        # the p95 grows tenfold (bench/live.py); one thread leaves a core to the rest.
+        torch.set_num_threads(opts.threads)
     model = load_model(opts.run, opts.device)
     seconds, rate = model.window
     windower = Windower(seconds, rate, opts.hop)
