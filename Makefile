@@ -170,6 +170,7 @@ bench: setup
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/gpu.py $(GPU_BENCH)
 	$(BIN)/python bench/imagine.py
+	$(BIN)/python bench/live.py
 
 clean:
 	rm -rf $(DEMO) bench/out .pytest_cache
