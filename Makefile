@@ -42,7 +42,10 @@ SAMPLES    ?= 10
 # make compare: every model of MODELS trained (resumed) into RUNS/<model> at one preset, evaluated
 # alike (same build, test split, pictures per sound, seed, one real-frame classifier kept in RUNS),
 # then one report over the models (docs/models.md).
-MODELS       ?= s2i aivae aivaegan mmgan
+MODELS       ?= s2i aivae aivaegan mmgan sound2scene
+# reference rows (s2i_model/evaluate/reference.py): the real frames, and retrieval of the nearest
+# train frame in the audio space of S2I and of Sound2Scene (when they are among MODELS)
+REFERENCES   ?= $(foreach m,$(filter s2i sound2scene,$(MODELS)),retrieval-$(m)) real
 COMPARE_SIZE ?= paper
 SEED         ?= 0
 # Presets: a model's settings as arguments to make train (none: its paper's defaults, which is
@@ -56,12 +59,14 @@ CMP_s2i      := EMB=128 WIDTH=0.0625 EPOCHS_AE=20 EPOCHS_GAN=80 BATCH=8 OPT=adam
 CMP_aivae    := WIDTH=0.0625 EPOCHS=20 BATCH=16 LOADERS=2 GRID_EVERY=5
 CMP_aivaegan := $(CMP_aivae) LR=1e-3 LR_D=1e-3
 CMP_mmgan    := WIDTH=0.0625 EPOCHS_FEATURES=5 EPOCHS_MULTIMODAL=5 EPOCHS=20 BATCH=8 LR=1e-3 LOADERS=2 GRID_EVERY=5
+CMP_sound2scene := $(S2S_CPU)
 CMP_SAMPLES  := 4
 else ifeq ($(COMPARE_SIZE),test)
 CMP_s2i      := EMB=64 WIDTH=0.0625 EPOCHS_AE=1 EPOCHS_GAN=1 BATCH=8 OPT=adam LOADERS=0
 CMP_aivae    := WIDTH=0.0625 EPOCHS=1 BATCH=8 LOADERS=0 GRID_EVERY=1
 CMP_aivaegan := $(CMP_aivae)
 CMP_mmgan    := WIDTH=0.0625 EPOCHS_FEATURES=1 EPOCHS_MULTIMODAL=1 EPOCHS=1 BATCH=8 LOADERS=0 GRID_EVERY=1
+CMP_sound2scene := WIDTH=0.0625 EPOCHS_VISUAL=1 EPOCHS_GENERATOR=1 EPOCHS=1 BATCH=8 NEIGHBOURS=5 LOADERS=0 GRID_EVERY=1
 CMP_SAMPLES  := 2
 else
 CMP_SAMPLES  := $(SAMPLES)
@@ -76,7 +81,8 @@ help:
 	@echo "make train  MODEL=aivae|aivaegan DATA=data/vegas5 RUN=runs/aivae [ALPHA=2 LATENT=64 EPOCHS=100 BATCH=128 WIDTH= LR= NPROC=]"
 	@echo "make train  MODEL=mmgan DATA=data/vegas5 RUN=runs/mmgan [EPOCHS_FEATURES=30 EPOCHS_MULTIMODAL=30 EPOCHS=200 BATCH=64 WIDTH= LR= NPROC=]"
 	@echo "make sweep  EMBS=\"128 256 512 1024 2048\" DATA=data/vegas5 RUNS=runs/sweep [INFORMATIVITY=dir]"
-	@echo "make compare DATA=data/vegas5 RUNS=runs/compare [MODELS=\"s2i aivae aivaegan mmgan\" COMPARE_SIZE=paper|cpu|test SEED=0 INFORMATIVITY=dir]"
+	@echo "make train  MODEL=sound2scene DATA=data/vegas5 RUN=runs/s2s [EPOCHS_VISUAL=100 EPOCHS_GENERATOR=100 EPOCHS=50 BATCH=64 WIDTH= NEIGHBOURS=50 NPROC=]"
+	@echo "make compare DATA=data/vegas5 RUNS=runs/compare [MODELS=\"s2i aivae aivaegan mmgan sound2scene\" REFERENCES=\"retrieval-s2i retrieval-sound2scene real\" COMPARE_SIZE=paper|cpu|test SEED=0 INFORMATIVITY=dir]"
 	@echo "make bench  run the benchmarks (figures go to docs/performance.md by hand)"
 
 setup: $(STAMP)
@@ -120,10 +126,18 @@ else ifeq ($(MODEL),mmgan)
 		--grid-every $(GRID_EVERY) --precision $(PRECISION) --data-on-device $(DATA_ON_DEVICE) $(if $(LR),--lr $(LR)) \
 		$(if $(EPOCHS_FEATURES),--epochs-features $(EPOCHS_FEATURES)) \
 		$(if $(EPOCHS_MULTIMODAL),--epochs-multimodal $(EPOCHS_MULTIMODAL))
+else ifeq ($(MODEL),sound2scene)
+	$(S2I_MODEL) train-sound2scene --data $(DATA) --run-dir $(RUN) --width $(WIDTH) --workers $(LOADERS) \
+		--epochs $(call mmgan_default,EPOCHS,50) --batch-size $(call mmgan_default,BATCH,64) \
+		--grid-every $(GRID_EVERY) --precision $(PRECISION) --data-on-device $(DATA_ON_DEVICE) \
+		$(if $(EPOCHS_VISUAL),--epochs-visual $(EPOCHS_VISUAL)) $(if $(EPOCHS_GENERATOR),--epochs-generator $(EPOCHS_GENERATOR)) \
+		$(if $(LR_G),--lr-g $(LR_G)) $(if $(LR_D),--lr-d $(LR_D)) $(if $(D_STEPS),--d-steps $(D_STEPS)) \
+		$(if $(NEIGHBOURS),--neighbours $(NEIGHBOURS))
 else
-	@echo "MODEL must be s2i, aivae, aivaegan or mmgan, not '$(MODEL)'" >&2; exit 2
+	@echo "MODEL must be s2i, aivae, aivaegan, mmgan or sound2scene, not '$(MODEL)'" >&2; exit 2
 endif
-# mmgan's own defaults (pix2pix's 200 cGAN epochs, batch 64) unless EPOCHS= / BATCH= were given
+# mmgan's and sound2scene's own defaults (pix2pix's 200 cGAN epochs; the paper's 50 audio epochs;
+# batch 64) unless EPOCHS= / BATCH= were given
 mmgan_default = $(if $(filter command line environment,$(origin $(1))),$($(1)),$(2))
 
 # Each size is its own make train (so a finished size is skipped and a killed one resumes),
@@ -140,6 +154,12 @@ sweep: setup
 # evaluate (cached by its ident) with the same split, pictures per sound, seed and real-frame
 # classifier for every model, then the report (s2i_model/evaluate/report.py: the models' table,
 # per-class bars, the same test sounds side by side).
+define compare_reference
+	$(BIN)/s2i-model reference $(if $(filter real,$(1)),real --data $(DATA),retrieval --space $(RUNS)/$(patsubst retrieval-%,%,$(1)) --data $(DATA)) --run-dir $(RUNS)/$(1)
+	$(BIN)/s2i-model evaluate --run $(RUNS)/$(1) --data $(DATA) --split test --samples $(CMP_SAMPLES) --seed $(SEED) \
+		--proxy-cache $(RUNS)/frame-classifier.pt $(if $(INFORMATIVITY),--informativity $(INFORMATIVITY))
+
+endef
 define compare_model
 	$(MAKE) --no-print-directory -o setup train MODEL=$(1) DATA=$(DATA) RUN=$(RUNS)/$(1) $(CMP_$(1))
 	$(BIN)/s2i-model evaluate --run $(RUNS)/$(1) --data $(DATA) --split test --samples $(CMP_SAMPLES) --seed $(SEED) \
@@ -149,6 +169,7 @@ endef
 compare: setup
 	@case "$(COMPARE_SIZE)" in paper|cpu|test) ;; *) echo "COMPARE_SIZE must be paper, cpu or test, not '$(COMPARE_SIZE)'" >&2; exit 2;; esac
 	$(foreach m,$(MODELS),$(call compare_model,$(m)))
+	$(foreach r,$(REFERENCES),$(call compare_reference,$(r)))
 	$(BIN)/s2i-model report $(RUNS) -o $(RUNS)/report
 
 test: setup

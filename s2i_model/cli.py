@@ -432,6 +432,8 @@ def live(
     gate: float = typer.Option(0.5, help="with a frame classifier: pictures below this confidence are hidden"),
     classifier: Optional[str] = typer.Option(None, help="a frame classifier (default RUN/frame-classifier.pt "
                                              "when s2i-model evaluate left one)"),
+    informativity: Optional[str] = typer.Option(None, help="informativity judges (s2i-model train-informativity): "
+                                                "the class line is the class whose judge finds the pictures most informative"),
     port: int = typer.Option(8766, help="the page's port (0: any free port)"),
     host: str = typer.Option("127.0.0.1", help="127.0.0.1: this machine only"),
     record: Optional[Path] = typer.Option(None, help="write every picture and DIR/live.jsonl here"),
@@ -452,6 +454,7 @@ def live(
     from s2i_model.run import RunError
 
     opts = LiveOptions(run=str(run), input=source, n=n, hop=hop, quiet_db=quiet_db, gate=gate, classifier=classifier,
+                       informativity=informativity,
                        host=host, port=port, record=str(record) if record else None, realtime=realtime, format=format,
                        pcm_rate=pcm_rate, stall_timeout=stall_timeout, mic=mic, device=device, seed=seed,
                        threads=threads)

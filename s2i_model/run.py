@@ -127,16 +127,27 @@ def load_generator(run: str | Path, device: torch.device | str = "cpu") -> torch
 AIVAE = "aivae.pt"
 AIVAEGAN = "aivaegan.pt"
 MMGAN = "mmgan.pt"
-MODEL_FILES = {"s2i": TRANSLATOR, "aivae": AIVAE, "aivaegan": AIVAEGAN, "mmgan": MMGAN}
+SOUND2SCENE = "sound2scene.pt"
+REFERENCE = "reference.json"  # a reference row of a comparison (evaluate/reference.py): retrieval or real frames
+MODEL_FILES = {"s2i": TRANSLATOR, "aivae": AIVAE, "aivaegan": AIVAEGAN, "mmgan": MMGAN, "sound2scene": SOUND2SCENE}
 
 
 def run_model(run: str | Path) -> str:
     """Which model a run folder holds, from its checkpoint's name (a current or previous copy)."""
     run = Path(run)
+    if (run / REFERENCE).is_file():
+        from s2i_model.evaluate.reference import read_reference
+
+        return read_reference(run)["model"]
     for name, file in MODEL_FILES.items():
         if name != "s2i" and ((run / file).exists() or checkpoint.previous(run / file).exists()):
             return name
     return "s2i"
+
+
+def model_path(run: str | Path, model: str) -> Path:
+    """The file a run's model lives in: its checkpoint, or a reference row's record."""
+    return Path(run) / (REFERENCE if (Path(run) / REFERENCE).is_file() else MODEL_FILES[model])
 
 
 def model_state(run: str | Path, device: torch.device | str = "cpu", log=None) -> tuple[str, dict]:
@@ -144,6 +155,11 @@ def model_state(run: str | Path, device: torch.device | str = "cpu", log=None) -
     model = run_model(run)
     if model == "s2i":
         return model, translator_state(run, device, log)
+    if (Path(run) / REFERENCE).is_file():  # a reference row: nothing trained, its record stands in
+        from s2i_model.evaluate.reference import read_reference
+
+        record = read_reference(Path(run))
+        return model, {"config": {"data": record["data"]}, "epoch": None, "build": record["build"], "reference": record}
     state = checkpoint.load(Path(run) / MODEL_FILES[model], device, log)
     if state is None:  # pragma: no cover - run_model saw the file
         raise RunError(f"{run} holds no trained {model}")
@@ -183,6 +199,32 @@ class MmganModel(VaeModel):
         return self.vae.sound_feature(mels.to(self.device))
 
 
+def _width(cfg: dict) -> float:
+    """A checkpoint's width multiplier, checked before a net is built from it (a run folder may come
+    from someone else: a huge or negative width would build nothing sensible, or fill memory)."""
+    w = cfg.get("width")
+    if not isinstance(w, (int, float)) or not 0 < w <= 4:
+        raise RunError(f"the checkpoint's width {w!r} is not a width multiplier in (0, 4]")
+    return float(w)
+
+
+def _latent(cfg: dict) -> int:
+    z = cfg.get("latent")
+    if not isinstance(z, int) or not 0 < z <= 65536:
+        raise RunError(f"the checkpoint's latent size {z!r} is not in 1..65536")
+    return z
+
+
+class Sound2SceneModel(VaeModel):
+    """A trained Sound2Scene as a `model.SoundToImage`: sound → the audio encoder's feature → the
+    frozen IC-GAN generator; n pictures of a sound are n noise vectors (the paper's inference)."""
+
+    @torch.no_grad()
+    def embed(self, mels: torch.Tensor) -> torch.Tensor:
+        """The audio features (unit norm) of normalised log-mels: where sounds land in the visual space."""
+        return self.vae.audio_encoder(mels.to(self.device))
+
+
 def load_model(run: str | Path, device: torch.device | str = "auto"):
     """The run's trained model as a `model.SoundToImage`: `imagine.Translator` for an S2I run,
     `VaeModel` for an AIVAE or AIVAEGAN run, `MmganModel` for a multimodal-feature GAN run.
@@ -195,20 +237,34 @@ def load_model(run: str | Path, device: torch.device | str = "auto"):
         from s2i_model.imagine import Translator
 
         return Translator.load(Path(run), str(device))
+    if (Path(run) / REFERENCE).is_file():
+        from s2i_model.evaluate.reference import load_reference
+
+        return load_reference(Path(run), str(device))
     _, state = model_state(run, dev)
+    if model == "sound2scene":
+        from s2i_model.nets.sound2scene import Sound2Scene
+
+        if state["stage"] != "audio":
+            raise RunError(f"Sound2Scene in {run} is still at its {state['stage']} stage: finish training it first")
+        net = Sound2Scene(_width(state["config"]))
+        net.load_state_dict(state["nets"])
+        return Sound2SceneModel(model, net.to(dev).eval(), Normalizer(**state["normalizer"]), dev, build_record(state))
     if model == "mmgan":
         from s2i_model.nets.mmgan import MmGan
 
         if state["stage"] != "gan":
             raise RunError(f"the multimodal-feature GAN in {run} is still at its {state['stage']} stage: "
                            "finish training it first")
-        net = MmGan(state["classes"], state["config"]["width"])
+        if not isinstance(state.get("classes"), int) or not 0 < state["classes"] <= 100_000:
+            raise RunError(f"the checkpoint's class count {state.get('classes')!r} is not in 1..100000")
+        net = MmGan(state["classes"], _width(state["config"]))
         net.load_state_dict(state["nets"])
         return MmganModel(model, net.to(dev).eval(), Normalizer(**state["normalizer"]), dev, build_record(state))
     from s2i_model.nets.aivae import MODELS
 
     cfg = state["config"]
-    vae = MODELS[model](cfg["latent"], cfg["width"])
+    vae = MODELS[model](_latent(cfg), _width(cfg))
     vae.load_state_dict(state["vae"])
     return VaeModel(model, vae.to(dev).eval(), Normalizer(**state["normalizer"]), dev, build_record(state))
 
@@ -221,6 +277,9 @@ LABELS_USED = {
     "aivae": "none (sound-frame pairs only)",
     "aivaegan": "none (sound-frame pairs only)",
     "mmgan": "class labels",
+    "sound2scene": "none (frames alone, then sound-frame pairs)",
+    "retrieval": "none (copies train frames; the space is its model's)",
+    "real": "none (the test sound's own frame: the ceiling)",
 }
 
 
@@ -233,13 +292,18 @@ def parameter_count(model) -> int:
     that runs while it pictures one sound. Training-only nets (S2I's audio decoder and D, AIVAEGAN's
     D, the multimodal GAN's frame encoder and Ds) sit in the same objects but never run here, and a
     layer shared by two nets counts once."""
+    if not hasattr(model, "sound_pictures"):  # real frames: no network draws them
+        return 0
     used: dict[int, int] = {}
 
     def seen(module, _inputs, _output) -> None:
         used.update((id(p), p.numel()) for p in module.parameters(recurse=False))
 
-    hooks = [m.register_forward_hook(seen) for net in vars(model).values() if isinstance(net, torch.nn.Module)
-             for m in net.modules()]
+    # the model's own nets, and those of an object it draws through (retrieval's space model)
+    held = list(vars(model).values())
+    held += [v for h in held if not isinstance(h, torch.nn.Module) and hasattr(h, "sound_pictures")
+             for v in vars(h).values()]
+    hooks = [m.register_forward_hook(seen) for net in held if isinstance(net, torch.nn.Module) for m in net.modules()]
     dev = torch.device(model.device)
     try:  # a picture drawn on the side: the caller's random state is left as it was
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):

@@ -26,7 +26,7 @@ from s2i_model.grid import LABEL_W, PAD, save_grid
 
 HEADER = 18  # px above the grid naming each model's columns
 # a model's place in the table: the translator first, then its comparison models in paper order
-ORDER = ["s2i", "aivae", "aivaegan", "mmgan", "sound2scene"]
+ORDER = ["s2i", "aivae", "aivaegan", "mmgan", "sound2scene", "retrieval", "real"]
 
 
 def training_cost(run: Path) -> dict:
@@ -93,6 +93,8 @@ def side_by_side(runs: list[dict], models: dict[str, object], sounds: list, n: i
     rows = [(key, tensor_to_image(img), []) for key, _, img, _ in sounds]
     for r in runs:
         model = models[r["name"]]
+        if not hasattr(model, "sound_pictures"):  # the real-frame row: its pictures are the first column
+            continue
         mels = torch.stack([model.norm(raw) for _, raw, _, _ in sounds])
         pics = model.sound_pictures(mels, n, seed).cpu()
         for row, p in zip(rows, pics):

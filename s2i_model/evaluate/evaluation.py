@@ -30,6 +30,7 @@ from s2i_model.evaluate.history import aggregates, informativity_history, pixel_
 from s2i_model.imagine import Translator, imagine_split
 from s2i_model.evaluate.informativity import FILE as JUDGES_FILE
 from s2i_model.evaluate.informativity import Judges
+from s2i_model.evaluate.reference import RealFrames
 from s2i_model.evaluate.realframe import diversity, embed_images, frame_classifier, retrieval_recall, separability
 
 RESULT = run_folder.EVALUATION
@@ -142,9 +143,12 @@ def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
     build = run_folder.check_build(Build.open(data, skip_bad=cfg.skip_bad_samples))
     judges_path = str(Path(cfg.informativity) / JUDGES_FILE) if cfg.informativity else ""
     ident = {"config": {k: v for k, v in asdict(cfg).items() if k not in ("device", "batch_sounds", "skip_bad_samples")},
-             "translator_epoch": state["epoch"], "translator": _stamp(str(run / run_folder.MODEL_FILES[model])),
+             "translator_epoch": state["epoch"], "translator": _stamp(str(run_folder.model_path(run, model))),
              "judges": _stamp(judges_path) if judges_path else [],
              "data": data if storage.is_remote(data) else str(Path(data).resolve())}
+    if "reference" in state and state["reference"].get("space"):  # retrieval: its space's model counts too
+        space = Path(state["reference"]["space"])
+        ident["space"] = _stamp(str(run_folder.model_path(space, run_folder.run_model(space))))
     out_path = run / RESULT
     if out_path.is_file() and not force:
         old = json.loads(out_path.read_text())
@@ -166,6 +170,8 @@ def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
     zs: list = []
 
     def pictures(mels: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        if isinstance(tr, RealFrames):  # the ceiling row: the sound's own frame
+            return tr.pictures_of_real(real, n).float()
         if isinstance(tr, Translator):  # the embeddings too, for the ceiling (the encoder draws no noise)
             zs.append(tr.encoder(mels).float().cpu())
         return tr.sound_pictures(mels, n, seed=None).flatten(0, 1).float().cpu()
@@ -197,8 +203,9 @@ def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
         "informativity_judges": cfg.informativity or None,
         "training": {"pixel_loss_ma50": pixel_loss_ma(rows), "informativity_history": aggregates(hist) or None},
     }
-    grid = imagine_split(tr, build, cfg.split, run / "evaluation-grid.png", n=min(n, 6), per_class=2, seed=cfg.seed)
-    result["grid"] = grid.name
+    if not isinstance(tr, RealFrames):  # the real frames are in every grid already
+        grid = imagine_split(tr, build, cfg.split, run / "evaluation-grid.png", n=min(n, 6), per_class=2, seed=cfg.seed)
+        result["grid"] = grid.name
     storage.atomic_write(out_path, json.dumps(result, indent=2))
     return result
 

@@ -1,6 +1,7 @@
-"""`make compare` end to end on the tiny build: S2I and AIVAE trained at the test preset, evaluated
-alike, one report with a row per model, per-class bars and the same test sounds side by side; a
-second `make compare` trains and measures nothing again."""
+"""`make compare` end to end on the tiny build: S2I and AIVAE trained at the test preset, the two
+reference rows (retrieval in S2I's embedding, the real frames), all evaluated alike, one report
+with a row each, per-class bars and the same test sounds side by side; a second `make compare`
+trains and measures nothing again."""
 
 from __future__ import annotations
 
@@ -42,8 +43,12 @@ def compared(tiny_build, tmp_path_factory) -> Path:
 def test_one_row_per_model_with_finite_numbers(compared):
     report = json.loads((compared / "report" / "report.json").read_text())
     rows = report["comparison"]["rows"]
-    assert [(r["model"], r["name"]) for r in rows] == [("s2i", "s2i"), ("aivae", "aivae")]
+    assert [(r["model"], r["name"]) for r in rows] == [("s2i", "s2i"), ("aivae", "aivae"),
+                                                       ("retrieval", "retrieval-s2i"), ("real", "real")]
     assert report["comparison"]["same_evaluation"]
+    for r in rows[2:]:  # the references train nothing
+        assert r["epoch"] is None and r["training_seconds"] is None and r["labels_used"].startswith("none")
+    rows = rows[:2]
     for r in rows:
         assert r["labels_used"] == "none (sound-frame pairs only)" and r["epoch"] == 1
         assert r["informativity"] is None  # no judges given
@@ -79,11 +84,11 @@ def test_per_class_bars_and_the_side_by_side_grid(compared):
     report = json.loads((compared / "report" / "report.json").read_text())
     assert Image.open(compared / "report" / report["plots"]["per_class"]).size[0] > 300
     grid = report["comparison"]["grid"]
-    assert grid["columns"] == ["real", "s2i", "aivae"] and grid["pictures_per_model"] == 2
+    assert grid["columns"] == ["real", "s2i", "aivae", "retrieval (retrieval-s2i)"] and grid["pictures_per_model"] == 2
     keys = grid["sounds"]
     assert len(keys) == 2 * len(CLASSES) == len(set(keys))  # the first 2 test sounds of every class
     img = Image.open(compared / "report" / grid["file"])
-    side, cols = 96, 1 + 2 * 2  # the real frame, then 2 pictures of each of 2 models
+    side, cols = 96, 1 + 2 * 3  # the real frame, then 2 pictures of each of 2 models and of retrieval
     assert img.size == (LABEL_W + cols * (side + PAD) + PAD, HEADER + len(keys) * (side + PAD) + PAD)
     page = (compared / "report" / "index.html").read_text()
     assert 'id="models"' in page and 'id="side-by-side"' in page and "versus-size" not in page
@@ -101,7 +106,7 @@ def test_side_by_side_pictures_are_each_models_own_with_the_same_seed(compared, 
     sounds = split_sounds(str(tiny_build), "test", 2)
     assert [k for k, *_ in sounds] == grid["sounds"]
     img = np.asarray(Image.open(compared / "report" / grid["file"]))
-    for m, model_name in enumerate(["s2i", "aivae"]):
+    for m, model_name in enumerate(["s2i", "aivae", "retrieval-s2i"]):
         model = run_folder.load_model(compared / model_name, "cpu")
         mels = torch.stack([model.norm(raw) for _, raw, _, _ in sounds])
         pics = model.sound_pictures(mels, 2, grid["seed"])
@@ -113,12 +118,50 @@ def test_side_by_side_pictures_are_each_models_own_with_the_same_seed(compared, 
 def test_make_compare_again_redoes_nothing(compared, tiny_build):
     files = [compared / "s2i" / "autoencoder.pt", compared / "s2i" / "translator.pt", compared / "aivae" / "aivae.pt",
              compared / "s2i" / "evaluation.json", compared / "aivae" / "evaluation.json",
+             compared / "retrieval-s2i" / "reference.json", compared / "retrieval-s2i" / "evaluation.json",
+             compared / "real" / "reference.json", compared / "real" / "evaluation.json",
              compared / "frame-classifier.pt"]
     before = {f: f.stat().st_mtime_ns for f in files}
     again = make_compare(tiny_build, compared)
     assert again.returncode == 0, again.stderr[-3000:]
     assert {f: f.stat().st_mtime_ns for f in files} == before
-    assert again.stderr.count("nothing to do") == 3 and again.stderr.count("up to date") == 2, again.stderr
+    assert again.stderr.count("nothing to do") == 3 and again.stderr.count("up to date") == 4, again.stderr
+
+
+def test_reference_rows_measure_what_they_are(compared, tiny_build):
+    """The real-frame row is the ceiling: its class agreement is the frame classifier's accuracy on
+    the real test frames, R@1 is 1 and the Fréchet distance 0. The retrieval row copies: a train
+    sound retrieves its own frame first, and its parameters are S2I's encoder's."""
+    import torch
+
+    from s2i_model import checkpoint
+    from s2i_model import run as run_folder
+    from s2i_model.data import ShardStream
+    from s2i_model.evaluate.realframe import FrameClassifier
+    from s2i_data.readers import Build
+    from s2i_model.nets import AudioAutoencoder
+
+    rows = {r["name"]: r for r in json.loads((compared / "report" / "report.json").read_text())["comparison"]["rows"]}
+    real = json.loads((compared / "real" / "evaluation.json").read_text())
+    clf = FrameClassifier(len(CLASSES))
+    clf.load_state_dict(checkpoint.load(compared / "frame-classifier.pt")["model"])
+    clf.eval()
+    right: dict[int, list[bool]] = {}
+    with torch.no_grad():
+        for _, img, cls, _ in ShardStream(Build.open(str(tiny_build)), "test", lambda m: m, shuffle=False):
+            right.setdefault(cls, []).append(int(clf(img[None]).argmax(1).item()) == cls)
+    for c, hits in right.items():
+        assert real["per_class"][CLASSES[c]]["class_agreement"] == pytest.approx(sum(hits) / len(hits)), CLASSES[c]
+    assert real["mean"]["retrieval_r1"] == 1.0 and real["proxies"]["frechet_distance"] < 0.05  # 0 up to the matrix square root's rounding
+    assert rows["real"]["parameters"] == 0
+
+    retrieval = run_folder.load_model(compared / "retrieval-s2i", "cpu")
+    build = Build.open(str(tiny_build))
+    mel, img, _, _ = next(iter(ShardStream(build, "train", retrieval.norm, shuffle=False)))
+    first = retrieval.sound_pictures(mel[None], 2)[0, 0]
+    assert torch.allclose(first, img, atol=1 / 127.5)
+    enc = AudioAutoencoder(64, 0.0625).encoder
+    assert rows["retrieval-s2i"]["parameters"] == sum(p.numel() for p in enc.parameters())
 
 
 def test_labels_used_is_declared_for_every_model_with_a_run_file():
