@@ -184,7 +184,7 @@ def main() -> None:
            "emb": args.emb, "front_end": front_end(), "widths": {}}
     print(f"front end, one hop of new frames: {res['front_end']}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        for w in [float(x) for x in args.widths.split(",")]:
+        for w in [float(x) for x in args.widths.split(",") if x.strip()]:  # --widths "": the --minutes run alone
             model = load_model(random_run(Path(tmp) / f"w{w}", args.emb, w), "cpu")
             row = {"model_alone": model_alone(model), "hop_0.5": stream(model, args.seconds, 0.5),
                    "hop_0.1": stream(model, min(args.seconds, 20.0), 0.1)}

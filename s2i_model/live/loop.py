@@ -29,6 +29,7 @@ from s2i_model.live.sources import Source, SourceError
 from s2i_model.live.window import Window, Windower
 
 MAX_DROPPED_KEPT = 10_000  # dropped windows remembered between two made ones (beyond: counted only)
+_NO_MEL = np.zeros((0, 128), np.float32)
 
 
 @dataclass
@@ -48,6 +49,34 @@ def png_bytes(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG", compress_level=1)  # speed over size: a loopback page
     return buf.getvalue()
+
+
+@torch.no_grad()
+def class_scores(classifier, imgs: torch.Tensor) -> torch.Tensor:
+    """[classes]: how much n pictures look like each class. A frame classifier's softmax averaged
+    over the pictures; for informativity judges (`JudgeScores`), each class judge's probability
+    that the pictures are informative pictures of its class."""
+    if isinstance(classifier, JudgeScores):
+        return classifier(imgs)
+    dev = next(classifier.parameters()).device
+    return torch.softmax(classifier(imgs.to(dev)), 1).mean(0).cpu()
+
+
+class JudgeScores:
+    """The informativity judges of a labelled pool (`evaluate.informativity.Judges`) as a class line:
+    the class whose judge finds the pictures most informative, and that probability."""
+
+    def __init__(self, judges) -> None:
+        self.names = [c for c in judges.classes if c in judges.models]
+        self.models = [judges.models[c] for c in self.names]
+
+    @torch.no_grad()
+    def __call__(self, imgs: torch.Tensor) -> torch.Tensor:
+        out = []
+        for m in self.models:
+            dev = next(m.parameters()).device
+            out.append(torch.softmax(m(imgs.to(dev)), 1)[:, 1].mean().cpu())  # output 1: "informative"
+        return torch.stack(out)
 
 
 class Imaginer:
@@ -77,8 +106,7 @@ class Imaginer:
         res = Result(w, pictures=imgs.float().clamp(-1, 1).add(1).mul(127.5).round().byte()
                      .permute(0, 2, 3, 1).cpu().numpy(), shown=True)
         if self.classifier is not None:
-            dev = next(self.classifier.parameters()).device
-            p = torch.softmax(self.classifier(imgs.float().to(dev)), 1).mean(0)
+            p = class_scores(self.classifier, imgs.float())
             k = int(p.argmax())
             res.label = self.class_names[k] if self.class_names and k < len(self.class_names) else f"class {k}"
             res.confidence = round(float(p[k]), 4)
@@ -104,8 +132,9 @@ class Mailbox:
         with self._cv:
             if self._has and not final and self.drop_stale and isinstance(self._item, Window):
                 self.dropped_total += 1
-                if len(self.dropped) < MAX_DROPPED_KEPT:
-                    self.dropped.append(self._item)
+                if len(self.dropped) < MAX_DROPPED_KEPT:  # kept without its log-mel: a line each, flat memory
+                    w = self._item
+                    self.dropped.append(Window(w.index, w.end_s, _NO_MEL, w.loudness_db, w.ready))
             else:
                 while self._has and not self.closed:
                     self._cv.wait()
@@ -216,4 +245,7 @@ def run(source: Source, windower: Windower, imaginer: Callable[[Window], Result]
         source.close()
         box.close()
         reader.join(timeout=10)
+    # (beyond MAX_DROPPED_KEPT windows dropped in a row, the rest are counted without a line)
+    summary.dropped = max(summary.dropped, box.dropped_total)
+    summary.windows = summary.made + summary.dropped
     return summary

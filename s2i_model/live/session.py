@@ -35,6 +35,7 @@ class LiveOptions:
     quiet_db: float = -50.0
     gate: float = 0.5
     classifier: str | None = None  # default RUN/frame-classifier.pt when it exists
+    informativity: str | None = None  # a folder of informativity judges: the class line from them instead
     host: str = "127.0.0.1"
     port: int = 8766
     serve: bool = True
@@ -93,6 +94,20 @@ def load_classifier(run: Path, path: str | None, model, device) -> tuple[torch.n
     return clf.to(device).eval(), class_names(run, ident, model)
 
 
+def load_judges(folder: str, device) -> tuple[loop.JudgeScores, list[str]]:
+    """The informativity judges of ``s2i-model train-informativity`` as the class line."""
+    from s2i_model.evaluate.informativity import Judges
+
+    try:
+        judges = Judges.load(Path(folder), str(device))
+    except ValueError as e:
+        raise LiveError(str(e)) from None
+    scores = loop.JudgeScores(judges)
+    if not scores.names:
+        raise LiveError(f"{folder}: no class has an informativity classifier (too few labels)")
+    return scores, scores.names
+
+
 def prepare(opts: LiveOptions, log=print):
     """(model, imaginer, windower, source): everything that can fail on bad settings, before any
     port is opened or folder written."""
@@ -108,7 +123,10 @@ def prepare(opts: LiveOptions, log=print):
     model = load_model(opts.run, opts.device)
     seconds, rate = model.window
     windower = Windower(seconds, rate, opts.hop)
-    clf, names = load_classifier(Path(opts.run), opts.classifier, model, model.device)
+    if opts.informativity:
+        clf, names = load_judges(opts.informativity, model.device)
+    else:
+        clf, names = load_classifier(Path(opts.run), opts.classifier, model, model.device)
     imaginer = loop.Imaginer(model, opts.n, opts.quiet_db, clf, names, opts.gate if clf is not None else 0.0, opts.seed)
     source = open_source(opts.input, rate, opts.realtime, opts.format, opts.pcm_rate, opts.stall_timeout, opts.mic)
     return model, imaginer, windower, source
@@ -133,6 +151,8 @@ def run_session(opts: LiveOptions, log=print, on_ready=None, stop: threading.Eve
                 "run": os.path.abspath(opts.run), "input": source.name, "live": source.live,
                 "window_s": seconds, "sample_rate": rate, "hop_s": opts.hop, "n": opts.n, "quiet_db": opts.quiet_db,
                 "classifier": imaginer.class_names if imaginer.classifier is not None else None,
+                "class_line_from": None if imaginer.classifier is None else
+                ("informativity judges" if opts.informativity else "frame classifier"),
                 "gate": imaginer.gate, "incremental_log_mel": windower.incremental})
         log(f"hearing {source.name} ({'live: stale windows are dropped' if source.live else 'every window is made'}); "
             f"a picture every {opts.hop:g} s of the last {seconds:g} s" + (f"; page at {server.url}" if server else ""))

@@ -62,3 +62,23 @@ def test_class_line_and_confidence_gate(model, live_run):
     assert all(r.label in names and 0 < r.confidence <= 1 and r.shown for r in got)
     _, gated = results(model, ArraySource(sound(2.0), SR), hop=0.5, classifier=clf, class_names=names, gate=1.01)
     assert all(r.label in names and not r.shown for r in gated)  # no confidence clears 1.01
+
+
+def test_class_line_from_informativity_judges(model, tmp_path):
+    # Judges in the file format train-informativity writes (untrained: which class wins does not
+    # matter here, that the line comes from the judges of the classes that have one does).
+    import torch
+
+    from s2i_model import checkpoint
+    from s2i_model.evaluate.informativity import FILE
+    from s2i_model.live.session import load_judges
+    from s2i_model.nets import InformativityClassifier
+
+    torch.manual_seed(0)
+    checkpoint.save(tmp_path / FILE, {"classes": ["baby", "dog", "rail"],
+                                      "judges": {c: InformativityClassifier(2).state_dict() for c in ("baby", "rail")},
+                                      "report": {}})
+    scores, names = load_judges(str(tmp_path), model.device)
+    assert names == ["baby", "rail"]  # dog had too few labels for a judge
+    _, got = results(model, ArraySource(sound(2.0), SR), hop=0.5, classifier=scores, class_names=names, gate=0.0)
+    assert all(r.label in names and 0 < r.confidence < 1 for r in got)
