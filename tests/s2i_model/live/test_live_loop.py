@@ -82,3 +82,15 @@ def test_class_line_from_informativity_judges(model, tmp_path):
     assert names == ["baby", "rail"]  # dog had too few labels for a judge
     _, got = results(model, ArraySource(sound(2.0), SR), hop=0.5, classifier=scores, class_names=names, gate=0.0)
     assert all(r.label in names and 0 < r.confidence < 1 for r in got)
+
+
+def test_any_model_a_run_holds(tiny_build, tmp_path):
+    # A comparison model's run folder (AIVAE, one epoch) serves live as an S2I run does.
+    from s2i_model.train.aivae import AivaeConfig, train_aivae
+
+    run = tmp_path / "aivae"
+    train_aivae(AivaeConfig(data=str(tiny_build), run=str(run), width=0.0625, batch_size=8, workers=0, epochs=1,
+                            grid_every=1, grid_images=2), log=lambda *_: None)
+    vae = load_model(run, "cpu")
+    summary, got = results(vae, ArraySource(sound(2.0), SR), hop=0.5, n=2)
+    assert summary.made == 3 and all(r.pictures.shape == (2, 96, 96, 3) for r in got)
