@@ -184,12 +184,12 @@ class Summary:
 
 
 def run(source: Source, windower: Windower, imaginer: Callable[[Window], Result], publish=None, record=None,
-        stop: threading.Event | None = None, on_result=None) -> Summary:
+        stop: threading.Event | None = None, on_result=None, summary: Summary | None = None) -> Summary:
     """Until the source ends (or ``stop`` is set): every window made or dropped, in order. ``publish``
     (the page) and ``record`` (the recording) get each `Result`; ``on_result`` too, after both. A
     source that fails ends the run with its one line in ``Summary.error`` after the windows it gave."""
     box = Mailbox(drop_stale=source.live)
-    summary = Summary()
+    summary = Summary() if summary is None else summary  # the caller's: filled in as it goes (Ctrl-C keeps it)
 
     def read() -> None:
         err = None

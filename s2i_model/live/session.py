@@ -139,7 +139,7 @@ def run_session(opts: LiveOptions, log=print, on_ready=None, stop: threading.Eve
     seconds, rate = model.window
     hub = Hub(opts.strip, getattr(model, "norm", None))
     server = recorder = None
-    summary = loop.Summary(error="interrupted")
+    summary = loop.Summary()
     try:
         if opts.serve:
             try:
@@ -158,12 +158,16 @@ def run_session(opts: LiveOptions, log=print, on_ready=None, stop: threading.Eve
             f"a picture every {opts.hop:g} s of the last {seconds:g} s" + (f"; page at {server.url}" if server else ""))
         if on_ready is not None:
             on_ready(server.url if server else None)
-        summary = loop.run(source, windower, imaginer, hub.publish if server else None, recorder,
-                           stop=stop, on_result=hub.count_dropped)
+        try:
+            loop.run(source, windower, imaginer, hub.publish if server else None, recorder,
+                     stop=stop, on_result=hub.count_dropped, summary=summary)
+        except KeyboardInterrupt:
+            summary.error = "stopped (Ctrl-C)"
+            raise
     finally:  # also on Ctrl-C: the page is told, the recording's session file says how it ended
         source.close()
         if server is not None:
-            hub.end(summary.error or "the input ended")
+            hub.end(summary.error or "the input ended")  # the page says so
             server.shutdown()
             server.server_close()
         if recorder is not None:

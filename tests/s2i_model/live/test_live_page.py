@@ -126,3 +126,15 @@ def test_the_page_shows_pictures_change_and_quiet(chromium, live_run, talk_and_s
     shown = chromium.execute_script("return window.liveLog")
     assert len(shown) >= 10 and chromium.execute_script("return window.liveEnded") is True
     assert "ended" in chromium.find_element("id", "status").text
+
+
+def test_the_page_ships_as_package_data():
+    # tests/test_packaging.py installs a wheel; this names the page in the package-data it builds from
+    import tomllib
+    from pathlib import Path
+
+    from s2i_model.live.server import PAGE_FILE
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[3] / "pyproject.toml").read_text())
+    assert "live/page.html" in pyproject["tool"]["setuptools"]["package-data"]["s2i_model"]
+    assert PAGE_FILE.is_file() and PAGE_FILE.parent.name == "live"

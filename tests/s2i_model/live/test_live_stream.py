@@ -144,3 +144,25 @@ def test_no_microphone_is_one_line(live_run):
     res = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     line = one_line(res)
     assert res.returncode == 1 and ("microphone" in line or "PortAudio" in line), line
+
+
+def test_a_file_played_as_if_live_and_stopped_with_ctrl_c(live_run, talk_and_silence, tmp_path):
+    proc = subprocess.Popen(live_cmd(talk_and_silence, "--realtime", "--run", live_run, "--record", tmp_path / "rec"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "rec" / "live.jsonl").exists() or len(journal(tmp_path / "rec")) < 2:
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "stopped" in out and "Traceback" not in err, out + err
+    lines = journal(tmp_path / "rec")
+    assert 2 <= len(lines) < int((LENGTH_S - 1) / 0.5) + 1  # paced by the clock: stopped before the end
+    assert [x["t"] for x in lines] == [1.0 + 0.5 * k for k in range(len(lines))]
+    ended = json.loads((tmp_path / "rec" / "live.json").read_text())
+    assert ended["live"] is True and ended["ended"]["error"] == "stopped (Ctrl-C)"
+    assert ended["ended"]["windows"] >= len(lines) - 1
