@@ -16,7 +16,7 @@ from s2i_model import checkpoint
 from s2i_model.live import loop
 from s2i_model.live.record import Recorder
 from s2i_model.live.server import Hub, start_server
-from s2i_model.live.sources import Source, open_source
+from s2i_model.live.sources import open_source
 from s2i_model.live.window import Windower
 
 FRAME_CLASSIFIER = "frame-classifier.pt"  # where `s2i-model evaluate` keeps it in a run
@@ -176,7 +176,7 @@ def run_session(opts: LiveOptions, log=print, on_ready=None, stop: threading.Eve
     return summary
 
 
-__all__ = ["LiveError", "LiveOptions", "Source", "prepare", "run_session"]
+__all__ = ["LiveError", "LiveOptions", "prepare", "run_session"]
 
 
 def open_page_in_browser(url: str | None) -> None:
