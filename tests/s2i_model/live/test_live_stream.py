@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from conftest import LENGTH_S, SILENCE_S, SOUND_S, Streamer, live_cmd, sound  # tests/s2i_model/live/conftest.py
 
@@ -168,3 +169,39 @@ def test_a_file_played_as_if_live_and_stopped_with_ctrl_c(live_run, talk_and_sil
     ended = json.loads((tmp_path / "rec" / "live.json").read_text())
     assert ended["live"] is True and ended["ended"]["error"] == "stopped (Ctrl-C)"
     assert ended["ended"]["windows"] >= len(lines) - 1
+
+
+def test_the_microphone_path_on_alsas_null_device(live_run, tmp_path):
+    # The real capture path (sounddevice → PortAudio → ALSA) on ALSA's null device, which a
+    # machine without a sound card can open: it records silence (as fast as it is read: the null
+    # device keeps no clock), so every window is "quiet". Needs PortAudio and ALSA's configuration.
+    import os
+
+    try:
+        import sounddevice  # noqa: F401
+    except (ImportError, OSError) as e:
+        pytest.skip(f"no microphone library here ({type(e).__name__}: pip install 's2i[live]', "
+                    "apt-get install libportaudio2)")
+    if not Path("/usr/share/alsa/alsa.conf").is_file():
+        pytest.skip("no ALSA configuration (/usr/share/alsa/alsa.conf): not a Linux with ALSA")
+    conf = tmp_path / "asound.conf"
+    conf.write_text("</usr/share/alsa/alsa.conf>\npcm.!default { type null }\n")
+    proc = subprocess.Popen(live_cmd("--run", live_run, "--record", tmp_path / "rec"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "ALSA_CONFIG_PATH": str(conf)})
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("hearing microphone (default)"), first + proc.stderr.read()
+        deadline = time.monotonic() + 60
+        while len(journal(tmp_path / "rec")) < 3:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "stopped" in out and "Traceback" not in err, out + err
+    lines = journal(tmp_path / "rec")
+    assert [x["t"] for x in lines[:3]] == [1.0, 1.5, 2.0]
+    assert all(x["quiet"] and x["pictures"] == [] for x in lines if not x["dropped"])
+    assert json.loads((tmp_path / "rec" / "live.json").read_text())["input"] == "microphone (default)"
