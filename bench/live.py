@@ -12,7 +12,8 @@ encoding, the page's event, a real SSE client on loopback reading it. Per width:
 - the share of windows dropped as stale at hop 0.5 s, and at a hop of 0.1 s (more windows than
   width 1.0 can make: the drop-stale rule at work, latency still bounded);
 - the baseline in the same process: the model call alone (normalise + encoder + generator for one
-  window), so latency / model shows what the live machinery adds;
+  window), back to back and after 0.5 s idle as between hops, so latency / model shows what the
+  live machinery adds;
 - the front end: computing one hop's new frames incrementally against the whole window's log-mel.
 
 Torch runs on ``--threads`` threads (default 1, as `s2i-model live`; 2 to compare).
@@ -131,13 +132,16 @@ def stream(model, seconds: float, hop: float, rss_every: float | None = None) ->
     return out
 
 
-def model_alone(model, repeats: int = 40) -> dict:
+def model_alone(model, repeats: int = 40, gap: float = 0.0) -> dict:
+    """The model call for one window, back to back (``gap`` 0) or after ``gap`` seconds idle, as
+    in the live loop between hops (caches and clocks go cold: ~1.5x slower on this machine)."""
     import torch
 
     mel = np.log(np.abs(pink(1.0)[:100 * 128].reshape(100, 128)) + 1e-6).astype(np.float32)
     ts = []
     with torch.no_grad():
         for i in range(repeats + 3):
+            time.sleep(gap)
             t = time.perf_counter()
             model.sound_pictures(model.norm(mel)[None], 1, None)
             if i >= 3:
@@ -186,13 +190,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for w in [float(x) for x in args.widths.split(",") if x.strip()]:  # --widths "": the --minutes run alone
             model = load_model(random_run(Path(tmp) / f"w{w}", args.emb, w), "cpu")
-            row = {"model_alone": model_alone(model), "hop_0.5": stream(model, args.seconds, 0.5),
-                   "hop_0.1": stream(model, min(args.seconds, 20.0), 0.1)}
+            row = {"model_alone": model_alone(model), "model_after_hop_idle": model_alone(model, 20, 0.5),
+                   "hop_0.5": stream(model, args.seconds, 0.5), "hop_0.1": stream(model, min(args.seconds, 20.0), 0.1)}
             row["latency_over_model"] = round(row["hop_0.5"]["latency_median_ms"] / row["model_alone"]["median_ms"], 2)
+            row["latency_over_model_after_idle"] = round(row["hop_0.5"]["latency_median_ms"]
+                                                         / row["model_after_hop_idle"]["median_ms"], 2)
             res["widths"][str(w)] = row
             h = row["hop_0.5"]
             print(f"width {w:<6} E {args.emb}: latency median {h['latency_median_ms']} ms, p95 {h['latency_p95_ms']} ms "
-                  f"(model alone {row['model_alone']['median_ms']} ms, x{row['latency_over_model']}); dropped at hop "
+                  f"(model alone {row['model_alone']['median_ms']} ms back to back, x{row['latency_over_model']}; "
+                  f"{row['model_after_hop_idle']['median_ms']} ms after 0.5 s idle, x{row['latency_over_model_after_idle']}); dropped at hop "
                   f"0.5 s {h['dropped']}/{h['windows']}, at hop 0.1 s {row['hop_0.1']['dropped']}/{row['hop_0.1']['windows']} "
                   f"(p95 {row['hop_0.1']['latency_p95_ms']} ms)", flush=True)
             del model
