@@ -467,8 +467,8 @@ def live(
     except KeyboardInterrupt:
         print("stopped", flush=True)
         return
-    if summary.error:
-        _fail(f"{summary.error} ({summary.line()})", 1)
+    if summary.error:  # with what was heard before, when anything was
+        _fail(summary.error + (f" (after {summary.line()})" if summary.windows else ""), 1)
     print(f"input ended: {summary.line()}", flush=True)
 
 
