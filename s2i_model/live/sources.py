@@ -55,7 +55,9 @@ class FfmpegSource(Source):
     def __init__(self, input: str, sample_rate: int, realtime: bool = False, fmt: str | None = None,
                  pcm_rate: int | None = None, stall_timeout: float = 10.0, stdin=None) -> None:
         self.sample_rate, self.stall_timeout = sample_rate, stall_timeout
-        self.name = "stdin" if input == "-" else input
+        # what is shown and recorded: a URL's user and password stay out of the page and live.json
+        self.name = "stdin" if input == "-" else re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1***@", input)
+        self._raw = input
         before: list[str] = []
         if input == "-":
             before += ["-f", "s16le", "-ar", str(pcm_rate or 16000), "-ac", "1"]
@@ -124,7 +126,8 @@ class FfmpegSource(Source):
             proc.wait()
             err.join(timeout=5)
             if proc.returncode != 0:
-                raise SourceError(f"{self.name}: {_reason(b''.join(tail).decode('utf-8', 'replace'), proc.returncode)}")
+                reason = _reason(b"".join(tail).decode("utf-8", "replace"), proc.returncode).replace(self._raw, self.name)
+                raise SourceError(f"{self.name}: {reason}")
             if len(pending) >= 4:
                 yield np.frombuffer(bytes(pending[: len(pending) // 4 * 4]), "<f4").copy()
         finally:

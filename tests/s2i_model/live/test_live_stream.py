@@ -78,10 +78,13 @@ def test_raw_pcm_on_stdin_makes_every_window(live_run, tmp_path):
 def test_an_unreachable_stream(live_run, tmp_path):
     from conftest import free_port
 
-    res = subprocess.run(live_cmd(f"http://127.0.0.1:{free_port()}/nothing.ts", "--run", live_run,
+    res = subprocess.run(live_cmd(f"http://viewer:s3cret@127.0.0.1:{free_port()}/nothing.ts", "--run", live_run,
                                   "--record", tmp_path / "rec"), capture_output=True, text=True, timeout=120)
     assert res.returncode == 1 and "Connection refused" in one_line(res)
     assert journal(tmp_path / "rec") == []
+    # a URL's password is neither printed nor recorded
+    session = (tmp_path / "rec" / "live.json").read_text()
+    assert "s3cret" not in res.stdout + res.stderr + session and "http://***@127.0.0.1" in session
 
 
 def test_a_stream_that_stalls(live_run, talk_and_silence, tmp_path):
