@@ -35,10 +35,10 @@ from s2i_model.nets.mmgan import MmGan, feature_map
 from s2i_model.run import MODEL_FILES, open_build
 from s2i_model.train import distributed, resident
 from s2i_model.train.aivae import _grid_sounds
-from s2i_model.train.autoencoder import set_hyperparameters
 from s2i_model.train.metrics import MetricsLog, skipped_samples, throughput
-from s2i_model.train.runtime import (TrainingError, autocast, check_precision, grad_scaler, prepare_model, rng_state,
-                                     seed_everything, set_rng_state, update)
+from s2i_model.train.runtime import (TrainingError, autocast, check_precision, grad_scaler, optimiser_states,
+                                     prepare_model, restore_optimisers, rng_state, seed_everything, set_rng_state,
+                                     update)
 from s2i_model.train.translator import draw_grid, frozen
 
 STAGES = ("features", "multimodal", "gan")
@@ -228,12 +228,7 @@ def train_mmgan(cfg: MmganConfig, log=print) -> dict:
                     "opt_d": torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))}
             lrs = {"opt": cfg.lr, "opt_d": cfg.lr}
         scalers = {k: grad_scaler(device, cfg.precision) for k in opts}
-        for k, o in opts.items():
-            if k in opt_states:
-                o.load_state_dict(opt_states[k])
-                set_hyperparameters(o, lr=lrs[k])
-                if scalers[k] is not None and opt_states.get(f"{k}_scaler"):
-                    scalers[k].load_state_dict(opt_states[f"{k}_scaler"])
+        restore_optimisers(opts, scalers, opt_states, lrs)
         metrics = MetricsLog(run, f"mmgan-{stage}", start) if d.main else None
         for epoch in range(start, epochs):
             _modes(model, stage, True)
@@ -343,8 +338,7 @@ def train_mmgan(cfg: MmganConfig, log=print) -> dict:
             if stage == "gan" and grid_rows and ((epoch + 1) % cfg.grid_every == 0 or epoch + 1 == epochs):
                 draw_grid(_Pictures(model), grid_rows, cfg.grid_images, device,
                           run / "grids" / f"mmgan-epoch-{epoch + 1:05d}.png")
-            saved_opts = {k: o.state_dict() for k, o in opts.items()}
-            saved_opts.update({f"{k}_scaler": s.state_dict() for k, s in scalers.items() if s is not None})
+            saved_opts = optimiser_states(opts, scalers)
             state = {"model": "mmgan", "stage": stage, "epoch": epoch + 1, "nets": model.state_dict(),
                      "opts": saved_opts, "classes": n_classes, "rng": rng, "config": cfg.to_dict(),
                      "normalizer": norm.to_dict(), "build": build.record(), "last": row,

@@ -113,3 +113,24 @@ def make_optimizer(params, kind: str, lr: float, momentum: float, adam_lr: float
 
 def optimizer_settings(kind: str, lr: float, momentum: float, adam_lr: float) -> dict:
     return {"lr": lr, "momentum": momentum} if kind == "sgd" else {"lr": adam_lr}
+
+
+def restore_optimisers(opts: dict, scalers: dict, saved: dict, lrs: dict) -> None:
+    """A stage's optimisers and fp16 loss scalers as the checkpoint left them (``saved``, from
+    `optimiser_states`), each at the learning rate of ``lrs`` (the command's: a resumed run may
+    change it). Optimisers the checkpoint does not hold start fresh."""
+    from s2i_model.train.autoencoder import set_hyperparameters
+
+    for k, o in opts.items():
+        if k in saved:
+            o.load_state_dict(saved[k])
+            set_hyperparameters(o, lr=lrs[k])
+            if scalers.get(k) is not None and saved.get(f"{k}_scaler"):
+                scalers[k].load_state_dict(saved[f"{k}_scaler"])
+
+
+def optimiser_states(opts: dict, scalers: dict) -> dict:
+    """What `restore_optimisers` reads back: each optimiser's state and its loss scaler's."""
+    states = {k: o.state_dict() for k, o in opts.items()}
+    states.update({f"{k}_scaler": s.state_dict() for k, s in scalers.items() if s is not None})
+    return states

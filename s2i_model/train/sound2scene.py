@@ -38,10 +38,10 @@ from s2i_model.nets.sound2scene import NOISE, Sound2Scene
 from s2i_model.run import MODEL_FILES, open_build
 from s2i_model.train import distributed, resident
 from s2i_model.train.aivae import _grid_sounds
-from s2i_model.train.autoencoder import set_hyperparameters
 from s2i_model.train.metrics import MetricsLog, skipped_samples, throughput
-from s2i_model.train.runtime import (TrainingError, autocast, check_precision, grad_scaler, prepare_model, rng_state,
-                                     seed_everything, set_rng_state, update)
+from s2i_model.train.runtime import (TrainingError, autocast, check_precision, grad_scaler, optimiser_states,
+                                     prepare_model, restore_optimisers, rng_state, seed_everything, set_rng_state,
+                                     update)
 from s2i_model.train.translator import draw_grid, frozen
 
 STAGES = ("visual", "generator", "audio")
@@ -276,12 +276,7 @@ def train_sound2scene(cfg: Sound2SceneConfig, log=print) -> dict:
             opts = {"opt": torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)}
             lrs = {"opt": cfg.lr}
         scalers = {k: grad_scaler(device, cfg.precision) for k in opts}
-        for k, o in opts.items():
-            if k in opt_states:
-                o.load_state_dict(opt_states[k])
-                set_hyperparameters(o, lr=lrs[k])
-                if scalers[k] is not None and opt_states.get(f"{k}_scaler"):
-                    scalers[k].load_state_dict(opt_states[f"{k}_scaler"])
+        restore_optimisers(opts, scalers, opt_states, lrs)
         metrics = MetricsLog(run, f"sound2scene-{stage}", start) if d.main else None
         for epoch in range(start, epochs):
             _modes(model, stage, True)
@@ -408,8 +403,7 @@ def train_sound2scene(cfg: Sound2SceneConfig, log=print) -> dict:
                         rows, maker = grid_rows, _Pictures(model)
                     draw_grid(maker, rows, cfg.grid_images, device,
                               run / "grids" / f"sound2scene-{stage}-epoch-{epoch + 1:05d}.png")
-                saved_opts = {k: o.state_dict() for k, o in opts.items()}
-                saved_opts.update({f"{k}_scaler": s.state_dict() for k, s in scalers.items() if s is not None})
+                saved_opts = optimiser_states(opts, scalers)
                 state = {"model": "sound2scene", "stage": stage, "epoch": epoch + 1, "nets": model.state_dict(),
                          "opts": saved_opts, "best": best, "rng": rng, "config": cfg.to_dict(),
                          "normalizer": norm.to_dict(), "build": build.record(), "last": row,
