@@ -221,7 +221,7 @@ def _html_models(report: dict, metric_label: str) -> str:
             "Fréchet distance (proxy)", "kernel distance (proxy)", "R@1 (proxy)", "R@5 (proxy)", "diversity",
             "parameters", "training time", "training samples/s"]
     table = _table("models", head, [
-        [r["model"], r["name"], r["labels_used"], str(r["epoch"]), _pct(r["informativity"]), _pct(r["class_agreement"]),
+        [r["model"], r["name"], r["labels_used"], "–" if r["epoch"] is None else str(r["epoch"]), _pct(r["informativity"]), _pct(r["class_agreement"]),
          _num(r["frechet_distance"]), _num(r["kernel_distance"]), _pct(r["retrieval_r1"]), _pct(r["retrieval_r5"]),
          _num(r["diversity"], 3), _count(r["parameters"]), _seconds(r["training_seconds"]),
          _num(r["samples_per_s"], 3)] for r in cmp["rows"]])
