@@ -117,7 +117,8 @@ class Imaginer:
 
 class Mailbox:
     """One slot between the reader and the worker. ``drop_stale``: a new window replaces a waiting
-    one (which is returned to be counted); otherwise the reader waits until the slot is free."""
+    one (kept, without its log-mel, for the worker to count and record); otherwise the reader waits
+    until the slot is free."""
 
     def __init__(self, drop_stale: bool) -> None:
         self.drop_stale = drop_stale
