@@ -429,7 +429,8 @@ def live(
     n: int = typer.Option(1, "-n", min=1, help="pictures per window (test-time dropout makes them differ)"),
     hop: float = typer.Option(0.5, help="seconds between pictures"),
     quiet_db: float = typer.Option(-50.0, help="windows quieter than this (RMS, dBFS) show 'quiet'"),
-    gate: float = typer.Option(0.5, help="with a frame classifier: pictures below this confidence are hidden"),
+    gate: Optional[float] = typer.Option(None, help="with a class line: pictures below this confidence are hidden "
+                                         "(default: twice chance, 2 / classes, for a frame classifier; 0.5 for judges)"),
     classifier: Optional[str] = typer.Option(None, help="a frame classifier (default RUN/frame-classifier.pt "
                                              "when s2i-model evaluate left one)"),
     informativity: Optional[str] = typer.Option(None, help="informativity judges (s2i-model train-informativity): "

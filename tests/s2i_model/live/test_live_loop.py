@@ -94,3 +94,12 @@ def test_any_model_a_run_holds(tiny_build, tmp_path):
     vae = load_model(run, "cpu")
     summary, got = results(vae, ArraySource(sound(2.0), SR), hop=0.5, n=2)
     assert summary.made == 3 and all(r.pictures.shape == (2, 96, 96, 3) for r in got)
+
+
+def test_the_default_gate_is_twice_chance(live_run, talk_and_silence):
+    from s2i_model.live.session import LiveOptions, prepare
+
+    _, imaginer, _, _ = prepare(LiveOptions(run=str(live_run), input=str(talk_and_silence)))
+    assert imaginer.class_names == ["baby", "dog", "rail", "fireworks", "water"] and imaginer.gate == pytest.approx(0.4)
+    _, imaginer, _, _ = prepare(LiveOptions(run=str(live_run), input=str(talk_and_silence), gate=0.7))
+    assert imaginer.gate == 0.7
