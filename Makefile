@@ -117,7 +117,7 @@ ifeq ($(MODEL),s2i)
 		--precision $(PRECISION) --data-on-device $(DATA_ON_DEVICE)
 	$(S2I_MODEL) train-translator --data $(DATA) --run-dir $(RUN) --epochs $(EPOCHS_GAN) \
 		--batch-size $(BATCH) --optimizer $(OPT) --lam $(LAM) --ma-k $(MA_K) --workers $(LOADERS) \
-		--precision $(PRECISION) --data-on-device $(DATA_ON_DEVICE) \
+		--precision $(PRECISION) --data-on-device $(DATA_ON_DEVICE) $(if $(NARROW),--narrow-generator $(NARROW)) \
 		$(if $(INFORMATIVITY),--informativity $(INFORMATIVITY))
 else ifneq ($(filter $(MODEL),aivae aivaegan),)
 	$(S2I_MODEL) train-$(MODEL) --data $(DATA) --run-dir $(RUN) --latent $(LATENT) --width $(WIDTH) \

@@ -148,6 +148,8 @@ def train_translator(
     precision: str = typer.Option("fp32", help="fp32 (the paper), bf16 or fp16 (autocast; fp16 with loss scaling, GPU only)"),
     sync_bn: bool = typer.Option(True, "--sync-bn/--no-sync-bn", help="under DDP on GPUs: BatchNorm statistics over the global batch"),
     data_on_device: str = typer.Option("auto", help="auto | on | off: hold the split in device memory (auto: when it fits)"),
+    narrow_generator: str = typer.Option("auto", help="below width 1: auto | on: dropout scaled to the width and no "
+                                         "BatchNorm before the RGB output (docs/training.md); off: the paper's network"),
 ) -> None:
     """Stage 2: generator and discriminator on the frozen encoder's embeddings."""
     from s2i_model.config import TranslatorConfig
@@ -166,7 +168,7 @@ def train_translator(
                            informativity=str(informativity or ""), informativity_every=informativity_every,
                            informativity_samples=informativity_samples, shard_url=shard_url, cache_dir=cache_dir,
                            skip_bad_samples=skip_bad_samples, precision=precision, sync_bn=sync_bn,
-                           data_on_device=data_on_device)
+                           data_on_device=data_on_device, narrow_generator=narrow_generator)
     try:
         run_train(cfg, log=lambda m: console.print(m, highlight=False))
     except (RunError, ValueError) as e:

@@ -68,6 +68,9 @@ class TranslatorConfig:
     sync_bn: bool = True
     data_on_device: str = "auto"
     max_steps: int = 0
+    # below width 1: auto/on: the generator's dropout scaled to the width and no BatchNorm before
+    # the RGB tanh (nets/generator.py, docs/training.md); off: the paper's network at every width
+    narrow_generator: str = "auto"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

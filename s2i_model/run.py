@@ -112,11 +112,24 @@ def translator_state(run: str | Path, device: torch.device | str = "cpu", log=No
     return state
 
 
+def generator_narrow(state: dict | None) -> bool | None:
+    """Whether a translator checkpoint's generator has the narrow-width adaptations
+    (`DenseGenerator`'s ``narrow``): as the checkpoint records; for one that does not say (from
+    before they existed, or written by other code), whether its weights hold a BatchNorm before
+    the RGB output; None (the width decides) for no checkpoint."""
+    if state is None:
+        return None
+    said = (state.get("generator") or {}).get("narrow")
+    if said is not None:
+        return bool(said)
+    return "layers.transition6.1.weight" not in (state.get("G") or {})
+
+
 def load_generator(run: str | Path, device: torch.device | str = "cpu") -> torch.nn.Module:
     """The trained generator in eval mode (its test-time dropout stays on: one sound, many pictures)."""
     state = translator_state(run, device)
     ae = state["autoencoder"]
-    G = DenseGenerator(ae["emb"], ae["width"])
+    G = DenseGenerator(ae["emb"], ae["width"], narrow=generator_narrow(state))
     G.load_state_dict(state["G"])
     return G.to(device).eval()
 

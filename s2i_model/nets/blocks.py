@@ -28,12 +28,15 @@ class StochasticDropout2d(nn.Module):
 
 
 class ConvUnit(nn.Sequential):
-    """(Transposed) convolution → BatchNorm → ReLU or tanh → optional Dropout2d."""
+    """(Transposed) convolution → BatchNorm (unless ``norm`` is off) → ReLU or tanh → optional Dropout2d."""
 
     def __init__(self, cin: int, cout: int, kernel, stride=1, padding=0, *, transposed: bool = False,
-                 bias: bool = True, act: str = "relu", dropout: float = 0.0, always_dropout: bool = False):
+                 bias: bool = True, act: str = "relu", dropout: float = 0.0, always_dropout: bool = False,
+                 norm: bool = True):
         conv_cls = nn.ConvTranspose2d if transposed else nn.Conv2d
-        layers: list[nn.Module] = [conv_cls(cin, cout, kernel, stride, padding, bias=bias), nn.BatchNorm2d(cout)]
+        layers: list[nn.Module] = [conv_cls(cin, cout, kernel, stride, padding, bias=bias)]
+        if norm:
+            layers.append(nn.BatchNorm2d(cout))
         layers.append(nn.ReLU(inplace=True) if act == "relu" else nn.Tanh())
         if dropout:
             layers.append(StochasticDropout2d(dropout, always_dropout))

@@ -44,12 +44,37 @@ class _DenseBlock(nn.Module):
         return torch.cat([x1, x2, x3], 1)
 
 
+def narrow_dropout(p: float, width: float) -> float:
+    """The Dropout2d rate whose noise in a layer ``width`` times as wide matches p's at width 1.0.
+
+    Dropout2d removes whole channels; at width 1/16 a transition has 8-32 channels instead of
+    112-512, and the same p makes each layer's output about √16 = 4 times as noisy relative to its
+    signal. Matching the odds of a channel being dropped to the width, p'/(1-p') = w·p/(1-p),
+    keeps the paper's noise per unit of signal (0.15 → 0.011 at width 1/16)."""
+    if p <= 0 or width >= 1.0:
+        return p
+    odds = width * p / (1 - p)
+    return odds / (1 + odds)
+
+
 class DenseGenerator(nn.Module):
-    def __init__(self, emb: int = 512, width: float = 1.0, test_time_dropout: bool = True) -> None:
+    """``narrow``: the two adaptations for widths below the paper's (None: on exactly when width < 1;
+    docs/training.md, "The generator below width 1"): every dropout rate scaled by
+    `narrow_dropout`, and no BatchNorm before the RGB tanh. At width 1.0 the network is the
+    paper's code (SPEC 3.2), parameter for parameter. A checkpoint records which it was."""
+
+    def __init__(self, emb: int = 512, width: float = 1.0, test_time_dropout: bool = True,
+                 narrow: bool | None = None) -> None:
         super().__init__()
+        self.narrow = width < 1.0 if narrow is None else bool(narrow)
+
+        def drop(p: float) -> float:
+            return narrow_dropout(p, width) if self.narrow else p
+
         c0, k0, p0 = START
         c0 = scaled(c0, width)
-        layers = [("transition0", ConvUnit(emb, c0, k0, transposed=True, dropout=p0, always_dropout=test_time_dropout))]
+        layers = [("transition0", ConvUnit(emb, c0, k0, transposed=True, dropout=drop(p0),
+                                           always_dropout=test_time_dropout))]
         cin = c0
         for i, (chans, (cout, k, s, p, dropout)) in enumerate(STAGES):
             block = _DenseBlock(cin, tuple(scaled(c, width) for c in chans))
@@ -58,7 +83,7 @@ class DenseGenerator(nn.Module):
             layers.append((f"denseblock{i + 1}", block))
             layers.append((f"transition{i + 1}", ConvUnit(
                 block.out_channels, cout, k, s, p, transposed=True, act="tanh" if last else "relu",
-                dropout=dropout, always_dropout=test_time_dropout)))
+                dropout=drop(dropout), always_dropout=test_time_dropout, norm=not (last and self.narrow))))
             cin = cout
         self.layers = nn.Sequential(OrderedDict(layers))
         xavier_init(self)

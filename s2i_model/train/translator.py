@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from s2i_data.readers import Build
 
 from s2i_model import checkpoint
-from s2i_model.run import EMBEDDINGS, TRANSLATOR, load_encoder, open_build
+from s2i_model.run import EMBEDDINGS, TRANSLATOR, generator_narrow, load_encoder, open_build
 from s2i_model.train import distributed
 from s2i_model.config import TranslatorConfig
 from s2i_model.train import resident
@@ -56,6 +56,9 @@ def embedding_cache(run: Path, encoder, build: Build, norm: Normalizer, device, 
     if missing:
         checkpoint.save(path, cache)
     return cache
+
+
+NARROW = {"auto": None, "on": True, "off": False}  # --narrow-generator → DenseGenerator's narrow
 
 
 def lookup(cache: dict) -> dict[str, int]:
@@ -115,7 +118,12 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
     train_ds = ShardStream(build, "train", norm, cfg.seed, shuffle=True, buffer=cfg.shuffle_buffer,
                            rank=d.rank, world=d.world)
     check_precision(cfg.precision, device)
-    G = prepare_model(DenseGenerator(ae_cfg.emb, ae_cfg.width), device)
+    # a resumed run keeps the generator it was started with (narrow-width adaptations or not)
+    state = checkpoint.load(run / TRANSLATOR, device, log)
+    if cfg.narrow_generator not in NARROW:
+        raise ValueError(f"--narrow-generator must be auto, on or off, not {cfg.narrow_generator!r}")
+    narrow = generator_narrow(state) if state is not None else NARROW[cfg.narrow_generator]
+    G = prepare_model(DenseGenerator(ae_cfg.emb, ae_cfg.width, narrow=narrow), device)
     D = prepare_model(Discriminator(ae_cfg.emb, ae_cfg.width), device)
     opt_g = make_optimizer(G.parameters(), cfg.optimizer, cfg.lr_g, cfg.momentum_g, cfg.adam_lr)
     opt_d = make_optimizer(D.parameters(), cfg.optimizer, cfg.lr_d, cfg.momentum_d, cfg.adam_lr)
@@ -124,7 +132,6 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
 
     # ---- resume
     saved_rng = None
-    state = checkpoint.load(run / TRANSLATOR, device, log)
     if state is not None:
         G.load_state_dict(state["G"])
         D.load_state_dict(state["D"])
@@ -231,6 +238,7 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
                  "scaler_d": scaler_d.state_dict() if scaler_d is not None else None,
                  "rng": rng,
                  "config": cfg.to_dict(), "autoencoder": ae_cfg.to_dict(), "normalizer": norm.to_dict(),
+                 "generator": {"narrow": distributed.unwrap(G).narrow},
                  "build": build.record(),
                  "last": row}
         checkpoint.save(run / TRANSLATOR, state)
