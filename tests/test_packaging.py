@@ -35,6 +35,7 @@ PACKAGE_DATA = [
     "s2i_data/manifests/audioset/ontology.json",
     "s2i_data/manifests/audioset/class_labels_indices.csv",
     "s2i_model/labelling/page.html",
+    "s2i_model/live/page.html",
 ]
 
 
