@@ -86,3 +86,29 @@ def chromium():
     d = webdriver.Chrome(service=Service(found[1]), options=opts)  # an explicit driver: no Selenium Manager download
     yield d
     d.quit()
+
+
+LEARNING_CLASSES = ["baby", "dog", "rail", "fireworks", "water"]
+
+
+@pytest.fixture(scope="session")
+def learning_data(tmp_path_factory) -> Path:
+    """The learning tests' data, built once: 16 synthetic videos a class, seed 3, 30 % of the
+    videos held out for test (~90 test sounds, so agreement moves in steps of ~1 %)."""
+    from s2i_data.synth import synth
+
+    root = tmp_path_factory.mktemp("learn")
+    synth(root / "videos", videos_per_class=16, seed=3)
+    subprocess.run([sys.executable, "-m", "s2i_data.cli", "build", "--root", str(root / "videos"), "--classes",
+                    ",".join(LEARNING_CLASSES), "--out", str(root / "shards"), "--shard-size", "32",
+                    "--splits", "0.6,0.1,0.3", "--no-progress"], check=True, capture_output=True)
+    return root / "shards"
+
+
+@pytest.fixture(scope="session")
+def learning_judge(learning_data):
+    """The independent judge of the learning tests: a classifier of the real train frames (60 epochs,
+    seeded), trained once for all of them."""
+    from s2i_model.evaluate.realframe import train_frame_classifier
+
+    return train_frame_classifier(learning_data, len(LEARNING_CLASSES), epochs=60).eval()

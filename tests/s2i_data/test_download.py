@@ -133,7 +133,7 @@ class Mirror:
 def make_video(path: Path, freq: int, seconds: float = 14.0) -> Path:
     """A real H.264 + AAC mp4: a moving test picture and a tone."""
     subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y",
-                    "-f", "lavfi", "-i", f"testsrc2=size=160x120:rate=25",
+                    "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25",
                     "-f", "lavfi", "-i", f"sine=frequency={freq}:sample_rate=16000",
                     "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
                     "-g", "50", "-c:a", "aac", "-movflags", "+faststart", str(path)], check=True)
@@ -492,7 +492,8 @@ def test_ctrl_c_stops_with_one_line_and_keeps_what_finished(videos, tmp_path):
         root = tmp_path / "root"
         proc = subprocess.Popen([sys.executable, "-m", "s2i_data.cli", "download", "--csv", str(csv), "--out", str(root),
                                  "--url-template", mirror.template, "--workers", "1", "--rate", "0", "--no-progress"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                preexec_fn=ctrl_c_as_at_a_terminal)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not list((root / "dog").glob("*.mp4")):
             time.sleep(0.05)
@@ -562,3 +563,10 @@ def test_format_selection_keeps_at_most_max_height(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def ctrl_c_as_at_a_terminal() -> None:
+    """In the child before it starts: SIGINT's default action, as a shell gives a foreground command.
+    A test run launched in the background (`cmd &` without job control) inherits SIGINT ignored, and
+    Python then never raises KeyboardInterrupt: the test would measure the launcher, not the code."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

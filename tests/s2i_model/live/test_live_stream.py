@@ -137,7 +137,7 @@ def test_no_microphone_is_one_line(live_run):
     # This machine's microphone state decides which line: no sounddevice, no PortAudio, or no input
     # device: each is one line and exit 1. A machine with a working microphone starts hearing it
     # instead; then the test stops it and checks that it started and stopped cleanly.
-    proc = subprocess.Popen(live_cmd("--run", live_run), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(live_cmd("--run", live_run), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_as_at_a_terminal)
     try:
         first = proc.stdout.readline()  # "hearing ..." once started, or nothing when it gave up
         if first.startswith("hearing microphone"):
@@ -154,7 +154,7 @@ def test_no_microphone_is_one_line(live_run):
     assert res.returncode == 1 and ("microphone" in line or "PortAudio" in line), line
 def test_a_file_played_as_if_live_and_stopped_with_ctrl_c(live_run, talk_and_silence, tmp_path):
     proc = subprocess.Popen(live_cmd(talk_and_silence, "--realtime", "--run", live_run, "--record", tmp_path / "rec"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_as_at_a_terminal)
     try:
         deadline = time.monotonic() + 60
         while not (tmp_path / "rec" / "live.jsonl").exists() or len(journal(tmp_path / "rec")) < 2:
@@ -190,7 +190,8 @@ def test_the_microphone_path_on_alsas_null_device(live_run, tmp_path):
     conf = tmp_path / "asound.conf"
     conf.write_text("</usr/share/alsa/alsa.conf>\npcm.!default { type null }\n")
     proc = subprocess.Popen(live_cmd("--run", live_run, "--record", tmp_path / "rec"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "ALSA_CONFIG_PATH": str(conf)})
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "ALSA_CONFIG_PATH": str(conf)},
+                            preexec_fn=ctrl_c_as_at_a_terminal)
     try:
         first = proc.stdout.readline()
         assert first.startswith("hearing microphone (default)"), first + proc.stderr.read()
@@ -208,3 +209,10 @@ def test_the_microphone_path_on_alsas_null_device(live_run, tmp_path):
     assert [x["t"] for x in lines[:3]] == [1.0, 1.5, 2.0]
     assert all(x["quiet"] and x["pictures"] == [] for x in lines if not x["dropped"])
     assert json.loads((tmp_path / "rec" / "live.json").read_text())["input"] == "microphone (default)"
+
+
+def ctrl_c_as_at_a_terminal() -> None:
+    """In the child before it starts: SIGINT's default action, as a shell gives a foreground command.
+    A test run launched in the background (`cmd &` without job control) inherits SIGINT ignored, and
+    Python then never raises KeyboardInterrupt: the test would measure the launcher, not the code."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

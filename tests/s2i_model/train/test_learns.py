@@ -19,21 +19,6 @@ REPO = Path(__file__).resolve().parents[3]
 CLASSES = ["baby", "dog", "rail", "fireworks", "water"]
 
 
-@pytest.fixture(scope="module")
-def toy_build(tmp_path_factory) -> Path:
-    from s2i_data.synth import synth
-
-    root = tmp_path_factory.mktemp("toy")
-    # 16 videos a class, 30 % of them held out for test: ~90 test sounds, so that the measure
-    # below moves in steps of ~1 %, not the ~7 % of a 15-sound test split
-    synth(root / "videos", videos_per_class=16, seed=3)
-    subprocess.run([sys.executable, "-m", "s2i_data.cli", "build", "--root", str(root / "videos"), "--classes",
-                    ",".join(CLASSES), "--out", str(root / "shards"), "--shard-size", "32", "--splits", "0.6,0.1,0.3",
-                    "--no-progress"],
-                   check=True, capture_output=True)
-    return root / "shards"
-
-
 def shuffled_copy(build: Path, out: Path) -> Path:
     """The build with every train sample's sound (mel.npy) moved to another train sample: the same
     sounds and pictures, no longer paired. Val and test are left as they are."""
@@ -81,14 +66,15 @@ def per_class_agreement(run: Path, data: Path, classifier) -> tuple[float, list[
     return float(right.float().mean()), per
 
 
-def test_make_train_learns_recognisable_pictures(toy_build, tmp_path):
-    from s2i_model.evaluate.realframe import embedding_separability, load_split, train_frame_classifier
+def test_make_train_learns_recognisable_pictures(learning_data, learning_judge, tmp_path):
+    toy_build = learning_data
+    from s2i_model.evaluate.realframe import embedding_separability, load_split
 
     make_train(toy_build, tmp_path / "run")
     control = shuffled_copy(toy_build, tmp_path / "shuffled")
     make_train(control, tmp_path / "control")
 
-    classifier = train_frame_classifier(toy_build, len(CLASSES), epochs=60)
+    classifier = learning_judge
     _, real, classes, _ = load_split(toy_build, "test")
     assert classifier(real).argmax(1).eq(classes).float().mean() > 0.8  # the judge itself sees classes (~88 %)
     agreement, per = per_class_agreement(tmp_path / "run", toy_build, classifier)

@@ -132,7 +132,7 @@ CLASSES = ["baby", "dog", "rail", "fireworks", "water"]
 
 
 @pytest.mark.slow  # minutes on 2 shared CPU cores
-def test_make_train_mmgan_learns_recognisable_pictures(tmp_path):
+def test_make_train_mmgan_learns_recognisable_pictures(learning_data, learning_judge, tmp_path):
     """The multimodal-feature GAN at CPU size through `make train MODEL=mmgan` on the built-in
     synthetic data (the data of test_learns.py): pictures imagined from held-out test sounds are
     recognised by the independent real-frame classifier above chance (20 %). Width 1/16, stages
@@ -141,22 +141,17 @@ def test_make_train_mmgan_learns_recognisable_pictures(tmp_path):
     Seen: 30.6 %."""
     import os
 
-    from s2i_data.synth import synth
-    from s2i_model.evaluate.realframe import load_split, train_frame_classifier
+    from s2i_model.evaluate.realframe import load_split
     from s2i_model.run import load_model
 
-    synth(tmp_path / "videos", videos_per_class=16, seed=3)
-    data = tmp_path / "shards"
-    subprocess.run([sys.executable, "-m", "s2i_data.cli", "build", "--root", str(tmp_path / "videos"), "--classes",
-                    ",".join(CLASSES), "--out", str(data), "--shard-size", "32", "--splits", "0.6,0.1,0.3",
-                    "--no-progress"], check=True, capture_output=True)
+    data = learning_data
     bindir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
     subprocess.run(["make", "-s", "-o", "setup", "train", "MODEL=mmgan", f"BIN={bindir}", f"DATA={data}",
                     f"RUN={tmp_path / 'run'}", "WIDTH=0.0625", "EPOCHS_FEATURES=5", "EPOCHS_MULTIMODAL=5", "EPOCHS=20",
                     "BATCH=8", "LR=1e-3", "LOADERS=2", "GRID_EVERY=0"],
                    cwd=REPO, env=env, check=True, capture_output=True, text=True)
-    classifier = train_frame_classifier(data, len(CLASSES), epochs=60)
+    classifier = learning_judge
     mels, _, classes, _ = load_split(data, "test")
     model = load_model(tmp_path / "run", "cpu")
     with torch.no_grad():
