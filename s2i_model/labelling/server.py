@@ -50,6 +50,21 @@ def _is_ip(name: str) -> bool:
         return False
 
 
+def allowed_hosts(bind: str) -> tuple[bool, set[str]]:
+    """(bound to every address?, the Host headers a page served from ``bind`` accepts): the bind
+    address itself, the loopback names when it is loopback or a wildcard, and this machine's name
+    for a wildcard. Any IP address is a fine Host when bound to all of them: a rebound name is
+    never an address. Shared by the labelling and the live pages."""
+    host = bind.lower()
+    any_ip = host in WILDCARD
+    hosts = {f"[{host}]" if ":" in host else host}
+    if any_ip or host == "localhost" or (_is_ip(host) and ipaddress.ip_address(host).is_loopback):
+        hosts |= set(LOOPBACK)
+    if any_ip:
+        hosts.add(socket.gethostname().lower())
+    return any_ip, hosts
+
+
 def _fd_path(fd: int) -> str | None:
     """Where an open file really is, where the system says (Linux); None elsewhere."""
     try:
@@ -75,21 +90,14 @@ class _Server(ThreadingHTTPServer):
         # Only the files pool.csv lists are served; whether they lie inside the pool is checked when
         # each is read, since a file can be swapped for a symlink while the server runs.
         self.files = {"/" + r["file"]: r["file"] for r in self.rows}
-        host = address[0].lower()
-        # Any IP address is a fine Host when bound to all of them: a rebound name is never an address.
-        self.any_ip = host in WILDCARD
-        self.hosts = {f"[{host}]" if ":" in host else host}
-        if self.any_ip or host == "localhost" or (_is_ip(host) and ipaddress.ip_address(host).is_loopback):
-            self.hosts |= set(LOOPBACK)
-        if self.any_ip:
-            self.hosts.add(socket.gethostname().lower())
-        if ":" in host:
+        self.any_ip, self.hosts = allowed_hosts(address[0])
+        if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
         self.port = self.server_address[1]
-        shown = "127.0.0.1" if self.any_ip else f"[{address[0]}]" if ":" in host else address[0]
+        shown = "127.0.0.1" if self.any_ip else f"[{address[0]}]" if ":" in address[0] else address[0]
         self.url = f"http://{shown}:{self.port}/"
 
     def accepts(self, host: tuple[str, int]) -> bool:

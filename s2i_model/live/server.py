@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import hmac
-import ipaddress
 import json
 import queue
 import secrets
@@ -28,7 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from s2i_model.labelling.server import LOOPBACK, WILDCARD, _host_port, _is_ip
+from s2i_model.labelling.server import _host_port, _is_ip, allowed_hosts
 from s2i_model.live.loop import Result, png_bytes
 
 PAGE_FILE = Path(__file__).with_name("page.html")  # shipped as package data
@@ -121,12 +120,7 @@ class LiveServer(ThreadingHTTPServer):
         self.hub, self.title = hub, title
         self.token = secrets.token_urlsafe(18)
         host = address[0].lower()
-        self.any_ip = host in WILDCARD
-        self.hosts = {f"[{host}]" if ":" in host else host}
-        if self.any_ip or host == "localhost" or (_is_ip(host) and ipaddress.ip_address(host).is_loopback):
-            self.hosts |= set(LOOPBACK)
-        if self.any_ip:
-            self.hosts.add(socket.gethostname().lower())
+        self.any_ip, self.hosts = allowed_hosts(host)
         if ":" in host:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
