@@ -8,6 +8,7 @@ ProcessPoolExecutor as a whole, so the pool is rebuilt and the unfinished shards
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import signal
@@ -156,6 +157,30 @@ class LocalExecutor:
             pending.append(task)
 
 
+@contextlib.contextmanager
+def nanny_environ_kept():
+    """Keep this process's environment as it was around a LocalCluster's nannies.
+
+    Each nanny writes its workers' settings (``distributed.nanny.pre-spawn-environ``:
+    MALLOC_TRIM_THRESHOLD_=65536, OMP_NUM_THREADS=1, ...) into the environment of the process it
+    runs in, Dask's own docs say, "poisoning the process running the Nanny"; every later child
+    of that process inherits them. A training run started afterwards from the same Python
+    process ran on one thread with glibc trimming its heap at every free: about half its time in
+    page faults. The workers still get them: they are spawned inside this block."""
+    import dask
+
+    keys = list(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+    before = {k: os.environ.get(k) for k in keys}
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 class DaskExecutor:
     """The same work units on a Dask cluster (``distributed``): an existing one at ``scheduler``
     (tcp://host:8786 or a scheduler JSON file), else a `LocalCluster` of ``workers`` processes.
@@ -188,15 +213,17 @@ class DaskExecutor:
                 return
             client.close()
             if cluster is not None:
-                cluster.close()
+                with nanny_environ_kept():
+                    cluster.close()
 
     def _client(self):
         from distributed import Client, LocalCluster
 
         if not self.scheduler:
             # processes, one thread each: ffmpeg and numpy work is per process, as in the local pool
-            cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, host="127.0.0.1")
+            with nanny_environ_kept():
+                cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, host="127.0.0.1")
             return Client(cluster), cluster
         if os.path.isfile(self.scheduler):
             return Client(scheduler_file=self.scheduler, timeout="30s"), None
@@ -242,7 +269,8 @@ class DaskExecutor:
         finally:
             client.close()
             if cluster is not None:
-                cluster.close()
+                with nanny_environ_kept():  # a nanny that restarted a dead worker wrote them again
+                    cluster.close()
         return failures
 
 

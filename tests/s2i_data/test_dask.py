@@ -179,15 +179,20 @@ def test_local_cluster_when_no_scheduler_is_given(synth_videos, tmp_path):
     assert digest_tree(tmp_path / "lc") == digest_tree(tmp_path / "ref")
 
 
-def test_a_cluster_started_for_a_build_that_stops_early_is_closed():
+def test_a_cluster_started_for_a_build_that_stops_early_is_closed(monkeypatch):
     from s2i_data.executors import DaskExecutor
 
+    # Dask's nannies write their workers' settings into the environment of the process that runs
+    # them: a LocalCluster must leave this process's as it found it (every later child inherits it)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
     ex = DaskExecutor(workers=1)
     ex.start()  # what a build does before it probes
     client, cluster = ex._starting.result(timeout=60)
     assert client.submit(lambda: 1 + 1).result(timeout=30) == 2
     ex.close()  # the build stopped before its shards: nothing may stay behind
     assert client.status == "closed" and cluster.status.name == "closed"
+    assert "MALLOC_TRIM_THRESHOLD_" not in os.environ and os.environ["OMP_NUM_THREADS"] == "2"
     ex.close()  # and closing twice is harmless
 
 
