@@ -34,6 +34,18 @@ def encode_frames(path: Path, frames: np.ndarray, fps: float = 25.0, codec: str 
     return path
 
 
+@pytest.fixture(autouse=True)
+def _environment_as_found():
+    """Each test leaves os.environ as it found it: every later subprocess of the session inherits
+    it (a LocalCluster's nannies once left OMP_NUM_THREADS=1 and MALLOC_TRIM_THRESHOLD_=65536
+    there, and every training run after them took twice as long)."""
+    before = dict(os.environ)
+    yield
+    if dict(os.environ) != before:
+        os.environ.clear()
+        os.environ.update(before)
+
+
 @pytest.fixture(scope="session")
 def synth_videos(tmp_path_factory) -> Path:
     from s2i_data.synth import synth

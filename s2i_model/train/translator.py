@@ -153,7 +153,7 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
     held = resident.hold(cfg.data_on_device, {"train": train_ds}, device, mel=False, image=True,
                          workers=cfg.workers, log=log)["train"]
     metrics = MetricsLog(run, "translator", start) if d.main else None
-    grid_rows = fixed_validation_sounds(cfg, build, emb["val"], norm) if d.main else []
+    grid_rows = fixed_validation_sounds(cfg, build, emb["val"], norm) if d.main and cfg.grid_every > 0 else []
     G, D = distributed.wrap(G, d, device, cfg.sync_bn), distributed.wrap(D, d, device, cfg.sync_bn)
     if note := distributed.sync_bn_note(d, device, cfg.sync_bn):
         log(note)

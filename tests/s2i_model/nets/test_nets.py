@@ -47,6 +47,30 @@ def test_width_scales_hidden_channels_only():
     assert quarter.layers.transition6[0].out_channels == 3
 
 
+def dropout_rates(net: torch.nn.Module) -> list[float]:
+    from s2i_model.nets.blocks import StochasticDropout2d
+
+    return [m.p for m in net.modules() if isinstance(m, (StochasticDropout2d, torch.nn.Dropout2d))]
+
+
+def test_below_width_one_dropout_follows_the_width_and_the_rgb_output_has_no_batchnorm():
+    from s2i_model.nets.generator import START, STAGES, narrow_dropout
+
+    assert narrow_dropout(0.15, 1.0) == 0.15 and narrow_dropout(0.0, 0.0625) == 0.0
+    assert narrow_dropout(0.15, 0.0625) == pytest.approx(0.0109, abs=1e-4)  # odds 0.15/0.85 × 1/16
+    paper = [p for p in [START[2]] + [s[1][4] for s in STAGES] if p]
+    with torch.device("meta"):  # width 1.0 is 38M parameters: the layers are what is checked
+        full = DenseGenerator(512)
+    assert not full.narrow and dropout_rates(full) == paper
+    assert isinstance(full.layers.transition6[1], torch.nn.BatchNorm2d)  # the paper's code
+    narrow = DenseGenerator(128, 0.0625)
+    assert narrow.narrow and dropout_rates(narrow) == [narrow_dropout(p, 0.0625) for p in paper]
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in narrow.layers.transition6)
+    # off: the paper's layers at a narrow width, as runs from before the adaptations were trained
+    as_paper = DenseGenerator(128, 0.0625, narrow=False)
+    assert dropout_rates(as_paper) == paper and isinstance(as_paper.layers.transition6[1], torch.nn.BatchNorm2d)
+
+
 def test_generator_dropout_stays_on_at_test_time():
     g = DenseGenerator(128, 0.25).eval()
     z = torch.rand(1, 128).repeat(2, 1)
