@@ -1,11 +1,13 @@
-"""Proof that it learns: a short CPU `make train` on the built-in synthetic data set produces
-pictures whose class a real-frame classifier recognises, from sounds of held-out videos, and the
-same run with the sounds shuffled against the pictures (the control) does not."""
+"""Proof that it learns, with the paper's objective: issue 11's CPU `make train` (λ = 0.1) on the
+built-in synthetic data set produces pictures whose class a real-frame classifier recognises, from
+sounds of held-out videos; no fewer than the same run without the adversarial term (λ = 0); and
+the same run with the sounds shuffled against the pictures (the control) draws at chance."""
 
 from __future__ import annotations
 
 import os
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-pytestmark = pytest.mark.slow  # ~2.5 min on 2 CPU cores: `make test-fast` leaves it out
+pytestmark = pytest.mark.slow  # ~5 min on 2 CPU cores: `make test-fast` leaves it out
 
 REPO = Path(__file__).resolve().parents[3]
 CLASSES = ["baby", "dog", "rail", "fireworks", "water"]
@@ -38,17 +40,34 @@ def shuffled_copy(build: Path, out: Path) -> Path:
     return out
 
 
-def make_train(data: Path, run: Path) -> None:
+# Issue 11's command, as a user types it (20 synthetic videos a class, 30 % of the videos held out)
+COMMAND = ["EMB=128", "WIDTH=0.0625", "EPOCHS_AE=40", "EPOCHS_GAN=80", "BATCH=16", "OPT=adam", "LOADERS=2"]
+# Calibrated over three data seeds with bench/learning.py (docs/training.md, "Below width 1"): class
+# agreement at λ = 0.1 and λ = 0 after 80 epochs, the shuffled control at λ = 0.1
+CALIBRATION = {"λ = 0.1": (0.790, 0.590, 0.640), "λ = 0": (0.681, 0.571, 0.643)}
+BAR = 0.60  # issue 11: at least 60 % at λ = 0.1 (this data, seed 3: 79.0, 77.9, 75.7 % over three training seeds)
+SLACK = 0.03  # "no less than λ = 0", within the noise of ~100 test sounds (calibrated: +10.9, +1.9, -0.3 points)
+CONTROL_MAX = 0.30  # chance is 20 %
+# per class, the real run above the control, which draws one class for every sound (seen: baby 89,
+# dog 86, rail 98, fireworks 23, water 100 % against 0, 0, 100, 0, 0 %: fireworks is the weak class)
+MARGIN = 0.15
+
+
+def make_train(data: Path, run: Path, lam: float) -> None:
     bindir = Path(sys.executable).parent  # the environment running the tests
     env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
-    # -o setup: the environment is already set up (this test runs inside it). A CPU-sized run:
-    # width 1/16, Adam, and no adversarial term (LAM=0): with λ = 0.1 a few CPU minutes do not
-    # give the generator enough updates to draw better than with λ = 0 (docs/training.md).
-    # Batch 8: what the generator needs is updates (~700 here), and a batch of 8 costs 2/3 of 16.
-    subprocess.run(["make", "-s", "-o", "setup", "train", f"BIN={bindir}", "EMB=128", "WIDTH=0.0625",
-                    f"DATA={data}", f"RUN={run}", "EPOCHS_AE=10", "EPOCHS_GAN=40", "BATCH=8", "OPT=adam",
-                    "LAM=0", "LOADERS=2"],
-                   cwd=REPO, env=env, check=True, capture_output=True, text=True)
+    # -o setup: the environment is already set up (this test runs inside it)
+    subprocess.run(["make", "-s", "-o", "setup", "train", f"BIN={bindir}", f"DATA={data}", f"RUN={run}",
+                    *COMMAND, f"LAM={lam:g}"], cwd=REPO, env=env, check=True, capture_output=True, text=True)
+
+
+def same_autoencoder(src: Path, dst: Path) -> Path:
+    """A run folder holding ``src``'s finished autoencoder: `make train` then trains only the
+    translator (the comparison at another λ starts from the very same embeddings)."""
+    dst.mkdir()
+    for name in ("autoencoder.pt", "autoencoder.json"):
+        shutil.copy2(src / name, dst / name)
+    return dst
 
 
 def per_class_agreement(run: Path, data: Path, classifier) -> tuple[float, list[float]]:
@@ -67,25 +86,37 @@ def per_class_agreement(run: Path, data: Path, classifier) -> tuple[float, list[
 
 
 def test_make_train_learns_recognisable_pictures(learning_data, learning_judge, tmp_path):
-    toy_build = learning_data
     from s2i_model.evaluate.realframe import embedding_separability, load_split
 
-    make_train(toy_build, tmp_path / "run")
-    control = shuffled_copy(toy_build, tmp_path / "shuffled")
-    make_train(control, tmp_path / "control")
+    data, judge = learning_data, learning_judge
+    make_train(data, tmp_path / "lam0.1", 0.1)
+    make_train(data, same_autoencoder(tmp_path / "lam0.1", tmp_path / "lam0"), 0)
+    control = shuffled_copy(data, tmp_path / "shuffled")
+    make_train(control, tmp_path / "control", 0.1)
 
-    classifier = learning_judge
-    _, real, classes, _ = load_split(toy_build, "test")
-    assert classifier(real).argmax(1).eq(classes).float().mean() > 0.8  # the judge itself sees classes (~88 %)
-    agreement, per = per_class_agreement(tmp_path / "run", toy_build, classifier)
-    chance, per_control = per_class_agreement(tmp_path / "control", toy_build, classifier)
-    ceiling = embedding_separability(tmp_path / "run", toy_build)
-    print(f"\nclass agreement of pictures imagined from {len(classes)} held-out sounds: {agreement:.1%} "
-          f"(per class {', '.join(f'{c} {a:.0%}' for c, a in zip(CLASSES, per))}); the control, trained on "
-          f"sounds shuffled against pictures: {chance:.1%} ({', '.join(f'{a:.0%}' for a in per_control)}); "
-          f"the ceiling, the embeddings alone: nearest centroid {ceiling['centroid']:.1%}, 1-NN {ceiling['nn1']:.1%}")
+    _, real, classes, _ = load_split(data, "test")
+    assert judge(real).argmax(1).eq(classes).float().mean() > 0.8  # the judge itself sees classes (~90 %)
+    agreement, per = per_class_agreement(tmp_path / "lam0.1", data, judge)
+    without, per_without = per_class_agreement(tmp_path / "lam0", data, judge)
+    chance, per_control = per_class_agreement(tmp_path / "control", data, judge)
+    ceiling = embedding_separability(tmp_path / "lam0.1", data)
+
+    def classes_(per):
+        return ", ".join(f"{c} {a:.0%}" for c, a in zip(CLASSES, per))
+
+    low = {k: min(v) for k, v in CALIBRATION.items()}
+    print(f"\nclass agreement of pictures imagined from {len(classes)} held-out sounds, 4 each:"
+          f"\n  λ = 0.1: {agreement:.1%} ({classes_(per)})"
+          f"\n  λ = 0:   {without:.1%} ({classes_(per_without)})"
+          f"\n  control, sounds shuffled against pictures: {chance:.1%} ({classes_(per_control)})"
+          f"\n  ceiling, the embeddings alone: nearest centroid {ceiling['centroid']:.1%}, 1-NN {ceiling['nn1']:.1%}"
+          f"\n  calibration over data seeds 3, 4, 5: " + "; ".join(
+              f"{k} {', '.join(f'{x:.1%}' for x in v)}" for k, v in CALIBRATION.items()) +
+          f"\n  asserted: λ = 0.1 ≥ {BAR:.0%} (lowest calibrated {low['λ = 0.1']:.1%}) and ≥ λ = 0 − {SLACK:.0%}; "
+          f"control ≤ {CONTROL_MAX:.0%}; λ = 0.1 ≥ control + {MARGIN:.0%} in ≥ 4 of 5 classes")
     # A generator that cannot hear which picture goes with a sound draws the same kind of picture
-    # for every class: on this balanced split it scores about chance, 20 %. Seen here: 48-52 %
-    # for the real run on this data, 34-37 % on the harder seed-4 data (docs/performance.md).
-    assert chance <= 0.3
-    assert agreement >= 0.3 and agreement >= chance + 0.15
+    # for every class: about chance (20 %) overall, all of one class and none of the others.
+    assert chance <= CONTROL_MAX
+    assert agreement >= BAR
+    assert agreement >= without - SLACK
+    assert sum(a >= c + MARGIN for a, c in zip(per, per_control)) >= 4
