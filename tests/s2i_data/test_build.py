@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from badcorpus import make_bad_corpus
+from childprocs import ctrl_c_as_at_a_terminal
 
 CLASSES = "baby,dog,rail,fireworks,water"
 
@@ -278,7 +279,7 @@ def test_resume_after_kill_gives_the_clean_result(synth_videos, tmp_path, sig):
     # `cmd &` in a script) hands its children an ignored SIGINT, which Python then keeps ignoring.
     proc = subprocess.Popen([sys.executable, "-m", "s2i_data.cli", *args, "--out", str(killed)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=ctrl_c_as_at_a_terminal)
     marker_dir = killed / "_build" / "shards"
     total = len(list(clean.rglob("*.tar")))
     # Watched while it runs: a final-named tar without its marker yet (the one being finished)

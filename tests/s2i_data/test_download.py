@@ -34,6 +34,8 @@ from s2i_data.download.ratelimit import parse_rate
 from s2i_data.download.rows import read_rows
 from s2i_data.media import ffmpeg_exe
 
+from childprocs import ctrl_c_as_at_a_terminal
+
 
 class Mirror:
     def __init__(self, files: dict[str, Path], behaviour: dict[str, str], slow_s: float = 2.0) -> None:
@@ -564,9 +566,3 @@ def test_format_selection_keeps_at_most_max_height(tmp_path):
         server.shutdown()
         server.server_close()
 
-
-def ctrl_c_as_at_a_terminal() -> None:
-    """In the child before it starts: SIGINT's default action, as a shell gives a foreground command.
-    A test run launched in the background (`cmd &` without job control) inherits SIGINT ignored, and
-    Python then never raises KeyboardInterrupt: the test would measure the launcher, not the code."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -18,6 +18,8 @@ from PIL import Image
 from s2i_model.labelling.server import make_server
 from s2i_model.labelling.store import append_label, progress, read_labels, read_pool
 
+from childprocs import ctrl_c_as_at_a_terminal
+
 CLASSES = ["baby", "dog", "rail"]
 COLOURS = {"baby": (230, 180, 170), "dog": (150, 110, 60), "rail": (90, 100, 120)}
 IDS = [f"{c}_{k:03d}-clip_0001-{k}" for c in CLASSES for k in range(4)]
@@ -202,7 +204,7 @@ def serve_in_child(pool: Path) -> subprocess.Popen:
     code = "import sys; from pathlib import Path; from s2i_model.labelling.server import serve; serve(Path(sys.argv[1]), port=0)"
     # SIGINT back to default in the child: a runner started in the background hands it an ignored one.
     return subprocess.Popen([sys.executable, "-u", "-c", code, str(pool)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            text=True, preexec_fn=ctrl_c_as_at_a_terminal)
 
 
 def test_serve_prints_url_and_stops_cleanly_on_ctrl_c(pool):

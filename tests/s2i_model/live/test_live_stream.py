@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from childprocs import ctrl_c_as_at_a_terminal
 from conftest import LENGTH_S, SILENCE_S, SOUND_S, Streamer, live_cmd, sound  # tests/s2i_model/live/conftest.py
 
 
@@ -210,9 +211,3 @@ def test_the_microphone_path_on_alsas_null_device(live_run, tmp_path):
     assert all(x["quiet"] and x["pictures"] == [] for x in lines if not x["dropped"])
     assert json.loads((tmp_path / "rec" / "live.json").read_text())["input"] == "microphone (default)"
 
-
-def ctrl_c_as_at_a_terminal() -> None:
-    """In the child before it starts: SIGINT's default action, as a shell gives a foreground command.
-    A test run launched in the background (`cmd &` without job control) inherits SIGINT ignored, and
-    Python then never raises KeyboardInterrupt: the test would measure the launcher, not the code."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
