@@ -62,6 +62,16 @@ def test_resume_reaches_the_uninterrupted_state(tiny_build, trained, tmp_path):
                                                         ("translator", 1), ("translator", 2)]
 
 
+def test_no_grids_when_grid_every_is_zero(tiny_build, trained, tmp_path):
+    run = tmp_path / "nogrids"
+    shutil.copytree(trained, run)
+    cfg = gan_cfg(tiny_build, run, epochs=3, max_steps=2)
+    cfg.grid_every = 0
+    train_translator(cfg, **QUIET)
+    assert checkpoint.load(run / "translator.pt")["epoch"] == 3
+    assert sorted(p.name for p in (run / "grids").iterdir()) == sorted(p.name for p in (trained / "grids").iterdir())
+
+
 def test_cached_embeddings_change_nothing(tiny_build, trained, tmp_path):
     run = tmp_path / "cached"
     run.mkdir()
