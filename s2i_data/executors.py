@@ -211,10 +211,7 @@ class DaskExecutor:
                 client, cluster = starting.result()
             except Exception:  # noqa: BLE001 - a cluster that never came up holds nothing
                 return
-            client.close()
-            if cluster is not None:
-                with nanny_environ_kept():
-                    cluster.close()
+            _shut(client, cluster)
 
     def _client(self):
         from distributed import Client, LocalCluster
@@ -267,11 +264,16 @@ class DaskExecutor:
             client.cancel(list(futures))
             raise
         finally:
-            client.close()
-            if cluster is not None:
-                with nanny_environ_kept():  # a nanny that restarted a dead worker wrote them again
-                    cluster.close()
+            _shut(client, cluster)
         return failures
+
+
+def _shut(client, cluster) -> None:
+    """Close the client, and the LocalCluster when this executor started one."""
+    client.close()
+    if cluster is not None:
+        with nanny_environ_kept():  # a nanny that restarted a dead worker wrote them again
+            cluster.close()
 
 
 def _slug(task: Any) -> str:
