@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import NoReturn, Optional
@@ -86,45 +87,62 @@ def _check_data(data: str) -> None:
     require_build(console, data, "stats.json", "build shards first with s2i-data build")
 
 
-@app.command("train-autoencoder")
-def train_autoencoder(
-    data: str = typer.Option(..., help="an s2i-data build: a folder or an fsspec URL (s3://, gs://, ...)"),
-    run: Path = typer.Option(..., "--run", "--run-dir", help="run folder (checkpoints, metrics, grids); resumed if it "
-                             "exists (--run-dir under torchrun, whose own parser claims --run)"),
-    emb: int = typer.Option(512, help="embedding size E"),
-    width: float = typer.Option(1.0, help="channel width multiplier (1.0: the paper's network)"),
-    epochs: int = typer.Option(1000), batch_size: int = typer.Option(64), lr: float = typer.Option(0.05),
-    momentum: float = typer.Option(0.9), seed: int = typer.Option(0), workers: int = typer.Option(2),
-    optimizer: str = typer.Option("sgd", help="sgd (the paper's) or adam (short CPU runs)"),
-    adam_lr: float = typer.Option(1e-3, help="learning rate when --optimizer adam"),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    shard_url: str = typer.Option("", help='open shards through a template, e.g. "pipe:curl -s https://host/b/{shard}"'),
-    cache_dir: str = typer.Option("", help="keep remote shards here after their first read"),
-    skip_bad_samples: bool = typer.Option(False, help="count, log and skip damaged samples or shards instead of stopping"),
-    precision: str = typer.Option("fp32", help="fp32 (the paper), bf16 or fp16 (autocast; fp16 with loss scaling, GPU only)"),
-    sync_bn: bool = typer.Option(True, "--sync-bn/--no-sync-bn", help="under DDP on GPUs: BatchNorm statistics over the global batch"),
-    data_on_device: str = typer.Option("auto", help="auto | on | off: hold the split in device memory (auto: when it fits)"),
-) -> None:
-    """Stage 1: the audio autoencoder on the train split's spectrograms."""
-    from s2i_model.config import AutoencoderConfig
-    from s2i_model.run import RunError
-    from s2i_model.train.autoencoder import train_autoencoder as run_train
+# ---- options every trainer takes, defined once (typer reads them and never changes them); each
+# command's parameters carry the names of its config's fields, so `_train` builds the config from them
+_RUN_HELP = ("run folder (checkpoints, metrics, grids); resumed if it exists (--run-dir under torchrun, whose own "
+             "parser claims --run)")
+_DATA = typer.Option(..., help="an s2i-data build: a folder or an fsspec URL (s3://, gs://, ...)")
+_RUN = typer.Option(..., "--run", "--run-dir", help=_RUN_HELP)
+_SEED = typer.Option(0)
+_WORKERS = typer.Option(2, help="DataLoader processes reading shards")
+_DEVICE = typer.Option("auto", help="auto | cpu | cuda")
+_SHARD_URL = typer.Option("", help='open shards through a template, e.g. "pipe:curl -s https://host/b/{shard}"')
+_CACHE_DIR = typer.Option("", help="keep remote shards here after their first read")
+_SKIP_BAD = typer.Option(False, help="count, log and skip damaged samples or shards instead of stopping")
+_PRECISION = typer.Option("fp32", help="fp32 (the papers'), bf16 or fp16 (autocast; fp16 with loss scaling, GPU only)")
+_SYNC_BN = typer.Option(True, "--sync-bn/--no-sync-bn", help="under DDP on GPUs: BatchNorm statistics over the global batch")
+_DATA_ON_DEVICE = typer.Option("auto", help="auto | on | off: hold the split in device memory (auto: when it fits)")
+_GRID_EVERY = typer.Option(10, min=0, help="training epochs between validation image grids (0: none)")
+_OPTIMIZER = typer.Option("sgd", help="sgd (the paper's) or adam (short CPU runs)")
 
-    _check_data(data)
-    cfg = AutoencoderConfig(data=str(data), run=str(run), emb=emb, width=width, epochs=epochs,
-                            batch_size=batch_size, lr=lr, momentum=momentum, seed=seed, workers=workers,
-                            optimizer=optimizer, adam_lr=adam_lr, device=device, shard_url=shard_url,
-                            cache_dir=cache_dir, skip_bad_samples=skip_bad_samples, precision=precision,
-                            sync_bn=sync_bn, data_on_device=data_on_device)
+
+def _train(config_cls, train, options: dict, **overrides) -> None:
+    """Run ``train`` on ``config_cls`` built from a command's options; bad data or runs get one line."""
+    from s2i_model.run import RunError
+
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    if unknown := set(options) - fields:  # a programming error: an option no config field receives
+        raise TypeError(f"{config_cls.__name__} has no field for {sorted(unknown)}")
+    _check_data(str(options["data"]))
+    cfg = config_cls(**{**options, "data": str(options["data"]), "run": str(options["run"]), **overrides})
     try:
-        run_train(cfg, log=lambda m: console.print(m, highlight=False))
+        train(cfg, log=lambda m: console.print(m, highlight=False))
     except (RunError, ValueError) as e:
         _fail(str(e), 1)
 
 
+@app.command("train-autoencoder")
+def train_autoencoder(
+    data: str = _DATA, run: Path = _RUN,
+    emb: int = typer.Option(512, help="embedding size E"),
+    width: float = typer.Option(1.0, help="channel width multiplier (1.0: the paper's network)"),
+    epochs: int = typer.Option(1000), batch_size: int = typer.Option(64), lr: float = typer.Option(0.05),
+    momentum: float = typer.Option(0.9), seed: int = _SEED, workers: int = _WORKERS, optimizer: str = _OPTIMIZER,
+    adam_lr: float = typer.Option(1e-3, help="learning rate when --optimizer adam"),
+    device: str = _DEVICE, shard_url: str = _SHARD_URL, cache_dir: str = _CACHE_DIR, skip_bad_samples: bool = _SKIP_BAD,
+    precision: str = _PRECISION, sync_bn: bool = _SYNC_BN, data_on_device: str = _DATA_ON_DEVICE,
+) -> None:
+    """Stage 1: the audio autoencoder on the train split's spectrograms."""
+    options = dict(locals())  # the command's options only: taken before the imports below add names
+    from s2i_model.config import AutoencoderConfig
+    from s2i_model.train.autoencoder import train_autoencoder as train
+
+    _train(AutoencoderConfig, train, options)
+
+
 @app.command("train-translator")
 def train_translator(
-    data: str = typer.Option(..., help="an s2i-data build: a folder or an fsspec URL"),
+    data: str = _DATA,
     run: Path = typer.Option(..., "--run", "--run-dir", help="run folder holding the trained autoencoder "
                              "(--run-dir under torchrun)"),
     epochs: int = typer.Option(4000), batch_size: int = typer.Option(64),
@@ -135,115 +153,69 @@ def train_translator(
     lam: float = typer.Option(0.1, help="weight of the moving-average adversarial loss"),
     ma_k: int = typer.Option(10, min=1, help="k: epochs in the moving-average adversarial loss (the paper does not give k; "
                              "the batch term carries 1/k of λ's weight)"),
-    grid_every: int = typer.Option(10, min=0, help="epochs between validation image grids (0: none)"),
-    optimizer: str = typer.Option("sgd", help="sgd (the paper's) or adam (short CPU runs)"),
+    grid_every: int = _GRID_EVERY, optimizer: str = _OPTIMIZER,
     adam_lr: float = typer.Option(1e-3, help="learning rate of G and D when --optimizer adam"),
     informativity: Optional[Path] = typer.Option(None, help="informativity classifiers: measure informativity every epoch"),
     informativity_every: int = typer.Option(1, min=1, help="epochs between informativity measurements"),
     informativity_samples: int = typer.Option(4, help="pictures per test sound for it"),
-    seed: int = typer.Option(0), workers: int = typer.Option(2), device: str = typer.Option("auto"),
-    shard_url: str = typer.Option("", help='open shards through a template, e.g. "pipe:curl -s https://host/b/{shard}"'),
-    cache_dir: str = typer.Option("", help="keep remote shards here after their first read"),
-    skip_bad_samples: bool = typer.Option(False, help="count, log and skip damaged samples or shards instead of stopping"),
-    precision: str = typer.Option("fp32", help="fp32 (the paper), bf16 or fp16 (autocast; fp16 with loss scaling, GPU only)"),
-    sync_bn: bool = typer.Option(True, "--sync-bn/--no-sync-bn", help="under DDP on GPUs: BatchNorm statistics over the global batch"),
-    data_on_device: str = typer.Option("auto", help="auto | on | off: hold the split in device memory (auto: when it fits)"),
+    seed: int = _SEED, workers: int = _WORKERS, device: str = _DEVICE, shard_url: str = _SHARD_URL,
+    cache_dir: str = _CACHE_DIR, skip_bad_samples: bool = _SKIP_BAD, precision: str = _PRECISION,
+    sync_bn: bool = _SYNC_BN, data_on_device: str = _DATA_ON_DEVICE,
     narrow_generator: str = typer.Option("auto", help="below width 1: auto | on: dropout scaled to the width and no "
                                          "BatchNorm before the RGB output (docs/training.md); off: the paper's network"),
 ) -> None:
     """Stage 2: generator and discriminator on the frozen encoder's embeddings."""
+    options = dict(locals())
     from s2i_model.config import TranslatorConfig
-    from s2i_model.run import RunError
-    from s2i_model.train.translator import train_translator as run_train
+    from s2i_model.train.translator import train_translator as train
 
-    _check_data(data)
     if d_schedule not in ("step", "epoch"):
         _fail(f"--d-schedule must be step or epoch, not {d_schedule!r}")
     if informativity is not None and not (informativity / "informativity.pt").is_file():
         _fail(f"{informativity} holds no informativity classifiers: run s2i-model train-informativity first")
-    cfg = TranslatorConfig(data=str(data), run=str(run), epochs=epochs, batch_size=batch_size, lr_g=lr_g,
-                           lr_d=lr_d, momentum_g=momentum_g, momentum_d=momentum_d, n_gd=n_gd, lam=lam,
-                           ma_k=ma_k, grid_every=grid_every, optimizer=optimizer, adam_lr=adam_lr, seed=seed,
-                           workers=workers, device=device, d_schedule=d_schedule,
-                           informativity=str(informativity or ""), informativity_every=informativity_every,
-                           informativity_samples=informativity_samples, shard_url=shard_url, cache_dir=cache_dir,
-                           skip_bad_samples=skip_bad_samples, precision=precision, sync_bn=sync_bn,
-                           data_on_device=data_on_device, narrow_generator=narrow_generator)
-    try:
-        run_train(cfg, log=lambda m: console.print(m, highlight=False))
-    except (RunError, ValueError) as e:
-        _fail(str(e), 1)
-
-
-def _train_vae(model: str, **kw) -> None:
-    from s2i_model.run import RunError
-    from s2i_model.train.aivae import AivaeConfig, AivaeganConfig, train_vae
-
-    _check_data(kw["data"])
-    cfg = (AivaeganConfig if model == "aivaegan" else AivaeConfig)(**kw)
-    try:
-        train_vae(cfg, log=lambda m: console.print(m, highlight=False))
-    except (RunError, ValueError) as e:
-        _fail(str(e), 1)
-
-
-_RUN_HELP = ("run folder (checkpoint, metrics, grids); resumed if it exists (--run-dir under torchrun, whose own "
-             "parser claims --run)")
+    _train(TranslatorConfig, train, options, informativity=str(informativity or ""))
 
 
 @app.command("train-aivae")
 def train_aivae(
-    data: str = typer.Option(..., help="an s2i-data build: a folder or an fsspec URL (s3://, gs://, ...)"),
-    run: Path = typer.Option(..., "--run", "--run-dir", help=_RUN_HELP),
+    data: str = _DATA, run: Path = _RUN,
     latent: int = typer.Option(64, help="latent size (the paper's 64)"),
     width: float = typer.Option(1.0, help="channel width multiplier (1.0: the paper's widths)"),
     epochs: int = typer.Option(100), batch_size: int = typer.Option(128), lr: float = typer.Option(1e-3),
-    grid_every: int = typer.Option(10, min=0, help="epochs between validation image grids (0: none)"),
-    seed: int = typer.Option(0), workers: int = typer.Option(2), device: str = typer.Option("auto"),
-    shard_url: str = typer.Option("", help='open shards through a template, e.g. "pipe:curl -s https://host/b/{shard}"'),
-    cache_dir: str = typer.Option("", help="keep remote shards here after their first read"),
-    skip_bad_samples: bool = typer.Option(False, help="count, log and skip damaged samples or shards instead of stopping"),
-    precision: str = typer.Option("fp32", help="fp32, bf16 or fp16 (autocast; fp16 GPU only)"),
-    sync_bn: bool = typer.Option(True, "--sync-bn/--no-sync-bn", help="under DDP on GPUs: BatchNorm statistics over the global batch"),
-    data_on_device: str = typer.Option("auto", help="auto | on | off: hold the split in device memory (auto: when it fits)"),
+    grid_every: int = _GRID_EVERY, seed: int = _SEED, workers: int = _WORKERS, device: str = _DEVICE,
+    shard_url: str = _SHARD_URL, cache_dir: str = _CACHE_DIR, skip_bad_samples: bool = _SKIP_BAD,
+    precision: str = _PRECISION, sync_bn: bool = _SYNC_BN, data_on_device: str = _DATA_ON_DEVICE,
 ) -> None:
     """AIVAE (paper 002): a VAE from the sound to its picture, trained on the ELBO (docs/models.md)."""
-    _train_vae("aivae", data=str(data), run=str(run), latent=latent, width=width, epochs=epochs, batch_size=batch_size,
-               lr=lr, grid_every=grid_every, seed=seed, workers=workers, device=device, shard_url=shard_url,
-               cache_dir=cache_dir, skip_bad_samples=skip_bad_samples, precision=precision, sync_bn=sync_bn,
-               data_on_device=data_on_device)
+    options = dict(locals())
+    from s2i_model.train.aivae import AivaeConfig, train_vae
+
+    _train(AivaeConfig, train_vae, options)
 
 
 @app.command("train-aivaegan")
 def train_aivaegan(
-    data: str = typer.Option(..., help="an s2i-data build: a folder or an fsspec URL (s3://, gs://, ...)"),
-    run: Path = typer.Option(..., "--run", "--run-dir", help=_RUN_HELP),
+    data: str = _DATA, run: Path = _RUN,
     alpha: float = typer.Option(2.0, help="weight of the reconstruction term (the paper: 0.2, 0.5, 1, 2)"),
     latent: int = typer.Option(64, help="latent size (the paper's 64)"),
     width: float = typer.Option(1.0, help="channel width multiplier (1.0: the paper's widths)"),
     epochs: int = typer.Option(100), batch_size: int = typer.Option(128),
     lr: float = typer.Option(2e-4, help="the generator's (encoder + decoder) learning rate"),
     lr_d: float = typer.Option(2e-4, help="the discriminator's learning rate"),
-    grid_every: int = typer.Option(10, min=0, help="epochs between validation image grids (0: none)"),
-    seed: int = typer.Option(0), workers: int = typer.Option(2), device: str = typer.Option("auto"),
-    shard_url: str = typer.Option("", help='open shards through a template, e.g. "pipe:curl -s https://host/b/{shard}"'),
-    cache_dir: str = typer.Option("", help="keep remote shards here after their first read"),
-    skip_bad_samples: bool = typer.Option(False, help="count, log and skip damaged samples or shards instead of stopping"),
-    precision: str = typer.Option("fp32", help="fp32, bf16 or fp16 (autocast; fp16 GPU only)"),
-    sync_bn: bool = typer.Option(True, "--sync-bn/--no-sync-bn", help="under DDP on GPUs: BatchNorm statistics over the global batch"),
-    data_on_device: str = typer.Option("auto", help="auto | on | off: hold the split in device memory (auto: when it fits)"),
+    grid_every: int = _GRID_EVERY, seed: int = _SEED, workers: int = _WORKERS, device: str = _DEVICE,
+    shard_url: str = _SHARD_URL, cache_dir: str = _CACHE_DIR, skip_bad_samples: bool = _SKIP_BAD,
+    precision: str = _PRECISION, sync_bn: bool = _SYNC_BN, data_on_device: str = _DATA_ON_DEVICE,
 ) -> None:
     """AIVAEGAN (paper 002): AIVAE's deeper variant against an image discriminator (docs/models.md)."""
-    _train_vae("aivaegan", data=str(data), run=str(run), alpha=alpha, latent=latent, width=width, epochs=epochs,
-               batch_size=batch_size, lr=lr, lr_d=lr_d, grid_every=grid_every, seed=seed, workers=workers,
-               device=device, shard_url=shard_url, cache_dir=cache_dir, skip_bad_samples=skip_bad_samples,
-               precision=precision, sync_bn=sync_bn, data_on_device=data_on_device)
+    options = dict(locals())
+    from s2i_model.train.aivae import AivaeganConfig, train_vae
+
+    _train(AivaeganConfig, train_vae, options)
 
 
 @app.command("train-mmgan")
 def train_mmgan(
-    data: str = typer.Option(..., help="an s2i-data build: a folder or an fsspec URL (s3://, gs://, ...)"),
-    run: Path = typer.Option(..., "--run", "--run-dir", help=_RUN_HELP),
+    data: str = _DATA, run: Path = _RUN,
     width: float = typer.Option(1.0, help="channel width multiplier (1.0: the widths in nets/mmgan.py)"),
     epochs_features: int = typer.Option(30, help="stage 1: the frame and sound encoders on the class labels"),
     epochs_multimodal: int = typer.Option(30, help="stage 2: the multimodal layers"),
@@ -253,37 +225,21 @@ def train_mmgan(
     lr_features: float = typer.Option(1e-3), lr_multimodal: float = typer.Option(1e-3),
     d_weight: float = typer.Option(0.001, help="weight of the Ds' loss (the paper's 0.001)"),
     l1_weight: float = typer.Option(100.0, help="pix2pix's λ on the L1 to each target"),
-    grid_every: int = typer.Option(10, min=0, help="cGAN epochs between validation image grids (0: none)"),
-    seed: int = typer.Option(0), workers: int = typer.Option(2), device: str = typer.Option("auto"),
-    shard_url: str = typer.Option("", help='open shards through a template, e.g. "pipe:curl -s https://host/b/{shard}"'),
-    cache_dir: str = typer.Option("", help="keep remote shards here after their first read"),
-    skip_bad_samples: bool = typer.Option(False, help="count, log and skip damaged samples or shards instead of stopping"),
-    precision: str = typer.Option("fp32", help="fp32, bf16 or fp16 (autocast; fp16 GPU only)"),
-    sync_bn: bool = typer.Option(True, "--sync-bn/--no-sync-bn", help="under DDP on GPUs: BatchNorm statistics over the global batch"),
-    data_on_device: str = typer.Option("auto", help="auto | on | off: hold the split in device memory (auto: when it fits)"),
+    grid_every: int = typer.Option(10, min=0, help="cGAN epochs between validation image grids (0: none)"), seed: int = _SEED, workers: int = _WORKERS, device: str = _DEVICE,
+    shard_url: str = _SHARD_URL, cache_dir: str = _CACHE_DIR, skip_bad_samples: bool = _SKIP_BAD,
+    precision: str = _PRECISION, sync_bn: bool = _SYNC_BN, data_on_device: str = _DATA_ON_DEVICE,
 ) -> None:
     """The multimodal-feature GAN (paper 004): feature extractors and multimodal layers trained on the
     build's class labels, then two stacked U-Net cGANs (docs/models.md)."""
-    from s2i_model.run import RunError
+    options = dict(locals())
     from s2i_model.train.mmgan import MmganConfig, train_mmgan as train
 
-    _check_data(str(data))
-    cfg = MmganConfig(data=str(data), run=str(run), width=width, epochs_features=epochs_features,
-                      epochs_multimodal=epochs_multimodal, epochs=epochs, batch_size=batch_size, lr=lr,
-                      lr_features=lr_features, lr_multimodal=lr_multimodal, d_weight=d_weight, l1_weight=l1_weight,
-                      grid_every=grid_every, seed=seed, workers=workers, device=device, shard_url=shard_url,
-                      cache_dir=cache_dir, skip_bad_samples=skip_bad_samples, precision=precision, sync_bn=sync_bn,
-                      data_on_device=data_on_device)
-    try:
-        train(cfg, log=lambda m: console.print(m, highlight=False))
-    except (RunError, ValueError) as e:
-        _fail(str(e), 1)
+    _train(MmganConfig, train, options)
 
 
 @app.command("train-sound2scene")
 def train_sound2scene(
-    data: str = typer.Option(..., help="an s2i-data build: a folder or an fsspec URL (s3://, gs://, ...)"),
-    run: Path = typer.Option(..., "--run", "--run-dir", help=_RUN_HELP),
+    data: str = _DATA, run: Path = _RUN,
     width: float = typer.Option(1.0, help="channel width multiplier (1.0: the widths in nets/sound2scene.py)"),
     epochs_visual: int = typer.Option(100, help="stage 1: the frame encoder (SimCLR, frames only)"),
     epochs_generator: int = typer.Option(100, help="stage 2: the IC-GAN generator (frames only)"),
@@ -296,32 +252,16 @@ def train_sound2scene(
     neighbours: int = typer.Option(50, help="stage 2: IC-GAN's k, the frames of an instance's neighbourhood"),
     lr: float = typer.Option(1e-3, help="stage 3 (the paper)"), weight_decay: float = typer.Option(1e-5),
     patience: int = typer.Option(10, help="stage 3: epochs without a better validation loss before it stops"),
-    grid_every: int = typer.Option(10, min=0, help="epochs of stages 2 and 3 between validation image grids (0: none)"),
-    seed: int = typer.Option(0), workers: int = typer.Option(2), device: str = typer.Option("auto"),
-    shard_url: str = typer.Option("", help='open shards through a template, e.g. "pipe:curl -s https://host/b/{shard}"'),
-    cache_dir: str = typer.Option("", help="keep remote shards here after their first read"),
-    skip_bad_samples: bool = typer.Option(False, help="count, log and skip damaged samples or shards instead of stopping"),
-    precision: str = typer.Option("fp32", help="fp32, bf16 or fp16 (autocast; fp16 GPU only)"),
-    sync_bn: bool = typer.Option(True, "--sync-bn/--no-sync-bn", help="under DDP on GPUs: BatchNorm statistics over the global batch"),
-    data_on_device: str = typer.Option("auto", help="auto | on | off: hold the split in device memory (auto: when it fits)"),
+    grid_every: int = typer.Option(10, min=0, help="epochs of stages 2 and 3 between validation image grids (0: none)"), seed: int = _SEED, workers: int = _WORKERS, device: str = _DEVICE,
+    shard_url: str = _SHARD_URL, cache_dir: str = _CACHE_DIR, skip_bad_samples: bool = _SKIP_BAD,
+    precision: str = _PRECISION, sync_bn: bool = _SYNC_BN, data_on_device: str = _DATA_ON_DEVICE,
 ) -> None:
     """Sound2Scene (paper 003) from scratch: a visual space (SimCLR) and an IC-GAN generator learnt
     from the train frames alone, then an audio encoder aligned to that space (docs/models.md)."""
-    from s2i_model.run import RunError
+    options = dict(locals())
     from s2i_model.train.sound2scene import Sound2SceneConfig, train_sound2scene as train
 
-    _check_data(str(data))
-    cfg = Sound2SceneConfig(data=str(data), run=str(run), width=width, epochs_visual=epochs_visual,
-                            epochs_generator=epochs_generator, epochs=epochs, batch_size=batch_size,
-                            lr_visual=lr_visual, temperature=temperature, crop_scale=crop_scale, lr_g=lr_g, lr_d=lr_d,
-                            d_steps=d_steps, neighbours=neighbours, lr=lr, weight_decay=weight_decay, patience=patience,
-                            grid_every=grid_every, seed=seed, workers=workers, device=device, shard_url=shard_url,
-                            cache_dir=cache_dir, skip_bad_samples=skip_bad_samples, precision=precision,
-                            sync_bn=sync_bn, data_on_device=data_on_device)
-    try:
-        train(cfg, log=lambda m: console.print(m, highlight=False))
-    except (RunError, ValueError) as e:
-        _fail(str(e), 1)
+    _train(Sound2SceneConfig, train, options)
 
 
 @app.command()
