@@ -5,7 +5,8 @@ For each data seed: the synthetic set (``--videos`` a class), a build with 30 % 
 out for test, one autoencoder (shared by both λ), then the translator trained in steps of
 ``--every`` epochs (each step resumes the last), and after each step the class agreement of
 ``--pictures`` pictures per test sound by an independent judge (a classifier of real frames,
-`proxy.train_frame_classifier`). Also the separability of the held-out embeddings (the ceiling).
+`realframe.train_frame_classifier`). Also the separability of the held-out embeddings (the ceiling)
+and the agreement of the pictures a linear map draws from them (`realframe.linear_decoder_agreement`).
 
     python bench/learning.py [--seeds 3,4,5] [--lams 0,0.1] [--epochs-ae 40] [--epochs-gan 80] [--every 10]
 
@@ -81,9 +82,10 @@ def main() -> None:
         t0 = time.time()
         train_autoencoder(AutoencoderConfig(data=str(data), run=str(ae_run), emb=args.emb, width=args.width,
                                             epochs=args.epochs_ae, batch_size=args.batch, optimizer="adam"), **quiet)
-        ceilings[seed] = embedding_separability(ae_run, data)
+        ceilings[seed] = embedding_separability(ae_run, data, classifier=judge)
         print(f"seed {seed}: autoencoder {time.time() - t0:.0f} s; held-out embeddings: nearest centroid "
-              f"{ceilings[seed]['centroid']:.1%}, 1-NN {ceilings[seed]['nn1']:.1%}", flush=True)
+              f"{ceilings[seed]['centroid']:.1%}, 1-NN {ceilings[seed]['nn1']:.1%}; a linear decoder's pictures "
+              f"{ceilings[seed]['linear']:.1%}", flush=True)
         for lam in [float(x) for x in args.lams.split(",")]:
             run = root / f"lam{lam:g}"
             if not run.exists():

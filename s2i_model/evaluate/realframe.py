@@ -143,15 +143,42 @@ def separability(train_z: torch.Tensor, train_cls: torch.Tensor, test_z: torch.T
             "nn1": float((by_neighbour == test_cls).float().mean())}
 
 
-def embedding_separability(run: str | Path, data: str | Path, split: str = "test", device: str = "cpu") -> dict:
-    """`separability` of a run's frozen encoder: train embeddings against ``split``'s."""
+@torch.no_grad()
+def linear_decoder_agreement(classifier: torch.nn.Module, train_z: torch.Tensor, train_images: torch.Tensor,
+                             test_z: torch.Tensor, test_cls: torch.Tensor, ridge: float = 1.0) -> float:
+    """`class_agreement` of the pictures a linear map draws from the held-out embeddings: ridge
+    regression from the embedding (standardised per dimension) to the picture, fitted on the train
+    pairs. What the embedding gives a decoder that learns nothing beyond least squares: a translator
+    well below it has not learnt what its embedding carries, one at it is held back by the
+    embedding (docs/training.md, "What limits the CPU runs")."""
+    mu, sd = train_z.mean(0), train_z.std(0) + 1e-6
+
+    def design(z: torch.Tensor) -> torch.Tensor:
+        return torch.cat([(z.double() - mu.double()) / sd.double(), torch.ones(len(z), 1, dtype=torch.float64)], 1)
+
+    x = design(train_z)
+    weights = torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1], dtype=torch.float64),
+                                 x.T @ train_images.flatten(1).double())
+    drawn = (design(test_z) @ weights).float().clamp(-1, 1).view(len(test_z), *train_images.shape[1:])
+    return class_agreement(classifier, drawn, test_cls)
+
+
+def embedding_separability(run: str | Path, data: str | Path, split: str = "test", device: str = "cpu",
+                           classifier: torch.nn.Module | None = None) -> dict:
+    """`separability` of a run's frozen encoder: train embeddings against ``split``'s; with a
+    real-frame ``classifier``, also ``linear``: `linear_decoder_agreement`."""
     from s2i_model.run import load_encoder
 
     encoder, _, norm = load_encoder(Path(run), torch.device(device))
     out = {}
     for name in ("train", split):
-        mels, _, cls, _ = load_split(data, name)
+        mels, images, cls, _ = load_split(data, name)
         with torch.no_grad():
             z = torch.cat([encoder(b.to(device)).float().cpu() for b in mels.split(256)]) if len(mels) else torch.zeros(0)
-        out[name] = (z, cls)
-    return separability(*out["train"], *out[split])
+        out[name] = (z, cls, images)
+    (train_z, train_cls, train_images), (test_z, test_cls, _) = out["train"], out[split]
+    found = separability(train_z, train_cls, test_z, test_cls)
+    if classifier is not None:
+        found["linear"] = (linear_decoder_agreement(classifier, train_z, train_images, test_z, test_cls)
+                           if len(train_z) and len(test_z) else None)
+    return found

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from s2i_model.evaluate.fid import InceptionFeatures, frechet_distance, kernel_distance
 from s2i_model.evaluate.history import aggregates, informativity_history, pixel_loss_ma, read_rows, skip_after_d_updates
@@ -110,3 +111,38 @@ def test_separability_counts_which_held_out_embeddings_land_with_their_class():
     train_cls = torch.tensor([0, 0, 1, 1])
     got = separability(train, train_cls, torch.tensor([[4.6, 0.0]]), torch.tensor([1]))
     assert got == {"centroid": 0.0, "nn1": 1.0}
+
+
+class _ByColour(torch.nn.Module):
+    """A judge that names the class whose colour is nearest the picture's mean colour."""
+
+    def __init__(self, colours: torch.Tensor) -> None:
+        super().__init__()
+        self.colours = colours
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return -torch.cdist(images.mean((2, 3)), self.colours)
+
+
+def test_linear_decoder_draws_what_the_embedding_carries_and_no_more():
+    from s2i_model.evaluate.realframe import linear_decoder_agreement
+
+    g = torch.Generator().manual_seed(0)
+    colours = torch.tensor([[0.8, -0.8, -0.8], [-0.8, 0.8, -0.8], [-0.8, -0.8, 0.8]])
+    judge = _ByColour(colours)
+
+    def pairs(n: int):
+        cls = torch.arange(n) % 3
+        images = colours[cls][:, :, None, None] + 0.3 * torch.randn(n, 3, 6, 6, generator=g)
+        # the class sits in two dimensions a hundred times smaller than the third, pure noise:
+        # the per-dimension standardisation is what lets least squares use them
+        z = torch.cat([0.01 * F.one_hot(cls, 3)[:, :2].float() + 0.002 * torch.randn(n, 2, generator=g),
+                       torch.randn(n, 1, generator=g)], 1)
+        return z, images, cls
+
+    train_z, train_images, _ = pairs(90)
+    test_z, _, test_cls = pairs(30)
+    assert linear_decoder_agreement(judge, train_z, train_images, test_z, test_cls) == 1.0
+    # the same pictures from embeddings that say nothing of the class: about chance (1/3)
+    noise = torch.randn(90, 3, generator=g)
+    assert linear_decoder_agreement(judge, noise, train_images, torch.randn(30, 3, generator=g), test_cls) < 0.6
