@@ -148,9 +148,9 @@ def linear_decoder_agreement(classifier: torch.nn.Module, train_z: torch.Tensor,
                              test_z: torch.Tensor, test_cls: torch.Tensor, ridge: float = 1.0) -> float:
     """`class_agreement` of the pictures a linear map draws from the held-out embeddings: ridge
     regression from the embedding (standardised per dimension) to the picture, fitted on the train
-    pairs. What the embedding gives a decoder that learns nothing beyond least squares: a translator
-    well below it has not learnt what its embedding carries, one at it is held back by the
-    embedding (docs/training.md, "What limits the CPU runs")."""
+    pairs. What the embedding gives a decoder that learns nothing beyond least squares: a reference,
+    not a bound. A translator below it has not yet learnt what its embedding carries even linearly;
+    one above it draws more than a linear map can (docs/training.md, "What limits the CPU runs")."""
     mu, sd = train_z.mean(0), train_z.std(0) + 1e-6
 
     def design(z: torch.Tensor) -> torch.Tensor:
