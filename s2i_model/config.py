@@ -7,8 +7,38 @@ import dataclasses
 from dataclasses import dataclass
 
 
+@dataclass(kw_only=True)
+class Runtime:
+    """How a run reads its data and uses the machine (ours), the same for every trainer. Keyword-only,
+    so each config lists its own model's settings first and these last."""
+
+    seed: int = 0
+    workers: int = 2  # DataLoader worker processes reading shards
+    shuffle_buffer: int = 1000  # samples
+    shard_url: str = ""  # open shards through this template, e.g. "pipe:curl -s https://host/b/{shard}"
+    cache_dir: str = ""  # keep remote shards here after their first read
+    skip_bad_samples: bool = False  # count, log and skip damaged samples/shards instead of stopping
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "fp32"  # fp32 (the papers) | bf16 | fp16 (autocast; fp16 with loss scaling, GPU only)
+    sync_bn: bool = True  # under DDP on GPUs, BatchNorm statistics over the global batch, as in one process
+    data_on_device: str = "auto"  # auto | on | off: a split that fits the budget is held in device memory
+    max_steps: int = 0  # stop an epoch after this many batches (0: all); for smoke tests
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(kw_only=True)
+class Grids:
+    """The image grids of fixed validation sounds a picture-drawing trainer saves (ours); each trainer
+    sets its own grid_every, whose epochs differ by model."""
+
+    grid_sounds_per_class: int = 2
+    grid_images: int = 4  # generated images per sound in the grid
+
+
 @dataclass
-class AutoencoderConfig:
+class AutoencoderConfig(Runtime):
     data: str = "data/vegas5"  # an s2i-data build
     run: str = "runs/emb512"
     emb: int = 512  # embedding size E
@@ -19,24 +49,10 @@ class AutoencoderConfig:
     momentum: float = 0.9
     optimizer: str = "sgd"  # sgd (paper) | adam (ours: short CPU runs)
     adam_lr: float = 1e-3  # (ours) used when optimizer == "adam"
-    seed: int = 0
-    workers: int = 2  # DataLoader worker processes reading shards (ours)
-    shuffle_buffer: int = 1000  # samples (ours)
-    shard_url: str = ""  # open shards through this template, e.g. "pipe:curl -s https://host/b/{shard}" (ours)
-    cache_dir: str = ""  # keep remote shards here after their first read (ours)
-    skip_bad_samples: bool = False  # count, log and skip damaged samples/shards instead of stopping (ours)
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "fp32"  # fp32 (the paper) | bf16 | fp16 (autocast; fp16 with loss scaling, GPU only) (ours)
-    sync_bn: bool = True  # under DDP on GPUs, BatchNorm statistics over the global batch, as in one process (ours)
-    data_on_device: str = "auto"  # auto | on | off: a split that fits the budget is held in device memory (ours)
-    max_steps: int = 0  # stop an epoch after this many batches (0: all); for smoke tests
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclass
-class TranslatorConfig:
+class TranslatorConfig(Runtime, Grids):
     data: str = "data/vegas5"
     run: str = "runs/emb512"  # must hold a finished autoencoder
     epochs: int = 4000  # the paper reports epochs 500-4000
@@ -51,29 +67,13 @@ class TranslatorConfig:
     d_schedule: str = "step"  # step: D once every n_gd G steps | epoch: D through every n_gd-th epoch (ours)
     lam: float = 0.1  # weight of the moving-average adversarial loss
     ma_k: int = 10  # epochs in the moving average (ours: the paper does not give k)
-    seed: int = 0
-    workers: int = 2
-    shuffle_buffer: int = 1000
-    shard_url: str = ""
-    cache_dir: str = ""
-    skip_bad_samples: bool = False
     grid_every: int = 10  # epochs between image grids of fixed validation sounds
     informativity: str = ""  # folder of informativity classifiers: informativity per epoch (optional)
     informativity_every: int = 1  # epochs between informativity measurements
     informativity_samples: int = 4  # pictures per test sound for it
-    grid_sounds_per_class: int = 2
-    grid_images: int = 4  # generated images per sound in the grid
-    device: str = "auto"
-    precision: str = "fp32"
-    sync_bn: bool = True
-    data_on_device: str = "auto"
-    max_steps: int = 0
     # below width 1: auto/on: the generator's dropout scaled to the width and no BatchNorm before
     # the RGB tanh (nets/generator.py, docs/training.md); off: the paper's network at every width
     narrow_generator: str = "auto"
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 def from_dict(cls, d: dict):

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from s2i_model import checkpoint
+from s2i_model.config import Grids, Runtime
 from s2i_model.data import Normalizer, ShardStream
 from s2i_model.nets.aivae import MODELS, ImageDiscriminator, kl_divergence, to_picture
 from s2i_model.run import MODEL_FILES, open_build
@@ -38,7 +39,7 @@ from s2i_model.train.translator import draw_grid, frozen
 
 
 @dataclass
-class AivaeConfig:
+class AivaeConfig(Runtime, Grids):
     """AIVAE with the paper's settings (section 5.2): latent 64, Adam 1e-3, batch 128, 100 epochs."""
 
     model: ClassVar[str] = "aivae"
@@ -50,20 +51,7 @@ class AivaeConfig:
     batch_size: int = 128
     lr: float = 1e-3
     beta1: float = 0.9  # Adam's default: the paper names Adam and no betas
-    seed: int = 0
-    workers: int = 2
-    shuffle_buffer: int = 1000
-    shard_url: str = ""
-    cache_dir: str = ""
-    skip_bad_samples: bool = False
     grid_every: int = 10  # epochs between image grids of fixed validation sounds (ours)
-    grid_sounds_per_class: int = 2
-    grid_images: int = 4
-    device: str = "auto"
-    precision: str = "fp32"
-    sync_bn: bool = True
-    data_on_device: str = "auto"
-    max_steps: int = 0
 
     def to_dict(self) -> dict:
         return {"model": self.model, **dataclasses.asdict(self)}

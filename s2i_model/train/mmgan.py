@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from s2i_model import checkpoint
+from s2i_model.config import Grids, Runtime
 from s2i_model.data import Normalizer, ShardStream
 from s2i_model.nets.mmgan import MmGan, feature_map
 from s2i_model.run import MODEL_FILES, open_build
@@ -50,7 +51,7 @@ VAL_KEYS = {"features": ("val_frame_acc", "val_sound_acc"), "multimodal": ("val_
 
 
 @dataclass
-class MmganConfig:
+class MmganConfig(Runtime, Grids):
     """The paper names Adam for the multimodal layers and pix2pix for the cGANs, a D loss weight of
     0.001, and no epoch counts, batch size or rates: pix2pix's (Adam 2e-4, β1 0.5, λ_L1 100, 200
     epochs) are used for the cGANs, Adam's defaults (1e-3, 0.9) for stages 1-2."""
@@ -69,20 +70,7 @@ class MmganConfig:
     beta1: float = 0.5  # pix2pix's, for the cGANs
     d_weight: float = 0.001  # the paper's "penalty of 0.001 on the discriminator loss"
     l1_weight: float = 100.0  # pix2pix's λ
-    seed: int = 0
-    workers: int = 2
-    shuffle_buffer: int = 1000
-    shard_url: str = ""
-    cache_dir: str = ""
-    skip_bad_samples: bool = False
     grid_every: int = 10  # cGAN epochs between image grids of fixed validation sounds (ours)
-    grid_sounds_per_class: int = 2
-    grid_images: int = 4
-    device: str = "auto"
-    precision: str = "fp32"
-    sync_bn: bool = True
-    data_on_device: str = "auto"
-    max_steps: int = 0
 
     def to_dict(self) -> dict:
         return {"model": self.model, **dataclasses.asdict(self)}

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from s2i_model import checkpoint
+from s2i_model.config import Grids, Runtime
 from s2i_model.data import Normalizer, ShardStream
 from s2i_model.nets.sound2scene import NOISE, Sound2Scene
 from s2i_model.run import MODEL_FILES, open_build
@@ -51,7 +52,7 @@ VAL_KEYS = {"visual": ("val_ntxent",), "generator": ("val_d_real", "val_d_fake")
 
 
 @dataclass
-class Sound2SceneConfig:
+class Sound2SceneConfig(Runtime, Grids):
     """Stage 3 keeps the paper's settings. The paper's frozen parts were trained by others (SwAV,
     IC-GAN) with settings that do not carry to a few thousand 96 px frames: SimCLR's NT-Xent at
     τ = 0.5 with Adam 1e-3 stands in for SwAV's LARS schedule, and IC-GAN's k = 50 neighbours
@@ -75,20 +76,7 @@ class Sound2SceneConfig:
     lr: float = 1e-3  # stage 3 (paper)
     weight_decay: float = 1e-5  # stage 3 (paper)
     patience: int = 10  # stage 3: epochs without a better validation loss before it stops
-    seed: int = 0
-    workers: int = 2
-    shuffle_buffer: int = 1000
-    shard_url: str = ""
-    cache_dir: str = ""
-    skip_bad_samples: bool = False
     grid_every: int = 10  # epochs of stages 2 and 3 between image grids of fixed validation samples
-    grid_sounds_per_class: int = 2
-    grid_images: int = 4
-    device: str = "auto"
-    precision: str = "fp32"
-    sync_bn: bool = True
-    data_on_device: str = "auto"
-    max_steps: int = 0
 
     def to_dict(self) -> dict:
         return {"model": self.model, **dataclasses.asdict(self)}
