@@ -49,8 +49,8 @@ REFERENCES   ?= $(foreach m,$(filter s2i sound2scene,$(MODELS)),retrieval-$(m)) 
 COMPARE_SIZE ?= paper
 SEED         ?= 0
 # Presets: a model's settings as arguments to make train (none: its paper's defaults, which is
-# the whole of `paper`). cpu: the built-in data on 2 cores (832 s of CPU time; 27 min measured on
-# contended cores, docs/performance.md) (width 1/16,
+# the whole of `paper`). cpu: the built-in data on 2 cores (333 s for make compare after make demo,
+# docs/performance.md) (width 1/16,
 # Adam everywhere: the paper's SGD and AIVAEGAN's 2e-4 stay at chance in CPU minutes, as
 # docs/performance.md and docs/models.md measured; S2I keeps its adversarial term λ = 0.1, so it
 # is still the paper's model). test: the smallest run that goes through every step (make test).
