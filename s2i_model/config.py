@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 @dataclass(kw_only=True)
 class Runtime:
-    """How a run reads its data and uses the machine (ours), the same for every trainer. Keyword-only,
-    so each config lists its own model's settings first and these last."""
+    """How a run reads its data and uses the machine (ours), the same for every trainer. Keyword-only:
+    a config is built by name, so these never take the place of a model setting given by position."""
 
     seed: int = 0
     workers: int = 2  # DataLoader worker processes reading shards
