@@ -37,10 +37,10 @@ from s2i_model.config import Grids, Runtime
 from s2i_model.data import Normalizer, ShardStream
 from s2i_model.nets.sound2scene import NOISE, Sound2Scene
 from s2i_model.run import MODEL_FILES, open_build
-from s2i_model.train import distributed, resident
+from s2i_model.train import distributed, resident, staged
 from s2i_model.train.aivae import _grid_sounds
-from s2i_model.train.metrics import MetricsLog, skipped_samples, throughput
-from s2i_model.train.runtime import (TrainingError, autocast, check_precision, grad_scaler, optimiser_states,
+from s2i_model.train.metrics import MetricsLog, skipped_samples
+from s2i_model.train.runtime import (autocast, check_precision, grad_scaler, optimiser_states,
                                      prepare_model, restore_optimisers, rng_state, seed_everything, set_rng_state,
                                      update)
 from s2i_model.train.translator import draw_grid, frozen
@@ -206,24 +206,15 @@ def train_sound2scene(cfg: Sound2SceneConfig, log=print) -> dict:
     val_ds = ShardStream(build, "val", norm, cfg.seed, shuffle=False, rank=d.rank, world=d.world, equal=False)
     check_precision(cfg.precision, device)
     model = prepare_model(Sound2Scene(cfg.width), device)
-    stage_i, start = 0, 0
 
     # ---- resume: the stage, its epoch, every net, the stage's optimisers, the best audio encoder, the RNG
-    if d.main:
-        checkpoint.remove_stray(run)
-    saved_rng, opt_states, best = None, {}, None
-    state = checkpoint.load(path, device, log)
+    resumed = staged.resume(path, cfg, d, device, STAGES, log)
+    state, stage_i, start, opt_states, saved_rng = (resumed.state, resumed.stage, resumed.epoch,
+                                                    resumed.opt_states, resumed.rng)
+    best = None
     if state is not None:
-        old = state["config"]
-        for k in ("width", "data"):
-            if old[k] != getattr(cfg, k):
-                raise TrainingError(f"{path} was trained with {k}={old[k]!r}, not {getattr(cfg, k)!r}; use another --run")
         model.load_state_dict(state["nets"])
-        stage_i, start = STAGES.index(state["stage"]), state["epoch"]
-        opt_states, best = state["opts"], state.get("best")
-        saved_rng = distributed.my_rng(state["rng"], d)
-    while stage_i < len(STAGES) - 1 and start >= cfg.stage_epochs(STAGES[stage_i]):
-        stage_i, start, opt_states = stage_i + 1, 0, {}
+        best = state.get("best")
     if start >= cfg.stage_epochs(STAGES[stage_i]) or (STAGES[stage_i] == "audio" and best and best.get("stopped")):
         log(f"sound2scene already trained ({', '.join(f'{s} {cfg.stage_epochs(s)}' for s in STAGES)} epochs) in "
             f"{run}: nothing to do")
@@ -355,13 +346,7 @@ def train_sound2scene(cfg: Sound2SceneConfig, log=print) -> dict:
                     vn += b
 
             # ---- log, early stopping, grid, checkpoint (sums over ranks; rank 0 writes)
-            keys, vkeys = TRAIN_KEYS[stage], VAL_KEYS[stage]
-            totals = distributed.all_sum(d, [sums.get(k, 0.0) for k in keys] + [vsums.get(k, 0.0) for k in vkeys]
-                                         + [n, vn])
-            n, vn = int(totals[-2]), int(totals[-1])
-            row = {"epoch": epoch + 1, **{k: v / max(n, 1) for k, v in zip(keys, totals)},
-                   **{k: v / max(vn, 1) for k, v in zip(vkeys, totals[len(keys):])},
-                   **throughput(n, seconds)}
+            row, n, vn = staged.epoch_row(d, epoch, TRAIN_KEYS[stage], sums, VAL_KEYS[stage], vsums, n, vn, seconds)
             if cfg.skip_bad_samples:
                 row["skipped_samples"] = skipped_samples(held["train"], train_ds)
             stop = False

@@ -1,0 +1,55 @@
+"""What the staged trainers (mmgan, Sound2Scene) share: where a run goes on from, and an epoch's
+metrics row over every rank. Each trainer keeps its own stages, losses, checks and checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from s2i_model import checkpoint
+from s2i_model.train import distributed
+from s2i_model.train.metrics import throughput
+from s2i_model.train.runtime import TrainingError
+
+
+@dataclass
+class Resumed:
+    state: dict | None = None  # the checkpoint as loaded (None: a fresh run); its nets are the caller's to load
+    stage: int = 0  # index of the stage to go on with
+    epoch: int = 0  # that stage's epochs already done
+    opt_states: dict = field(default_factory=dict)  # that stage's optimisers, when it is the saved one
+    rng: list | None = None  # this rank's RNG state, restored once the data is open
+
+
+def resume(path: Path, cfg, d: distributed.Dist, device: torch.device, stages: tuple[str, ...],
+           log) -> Resumed:
+    """Read ``path``'s checkpoint, refuse one of another width or build, and find the first stage
+    not finished: a finished stage hands on to the next, without its optimiser state."""
+    if d.main:
+        checkpoint.remove_stray(path.parent)  # temporary files of a save that was killed
+    r = Resumed()
+    state = checkpoint.load(path, device, log)
+    if state is not None:
+        old = state["config"]
+        for k in ("width", "data"):
+            if old[k] != getattr(cfg, k):
+                raise TrainingError(f"{path} was trained with {k}={old[k]!r}, not {getattr(cfg, k)!r}; use another --run")
+        r = Resumed(state, stages.index(state["stage"]), state["epoch"], state["opts"],
+                    distributed.my_rng(state["rng"], d))
+    while r.stage < len(stages) - 1 and r.epoch >= cfg.stage_epochs(stages[r.stage]):
+        r.stage, r.epoch, r.opt_states = r.stage + 1, 0, {}
+    return r
+
+
+def epoch_row(d: distributed.Dist, epoch: int, keys: tuple[str, ...], sums: dict, vkeys: tuple[str, ...],
+              vsums: dict, n: int, vn: int, seconds: float) -> tuple[dict, int, int]:
+    """(row, train samples, val samples) of one epoch over every rank: each named sum divided by
+    the samples it was summed over. Every rank sends the same names, whatever it saw (a rank may
+    hold no val shard), or the sums over ranks would not line up."""
+    totals = distributed.all_sum(d, [sums.get(k, 0.0) for k in keys] + [vsums.get(k, 0.0) for k in vkeys] + [n, vn])
+    n, vn = int(totals[-2]), int(totals[-1])
+    row = {"epoch": epoch + 1, **{k: v / max(n, 1) for k, v in zip(keys, totals)},
+           **{k: v / max(vn, 1) for k, v in zip(vkeys, totals[len(keys):])}, **throughput(n, seconds)}
+    return row, n, vn
