@@ -167,9 +167,7 @@ def train_mmgan(cfg: MmganConfig, log=print) -> dict:
     model = prepare_model(MmGan(n_classes, cfg.width), device)
 
     # ---- resume: the stage, its epoch, every net, the stage's optimisers, the RNG
-    resumed = staged.resume(path, cfg, d, device, STAGES, log)
-    state, stage_i, start, opt_states, saved_rng = (resumed.state, resumed.stage, resumed.epoch,
-                                                    resumed.opt_states, resumed.rng)
+    state, stage_i, start, opt_states, saved_rng = staged.resume(path, cfg, d, device, STAGES, log)
     if state is not None:
         if state["classes"] != n_classes:
             raise TrainingError(f"{path} was trained on {state['classes']} classes, not {n_classes}; use another --run")

@@ -208,9 +208,7 @@ def train_sound2scene(cfg: Sound2SceneConfig, log=print) -> dict:
     model = prepare_model(Sound2Scene(cfg.width), device)
 
     # ---- resume: the stage, its epoch, every net, the stage's optimisers, the best audio encoder, the RNG
-    resumed = staged.resume(path, cfg, d, device, STAGES, log)
-    state, stage_i, start, opt_states, saved_rng = (resumed.state, resumed.stage, resumed.epoch,
-                                                    resumed.opt_states, resumed.rng)
+    state, stage_i, start, opt_states, saved_rng = staged.resume(path, cfg, d, device, STAGES, log)
     best = None
     if state is not None:
         model.load_state_dict(state["nets"])

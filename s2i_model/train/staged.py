@@ -3,8 +3,8 @@ metrics row over every rank. Each trainer keeps its own stages, losses, checks a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -14,13 +14,12 @@ from s2i_model.train.metrics import throughput
 from s2i_model.train.runtime import TrainingError
 
 
-@dataclass
-class Resumed:
-    state: dict | None = None  # the checkpoint as loaded (None: a fresh run); its nets are the caller's to load
-    stage: int = 0  # index of the stage to go on with
-    epoch: int = 0  # that stage's epochs already done
-    opt_states: dict = field(default_factory=dict)  # that stage's optimisers, when it is the saved one
-    rng: list | None = None  # this rank's RNG state, restored once the data is open
+class Resumed(NamedTuple):
+    state: dict | None  # the checkpoint as loaded (None: a fresh run); its nets are the caller's to load
+    stage: int  # index of the stage to go on with
+    epoch: int  # that stage's epochs already done
+    opt_states: dict  # that stage's optimisers, when it is the saved one
+    rng: list | None  # this rank's RNG state, restored once the data is open
 
 
 def resume(path: Path, cfg, d: distributed.Dist, device: torch.device, stages: tuple[str, ...],
@@ -29,18 +28,18 @@ def resume(path: Path, cfg, d: distributed.Dist, device: torch.device, stages: t
     not finished: a finished stage hands on to the next, without its optimiser state."""
     if d.main:
         checkpoint.remove_stray(path.parent)  # temporary files of a save that was killed
-    r = Resumed()
+    stage, epoch, opt_states, rng = 0, 0, {}, None
     state = checkpoint.load(path, device, log)
     if state is not None:
         old = state["config"]
         for k in ("width", "data"):
             if old[k] != getattr(cfg, k):
                 raise TrainingError(f"{path} was trained with {k}={old[k]!r}, not {getattr(cfg, k)!r}; use another --run")
-        r = Resumed(state, stages.index(state["stage"]), state["epoch"], state["opts"],
-                    distributed.my_rng(state["rng"], d))
-    while r.stage < len(stages) - 1 and r.epoch >= cfg.stage_epochs(stages[r.stage]):
-        r.stage, r.epoch, r.opt_states = r.stage + 1, 0, {}
-    return r
+        stage, epoch, opt_states = stages.index(state["stage"]), state["epoch"], state["opts"]
+        rng = distributed.my_rng(state["rng"], d)
+    while stage < len(stages) - 1 and epoch >= cfg.stage_epochs(stages[stage]):
+        stage, epoch, opt_states = stage + 1, 0, {}
+    return Resumed(state, stage, epoch, opt_states, rng)
 
 
 def epoch_row(d: distributed.Dist, epoch: int, keys: tuple[str, ...], sums: dict, vkeys: tuple[str, ...],
