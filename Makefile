@@ -54,11 +54,11 @@ SEED         ?= 0
 # Adam everywhere: the paper's SGD and AIVAEGAN's 2e-4 stay at chance in CPU minutes, as
 # docs/performance.md and docs/models.md measured; S2I keeps its adversarial term λ = 0.1, so it
 # is still the paper's model). test: the smallest run that goes through every step (make test).
-# Sound2Scene at CPU size (docs/models.md): k = 10 neighbours for a few hundred frames; G and D at
-# Adam 4e-4 with one D step per G step (BigGAN's 1e-4 / 4e-4 and two D steps draw blurs in CPU minutes)
 # S2I at CPU size, as make demo trains it: issue 11's command (tests/s2i_model/train/test_learns.py)
 # with the translator trained 240 epochs instead of 80 (docs/training.md, "What limits the CPU runs")
 S2I_CPU      := EMB=128 WIDTH=0.0625 EPOCHS_AE=40 EPOCHS_GAN=240 BATCH=16 OPT=adam LAM=0.1 LOADERS=2
+# Sound2Scene at CPU size (docs/models.md): k = 10 neighbours for a few hundred frames; G and D at
+# Adam 4e-4 with one D step per G step (BigGAN's 1e-4 / 4e-4 and two D steps draw blurs in CPU minutes)
 S2S_CPU      := WIDTH=0.0625 EPOCHS_VISUAL=20 EPOCHS_GENERATOR=40 EPOCHS=20 BATCH=16 NEIGHBOURS=10 \
                 LR_G=4e-4 LR_D=4e-4 D_STEPS=1 LOADERS=2 GRID_EVERY=10
 ifeq ($(COMPARE_SIZE),cpu)
