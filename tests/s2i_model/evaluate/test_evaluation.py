@@ -21,6 +21,8 @@ from s2i_model.labelling.store import append_label, read_labels, read_pool
 from s2i_model.train.autoencoder import train_autoencoder
 from s2i_model.train.translator import train_translator
 
+from runfolders import same_autoencoder
+
 REPO = Path(__file__).resolve().parents[3]
 QUIET = dict(log=lambda *_: None)
 CLI = [sys.executable, "-m", "s2i_model.cli"]
@@ -114,10 +116,7 @@ def test_train_informativity_refuses_a_pool_without_enough_labels(tmp_path, judg
 
 
 def test_informativity_is_measured_every_epoch_with_the_papers_schedule(judged, tiny_build, tmp_path):
-    run = tmp_path / "epoch-schedule"
-    run.mkdir()
-    for f in ("autoencoder.pt", "autoencoder.json"):
-        shutil.copy(judged["run"] / f, run / f)
+    run = same_autoencoder(judged["run"], tmp_path / "epoch-schedule")
     train_translator(TranslatorConfig(data=str(tiny_build), run=str(run), epochs=4, batch_size=8, workers=0, n_gd=2,
                                       d_schedule="epoch", informativity=str(judged["judges"]),
                                       informativity_samples=2), **QUIET)

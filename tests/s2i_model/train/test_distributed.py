@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,8 @@ from torch.utils.data import DataLoader
 
 from s2i_model import checkpoint
 from s2i_model.data import Normalizer, ShardStream
+
+from runfolders import same_autoencoder
 
 
 def keys_of_rank(data: Path, rank: int, world: int, workers: int, epoch: int) -> list[str]:
@@ -78,7 +79,8 @@ def torchrun(nproc: int, *args: str, probe: Path | None = None) -> subprocess.Co
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
 
-def train(nproc: int, data: Path, run: Path, ae_epochs: int, gan_epochs: int, probe: Path | None = None) -> None:
+def train(nproc: int, data: Path, run: Path, ae_epochs: int, gan_epochs: int, probe: Path | None = None) -> str:
+    """Both stages under torchrun; the translator's log (stderr)."""
     common = ["--data", data, "--run-dir", run, "--batch-size", 8, "--workers", 1, "--device", "cpu",
               "--optimizer", "adam"]
     if ae_epochs:
@@ -88,6 +90,7 @@ def train(nproc: int, data: Path, run: Path, ae_epochs: int, gan_epochs: int, pr
     res = torchrun(nproc, "train-translator", *common, "--epochs", gan_epochs, "--n-gd", 2, "--grid-every", 1,
                    probe=probe / "translator" if probe else None)
     assert res.returncode == 0, res.stderr[-3000:]
+    return res.stderr
 
 
 def rows(run: Path, stage: str) -> list[dict]:
@@ -97,9 +100,20 @@ def rows(run: Path, stage: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def runs(tiny_build, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ddp")
-    train(2, tiny_build, root / "ddp", 3, 3, probe=root / "all_sum")
-    train(1, tiny_build, root / "single", 3, 3)
-    return {"ddp": root / "ddp", "single": root / "single", "all_sum": root / "all_sum"}
+    (root / "ddp.log").write_text(train(2, tiny_build, root / "ddp", 3, 3, probe=root / "all_sum"))
+    (root / "single.log").write_text(train(1, tiny_build, root / "single", 3, 3))
+    return {"ddp": root / "ddp", "single": root / "single", "all_sum": root / "all_sum",
+            "ddp_log": root / "ddp.log", "single_log": root / "single.log"}
+
+
+@pytest.mark.slow  # the same torchrun runs as below
+def test_sync_bn_is_on_by_default_and_says_so_where_it_cannot_apply(runs):
+    # --sync-bn defaults on (issue 11: statistics over the global batch, as in the paper); PyTorch's
+    # SyncBatchNorm has no CPU kernel, so two CPU processes run without it and the log says so,
+    # once; one process has nothing to synchronise and says nothing
+    assert checkpoint.load(runs["ddp"] / "translator.pt")["config"]["sync_bn"] is True
+    assert runs["ddp_log"].read_text().count("--sync-bn needs GPUs") == 1
+    assert "--sync-bn" not in runs["single_log"].read_text()
 
 
 @pytest.mark.slow  # real torchrun runs: ~50 s together on 2 CPU cores
@@ -180,10 +194,7 @@ def differences(a, b, path: str = "") -> list[str]:
 
 @pytest.mark.slow  # real torchrun runs: ~50 s together on 2 CPU cores
 def test_ddp_resume_reaches_the_uninterrupted_state(runs, tiny_build, tmp_path):
-    run = tmp_path / "resumed"
-    run.mkdir()
-    for f in ("autoencoder.pt", "autoencoder.json"):  # the same finished stage 1
-        shutil.copy(runs["ddp"] / f, run / f)
+    run = same_autoencoder(runs["ddp"], tmp_path / "resumed")  # the same finished stage 1
     train(2, tiny_build, run, 0, 2)  # "killed" after translator epoch 2
     killed = checkpoint.load(run / "translator.pt")
     train(2, tiny_build, run, 0, 3)

@@ -20,6 +20,8 @@ from s2i_model.config import AutoencoderConfig, TranslatorConfig
 from s2i_model.train.autoencoder import TrainingError, train_autoencoder
 from s2i_model.train.translator import train_translator
 
+from runfolders import same_autoencoder
+
 QUIET = dict(log=lambda *_: None)
 
 
@@ -70,6 +72,35 @@ def test_no_grids_when_grid_every_is_zero(tiny_build, trained, tmp_path):
     train_translator(cfg, **QUIET)
     assert checkpoint.load(run / "translator.pt")["epoch"] == 3
     assert sorted(p.name for p in (run / "grids").iterdir()) == sorted(p.name for p in (trained / "grids").iterdir())
+
+
+def test_ma_k_averages_the_adversarial_loss_over_k_epochs(tiny_build, trained, tmp_path):
+    """The paper's moving-average loss (its equation 5) with k = --ma-k: G's loss is the pixel loss
+    plus λ · (this batch's adversarial loss + the epoch means of the k − 1 epochs before) / k, so
+    over an epoch g_loss − pixel_loss = λ · (adv_loss + the k − 1 previous adv_loss) / k."""
+    run = same_autoencoder(trained, tmp_path / "ma")
+    train_translator(gan_cfg(tiny_build, run, epochs=5, max_steps=3, lam=0.5, ma_k=3), **QUIET)
+    rows = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["stage"] == "translator"]
+    adv = [r["adv_loss"] for r in rows]
+    for e, r in enumerate(rows):
+        terms = adv[max(0, e - 2):e + 1]  # this epoch and at most k - 1 = 2 before it
+        assert r["g_loss"] - r["pixel_loss"] == pytest.approx(0.5 * sum(terms) / len(terms), rel=1e-4, abs=1e-6)
+    assert checkpoint.load(run / "translator.pt")["config"]["ma_k"] == 3
+
+
+def test_precision_bf16_trains_on_a_cpu_and_fp16_is_refused_with_one_line(tiny_build, trained, tmp_path):
+    run = same_autoencoder(trained, tmp_path / "bf16")
+    state = train_translator(gan_cfg(tiny_build, run, epochs=1, max_steps=2, precision="bf16"), **QUIET)
+    assert state["config"]["precision"] == "bf16"
+    assert all(math.isfinite(state["last"][k]) for k in ("pixel_loss", "adv_loss", "g_loss"))
+    assert TranslatorConfig().precision == "fp32"  # the paper's arithmetic unless asked
+    for bad, said in (("fp16", "needs a GPU"), ("fp64", "must be one of")):
+        other = same_autoencoder(trained, tmp_path / f"run-{bad}")
+        r = subprocess.run([sys.executable, "-m", "s2i_model.cli", "train-translator", "--data", str(tiny_build),
+                            "--run", str(other), "--device", "cpu", "--epochs", "1", "--batch-size", "8",
+                            "--precision", bad], capture_output=True, text=True)
+        assert r.returncode == 1 and said in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert not (other / "translator.pt").exists()
 
 
 def test_cached_embeddings_change_nothing(tiny_build, trained, tmp_path):
