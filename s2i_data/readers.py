@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import storage
+from . import storage, untrusted
 
 IMAGE_EXTS = ("png", "jpg")
 MEMBERS = frozenset({"mel.npy", "png", "jpg", "cls", "json", "flac"})  # SPEC 2.6
-SHARD_NAME = re.compile(r"^(train|val|test)/(train|val|test)-\d{6}\.tar$")
+SHARD_NAME = untrusted.SHARD_NAME
 MAX_JSON = 64 * 1024  # a sample's metadata is a few hundred bytes
 MAX_CLS = 16
 
@@ -78,18 +78,13 @@ class Build:
         location = str(location)
         if not storage.exists(build_file(location, "stats.json")):
             raise SampleError(f"{location} holds no s2i-data build (no stats.json)")
-        build = cls(location, read_build_json(location, "build.json"), read_build_json(location, "stats.json"),
-                    shard_url or None, cache_dir or None, bool(skip_bad))
-        try:  # somebody else's build: the settings every reader relies on, checked once here
-            ok = (isinstance(build.config, dict) and isinstance(build.stats.get("classes"), list)
-                  and 0 < build.segment_seconds <= 60 and 8 <= build.image_size <= 4096
-                  and 8000 <= build.sample_rate <= 384000)
-        except (KeyError, TypeError, ValueError, AttributeError):
-            ok = False
-        if not ok:
-            raise SampleError(f"{location}: build.json/stats.json lack usable settings (segment_seconds, "
-                              "image_size, sample_rate, classes)")
-        return build
+        build_json, stats = read_build_json(location, "build.json"), read_build_json(location, "stats.json")
+        try:  # somebody else's build: everything readers rely on, checked once here (untrusted)
+            untrusted.build_settings(build_json, build_file(location, "build.json"))
+            untrusted.build_stats(stats, build_file(location, "stats.json"))
+        except untrusted.Untrusted as e:
+            raise SampleError(str(e)) from None
+        return cls(location, build_json, stats, shard_url or None, cache_dir or None, bool(skip_bad))
 
     def __str__(self) -> str:
         return self.location
@@ -139,7 +134,17 @@ class Build:
         return shard_list(self.location, split, self.shard_url)
 
     def manifest(self, columns: list[str] | None = None, name: str = "manifest.parquet"):
-        return read_build_parquet(self.location, name, columns)
+        """A table of the build; the sample tables (manifest.parquet) checked whole against the
+        contract (`untrusted.samples_table`) before any row is used."""
+        table = read_build_parquet(self.location, name, None if name == "manifest.parquet" else columns)
+        if name == "manifest.parquet":
+            try:
+                untrusted.samples_table(table, self.file(name), self.classes, self.segment_seconds)
+            except untrusted.Untrusted as e:
+                raise SampleError(str(e)) from None
+            if columns is not None:
+                table = table[columns]
+        return table
 
     def with_access(self, shard_url: str | None = None, cache_dir: str | None = None,
                     skip_bad: bool | None = None) -> "Build":
@@ -150,10 +155,10 @@ class Build:
 
 def check_shard_name(name: str) -> str:
     """``name`` when it is a shard name of the contract (``train/train-000000.tar``), else SampleError."""
-    m = SHARD_NAME.fullmatch(name) if isinstance(name, str) else None  # fullmatch: "$" allows a final \n
-    if not m or m.group(1) != m.group(2):
-        raise SampleError(f"shard name {name!r} is not of the form split/split-NNNNNN.tar; refusing to use it")
-    return name
+    try:
+        return untrusted.shard_name(name)
+    except untrusted.Untrusted as e:
+        raise SampleError(str(e)) from None
 
 
 def shard_location(template: str, name: str) -> str:

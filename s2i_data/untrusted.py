@@ -1,0 +1,239 @@
+"""The one place where values read from somebody else's files are checked before use.
+
+Builds, run folders, labelling pools and mirrors travel between labs, so everything read from
+them is hostile until it has passed a check here: a name is a plain name before it becomes part
+of a path, a number is finite and in range before it sizes, normalises or positions anything, a
+table has its columns with their types before a row of it is read. Readers (`readers.Build`,
+the plan on disk, run folders, pools, reports) call these on what they read and hand on only
+what passed; nothing else re-checks or trusts raw values.
+
+Every failure is an `Untrusted` (a ValueError) whose message names the file and the field, so
+a command prints it as its one line.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+NAME_MAX_BYTES = 200
+SPLITS = ("train", "val", "test")
+# bidirectional overrides and isolates make a name display as something else
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
+
+
+class Untrusted(ValueError):
+    """A value from a shared file that breaks the contract; the message names file and field."""
+
+
+def name(value, what: str) -> str:
+    """``value`` when it is a plain name (a class, a key, a video id, a model or run name): a
+    non-empty string of at most 200 UTF-8 bytes with no path separator, NUL, control or
+    bidirectional-override character, and not ``.`` or ``..``. Anything else is refused, so that
+    a name read from data can never become a path, a command option or a second line."""
+    if not isinstance(value, str):
+        raise Untrusted(f"{what}: {type(value).__name__} {_show(value)} is not a name")
+    if value in ("", ".", ".."):
+        raise Untrusted(f"{what}: {value!r} is not a name")
+    if len(value.encode("utf-8", "surrogatepass")) > NAME_MAX_BYTES:
+        raise Untrusted(f"{what}: {_show(value)} is longer than {NAME_MAX_BYTES} bytes")
+    for ch in value:
+        if ch in "/\\\0" or ch in _BIDI or unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp"):
+            raise Untrusted(f"{what}: {_show(value)} holds {ch!r}; a name may not hold path separators "
+                            "or control characters")
+    return value
+
+
+def names(values: Iterable, what: str, unique: bool = True) -> list[str]:
+    out = [name(v, f"{what}[{i}]") for i, v in enumerate(values)]
+    if unique and len(set(out)) != len(out):
+        dup = sorted({v for v in out if out.count(v) > 1})
+        raise Untrusted(f"{what}: {_show(dup[0])} appears twice")
+    return out
+
+
+def number(value, what: str, lo: float | None = None, hi: float | None = None, integer: bool = False,
+           above: float | None = None) -> float | int:
+    """``value`` as a finite int or float within [lo, hi] (and > ``above``); bools, strings, NaN
+    and infinities are refused."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise Untrusted(f"{what}: {_show(value)} is not a number")
+    if integer:
+        if isinstance(value, (float, np.floating)):
+            if not math.isfinite(value) or value != int(value):
+                raise Untrusted(f"{what}: {_show(value)} is not a whole number")
+        value = int(value)
+    else:
+        value = float(value)
+        if not math.isfinite(value):
+            raise Untrusted(f"{what}: {value} is not a finite number")
+    if (lo is not None and value < lo) or (hi is not None and value > hi) or (above is not None and value <= above):
+        rng = f"above {above:g}" if above is not None else f"in [{lo if lo is not None else '-inf'}, " \
+                                                           f"{hi if hi is not None else 'inf'}]"
+        raise Untrusted(f"{what}: {value} is out of range (must be {rng})")
+    return value
+
+
+def mapping(value, what: str) -> Mapping:
+    if not isinstance(value, Mapping):
+        raise Untrusted(f"{what}: a {type(value).__name__}, not an object")
+    return value
+
+
+def finite_vector(value, what: str, length: int | None = None) -> list[float]:
+    if not isinstance(value, list) or (length is not None and len(value) != length):
+        raise Untrusted(f"{what}: not a list of {length if length is not None else 'some'} numbers")
+    return [number(v, f"{what}[{i}]") for i, v in enumerate(value)]
+
+
+def _show(value, most: int = 60) -> str:
+    """A value as one short printable line: control characters escaped, long ones cut."""
+    text = repr(value) if not isinstance(value, str) else ascii(value)
+    return text if len(text) <= most else text[:most] + "…'"
+
+
+def printable(text: str, most: int = 200) -> str:
+    """``text`` (a file name, a reason) escaped so that it prints on one line, control
+    characters and bidirectional overrides shown as escapes."""
+    out = "".join(ch if ch.isprintable() and ch not in _BIDI else ascii(ch)[1:-1] for ch in str(text))
+    return out if len(out) <= most else out[:most] + "…"
+
+
+# --- a build's files (SPEC 2.6) ---------------------------------------------------------------
+
+SHARD_NAME = re.compile(r"^(train|val|test)/(train|val|test)-\d{6}\.tar$")
+MAX_CLASSES = 100_000
+MAX_COUNT = 10**9
+
+
+def shard_name(value, what: str = "shard name") -> str:
+    """``value`` when it is a shard name of the contract (``train/train-000000.tar``)."""
+    m = SHARD_NAME.fullmatch(value) if isinstance(value, str) else None  # fullmatch: "$" allows a final \n
+    if not m or m.group(1) != m.group(2):
+        raise Untrusted(f"{what} {_show(value)} is not of the form split/split-NNNNNN.tar; refusing to use it")
+    return value
+
+
+def build_settings(build_json, where: str) -> dict:
+    """build.json: the settings every reader relies on (segment, rate, picture size) in range."""
+    cfg = mapping(mapping(build_json, where).get("config"), f"{where}: config")
+    number(cfg.get("segment_seconds"), f"{where}: config.segment_seconds", above=0, hi=60)
+    number(cfg.get("image_size"), f"{where}: config.image_size", lo=8, hi=4096, integer=True)
+    number(cfg.get("sample_rate", 16000), f"{where}: config.sample_rate", lo=8000, hi=384000, integer=True)
+    fp = build_json.get("fingerprint")
+    if fp is not None and not (isinstance(fp, str) and re.fullmatch(r"[0-9a-zA-Z]{1,128}", fp)):
+        raise Untrusted(f"{where}: fingerprint {_show(fp)} is not a hex digest")
+    return build_json
+
+
+def build_stats(stats, where: str) -> dict:
+    """stats.json: classes are names, counts whole numbers, shard names of the contract, and the
+    train log-mel statistics finite with a range a normaliser can divide by."""
+    stats = mapping(stats, where)
+    classes = stats.get("classes")
+    if not isinstance(classes, list) or not 1 <= len(classes) <= MAX_CLASSES:
+        raise Untrusted(f"{where}: classes is not a list of 1 to {MAX_CLASSES} names")
+    names(classes, f"{where}: classes")
+    counts = mapping(stats.get("counts", {}), f"{where}: counts")
+    for split, per in counts.items():
+        if split not in SPLITS:
+            raise Untrusted(f"{where}: counts has split {_show(split)}")
+        for cls, n in mapping(per, f"{where}: counts.{split}").items():
+            if cls not in classes:
+                raise Untrusted(f"{where}: counts.{split} names class {_show(cls)}, which is not in classes")
+            number(n, f"{where}: counts.{split}.{cls}", lo=0, hi=MAX_COUNT, integer=True)
+    if "samples" in stats:
+        number(stats["samples"], f"{where}: samples", lo=0, hi=MAX_COUNT, integer=True)
+    shards = mapping(stats.get("shards", {}), f"{where}: shards")
+    for split, listed in shards.items():
+        if split not in SPLITS or not isinstance(listed, list):
+            raise Untrusted(f"{where}: shards.{_show(split)} is not a list of a split's shards")
+        for n in listed:
+            if shard_name(n, f"{where}: shards.{split}:").split("/")[0] != split:
+                raise Untrusted(f"{where}: shard {_show(n)} is listed under {split!r}")
+    pending = stats.get("pending_shards", [])
+    if not isinstance(pending, list):
+        raise Untrusted(f"{where}: pending_shards is not a list")
+    for n in pending:
+        shard_name(n, f"{where}: pending_shards:")
+    for flag in ("complete", "balanced"):
+        if flag in stats and not isinstance(stats[flag], bool):
+            raise Untrusted(f"{where}: {flag} is {_show(stats[flag])}, not true or false")
+    logmel_stats(stats.get("train_logmel", {"count": 0}), f"{where}: train_logmel")
+    return stats
+
+
+def logmel_stats(tl, what: str, bins: int | None = None) -> dict:
+    """The train log-mel statistics a normaliser is made from: finite, std not negative, and a
+    0.1-99.9 percentile range that is not empty (min-max scaling divides by it)."""
+    tl = mapping(tl, what)
+    count = number(tl.get("count", 0), f"{what}.count", lo=0, hi=MAX_COUNT * 1000, integer=True)
+    if not count:
+        return tl
+    for key in ("mean", "std"):
+        vec = finite_vector(tl.get(key), f"{what}.{key}", bins)
+        if key == "std" and min(vec, default=0) < 0:
+            raise Untrusted(f"{what}.std holds a negative value")
+    for key in ("global_mean", "global_std", "min", "max", "p0.1", "p1", "p50", "p99", "p99.9"):
+        if key in tl:
+            number(tl[key], f"{what}.{key}")
+    lo, hi = number(tl.get("p0.1"), f"{what}.p0.1"), number(tl.get("p99.9"), f"{what}.p99.9")
+    if not hi > lo:
+        raise Untrusted(f"{what}: p99.9 ({hi}) is not above p0.1 ({lo}); a normaliser cannot scale by that range")
+    if "min" in tl and "max" in tl and tl["min"] > tl["max"]:
+        raise Untrusted(f"{what}: min is above max")
+    return tl
+
+
+SAMPLE_COLUMNS = ("key", "split", "shard", "class", "class_index", "video_id", "segment_index", "start_s",
+                  "end_s", "source")
+
+
+def samples_table(df, where: str, classes: list[str], segment_seconds: float | None = None):
+    """A table of samples (manifest.parquet, ``_build/plan.parquet``): every column of the
+    contract, keys and video ids plain names without dots, splits and shards of the contract,
+    classes of the build with their own index, times finite and not negative."""
+    import pandas as pd
+
+    missing = [c for c in SAMPLE_COLUMNS if c not in df.columns]
+    if missing:
+        raise Untrusted(f"{where}: lacks column(s) {', '.join(missing)}")
+    for col in ("key", "video_id"):
+        values = df[col].tolist()
+        for i, v in enumerate(values):
+            name(v, f"{where}: row {i} {col}")
+            if col == "key" and "." in v:
+                raise Untrusted(f"{where}: row {i} key {_show(v)} holds a dot (webdataset splits members there)")
+    bad_split = ~df["split"].isin(SPLITS)
+    if bad_split.any():
+        i = int(bad_split.to_numpy().argmax())
+        raise Untrusted(f"{where}: row {i} split {_show(df['split'].iloc[i])} is not train, val or test")
+    for i, (sh, sp) in enumerate(zip(df["shard"].tolist(), df["split"].tolist())):
+        if shard_name(sh, f"{where}: row {i} shard").split("/")[0] != sp:
+            raise Untrusted(f"{where}: row {i} shard {_show(sh)} is not in its split {sp!r}")
+    index = {c: i for i, c in enumerate(classes)}
+    for i, (c, ci) in enumerate(zip(df["class"].tolist(), df["class_index"].tolist())):
+        if not isinstance(c, str) or c not in index:
+            raise Untrusted(f"{where}: row {i} class {_show(c)} is not a class of this build")
+        if number(ci, f"{where}: row {i} class_index", lo=0, integer=True) != index[c]:
+            raise Untrusted(f"{where}: row {i} class_index {ci} is not {c!r}'s ({index[c]})")
+    for col in ("start_s", "end_s", "segment_index"):
+        values = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values) | (values < 0) | (values > 1e7)
+        if bad.any():
+            i = int(bad.argmax())
+            raise Untrusted(f"{where}: row {i} {col} {_show(df[col].iloc[i])} is not a finite time or index >= 0")
+    if segment_seconds is not None and len(df):
+        span = df["end_s"].to_numpy(np.float64) - df["start_s"].to_numpy(np.float64)
+        off = np.abs(span - segment_seconds) > 1e-3
+        if off.any():
+            i = int(off.argmax())
+            raise Untrusted(f"{where}: row {i} spans {span[i]:g} s, the build's segments {segment_seconds:g} s")
+    for i, s in enumerate(df["source"].tolist()):
+        if not isinstance(s, str) or not s or "\0" in s or len(s) > 4096:
+            raise Untrusted(f"{where}: row {i} source {_show(s)} is not a file name")
+    return df
