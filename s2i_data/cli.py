@@ -307,7 +307,9 @@ def synth(
 def main() -> None:
     from s2i_data.cliutil import run_app
 
-    run_app(app, console, "interrupted")
+    from s2i_data.untrusted import Untrusted
+
+    run_app(app, console, "interrupted", expected=(Untrusted, OSError))
 
 
 if __name__ == "__main__":

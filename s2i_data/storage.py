@@ -92,12 +92,16 @@ def atomic_write(path, content: "bytes | str | Callable[[str], None]", keep_prev
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):  # a leftover, or a link somebody left in its place
+        os.unlink(tmp)
     try:
+        # O_EXCL | O_NOFOLLOW: the temporary is a new file of ours, never a link planted there
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            if not callable(content):
+                f.write(content.encode() if isinstance(content, str) else content)
         if callable(content):
             content(tmp)
-        else:
-            with open(tmp, "wb") as f:
-                f.write(content.encode() if isinstance(content, str) else content)
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -111,6 +115,36 @@ def atomic_write(path, content: "bytes | str | Callable[[str], None]", keep_prev
             os.unlink(tmp)
         raise
     fsync_dir(folder)
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def open_append(path, text: bool = True):
+    """``path`` opened for appending (created if missing), refusing a symlink in its place: an
+    append-only journal in a shared folder (metrics.jsonl, labels.csv) is never a way to write to
+    the file a link points at."""
+    path = os.fspath(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW, 0o644)
+    except OSError as e:
+        if os.path.islink(path):
+            raise OSError(f"cannot append to {path}: it is a symbolic link; refusing to follow it") from None
+        raise OSError(f"cannot append to {path}: {e.strerror}") from None
+    return os.fdopen(fd, "a" if text else "ab", encoding="utf-8" if text else None, newline="" if text else None)
+
+
+def folder_inside(root, *parts) -> str:
+    """``root/parts...`` made (as folders) and checked to lie inside ``root`` once links are
+    resolved: a subfolder of a shared folder that is a link to elsewhere is refused, so that no
+    write below it lands outside ``root``."""
+    root = os.fspath(root)
+    target = os.path.join(root, *parts)
+    os.makedirs(target, exist_ok=True)
+    real_root, real = os.path.realpath(root), os.path.realpath(target)
+    if os.path.commonpath([real_root, real]) != real_root:
+        raise OSError(f"{target} leads outside {root} (a symbolic link); refusing to write there")
+    return target
 
 
 def write_bytes(location: str, data: bytes) -> None:

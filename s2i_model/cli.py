@@ -564,12 +564,13 @@ def report(runs: Path = typer.Argument(..., help="a folder of evaluated runs (e.
 def main() -> None:
     from s2i_data.cliutil import run_app
     from s2i_data.readers import SampleError
+    from s2i_data.untrusted import Untrusted
 
     from s2i_model.checkpoint import CheckpointError
     from s2i_model.run import RunError
 
     run_app(app, console, "interrupted: re-run the same command to resume from the last checkpoint",
-            expected=(CheckpointError, SampleError, RunError))
+            expected=(CheckpointError, SampleError, RunError, Untrusted, OSError))
 
 
 if __name__ == "__main__":
