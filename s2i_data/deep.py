@@ -1,23 +1,33 @@
 """Content checks for verify: samples recomputed from their sources, apart from the builder.
 
-The builder decodes each video once (one ffmpeg run from a second before its first segment,
-the fps filter picking the frame on screen at every segment centre) and frames the audio with
-`features.log_mel_segments`. Here every source's whole audio track is decoded by its own ffmpeg
-run from the file's time zero, each segment's log-mel is framed again by a plain float64
-computation (frame i centred at start + (i + 0.5) * 10 ms, reading the neighbouring audio, zeros
-only outside the file), and each picture comes from its own ffmpeg run that keeps the frames up
-to the segment's centre and takes the last one (the frame on screen then). Shared with the
-builder: ffmpeg, the mel filter bank (checked against librosa in test_features) and the
-crop/scale filters, which define the picture of the contract.
+The builder decodes each video once (`media.decode_segments`: one ffmpeg run from a second
+before its first segment, the fps filter picking the frame on screen at every segment centre)
+and frames the audio with `features.log_mel_segments`. Here each segment's log-mel is framed
+again by a plain float64 computation (frame i centred at start + (i + 0.5) * 10 ms, reading the
+neighbouring audio, zeros only outside the decoded audio), and each picture comes from its own
+ffmpeg run that keeps the frames up to the segment's centre and takes the last one (the frame on
+screen then). Shared with the builder: ffmpeg, the mel filter bank (checked against librosa in
+test_features), the crop/scale filters, which define the picture of the contract, and the
+decoding of the audio.
+
+The audio is decoded by the builder's own call, `media.decode_segments` for the segments of the
+video in the manifest (`segment_starts`), so from the same seek point, with the same streams
+and arguments. It must be: an AAC decoder fills noise-substituted bands (PNS, which ffmpeg's AAC
+encoder uses on noisy sound, and uploads have) from a random generator that runs from the first
+packet it decodes, so the audio of a noisy file differs from one start to the next (log-mel
+|Δ| up to 4: a decode of the whole file from time zero, as here before, failed every sample of
+a video the builder had sought into). The other stream matters too: ffmpeg starts its clock at
+the earliest stream a run uses, so decoding the audio alone would start it later for an MPEG-TS
+whose audio starts after its video. Only a video whose first segment failed at build time (it
+is then not in the manifest) is decoded from another point than the builder's.
 
 Times are the manifest's: seconds from the start of the file's first audio and first video
-stream together, as the builder's probe and decoder see them. ffmpeg starts its clock at the
-earliest stream it uses, so both runs here use the other stream too (stream-copied to nothing).
-Decoding the audio alone (as `media.decode_audio` does) starts the clock at the audio's own
-start: later for an MPEG-TS whose audio starts after its video, which would shift every segment.
+stream together, as the builder's probe and decoder see them; the frame runs here keep the
+audio stream too (stream-copied to nothing) for the same reason.
 
 Tolerances, measured on the test corpora (tiny synth build, awkward-inputs build, full-scale
-tones and noise; see tests/s2i_data/test_verify.py):
+tones and noise, noisy AAC in MP4 and in late-audio MPEG-TS; see tests/s2i_data/test_verify.py
+and test_verify_pns.py):
 
 * ``MEL_TOL``: largest |Δ| of natural-log mel energies. Measured at most 1.3e-4 (the builder
   works in float32; the largest differences sit in quiet bands near the 1e-6 floor), so 1e-3,
@@ -63,6 +73,16 @@ DEFAULT_PER_SPLIT = 2  # what a plain `verify` recomputes: a gross swap shows, t
 FRAME_LEAD_S = 1.0  # seek this far before the instant, as the builder does (from the start if no frame is that close)
 
 
+def segment_starts(manifest) -> dict[str, tuple[float, ...]]:
+    """key → the start_s of every segment of its video (in its shard) in ``manifest``: what the
+    builder decoded that video for, in one run. Pass it to `ContentCheck` when it checks only
+    some of the samples, so that each video is decoded from where the builder decoded it."""
+    out: dict[str, tuple[float, ...]] = {}
+    for _, rows in manifest.groupby(["shard", "video_id"], sort=False):
+        out.update(dict.fromkeys(rows["key"], tuple(sorted(float(t) for t in rows["start_s"]))))
+    return out
+
+
 def sampled_keys(manifest, per_split: int) -> set[str]:
     """The ``per_split`` keys of each split with the smallest SHA-1: the same samples every run
     (a FAIL reproduces), spread over videos and shards by the hash."""
@@ -86,13 +106,14 @@ class Sample:
     flac: bytes | None = None
 
 
-def reference_log_mel(audio: np.ndarray, sr: int, start_s: float, frames: int) -> np.ndarray:
+def reference_log_mel(audio: np.ndarray, sr: int, start_s: float, frames: int,
+                      audio_start_s: float = 0.0) -> np.ndarray:
     """float64 [frames, 128]: the log-mel of SPEC 2.3 for a segment at ``start_s`` of ``audio``
-    (mono, sample 0 at time zero), one window per frame, zeros outside the audio."""
+    (mono, sample 0 at ``audio_start_s``), one window per frame, zeros outside the audio."""
     hop = sr // 100
     win = int(round(0.025 * sr))
     n_fft = 512 if sr == 16000 else int(2 ** np.ceil(np.log2(win)))
-    first = int(round(start_s * sr)) + hop // 2 + hop * np.arange(frames) - win // 2
+    first = int(round((start_s - audio_start_s) * sr)) + hop // 2 + hop * np.arange(frames) - win // 2
     idx = first[:, None] + np.arange(win)[None, :]
     x = _take(audio, idx)
     window = 0.54 - 0.46 * np.cos(2 * np.pi * np.arange(win) / win)  # periodic Hamming
@@ -110,20 +131,28 @@ def _ffmpeg(args: list[str], timeout: float, loglevel: str = "error") -> tuple[b
     return run.stdout, run.stderr
 
 
-# A second output that stream-copies the other kind of stream to nothing: no decoding, but the
-# clock then starts where the builder's does (see the module docstring).
-_OTHER_STREAM = {"audio": ["-map", "0:V:0", "-c", "copy", "-f", "null", "-"],
-                 "video": ["-map", "0:a:0", "-c", "copy", "-f", "null", "-"]}
+# A second output that stream-copies the audio to nothing: no decoding, but the clock then
+# starts where the builder's does (see the module docstring).
+_AUDIO_TO_NOTHING = ["-map", "0:a:0", "-c", "copy", "-f", "null", "-"]
 
 
-def decode_audio(path: str, sample_rate: int, timeout: float = 600.0) -> np.ndarray:
-    """The first audio stream of ``path`` as mono float32, sample 0 at the manifest's time zero."""
-    # first_pts=0: silence before a late-starting audio stream, so sample k sits at k / rate
+@dataclass
+class Audio:
+    """A source's audio as the builder decoded it: mono float32, sample 0 at ``start_s``."""
+
+    samples: np.ndarray
+    start_s: float
+
+
+def decode_like_builder(path: str, starts, seconds: float, sample_rate: int, image_size: int,
+                        timeout: float = 600.0) -> Audio:
+    """The audio of ``path`` decoded by the builder's call for segments at ``starts`` (the
+    frames it also gives are not used: pictures are checked by their own runs, `frames_at`)."""
     # the path comes from a manifest, i.e. from whoever made the build: only ever a local file
-    out, _ = _ffmpeg([*media.LOCAL_ONLY, "-i", media.as_input(path), "-map", "0:a:0", "-ac", "1",
-                      "-af", f"aresample={sample_rate}:first_pts=0",
-                      "-f", "f32le", "pipe:1", *_OTHER_STREAM["audio"]], timeout)
-    return np.frombuffer(out, "<f4").astype(np.float32)
+    probe = media.probe(path, timeout=timeout, local_only=True)
+    decoded = media.decode_segments(path, probe, starts, seconds, sample_rate=sample_rate, image_size=image_size,
+                                    timeout=timeout, local_only=True)
+    return Audio(decoded.audio, decoded.audio_start_s)
 
 
 def _take(audio: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -160,7 +189,7 @@ def frames_at(path: str, t: float, size: int, timeout: float = 120.0) -> list[np
         # the path comes from a manifest, i.e. from whoever made the build: only ever a local file
         args += ["-t", f"{rel + 0.2:.6f}", *media.LOCAL_ONLY, "-i", media.as_input(path), "-map", "0:V:0", "-vf", vf,
                  # passthrough: rawvideo would otherwise get a constant rate, with duplicated frames
-                 "-fps_mode", "passthrough", "-f", "rawvideo", "pipe:1", *_OTHER_STREAM["video"]]
+                 "-fps_mode", "passthrough", "-f", "rawvideo", "pipe:1", *_AUDIO_TO_NOTHING]
         out, err = _ffmpeg(args, timeout, loglevel="info")  # info: showinfo's line per frame
         pts = [int(p) for p in _SHOWINFO.findall(err)]
         tb = _TIME_BASE.search(err)
@@ -195,14 +224,19 @@ def _jpeg(img: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ContentCheck:
-    """Buffers the selected samples and compares them on `flush`, a source's samples together so
+    """Buffers the selected samples and compares them on `flush`, a video's samples together so
     that its audio is decoded once (a video lies in one shard: flushing only between shards keeps
-    that, and keeps a --deep run's memory to about a shard)."""
+    that, and keeps a --deep run's memory to about a shard).
+
+    ``segments`` (`segment_starts` of the manifest) says where the builder decoded each
+    sample's video from; without it, from the samples given, which is right when they are all
+    the video's samples (--deep)."""
 
     sample_rate: int
     seconds: float
     image_size: int
     workers: int = 1
+    segments: dict[str, tuple[float, ...]] | None = None
     errors: list[str] = field(default_factory=list)  # one line per mismatching sample
     notes: list[str] = field(default_factory=list)  # what could not be checked, and why
     checked: int = 0
@@ -214,19 +248,30 @@ class ContentCheck:
         self.pending.append(sample)
 
     def flush(self) -> None:
-        by_source: dict[str, list[Sample]] = defaultdict(list)
-        for s in self.pending:
-            by_source[s.source].append(s)
+        by_decode = self._by_decode(self.pending)
         self.pending = []
         with ThreadPoolExecutor(max_workers=max(1, self.workers)) as pool:
-            results = list(pool.map(self._source, by_source.items()))
+            results = list(pool.map(self._source, by_decode.items()))
         for errors, note, n in results:
             self.errors += errors
             self.notes += [note] if note else []
             self.checked += n
 
-    def _source(self, item: tuple[str, list[Sample]]) -> tuple[list[str], str | None, int]:
-        source, samples = item
+    def _by_decode(self, samples: list[Sample]) -> dict[tuple[str, tuple[float, ...]], list[Sample]]:
+        """``samples`` by the builder's decode that gave them: (source, its segments' starts)."""
+        by_video: dict[tuple[str, str], list[Sample]] = defaultdict(list)
+        for s in samples:
+            by_video[(s.shard, s.source)].append(s)
+        known = self.segments or {}
+        out: dict[tuple[str, tuple[float, ...]], list[Sample]] = defaultdict(list)
+        for (_, source), group in by_video.items():
+            given = tuple(sorted(s.start_s for s in group))
+            for s in group:
+                out[(source, known.get(s.key, given))].append(s)
+        return out
+
+    def _source(self, item: tuple[tuple[str, tuple[float, ...]], list[Sample]]) -> tuple[list[str], str | None, int]:
+        (source, starts), samples = item
         samples = sorted(samples, key=lambda s: s.key)
         what = f"{len(samples)} sample(s) of {samples[0].shard} ({', '.join(s.key for s in samples[:3])}" + \
                (", ...)" if len(samples) > 3 else ")")
@@ -236,8 +281,8 @@ class ContentCheck:
         if not os.path.isfile(path):
             return [], f"cannot check {what}: source missing: {source} (not a failure)", 0
         try:
-            audio = decode_audio(path, self.sample_rate)
-        except (media.MediaError, subprocess.TimeoutExpired, OSError) as e:
+            audio = decode_like_builder(path, starts, self.seconds, self.sample_rate, self.image_size)
+        except (media.MediaError, media.FFmpegKilled, subprocess.TimeoutExpired, OSError) as e:
             return [], f"cannot check {what}: source unreadable: {source}: {e}", 0
         errors = []
         for s in samples:
@@ -250,9 +295,9 @@ class ContentCheck:
                               + "; ".join(problems))
         return errors, None, len(samples)
 
-    def _compare(self, s: Sample, audio: np.ndarray, path: str) -> list[str]:
+    def _compare(self, s: Sample, audio: Audio, path: str) -> list[str]:
         problems = []
-        ref = reference_log_mel(audio, self.sample_rate, s.start_s, s.mel.shape[0])
+        ref = reference_log_mel(audio.samples, self.sample_rate, s.start_s, s.mel.shape[0], audio.start_s)
         d = np.abs(s.mel.astype(np.float64) - ref)
         if not d.max() <= MEL_TOL:
             problems.append(f"mel.npy vs the source's log-mel: max |Δ| {d.max():.3g}, mean {d.mean():.3g} "
@@ -271,7 +316,7 @@ class ContentCheck:
             problems += self._compare_flac(s, audio)
         return problems
 
-    def _compare_flac(self, s: Sample, audio: np.ndarray) -> list[str]:
+    def _compare_flac(self, s: Sample, audio: Audio) -> list[str]:
         import soundfile
 
         sr = self.sample_rate
@@ -283,8 +328,8 @@ class ContentCheck:
         if rate != sr or wave.ndim != 1 or len(wave) != n:
             return [f"flac is {len(wave)} samples x {wave.ndim if wave.ndim == 1 else wave.shape[1]} channel(s) "
                     f"at {rate} Hz, expected {n} x 1 at {sr} Hz"]
-        a0 = int(round(s.start_s * sr))
-        src = _take(audio, np.arange(a0, a0 + n))
+        a0 = int(round((s.start_s - audio.start_s) * sr))
+        src = _take(audio.samples, np.arange(a0, a0 + n))
         problems = []
         d = np.abs(wave - np.clip(src, -1, 1))
         if not d.max() <= FLAC_TOL:

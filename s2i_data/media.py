@@ -190,12 +190,13 @@ def _last_error(stderr: str) -> str:
     return (lines[-1] if lines else "ffmpeg printed nothing")[:200]
 
 
-def probe(path: str, timeout: float = 300.0) -> Probe:
+def probe(path: str, timeout: float = 300.0, local_only: bool = False) -> Probe:
     """Describe a file or raise `MediaError` with the reason it cannot be used.
 
     The header names the streams; a demux-only copy of the audio and video streams to framecrc
     lists their packets without decoding, so the usable span is where the data really is, not
-    what the header promises.
+    what the header promises. ``local_only``: ``path`` came from someone else's file (see
+    `input_args`).
     """
     if not os.path.isfile(path):
         raise MediaError("file not found")
@@ -204,7 +205,7 @@ def probe(path: str, timeout: float = 300.0) -> Probe:
     # One run: stderr describes the streams, stdout lists every packet of every audio and video
     # stream (demuxed and copied, never decoded). Output streams follow the -map order, all
     # video then all audio, which is how packets are matched back to input streams below.
-    cmd = [ffmpeg_exe(), *_BASE, "-i", path, "-map", "0:v?", "-map", "0:a?", "-c", "copy",
+    cmd = [ffmpeg_exe(), *_BASE, *input_args(path, local_only), "-map", "0:v?", "-map", "0:a?", "-c", "copy",
            "-f", "framecrc", "-"]
     # Own session: a Ctrl-C at the terminal stops the build (which then stops its workers), it
     # must not kill ffmpeg under a worker and make a good file look broken.
@@ -363,13 +364,13 @@ def _video_filter(probe: Probe, shift_s: float, step_s: float, size: int) -> str
 
 def decode(path: str, probe: Probe, audio_span_s: tuple[float, float], first_frame_s: float = 0.0,
            n_frames: int = 0, frame_step_s: float = 1.0, sample_rate: int = 16000,
-           image_size: int = 96, timeout: float = 600.0) -> Decoded:
+           image_size: int = 96, timeout: float = 600.0, local_only: bool = False) -> Decoded:
     """Decode a file once: its first audio stream as mono at ``sample_rate`` over ``audio_span_s``,
     and the frames on screen at ``first_frame_s + k * frame_step_s`` for k < ``n_frames``,
     square-cropped and scaled to ``image_size`` (fewer come back if the video ends first).
 
     One ffmpeg process writes the audio to stdout and the frames to a second pipe; a thread drains
-    the frames so neither pipe can fill up and stall the other.
+    the frames so neither pipe can fill up and stall the other. ``local_only``: see `input_args`.
     """
     # Seeking a second early costs a second of cheap decoding and keeps a long-held frame (a
     # slideshow, a frozen stream) that started before the span in reach of the fps filter.
@@ -379,7 +380,7 @@ def decode(path: str, probe: Probe, audio_span_s: tuple[float, float], first_fra
     cmd = [ffmpeg_exe(), *_BASE, "-loglevel", "error", "-threads", "1"]
     if seek > 0:
         cmd += ["-ss", f"{seek:.6f}"]
-    cmd += ["-i", path,
+    cmd += [*input_args(path, local_only),
             # first_pts=0 pads with silence when the audio starts after the container's zero
             # (and trims encoder priming), so sample k really sits at seek + k / rate.
             "-map", f"0:{probe.audio_index}", "-t", f"{stop - seek:.6f}", "-ac", "1",
@@ -421,6 +422,21 @@ def decode(path: str, probe: Probe, audio_span_s: tuple[float, float], first_fra
                    frames=frames.reshape(-1, image_size, image_size, 3))
 
 
+def decode_segments(path: str, probe: Probe, starts, seconds: float, sample_rate: int = 16000,
+                    image_size: int = 96, timeout: float = 600.0, local_only: bool = False) -> Decoded:
+    """`decode` for segments of ``seconds`` starting at ``starts`` (s): the audio from the first
+    to the end of the last, with a frame at every segment centre in between.
+
+    The builder's one decode of a video, and verify's repeat of it: the audio of some files
+    (AAC with noise substitution) depends on where decoding starts, so both must start alike.
+    """
+    first, last = min(starts), max(starts)
+    n_frames = max(int(round((t - first) / seconds)) for t in starts) + 1
+    return decode(path, probe, (first, last + seconds), first_frame_s=first + seconds / 2, n_frames=n_frames,
+                  frame_step_s=seconds, sample_rate=sample_rate, image_size=image_size, timeout=timeout,
+                  local_only=local_only)
+
+
 def decode_audio(path: str, sample_rate: int = 16000, timeout: float = 600.0) -> np.ndarray:
     """The first audio stream of any audio or video file, as mono float32 at ``sample_rate``,
     sample 0 at the file's time zero. Raises `MediaError` with the reason it cannot."""
@@ -454,6 +470,12 @@ def as_input(path) -> str:
 
 # Nested opens (a playlist in a .m3u8, say) may only reach local files: no network, no pipes.
 LOCAL_ONLY = ("-protocol_whitelist", "file")
+
+
+def input_args(path, local_only: bool) -> list[str]:
+    """``-i path``; with ``local_only`` (a path named in someone else's file: a manifest) as
+    `as_input` and reaching only local files. The decoded data is the same either way."""
+    return [*LOCAL_ONLY, "-i", as_input(path)] if local_only else ["-i", path]
 
 
 def header_duration(path, timeout: float = 60.0) -> float | None:

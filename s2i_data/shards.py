@@ -161,14 +161,10 @@ class MelStats:
 def _decode_video(video: dict, cfg: dict) -> media.Decoded:
     """Decode one video once: the run from its first to its last selected segment, with a frame
     at every segment centre in between (the fps filter drops everything else before cropping)."""
-    seconds = cfg["segment_seconds"]
     starts = [s["start_s"] for s in video["samples"]]
-    first, last = min(starts), max(starts)
-    n_frames = max(int(round((t - first) / seconds)) for t in starts) + 1
     with storage.fetched(video["source"]) as source:  # a local copy of a remote file
-        return media.decode(source, media.Probe.from_row(video["probe"]), (first, last + seconds),
-                            first_frame_s=first + seconds / 2, n_frames=n_frames, frame_step_s=seconds,
-                            sample_rate=cfg["sample_rate"], image_size=cfg["image_size"])
+        return media.decode_segments(source, media.Probe.from_row(video["probe"]), starts, cfg["segment_seconds"],
+                                     sample_rate=cfg["sample_rate"], image_size=cfg["image_size"])
 
 
 def _video_samples(video: dict, decoded: media.Decoded, cfg: dict) -> tuple[dict[str, dict], dict[str, str]]:
