@@ -13,8 +13,16 @@ def fail(console, message: str, code: int = 2) -> NoReturn:
     """One red line on ``console`` and exit ``code`` (2: the user's input is wrong)."""
     import typer
 
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[red]error:[/red] {_text(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _text(message) -> str:
+    """A message as rich shows it verbatim: a file name such as ``a[/]b.wav`` in it is text, not
+    (broken) markup."""
+    from rich.markup import escape
+
+    return escape(str(message))
 
 
 def require_build(console, location: str, marker: str = "stats.json", hint: str = "") -> None:
@@ -42,12 +50,12 @@ def run_app(app, console, interrupted: str, expected: tuple[type[BaseException],
     except expected as e:
         if os.environ.get("S2I_DEBUG"):
             raise
-        console.print(f"[red]error:[/red] {e}", highlight=False)
+        console.print(f"[red]error:[/red] {_text(e)}", highlight=False)
         sys.exit(1)
     except Exception as e:  # a bug, not bad input
         if os.environ.get("S2I_DEBUG"):
             raise
-        console.print(f"[red]internal error:[/red] {type(e).__name__}: {e} "
+        console.print(f"[red]internal error:[/red] {type(e).__name__}: {_text(e)} "
                       "(set S2I_DEBUG=1 for the traceback; please report it)", highlight=False)
         sys.exit(1)
     finally:

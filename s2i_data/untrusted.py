@@ -237,3 +237,30 @@ def samples_table(df, where: str, classes: list[str], segment_seconds: float | N
         if not isinstance(s, str) or not s or "\0" in s or len(s) > 4096:
             raise Untrusted(f"{where}: row {i} source {_show(s)} is not a file name")
     return df
+
+
+# --- live and imagine: sound samples and the names shown for them (issue 24, helper H5) --------
+
+PATH_SHOWN_MAX = 4096  # PATH_MAX: a path printed as a result is shown whole, never cut
+SAMPLE_MAX = 1e4  # 80 dB over full scale: the log-mel of a frame stays far from float32's overflow
+
+
+def path_shown(path) -> str:
+    """A file name or path (or a stream's name) as one printable line, whole: a newline or control
+    character in it is escaped, so a hostile name cannot forge a second line of output, and a
+    name that is not UTF-8 prints instead of failing to encode."""
+    import os
+
+    return printable(os.fsdecode(path) if isinstance(path, (bytes, os.PathLike)) else str(path), most=PATH_SHOWN_MAX)
+
+
+def audio_samples(chunk) -> tuple[np.ndarray, int]:
+    """(float32 samples, how many were NaN or infinite): a decoder hands those on from a float
+    file as they are, and they would make every loudness, log-mel and picture of their window NaN;
+    they are read as silence (0). Finite samples beyond ±`SAMPLE_MAX` are clipped there."""
+    x = np.asarray(chunk, np.float32).ravel()
+    if x.size == 0 or float(np.max(np.abs(x))) <= SAMPLE_MAX:  # NaN fails the comparison: checked below
+        return x, 0
+    bad = ~np.isfinite(x)
+    x = np.clip(np.where(bad, np.float32(0), x), -SAMPLE_MAX, SAMPLE_MAX).astype(np.float32)
+    return x, int(bad.sum())

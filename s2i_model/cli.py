@@ -310,6 +310,9 @@ def imagine(
     Exit status with a folder: 0 when at least one file was imagined, 1 when none was.
     """
     from s2i_model.checkpoint import CheckpointError
+    from rich.markup import escape
+
+    from s2i_data.untrusted import path_shown
     from s2i_model.imagine import ImagineError, imagine_file, imagine_folder, imagine_split, media_files
     from s2i_model.run import RunError, load_model
 
@@ -326,7 +329,7 @@ def imagine(
     if source is None:
         _fail("give an audio or video file, a folder, or --data BUILD")
     if not source.exists():
-        _fail(f"{source}: no such file or folder")
+        _fail(f"{path_shown(source)}: no such file or folder")
     if source.is_dir() and out_dir is None:
         _fail("a folder needs --out-dir (a grid per file is written there)")
     try:
@@ -340,10 +343,10 @@ def imagine(
         done = skipped = 0
         for _, grid, reason in imagine_folder(tr, source, out_dir, n, max_windows, seed):
             if grid is None:
-                console.print(f"[yellow]skipped:[/yellow] {reason}", highlight=False)
+                console.print(f"[yellow]skipped:[/yellow] {escape(reason)}", highlight=False)
                 skipped += 1
             else:
-                print(grid, flush=True)
+                print(path_shown(grid), flush=True)  # one line per file, whatever its name holds
                 done += 1
         if skipped:
             console.print(f"imagined {done} of {done + skipped} files ({skipped} skipped)", highlight=False)
@@ -357,9 +360,9 @@ def imagine(
         _fail(str(e), 1)
         return
     except OSError as e:  # the output side: unwritable folder, full disk, a name too long
-        _fail(f"cannot write the pictures: {e.strerror or e} ({e.filename})", 1)
+        _fail(f"cannot write the pictures: {e.strerror or e} ({path_shown(e.filename)})", 1)
         return
-    print(grid)
+    print(path_shown(grid))
 
 
 @app.command()
@@ -379,7 +382,8 @@ def live(
                                                 "the class line is the class whose judge finds the pictures most informative"),
     port: int = typer.Option(8766, help="the page's port (0: any free port)"),
     host: str = typer.Option("127.0.0.1", help="127.0.0.1: this machine only"),
-    record: Optional[Path] = typer.Option(None, help="write every picture and DIR/live.jsonl here"),
+    record: Optional[Path] = typer.Option(None, help="write every picture and DIR/live.jsonl here: a new or empty "
+                                          "folder (one that holds anything is refused: nothing is replaced)"),
     realtime: bool = typer.Option(False, "--realtime", help="a file or stdin read at its own speed, as if live"),
     format: Optional[str] = typer.Option(None, "--format", help="ffmpeg input format of a device (pulse, alsa, ...)"),
     pcm_rate: int = typer.Option(16000, help="sample rate of the PCM on stdin"),

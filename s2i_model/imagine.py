@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from s2i_data import features, media
+from s2i_data import features, media, storage
+from s2i_data.untrusted import audio_samples, path_shown, printable
 from s2i_data.readers import Build
 from s2i_data.sources import VIDEO_EXTENSIONS
 
@@ -123,6 +124,7 @@ class _Pass:
 
     total: int = 0  # samples decoded
     peak: float = 0.0
+    invalid: int = 0  # NaN or infinite samples, read as silence
     mels: dict | None = None  # window index -> log-mel [frames, 128]
 
 
@@ -163,6 +165,8 @@ def _stream_pass(path: Path, seconds: float, sr: int, wanted: list[int] | None, 
 
     try:
         for chunk in media.stream_audio(path, sr, chunk_samples, idle_timeout):
+            chunk, bad = audio_samples(chunk)  # a float file's NaN or inf is silence, not NaN pictures
+            out.invalid += bad
             if chunk.size:
                 out.peak = max(out.peak, float(np.max(np.abs(chunk))))
             buf = np.concatenate([buf, chunk])
@@ -174,7 +178,7 @@ def _stream_pass(path: Path, seconds: float, sr: int, wanted: list[int] | None, 
             buf, buf_start = buf[keep - buf_start:], keep
         compute(out.total, ended=True)
     except media.MediaError as e:
-        raise ImagineError(f"{path}: {e}") from None
+        raise ImagineError(f"{path_shown(path)}: {printable(str(e))}") from None  # ffmpeg's line may quote the name
     return out
 
 
@@ -199,7 +203,7 @@ def sound_windows(path: Path, seconds: float = 1.0, max_windows: int = 60, idle_
         raise ImagineError(f"max_windows must be at least 1, not {max_windows}")
     if not os.path.isfile(path):
         # A pipe or a device may never end (/dev/urandom) and cannot be read twice.
-        raise ImagineError(f"{path}: " + ("file not found" if not os.path.exists(path) else
+        raise ImagineError(f"{path_shown(path)}: " + ("file not found" if not os.path.exists(path) else
                                           "not a regular file (a folder, pipe or device): save the sound to a file"))
     claimed = media.header_duration(path)
     est = int(np.floor(claimed / seconds + 1e-6)) if claimed is not None else None
@@ -208,15 +212,16 @@ def sound_windows(path: Path, seconds: float = 1.0, max_windows: int = 60, idle_
     length = first.total / sample_rate
     n = _whole_windows(first.total, seconds, sample_rate)
     if n < 1:
-        raise ImagineError(f"{path}: too short ({length:.2f} s of sound; a window is {seconds:g} s)")
+        raise ImagineError(f"{path_shown(path)}: too short ({length:.2f} s of sound; a window is {seconds:g} s)")
     if first.peak < SILENCE:
-        raise ImagineError(f"{path}: silent (peak below {SILENCE:g}): nothing to imagine")
+        bad = f"; its {first.invalid} NaN or infinite samples count as silence" if first.invalid else ""
+        raise ImagineError(f"{path_shown(path)}: silent (peak below {SILENCE:g}{bad}): nothing to imagine")
     keep = _picked(n, max_windows)
     mels = first.mels or {}
     if not all(i in mels for i in keep):
         mels = _stream_pass(path, seconds, sample_rate, keep, max_windows, idle_timeout, chunk_samples).mels
         if not all(i in mels for i in keep):
-            raise ImagineError(f"{path}: changed while being read (the second decode is shorter)")
+            raise ImagineError(f"{path_shown(path)}: changed while being read (the second decode is shorter)")
     return np.stack([mels[i] for i in keep]), [i * seconds for i in keep]
 
 
@@ -227,20 +232,24 @@ def media_files(folder: Path) -> list[Path]:
 
 
 def imagine_file(tr: SoundToImage, path: Path, n: int, grid: Path, out_dir: Path | None = None,
-                 max_windows: int = 60, seed: int = 0, prefix: str | None = None) -> Path:
+                 max_windows: int = 60, seed: int = 0, prefix: str | None = None, inside: Path | None = None) -> Path:
     """The grid of a file (a row per window), and with ``out_dir`` every picture in it as
-    ``{prefix}{start:07.1f}s_{k}.png`` (``prefix`` defaults to ``{stem}_``)."""
+    ``{prefix}{start:07.1f}s_{k}.png`` (``prefix`` defaults to ``{stem}_``); ``inside``: a folder
+    that grid and pictures must not leave through a link (`storage.folder_inside`)."""
     seconds, sample_rate = tr.window
     mels, starts = sound_windows(path, seconds, max_windows=max_windows, sample_rate=sample_rate)
     imgs = picture_bytes(tr, torch.stack([tr.norm(m) for m in mels]), n, seed, per_call=PICTURES_PER_CALL)
     rows = [(f"{t:g}-{t + seconds:g} s", None, list(imgs[i])) for i, t in enumerate(starts)]
+    for d in (grid.parent, out_dir) if inside is not None else ():
+        if d is not None:
+            storage.folder_inside(inside, *d.relative_to(inside).parts)
     save_grid(rows, grid)
     if out_dir is not None:
         prefix = f"{path.stem}_" if prefix is None else prefix
-        out_dir.mkdir(parents=True, exist_ok=True)
         for i, t in enumerate(starts):
-            for k in range(n):
-                Image.fromarray(imgs[i, k]).save(out_dir / f"{prefix}{t:07.1f}s_{k}.png")
+            for k in range(n):  # a temporary, then a rename: never written through a link left in out_dir
+                storage.atomic_write(out_dir / f"{prefix}{t:07.1f}s_{k}.png",
+                                     lambda tmp, im=imgs[i, k]: Image.fromarray(im).save(tmp, format="PNG"))
     return grid
 
 
@@ -274,15 +283,16 @@ def imagine_folder(tr: SoundToImage, folder: Path, out_dir: Path, n: int = 8, ma
         rel = path.relative_to(folder)
         long = [c for c in (*rel.parts, grid.name) if len(os.fsencode(c)) > limit]
         if long:
-            yield path, None, (f"{path}: its output name would be {len(os.fsencode(long[0]))} bytes, over the "
+            yield path, None, (f"{path_shown(path)}: its output name would be {len(os.fsencode(long[0]))} bytes, over the "
                                f"{limit}-byte limit for a file name: rename the file")
             continue
         try:
-            yield path, imagine_file(tr, path, n, grid, pictures, max_windows, seed, prefix=""), ""
+            yield path, imagine_file(tr, path, n, grid, pictures, max_windows, seed, prefix="", inside=out_dir), ""
         except ImagineError as e:
             yield path, None, str(e)
         except OSError as e:  # the output side: a name taken by a folder, no space, no permission
-            yield path, None, f"{path}: cannot write its pictures: {e.strerror or e} ({e.filename})"
+            where = f" ({path_shown(e.filename)})" if e.filename else ""
+            yield path, None, f"{path_shown(path)}: cannot write its pictures: {e.strerror or e}{where}"
 
 
 def imagine_split(tr: SoundToImage, data: Build | str | Path, split: str, out: Path, n: int = 4, per_class: int = 2,

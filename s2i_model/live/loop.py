@@ -14,6 +14,7 @@ its pictures were handed to the page (`Hub.publish`); the recording is written a
 from __future__ import annotations
 
 import io
+import math
 import statistics
 import threading
 import time
@@ -108,9 +109,10 @@ class Imaginer:
         if self.classifier is not None:
             p = class_scores(self.classifier, imgs.float())
             k = int(p.argmax())
-            res.label = self.class_names[k] if self.class_names and k < len(self.class_names) else f"class {k}"
-            res.confidence = round(float(p[k]), 4)
-            res.shown = res.confidence >= self.gate
+            if math.isfinite(float(p[k])):  # a classifier with NaN weights names no class (and writes no NaN)
+                res.label = self.class_names[k] if self.class_names and k < len(self.class_names) else f"class {k}"
+                res.confidence = round(float(p[k]), 4)
+            res.shown = res.confidence is not None and res.confidence >= self.gate
         res.png = [png_bytes(im) for im in res.pictures]
         return res
 
@@ -170,6 +172,7 @@ class Summary:
     dropped: int = 0
     quiet: int = 0
     seconds: float = 0.0  # of sound heard
+    invalid_samples: int = 0  # NaN or infinite samples in it, heard as silence
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=10_000))  # the last ones, for the summary
     error: str | None = None
 
@@ -180,7 +183,8 @@ class Summary:
     def line(self) -> str:
         med = statistics.median(self.latencies_ms) if self.latencies_ms else None
         lat = f", latency median {med:.0f} ms, p95 {self.latency(0.95):.0f} ms" if med is not None else ""
-        return (f"{self.seconds:.1f} s of sound: {self.windows} windows, {self.made} made "
+        bad = f" ({self.invalid_samples} NaN or infinite samples heard as silence)" if self.invalid_samples else ""
+        return (f"{self.seconds:.1f} s of sound{bad}: {self.windows} windows, {self.made} made "
                 f"({self.quiet} quiet), {self.dropped} dropped{lat}")
 
 
@@ -208,6 +212,7 @@ def run(source: Source, windower: Windower, imaginer: Callable[[Window], Result]
             err = e
         finally:
             summary.seconds = windower.samples / windower.sr
+            summary.invalid_samples = windower.invalid
             box.put(_End(err), final=True)
 
     reader = threading.Thread(target=read, name="live-reader", daemon=True)

@@ -4,6 +4,7 @@ the page served, the windows imagined until the input ends, the recording closed
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import threading
@@ -126,6 +127,9 @@ def prepare(opts: LiveOptions, log=print):
 
     if not (0 < opts.hop <= 60) or opts.n < 1:
         raise LiveError(f"--hop must be in (0, 60] s and -n at least 1 (got {opts.hop:g} and {opts.n})")
+    if not math.isfinite(opts.quiet_db) or (opts.gate is not None and not math.isfinite(opts.gate)):
+        # (they are recorded in live.json, which must stay JSON)
+        raise LiveError(f"--quiet-db and --gate must be finite numbers (got {opts.quiet_db:g} and {opts.gate})")
     if opts.threads >= 1:
         # A live loop wants steady latency, not throughput: on a 2-core machine with anything else
         # running, two torch threads spin against the reader, the page and the other programs, and

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from s2i_data import media
+from s2i_data.untrusted import path_shown, printable
 
 URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 # Microphone blocks and pipe reads: 20 ms, so the chunk size adds at most that to the latency.
@@ -55,8 +56,10 @@ class FfmpegSource(Source):
     def __init__(self, input: str, sample_rate: int, realtime: bool = False, fmt: str | None = None,
                  pcm_rate: int | None = None, stall_timeout: float = 10.0, stdin=None) -> None:
         self.sample_rate, self.stall_timeout = sample_rate, stall_timeout
-        # what is shown and recorded: a URL's user and password stay out of the page and live.json
-        self.name = "stdin" if input == "-" else re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1***@", input)
+        # what is shown and recorded: a URL's user and password stay out of the page and live.json,
+        # and a newline or control character in a name is escaped (it cannot forge a line)
+        self.name = "stdin" if input == "-" else path_shown(re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1***@",
+                                                                   input))
         self._raw = input
         before: list[str] = []
         if input == "-":
@@ -75,14 +78,14 @@ class FfmpegSource(Source):
             before += ["-analyzeduration", "500000", "-probesize", "65536"]
         elif os.path.isfile(input):
             if os.path.getsize(input) == 0:
-                raise SourceError(f"{input}: empty file (0 bytes)")
+                raise SourceError(f"{self.name}: empty file (0 bytes)")
             before += list(media.LOCAL_ONLY)
             arg = media.as_input(input)
             self.live = realtime
         elif os.path.isdir(input):
-            raise SourceError(f"{input}: a folder, not a file or stream (imagine takes folders)")
+            raise SourceError(f"{self.name}: a folder, not a file or stream (imagine takes folders)")
         else:
-            raise SourceError(f"{input}: no such file, and not a stream URL (scheme://...)")
+            raise SourceError(f"{self.name}: no such file, and not a stream URL (scheme://...)")
         if realtime:
             before.insert(0, "-re")
         self.cmd = [media.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", *([] if input == "-" else ["-nostdin"]),
@@ -127,7 +130,7 @@ class FfmpegSource(Source):
             err.join(timeout=5)
             if proc.returncode != 0:
                 reason = _reason(b"".join(tail).decode("utf-8", "replace"), proc.returncode).replace(self._raw, self.name)
-                raise SourceError(f"{self.name}: {reason}")
+                raise SourceError(f"{self.name}: {printable(reason)}")
             if len(pending) >= 4:
                 yield np.frombuffer(bytes(pending[: len(pending) // 4 * 4]), "<f4").copy()
         finally:
@@ -190,7 +193,7 @@ class MicrophoneSource(Source):
         except (ValueError, sd.PortAudioError):
             raise SourceError("no microphone: this machine has no audio input device" if device is None
                               else f"no audio input device {device!r} (python -m sounddevice lists them)") from None
-        self.name = f"microphone ({info['name']})"
+        self.name = f"microphone ({printable(info['name'])})"
         self.sample_rate, self.device, self.stall_timeout = sample_rate, device, stall_timeout
         self._q: queue.Queue = queue.Queue(maxsize=500)  # 10 s of 20 ms blocks
         self._closed = threading.Event()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from s2i_data import features
+from s2i_data import features, untrusted
 
 
 @dataclass
@@ -55,6 +55,7 @@ class Windower:
         self._audio = np.zeros(0, np.float32)
         self._audio_start = 0  # stream sample index of _audio[0]
         self.samples = 0
+        self.invalid = 0  # NaN or infinite samples of the source, heard as silence
         self.next = 0  # index of the next window
         # The last frame of a window reads this far past its end (7.5 ms at 16 kHz).
         self._lookahead = max(0, int(round(0.025 * sample_rate)) // 2 - fhop // 2)
@@ -63,7 +64,10 @@ class Windower:
         return self.size + k * self.step
 
     def push(self, chunk: np.ndarray) -> list[Window]:
-        chunk = np.asarray(chunk, np.float32).ravel()
+        # Every source comes through here: a float file's NaN or inf is silence before it can make
+        # a loudness, a log-mel or a picture NaN (and the journal's and page's JSON invalid).
+        chunk, bad = untrusted.audio_samples(chunk)
+        self.invalid += bad
         now = time.monotonic()
         self.samples += chunk.size
         self._audio = np.concatenate([self._audio, chunk])
