@@ -330,16 +330,23 @@ def test_address_classes():
     assert {a: address_class(_ip(a)) for a in cases} == cases
 
 
-def test_the_users_own_proxy_is_still_used(video, tmp_path):
-    """A proxy in the environment (here another guard on loopback, standing in for a lab's
-    proxy) carries the download's connections, as it did before the guard."""
-    with Hostile({"prox1": video}, {"prox1": "ok"}) as mirror, \
+def test_the_users_own_proxy_is_still_used_and_redirects_still_checked(video, tmp_path):
+    """A proxy in the environment (here another guard on loopback that lets anything through,
+    standing in for a lab's proxy) carries the download's connections as it did before the guard;
+    a redirect to another loopback host is still refused, before the lab's proxy hears of it."""
+    with Hostile({"x": video}, {"x": "ok"}, host="127.0.0.2", bind="127.0.0.2") as other, \
+            Hostile({"prox1": video, "away": video}, {"prox1": "ok", "away": "redirect"},
+                    redirects={"away": other.template.replace("{ytid}", "x")}) as mirror, \
             Guard(mirror.template, Limits()) as lab_proxy:
+        lab_proxy.allowed = frozenset({_ip("127.0.0.1"), _ip("127.0.0.2")})
         csv = tmp_path / "ids.csv"
-        csv.write_text("prox1,0,10,dog\n")
+        csv.write_text("prox1,0,10,dog\naway,0,10,dog\n")
         env = {k: v for k, v in os.environ.items() if k.lower() not in ("no_proxy", "http_proxy", "all_proxy")}
         env["http_proxy"] = lab_proxy.url
         run = _run(csv, tmp_path / "root", mirror.template, "--attempts", "1", env=env)
         assert run.returncode == 0, run.stderr
-        assert table(tmp_path / "root").loc["prox1_000000", "status"] == "ok"
+        t = table(tmp_path / "root")
+        assert t.loc["prox1_000000", "status"] == "ok", t.loc["prox1_000000", "reason"]
         assert lab_proxy.received >= (video.stat().st_size // 4)  # the window's bytes came through it
+        assert "refused to connect to 127.0.0.2" in t.loc["away_000000", "reason"]
+        assert other.requests("x") == []
