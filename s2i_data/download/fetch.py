@@ -325,9 +325,10 @@ def fetch(ytid: str, start: float, end: float, folder: Path, key: str, root: Pat
         guard = s.guard()
         work.mkdir(parents=True, exist_ok=True)
         with guard, _paced(slots)(ydl_options(work, start, end, s, guard.url)) as ydl:
-            path, duration = _window(ydl, guard, url, start, end, work, s)
-        if path is None:
-            return duration  # the video does not hold the window
+            got = _window(ydl, guard, url, start, end, work, s)
+        if isinstance(got, Outcome):
+            return got  # the video does not hold the window
+        path, duration = got
         out = keep(path, folder / f"{key}{path.suffix.lower()}", root)
         out.duration_s = duration
         return out
@@ -340,47 +341,49 @@ def fetch(ytid: str, start: float, end: float, folder: Path, key: str, root: Pat
 def _failure(e: Exception, guard: Guard | None) -> Outcome:
     """What a failed attempt records: the server's own permanent answer (404, private, ...) when
     it gave one, else what the guard cut or refused, else the error itself."""
-    if isinstance(e, Incomplete):
-        status, transient, retry = "error", True, None
-    else:
-        status, transient = classify(_message(e) + " " + " ".join(_message(c) for c in _causes(e)))
-        retry = retry_after(e)
+    status, transient = _classify(e)
     event = guard.failure if guard is not None else None
     if event is not None and status not in ("private", "removed", "unavailable"):
         return Outcome("error", event.reason, transient=event.transient)
-    return Outcome(status, str(e) if isinstance(e, Incomplete) else _message(e), transient=transient,
-                   retry_after_s=retry)
+    if isinstance(e, Incomplete):
+        return Outcome(status, str(e), transient=transient)
+    return Outcome(status, _message(e), transient=transient, retry_after_s=retry_after(e))
 
 
-def _window(ydl, guard: Guard, url: str, start: float, end: float, work: Path, s: FetchSettings):
-    """(the checked clip, its seconds), or (None, the outcome) when the video is too short."""
+def _classify(e: Exception) -> tuple[str, bool]:
+    if isinstance(e, Incomplete):
+        return "error", True
+    return classify(_message(e) + " " + " ".join(_message(c) for c in _causes(e)))
+
+
+def _window(ydl, guard: Guard, url: str, start: float, end: float, work: Path,
+            s: FetchSettings) -> tuple[Path, float] | Outcome:
+    """(the checked clip, its seconds), or the outcome of a video too short for the window."""
     info = ydl.extract_info(url, download=False) or {}
     length = info.get("duration")
     if length is not None:  # known before any download (YouTube): a short video is settled here
         short = short_window(untrusted.number(length, f"{url}: duration", lo=0), start, end)
         if short:
-            return None, short
+            return short
     try:
         ydl.process_ie_result(info, download=True)
         path = _produced(work)
         return path, check_clip(path, end - start)
     except Exception as e:  # noqa: BLE001 - which ones a whole file can mend is decided below
-        if not info.get("direct") or guard.failure is not None or _permanent(e):
-            raise
+        if not info.get("direct") or guard.failure is not None or _classify(e)[0] != "error":
+            raise  # not a plain file, cut off by the guard, or the server's own no
     return _whole_then_cut(ydl, guard, info, start, end, work, s)
 
 
-def _permanent(e: Exception) -> bool:
-    if isinstance(e, Incomplete):
-        return False
-    return classify(_message(e) + " " + " ".join(_message(c) for c in _causes(e)))[0] != "error"
-
-
-def _whole_then_cut(ydl, guard: Guard, info: dict, start: float, end: float, work: Path, s: FetchSettings):
+def _whole_then_cut(ydl, guard: Guard, info: dict, start: float, end: float, work: Path,
+                    s: FetchSettings) -> tuple[Path, float] | Outcome:
     """The window of a direct file that ffmpeg could not cut over HTTP: the whole file (through the
     same guard, at most ``max_file_mb``, its length then known), cut here."""
     for p in work.iterdir():  # what the windowed try left
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
     guard.max_bytes = guard.received + int(s.max_file_mb * 1e6)
     ydl.params.pop("download_ranges", None)
     ydl.params["force_keyframes_at_cuts"] = False
@@ -398,7 +401,7 @@ def _whole_then_cut(ydl, guard: Guard, info: dict, start: float, end: float, wor
         raise Incomplete(f"downloaded file is not usable: {e} (truncated transfer?)") from None
     short = short_window(length, start, end)
     if short:
-        return None, short
+        return short
     clip = work / "window.mp4"
     # as yt-dlp cuts over HTTP: seek, re-encode so that the clip starts with a keyframe
     cmd = [ffmpeg_cmd(), "-nostdin", "-y", "-loglevel", "error", "-ss", f"{start:.6f}", "-t", f"{end - start:.6f}",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -36,7 +37,8 @@ from test_download import Mirror, cli, make_video, table
 class Hostile(Mirror):
     """The test mirror with more behaviours: ``trickle`` (headers, then a byte every 0.2 s),
     ``silent`` (headers, then nothing), ``slowfile`` (the file in 200 pieces over 100 s), and
-    ``redirect`` (302 to ``self.redirects[id]``). They stop when the test ends. ``bind``: its
+    ``redirect`` (302 to ``self.redirects[id]``), ``endless`` (an MP4 whose media data never ends,
+    no Content-Length). They stop when the test ends. ``bind``: its
     loopback address; ``host``: how the template names it."""
 
     def __init__(self, files, behaviour, redirects=None, host="127.0.0.1", bind="127.0.0.1") -> None:
@@ -69,6 +71,8 @@ class Hostile(Mirror):
             h.send_header("Content-Length", "0")
             h.end_headers()
             return
+        if kind == "endless":
+            return self.endless(h, ytid)
         if kind not in ("trickle", "silent", "slowfile"):
             return super().handle(h)
         body = self.data[ytid]
@@ -90,6 +94,24 @@ class Hostile(Mirror):
             self.done.wait()  # silent: hold the connection open, send nothing
         except OSError:
             pass  # the client (the guard) hung up
+
+
+    def endless(self, h: BaseHTTPRequestHandler, ytid: str) -> None:
+        """An ftyp box, then an mdat box that claims 2^60 bytes (the index would follow it)."""
+        self._note(ytid, 200)
+        h.send_response(200)
+        h.send_header("Content-Type", "video/mp4")
+        h.send_header("Connection", "close")
+        h.end_headers()
+        ftyp = struct.pack(">I4s4sI8s", 24, b"ftyp", b"isom", 512, b"isomiso2")
+        mdat = struct.pack(">I4sQ", 1, b"mdat", 1 << 60)
+        try:
+            h.wfile.write(ftyp + mdat)
+            while not self.done.is_set():
+                h.wfile.write(bytes(1 << 16))
+        except OSError:
+            pass  # the client (the guard) hung up
+        h.close_connection = True
 
 
 def make_tail_video(path: Path, seconds: float = 14.0) -> Path:
@@ -134,6 +156,19 @@ def test_trickling_and_silent_mirrors_are_cut(video, tmp_path):
     assert trickle["attempts"] == silent["attempts"] == 2
     assert "(after 2 attempts)" in trickle["reason"]
     assert not list((tmp_path / "root").rglob("*.mp4"))
+
+
+def test_an_endless_file_is_bounded(tmp_path, video):
+    """A mirror whose file never ends (its index is never reached) is cut at --max-file-mb."""
+    with Hostile({"endless1": video}, {"endless1": "endless"}) as mirror:
+        csv = tmp_path / "ids.csv"
+        csv.write_text("endless1,0,10,dog\n")
+        run = _run(csv, tmp_path / "root", mirror.template, "--max-file-mb", "3", "--attempts", "2", "--backoff", "0")
+    assert run.returncode == 0, run.stderr
+    row = table(tmp_path / "root").loc["endless1_000000"]
+    assert row["status"] == "error" and "larger than --max-file-mb 3" in row["reason"], row["reason"]
+    assert row["attempts"] == 1  # not worth another try in this run
+    assert not [p for p in (tmp_path / "root").rglob("*") if p.is_file() and p.stat().st_size > 3e6]
 
 
 def test_bad_time_out_settings_are_one_line(tmp_path):
