@@ -237,3 +237,19 @@ def samples_table(df, where: str, classes: list[str], segment_seconds: float | N
         if not isinstance(s, str) or not s or "\0" in s or len(s) > 4096:
             raise Untrusted(f"{where}: row {i} source {_show(s)} is not a file name")
     return df
+
+
+# --- a download's record (s2i_data/download: download.parquet and its journal) ----------------
+
+def download_record(rec, where: str) -> dict:
+    """A row of ``download.parquet`` or of its journal as the next run reads it: text ``key`` and
+    ``status``, and ``attempts`` a whole number >= 0 (missing: 0). The other fields are only shown
+    or written back; keys are matched against the CSV's rows, never used as paths."""
+    rec = dict(mapping(rec, where))
+    for field in ("key", "status"):
+        if not isinstance(rec.get(field), str):
+            raise Untrusted(f"{where}: {field} {_show(rec.get(field))} is not text")
+    attempts = rec.get("attempts")
+    rec["attempts"] = 0 if attempts is None else number(attempts, f"{where}: {_show(rec['key'])} attempts", lo=0,
+                                                        hi=1e9, integer=True)
+    return rec

@@ -148,8 +148,8 @@ class _Listing:
 
 def _remove_partials(root: Path) -> None:
     """Work folders of an interrupted run (never valid: their clip was not checked yet)."""
-    with os.scandir(root) as it:
-        folders = [e.path for e in it if e.is_dir() and not e.name.startswith(".")]
+    with os.scandir(root) as it:  # a link in ROOT is not followed: nothing outside ROOT is removed
+        folders = [e.path for e in it if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
     for folder in folders:
         for p in Path(folder).glob(".part-*"):
             shutil.rmtree(p, ignore_errors=True)

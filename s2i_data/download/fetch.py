@@ -323,7 +323,8 @@ def fetch(ytid: str, start: float, end: float, folder: Path, key: str, root: Pat
     guard = None
     try:
         guard = s.guard()
-        work.mkdir(parents=True, exist_ok=True)
+        storage.folder_inside(root, folder.relative_to(root))  # a class folder that is a link out: refused
+        work.mkdir(exist_ok=True)
         with guard, _paced(slots)(ydl_options(work, start, end, s, guard.url)) as ydl:
             got = _window(ydl, guard, url, start, end, work, s)
         if isinstance(got, Outcome):

@@ -385,3 +385,51 @@ def test_the_users_own_proxy_is_still_used_and_redirects_still_checked(video, tm
         assert lab_proxy.received >= (video.stat().st_size // 4)  # the window's bytes came through it
         assert "refused to connect to 127.0.0.2" in t.loc["away_000000", "reason"]
         assert other.requests("x") == []
+
+
+# ------------------------------------------------------------------------------------ a shared ROOT
+
+def test_a_hostile_record_is_one_line_and_nothing_is_written(tmp_path):
+    """ROOT may be another lab's copy: a journal line whose attempts are not a count stops the run
+    with one line naming the file and field, before anything is written."""
+    root = tmp_path / "root"
+    (root / ".download").mkdir(parents=True)
+    journal = root / ".download" / "journal.jsonl"
+    journal.write_text('{"key": "a1_000000", "status": "error", "attempts": "many"}\n')
+    csv = tmp_path / "ids.csv"
+    csv.write_text("a1,0,10,dog\n")
+    run = _run(csv, root, "http://127.0.0.1:9/{ytid}.mp4")
+    assert run.returncode == 1 and "internal error" not in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "journal.jsonl: line 1" in run.stderr and "attempts" in run.stderr, run.stderr
+    assert journal.read_text() == '{"key": "a1_000000", "status": "error", "attempts": "many"}\n'
+    assert not (root / "download.parquet").exists()
+
+
+def test_links_in_root_are_not_followed(video, tmp_path):
+    """A journal, a lock or a class folder that is a symbolic link to a file or folder outside
+    ROOT: nothing outside is written or truncated; the run says why in one line, or records the
+    row as an error."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / "victim.txt"
+    victim.write_text("precious\n")
+    csv = tmp_path / "ids.csv"
+    csv.write_text("link1,0,10,dog\n")
+    with Hostile({"link1": video}, {"link1": "ok"}) as mirror:
+        for name in ("journal.jsonl", "lock"):
+            root = tmp_path / f"root-{name}"
+            (root / ".download").mkdir(parents=True)
+            (root / ".download" / name).symlink_to(victim)
+            run = _run(csv, root, mirror.template)
+            assert run.returncode != 0 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+            assert "symbolic link" in run.stderr and "internal error" not in run.stderr, run.stderr
+            assert victim.read_text() == "precious\n"
+        root = tmp_path / "root-class"
+        root.mkdir()
+        (root / "dog").symlink_to(outside, target_is_directory=True)
+        run = _run(csv, root, mirror.template)
+    assert run.returncode == 0, run.stderr
+    row = table(root).loc["link1_000000"]
+    assert row["status"] == "error" and "leads outside" in row["reason"], row["reason"]
+    assert sorted(p.name for p in outside.iterdir()) == ["victim.txt"] and victim.read_text() == "precious\n"
