@@ -26,6 +26,7 @@ the guard connects through it.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import select
 import socket
@@ -34,7 +35,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 HEAD_MAX = 64 * 1024  # a request head from yt-dlp or ffmpeg is a few hundred bytes
 BLOCK = 64 * 1024
@@ -94,7 +95,18 @@ def _host_port(target: str, default_port: int) -> tuple[str, int]:
     return u.hostname or "", u.port or default_port
 
 
-def _env_proxy(scheme: str, host: str) -> tuple[str, int] | None:
+@dataclass(frozen=True)
+class _Proxy:
+    host: str
+    port: int
+    auth: bytes = b""  # a Proxy-Authorization header line, when the URL names a user
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+
+def _env_proxy(scheme: str, host: str) -> _Proxy | None:
     """The user's own proxy for ``scheme`` (environment), if any and not bypassed for ``host``."""
     proxies = urllib.request.getproxies_environment()
     if not proxies or urllib.request.proxy_bypass_environment(host, proxies):
@@ -103,7 +115,13 @@ def _env_proxy(scheme: str, host: str) -> tuple[str, int] | None:
     if not url:
         return None
     u = urlsplit(url if "://" in url else f"http://{url}")
-    return (u.hostname, u.port or 8080) if u.scheme == "http" and u.hostname else None
+    if u.scheme != "http" or not u.hostname:
+        return None
+    auth = b""
+    if u.username is not None:
+        token = base64.b64encode(f"{unquote(u.username)}:{unquote(u.password or '')}".encode()).decode()
+        auth = f"Proxy-Authorization: Basic {token}\r\n".encode()
+    return _Proxy(u.hostname, u.port or 8080, auth)
 
 
 def _reply(sock: socket.socket, code: int, words: str, text: str) -> None:
@@ -213,7 +231,7 @@ class Guard:
                 client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 first = rest
             else:
-                first = _forward_head(head, method, target, version, absolute=proxy is not None) + rest
+                first = _forward_head(head, method, target, version, proxy) + rest
             if first:
                 upstream.sendall(first)
             relaying = True
@@ -261,13 +279,13 @@ class Guard:
     def _connect(self, host: str, port: int, infos: list[tuple], proxy, tunnel: bool) -> socket.socket:
         timeout = self.limits.read_timeout_s
         if proxy is not None:
-            sock = socket.create_connection(proxy, timeout=timeout)
+            sock = socket.create_connection(proxy.address, timeout=timeout)
             if tunnel:
-                sock.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+                sock.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n".encode() + proxy.auth + b"\r\n")
                 answer, _ = self._read_head(sock)
                 if answer.split(b" ", 2)[1:2] != [b"200"]:
                     sock.close()
-                    raise _Stop("connect", f"proxy {proxy[0]}:{proxy[1]} refused {host}:{port}: "
+                    raise _Stop("connect", f"proxy {proxy.host}:{proxy.port} refused {host}:{port}: "
                                            f"{answer.splitlines()[0].decode('latin-1')[:80]}")
         else:
             sock, error = None, None
@@ -331,11 +349,13 @@ class Guard:
             raise _Stop("size", f"the file is larger than --max-file-mb {self.max_bytes / 1e6:g}")
 
 
-def _forward_head(head: bytes, method: str, target: str, version: str, absolute: bool) -> bytes:
-    """The request as the server (or the user's proxy, ``absolute``) gets it: one request, then close."""
-    if not absolute:
+def _forward_head(head: bytes, method: str, target: str, version: str, proxy: _Proxy | None) -> bytes:
+    """The request as the server (or the user's proxy) gets it: one request, then close."""
+    if proxy is None:
         u = urlsplit(target)
         target = (u.path or "/") + (f"?{u.query}" if u.query else "")
     drop = (b"proxy-connection:", b"proxy-authorization:", b"connection:", b"keep-alive:")
     lines = [line for line in head.split(b"\r\n")[1:] if line and not line.lower().startswith(drop)]
+    if proxy is not None and proxy.auth:
+        lines.append(proxy.auth.rstrip())
     return b"\r\n".join([f"{method} {target} {version}".encode("latin-1"), *lines, b"Connection: close", b"", b""])

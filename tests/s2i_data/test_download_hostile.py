@@ -368,16 +368,25 @@ def test_address_classes():
 def test_the_users_own_proxy_is_still_used_and_redirects_still_checked(video, tmp_path):
     """A proxy in the environment (here another guard on loopback that lets anything through,
     standing in for a lab's proxy) carries the download's connections as it did before the guard;
-    a redirect to another loopback host is still refused, before the lab's proxy hears of it."""
+    a redirect to another loopback host is still refused, before the lab's proxy hears of it. The
+    proxy URL's user and password reach the proxy (Proxy-Authorization)."""
+
+    class LabProxy(Guard):
+        def _read_head(self, client):
+            head, rest = super()._read_head(client)
+            self.heads.append(head)
+            return head, rest
+
     with Hostile({"x": video}, {"x": "ok"}, host="127.0.0.2", bind="127.0.0.2") as other, \
             Hostile({"prox1": video, "away": video}, {"prox1": "ok", "away": "redirect"},
                     redirects={"away": other.template.replace("{ytid}", "x")}) as mirror, \
-            Guard(mirror.template, Limits()) as lab_proxy:
+            LabProxy(mirror.template, Limits()) as lab_proxy:
+        lab_proxy.heads = []
         lab_proxy.allowed = frozenset({_ip("127.0.0.1"), _ip("127.0.0.2")})
         csv = tmp_path / "ids.csv"
         csv.write_text("prox1,0,10,dog\naway,0,10,dog\n")
         env = {k: v for k, v in os.environ.items() if k.lower() not in ("no_proxy", "http_proxy", "all_proxy")}
-        env["http_proxy"] = lab_proxy.url
+        env["http_proxy"] = lab_proxy.url.replace("http://", "http://lab%20user:pa%3Ass@")
         run = _run(csv, tmp_path / "root", mirror.template, "--attempts", "1", env=env)
         assert run.returncode == 0, run.stderr
         t = table(tmp_path / "root")
@@ -385,6 +394,8 @@ def test_the_users_own_proxy_is_still_used_and_redirects_still_checked(video, tm
         assert lab_proxy.received >= (video.stat().st_size // 4)  # the window's bytes came through it
         assert "refused to connect to 127.0.0.2" in t.loc["away_000000", "reason"]
         assert other.requests("x") == []
+        assert lab_proxy.heads and all(b"Proxy-Authorization: Basic bGFiIHVzZXI6cGE6c3M=\r\n" in h
+                                       for h in lab_proxy.heads), lab_proxy.heads
 
 
 # ------------------------------------------------------------------------------------ a shared ROOT
