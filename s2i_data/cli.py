@@ -171,6 +171,10 @@ def download(
     cookies: Optional[Path] = typer.Option(None, help="a Netscape cookies.txt handed to yt-dlp"),
     executor: str = typer.Option("local", help="local (threads) or dask"),
     scheduler: Optional[str] = typer.Option(None, help="dask: tcp://HOST:8786 or a scheduler file (none: a LocalCluster)"),
+    read_timeout: float = typer.Option(30.0, help="seconds a server may send nothing before its connection is cut (a transient error)"),
+    min_speed: float = typer.Option(10.0, help="KB/s a server must send over --speed-window, else it is cut (0: no minimum)"),
+    speed_window: float = typer.Option(60.0, help="seconds over which --min-speed is measured"),
+    max_file_mb: float = typer.Option(2000.0, help="MB one attempt may receive (a whole file fetched to cut the window here)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
 ) -> None:
     """Fetch the windows a CSV names with yt-dlp (re-run the same command to resume)."""
@@ -179,7 +183,8 @@ def download(
     cfg = DownloadConfig(csv=str(csv), out=out, fmt=format, classes=[c.strip() for c in classes.split(",") if c.strip()],
                          url_template=url_template, clips=clips, max_height=max_height, rate=rate, workers=workers, attempts=attempts,
                          backoff_s=backoff, retry_failed=retry_failed, cookies=str(cookies) if cookies else None,
-                         executor=executor, scheduler=scheduler)
+                         executor=executor, scheduler=scheduler, read_timeout_s=read_timeout, min_speed_kBps=min_speed,
+                         speed_window_s=speed_window, max_file_mb=max_file_mb)
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=console, disable=not (progress and sys.stderr.isatty()))
     task = bar.add_task("download", total=None)

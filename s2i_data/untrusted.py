@@ -264,3 +264,19 @@ def audio_samples(chunk) -> tuple[np.ndarray, int]:
     bad = ~np.isfinite(x)
     x = np.clip(np.where(bad, np.float32(0), x), -SAMPLE_MAX, SAMPLE_MAX).astype(np.float32)
     return x, int(bad.sum())
+
+
+# --- a download's record (s2i_data/download: download.parquet and its journal) ----------------
+
+def download_record(rec, where: str) -> dict:
+    """A row of ``download.parquet`` or of its journal as the next run reads it: text ``key`` and
+    ``status``, and ``attempts`` a whole number >= 0 (missing: 0). The other fields are only shown
+    or written back; keys are matched against the CSV's rows, never used as paths."""
+    rec = dict(mapping(rec, where))
+    for field in ("key", "status"):
+        if not isinstance(rec.get(field), str):
+            raise Untrusted(f"{where}: {field} {_show(rec.get(field))} is not text")
+    attempts = rec.get("attempts")
+    rec["attempts"] = 0 if attempts is None else number(attempts, f"{where}: {_show(rec['key'])} attempts", lo=0,
+                                                        hi=1e9, integer=True)
+    return rec

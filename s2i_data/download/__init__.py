@@ -58,6 +58,10 @@ class DownloadConfig:
     scheduler: str | None = None
     window_s: float = 10.0
     chunk_rows: int = 32  # dask: rows per task
+    read_timeout_s: float = FetchSettings.read_timeout_s
+    min_speed_kBps: float = FetchSettings.min_speed_kBps
+    speed_window_s: float = FetchSettings.speed_window_s
+    max_file_mb: float = FetchSettings.max_file_mb
 
 
 @dataclass
@@ -144,8 +148,8 @@ class _Listing:
 
 def _remove_partials(root: Path) -> None:
     """Work folders of an interrupted run (never valid: their clip was not checked yet)."""
-    with os.scandir(root) as it:
-        folders = [e.path for e in it if e.is_dir() and not e.name.startswith(".")]
+    with os.scandir(root) as it:  # a link in ROOT is not followed: nothing outside ROOT is removed
+        folders = [e.path for e in it if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
     for folder in folders:
         for p in Path(folder).glob(".part-*"):
             shutil.rmtree(p, ignore_errors=True)
@@ -175,6 +179,8 @@ def validate(cfg: DownloadConfig) -> tuple[Path, float]:
         raise DownloadError(f"--cookies {cfg.cookies}: no such file")
     if cfg.workers < 1 or cfg.attempts < 1 or cfg.max_height < 1 or cfg.backoff_s < 0 or cfg.window_s <= 0:
         raise DownloadError("--workers, --attempts and --max-height must be at least 1, --backoff at least 0")
+    if not (cfg.read_timeout_s > 0 and cfg.speed_window_s > 0 and cfg.min_speed_kBps >= 0 and cfg.max_file_mb > 0):
+        raise DownloadError("--read-timeout, --speed-window and --max-file-mb must be above 0, --min-speed at least 0")
     if cfg.executor not in ("local", "dask"):
         raise DownloadError(f"--executor must be local or dask, not {cfg.executor!r}")
     if cfg.scheduler and cfg.executor != "dask":
@@ -214,7 +220,8 @@ def _download_locked(cfg, root: Path, rate: float, rows: list[Row], on_row) -> D
     records = manifest.load(root)
     journal = manifest.Journal(root)
     settings = FetchSettings(cfg.url_template, cfg.max_height, cfg.cookies and str(Path(cfg.cookies).resolve()),
-                             clips=cfg.clips)
+                             read_timeout_s=cfg.read_timeout_s, clips=cfg.clips, min_speed_kBps=cfg.min_speed_kBps,
+                             speed_window_s=cfg.speed_window_s, max_file_mb=cfg.max_file_mb)
     todo: list[Row] = []
     listing = _Listing(root)
     seen: set[str] = set()

@@ -5,7 +5,9 @@
 duration, file. It is rewritten whole (atomically) at the end of a run. While a run goes, each
 finished row is appended to ``ROOT/.download/journal.jsonl`` and fsynced, so a run killed at any
 moment loses nothing it finished; the next run reads the parquet, then the journal (later lines
-win, a torn last line is ignored), and removes the journal once the parquet holds it all.
+win, a torn last line is ignored), and removes the journal once the parquet holds it all. Both
+may come from another lab's copy of ROOT: every record passes `untrusted.download_record` (a
+record that does not stops the run with one line, before anything is written).
 
 ``ROOT/.download/lock`` is held with ``flock`` for the whole run: one download into a ROOT at a time
 (the kernel drops it when the process dies, however it dies).
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from s2i_data import storage
+from s2i_data import storage, untrusted
 
 COLUMNS = ["ytid", "start", "end", "class", "split", "status", "reason", "attempts", "bytes", "sha256",
            "duration", "file"]
@@ -41,8 +43,13 @@ class RootLock:
         self.fd: int | None = None
 
     def __enter__(self) -> "RootLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:  # never through a link: the pid written below would truncate whatever it points at
+            storage.folder_inside(self.path.parent.parent, STATE_DIR)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as e:
+            if self.path.is_symlink():
+                raise LockError(f"cannot lock {self.path}: it is a symbolic link; refusing to follow it") from None
+            raise LockError(f"cannot lock {self.path}: {e.strerror or e}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -84,18 +91,19 @@ def load(root: Path) -> dict[str, dict]:
     table = Path(root) / "download.parquet"
     if table.is_file():
         df = pd.read_parquet(table)
-        for rec in df.to_dict("records"):
-            records[rec["key"]] = {k: _plain(v) for k, v in rec.items()}
+        for i, rec in enumerate(df.to_dict("records")):
+            rec = untrusted.download_record({k: _plain(v) for k, v in rec.items()}, f"{table}: row {i}")
+            records[rec["key"]] = rec
     journal = _journal(root)
     if journal.is_file():
         with open(journal, encoding="utf-8", errors="replace") as f:
-            for line in f:
+            for n, line in enumerate(f, 1):
                 try:
                     rec = json.loads(line)
                 except ValueError:
                     continue  # the torn last line of a killed run
-                if isinstance(rec, dict) and "key" in rec:
-                    records[rec["key"]] = rec
+                rec = untrusted.download_record(rec, f"{journal}: line {n}")
+                records[rec["key"]] = rec
     return records
 
 
@@ -104,8 +112,8 @@ class Journal:
 
     def __init__(self, root: Path) -> None:
         self.path = _journal(root)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.f = open(self.path, "a", encoding="utf-8")
+        storage.folder_inside(root, STATE_DIR)
+        self.f = storage.open_append(self.path)
 
     def append(self, record: dict) -> None:
         self.f.write(json.dumps(record, sort_keys=True) + "\n")

@@ -28,7 +28,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from s2i_data.download import fetch as fetch_mod
 from s2i_data.download.fetch import check_clip, classify
 from s2i_data.download.ratelimit import parse_rate
 from s2i_data.download.rows import read_rows
@@ -404,12 +403,6 @@ def test_error_mapping_on_youtube_messages():
         parse_rate("2/fortnight")
 
 
-def test_ffmpeg_is_on_the_downloaders_path():
-    folder = fetch_mod.ffmpeg_dir()
-    assert os.environ["PATH"].split(os.pathsep)[0] == folder
-    assert os.path.realpath(os.path.join(folder, "ffmpeg")) == os.path.realpath(ffmpeg_exe())
-
-
 def _first_requests(mirror: Mirror, ids: list[str]) -> list[float]:
     return sorted(mirror.requests(y)[0][0] for y in ids)
 
@@ -448,7 +441,7 @@ def test_dask_executor_shares_one_rate(videos, tmp_path):
 def test_mirror_of_cut_clips(tmp_path):
     """A mirror holding each 10 s window already cut, named by id and start: {start} in the
     template and --clips (fetch the whole file). Without --clips the window 2..12 s of a 10 s file
-    comes out 8 s long and is refused as truncated."""
+    holds 8 s: unavailable for good, with the length, until --retry-failed."""
     clip = make_video(tmp_path / "clip.mp4", 440, seconds=10.0)
     with Mirror({"clipA_000002": clip}, {"clipA_000002": "ok"}) as mirror:
         csv = tmp_path / "vggsound.csv"
@@ -459,8 +452,9 @@ def test_mirror_of_cut_clips(tmp_path):
         run = cli(*args)
         assert run.returncode == 0, run.stderr
         t = table(tmp_path / "root")
-        assert t.loc["clipA_000002", "status"] == "error" and "truncated" in t.loc["clipA_000002", "reason"]
-        run = cli(*args, "--clips")
+        assert t.loc["clipA_000002", "status"] == "unavailable"
+        assert "the video is 10.0" in t.loc["clipA_000002", "reason"] and "holds 8.0" in t.loc["clipA_000002", "reason"]
+        run = cli(*args, "--clips", "--retry-failed")
         assert run.returncode == 0, run.stderr
         t = table(tmp_path / "root")
         assert t.loc["clipA_000002", "status"] == "ok" and t.loc["clipA_000002", "duration"] >= 9.5
