@@ -460,7 +460,7 @@ def pool_rows(rows: list[dict], where: str) -> list[dict]:
         if not m:
             raise Untrusted(f"{what}: file {_show(r.get('file'))} is not images/<class>/<name>.png")
         name(m[1], f"{what}: file's class folder")
-        name(m[2] + ".png", f"{what}: file's name")
+        name(m[2], f"{what}: file's name")
         if not (isinstance(r.get("sample"), str) and r["sample"].isascii() and r["sample"].isdigit()
                 and len(r["sample"]) <= 9):
             raise Untrusted(f"{what}: sample {_show(r.get('sample'))} is not a whole number")
