@@ -71,8 +71,10 @@ def allowed_hosts(bind: str) -> tuple[bool, set[str]]:
 
 
 def _hashes(page: bytes, tag: str) -> str:
-    """CSP sources for each inline ``<tag>`` element of ``page``: the SHA-256 of its text."""
-    bodies = re.findall(rb"<%s(?:\s[^>]*)?>(.*?)</%s>" % (tag.encode(), tag.encode()), page, re.S | re.I)
+    """CSP sources for each inline ``<tag>`` element of ``page``: the SHA-256 of its text (with the
+    line ends a browser's parser makes of it, so that a checkout with CRLF still matches)."""
+    bodies = [b.replace(b"\r\n", b"\n").replace(b"\r", b"\n") for b in
+              re.findall(rb"<%s(?:\s[^>]*)?>(.*?)</%s>" % (tag.encode(), tag.encode()), page, re.S | re.I)]
     return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b).digest()).decode()}'" for b in bodies) or "'none'"
 
 
