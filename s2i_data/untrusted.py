@@ -280,3 +280,251 @@ def download_record(rec, where: str) -> dict:
     rec["attempts"] = 0 if attempts is None else number(attempts, f"{where}: {_show(rec['key'])} attempts", lo=0,
                                                         hi=1e9, integer=True)
     return rec
+
+
+# --- run folders, reports and labelling pools (s2i_model: evaluate/report.py, labelling/) -----
+
+MAX_EVALUATION_BYTES = 64 << 20  # evaluation.json: a few KB a class
+MAX_METRICS_BYTES = 256 << 20  # metrics.jsonl: a row an epoch, per-class informativity in it
+MAX_SMALL_JSON_BYTES = 1 << 20  # reference.json
+MAX_POOL_BYTES = 256 << 20  # pool.csv, labels.csv, pool.json
+MAX_EPOCH = 10**7
+MAX_EVALUATED_CLASSES = 1000  # a report draws a bar and a column per class (VGGSound: 309, AudioSet: 527)
+RATIOS = ("informativity", "class_agreement", "retrieval_r1", "retrieval_r5")
+
+
+def capped_read(path, limit: int, what: str | None = None) -> bytes:
+    """A shared file's bytes, refused when it holds more than ``limit``: nothing read from a run
+    or pool can fill the memory, whatever it is (a huge file, /dev/zero behind a link)."""
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise Untrusted(f"{what or path}: more than {limit >> 20} MB; refusing to read it")
+    return data
+
+
+def json_value(data: bytes, where: str):
+    """JSON from a shared file; nesting too deep to parse is refused like any malformed file."""
+    import json
+
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise Untrusted(f"{where}: nested too deeply to be ours") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise Untrusted(f"{where}: not JSON ({str(e).splitlines()[0]})") from None
+
+
+def text(value, what: str, most: int = 4096) -> str:
+    """``value`` when it is a line of text to show (a build location, a path, a description): a
+    string of at most ``most`` characters without control or bidirectional-override characters."""
+    if not isinstance(value, str):
+        raise Untrusted(f"{what}: {_show(value)} is not text")
+    if len(value) > most:
+        raise Untrusted(f"{what}: {_show(value)} is longer than {most} characters")
+    for ch in value:
+        if ch in _BIDI or unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp"):
+            raise Untrusted(f"{what}: {_show(value)} holds {ch!r}")
+    return value
+
+
+def _optional(value, check, *args, **kw):
+    return None if value is None else check(value, *args, **kw)
+
+
+def _ratio(value, what: str):
+    return _optional(value, number, what, lo=0, hi=1)
+
+
+def _epochs(value, what: str) -> list[int]:
+    if not isinstance(value, list) or len(value) != 2:
+        raise Untrusted(f"{what}: not a [first, last] pair of epochs")
+    return [number(v, f"{what}[{i}]", lo=0, hi=MAX_EPOCH, integer=True) for i, v in enumerate(value)]
+
+
+def _required(obj: Mapping, key: str, where: str):
+    if key not in obj:
+        raise Untrusted(f"{where}: lacks {key}")
+    return obj[key]
+
+
+def _metric_row(row, what: str, counts: bool) -> dict:
+    """A per-class or mean row of evaluation.json: ratios in [0, 1], diversity >= 0, counts whole."""
+    row = mapping(row, what)
+    out = {k: _ratio(row.get(k), f"{what}.{k}") for k in RATIOS if k in row}
+    if "diversity" in row:
+        out["diversity"] = _optional(row["diversity"], number, f"{what}.diversity", lo=0)
+    if counts:
+        for k in ("sounds", "images"):
+            if k in row:
+                out[k] = number(row[k], f"{what}.{k}", lo=0, hi=MAX_COUNT * 1000, integer=True)
+    return out
+
+
+def evaluation(ev, where: str) -> dict:
+    """RUN/evaluation.json as a report may use it: the fields `evaluate` writes, each checked
+    (names plain, numbers finite and in range, texts one line); a field it does not know is left
+    out, and ``run`` and ``grid`` are not trusted as paths (the report uses the folder it found
+    the file in, and the grid by its fixed name)."""
+    ev = mapping(ev, where)
+    classes = _required(ev, "classes", where)
+    if not isinstance(classes, list) or not 1 <= len(classes) <= MAX_EVALUATED_CLASSES:
+        raise Untrusted(f"{where}: classes is not a list of 1 to {MAX_EVALUATED_CLASSES} names")
+    classes = names(classes, f"{where}: classes")
+    per_class = {}
+    for cls, row in mapping(_required(ev, "per_class", where), f"{where}: per_class").items():
+        if cls not in classes:
+            raise Untrusted(f"{where}: per_class names {_show(cls)}, which is not in classes")
+        per_class[cls] = _metric_row(row, f"{where}: per_class.{cls}", counts=True)
+    proxies = mapping(_required(ev, "proxies", where), f"{where}: proxies")
+    out_proxies = {k: number(_required(proxies, k, f"{where}: proxies"), f"{where}: proxies.{k}")
+                   for k in ("frechet_distance", "kernel_distance")}
+    if "fid_inception" in proxies:
+        out_proxies["fid_inception"] = number(proxies["fid_inception"], f"{where}: proxies.fid_inception")
+    if "feature_space" in proxies:
+        out_proxies["feature_space"] = text(proxies["feature_space"], f"{where}: proxies.feature_space", 200)
+    training = mapping(_required(ev, "training", where), f"{where}: training")
+    hist = training.get("informativity_history")
+    if hist is not None:
+        hist = mapping(hist, f"{where}: training.informativity_history")
+        hw = f"{where}: training.informativity_history"
+        hist = {"mean": number(hist.get("mean"), f"{hw}.mean", lo=0, hi=1),
+                "mean_epochs": _epochs(hist.get("mean_epochs"), f"{hw}.mean_epochs"),
+                "best_moving_average": number(hist.get("best_moving_average"), f"{hw}.best_moving_average", lo=0, hi=1),
+                "best_window": _epochs(hist.get("best_window"), f"{hw}.best_window"),
+                "window": number(hist.get("window"), f"{hw}.window", lo=1, hi=MAX_EPOCH, integer=True)}
+    sep = mapping(ev.get("embedding_separability") or {}, f"{where}: embedding_separability")
+    split = _required(ev, "split", where)
+    if split not in SPLITS:
+        raise Untrusted(f"{where}: split {_show(split)} is not train, val or test")
+    return {
+        "data": text(_required(ev, "data", where), f"{where}: data"),
+        "split": split,
+        "samples_per_sound": number(_required(ev, "samples_per_sound", where), f"{where}: samples_per_sound",
+                                    lo=1, hi=10_000, integer=True),
+        "model": _optional(ev.get("model"), name, f"{where}: model"),
+        "emb": _optional(ev.get("emb"), number, f"{where}: emb", lo=1, hi=1 << 20, integer=True),
+        "width": _optional(ev.get("width"), number, f"{where}: width", above=0, hi=1024),
+        "epoch": _optional(ev.get("epoch"), number, f"{where}: epoch", lo=0, hi=MAX_EPOCH, integer=True),
+        "classes": classes, "per_class": per_class,
+        "mean": _metric_row(_required(ev, "mean", where), f"{where}: mean", counts=False),
+        "proxies": out_proxies,
+        "embedding_separability": {k: _ratio(sep.get(k), f"{where}: embedding_separability.{k}")
+                                   for k in ("centroid", "nn1")},
+        "informativity_judges": _optional(ev.get("informativity_judges"), text, f"{where}: informativity_judges"),
+        "training": {"pixel_loss_ma50": _optional(training.get("pixel_loss_ma50"), number,
+                                                  f"{where}: training.pixel_loss_ma50", lo=0),
+                     "informativity_history": hist},
+        "grid": _optional(ev.get("grid"), name, f"{where}: grid"),
+        "ident": _ident(ev.get("ident"), f"{where}: ident"),
+    }
+
+
+def _ident(ident, what: str) -> dict:
+    """What an evaluation was made with, as far as a report compares it (seed and the judges' files)."""
+    conf = mapping(mapping(ident or {}, what).get("config") or {}, f"{what}.config")
+    out = {"seed": _optional(conf.get("seed"), number, f"{what}.config.seed", lo=0, hi=2**63, integer=True)}
+    for k in ("proxy_cache", "informativity", "fid_weights"):
+        out[k] = _optional(conf.get(k), text, f"{what}.config.{k}")
+    return {"config": out}
+
+
+def reference(record, where: str) -> dict:
+    """RUN/reference.json (a retrieval or real-frame row): its kind, and the build and run it
+    names as one-line texts."""
+    record = mapping(record, where)
+    if record.get("model") not in ("retrieval", "real"):
+        raise Untrusted(f"{where}: model {_show(record.get('model'))} is not retrieval or real")
+    text(record.get("data"), f"{where}: data")
+    if record["model"] == "retrieval":
+        text(record.get("space"), f"{where}: space")
+        name(record.get("space_model"), f"{where}: space_model")
+    return record
+
+
+METRIC_KEYS = ("stage", "epoch", "seconds", "samples", "pixel_loss", "d_updates", "informativity")
+
+
+def metrics_rows(data: bytes, where: str) -> list[dict]:
+    """RUN/metrics.jsonl: each row's fields that readers use, checked (stage a name, epoch whole,
+    seconds, samples, losses finite, informativity ratios); other fields are left out. A line that
+    is not JSON (a torn last line from a killed run) is skipped; a resumed run's epoch logged twice
+    counts once, its last row. Rows in file order of their last appearance."""
+    import json
+
+    rows: dict = {}
+    for i, line in enumerate(data.split(b"\n"), 1):
+        try:
+            row = json.loads(line)
+        except RecursionError:
+            raise Untrusted(f"{where} line {i}: nested too deeply to be ours") from None
+        except ValueError:
+            continue
+        what = f"{where} line {i}"
+        row = mapping(row, what)
+        out = {"stage": name(row.get("stage"), f"{what}: stage"),
+               "epoch": number(row.get("epoch"), f"{what}: epoch", lo=0, hi=MAX_EPOCH, integer=True)}
+        for k, lo, whole in (("seconds", 0, False), ("samples", 0, True), ("pixel_loss", None, False),
+                             ("d_updates", 0, True)):
+            if k in row:
+                out[k] = number(row[k], f"{what}: {k}", lo=lo, integer=whole)
+        if "informativity" in row:
+            info = mapping(row["informativity"], f"{what}: informativity")
+            out["informativity"] = {
+                "mean": _ratio(info.get("mean"), f"{what}: informativity.mean"),
+                "per_class": {name(c, f"{what}: informativity.per_class"): _ratio(v, f"{what}: informativity.per_class.{c}")
+                              for c, v in mapping(info.get("per_class", {}), f"{what}: informativity.per_class").items()}}
+        rows.pop((out["stage"], out["epoch"]), None)
+        rows[(out["stage"], out["epoch"])] = out
+    return list(rows.values())
+
+
+IMAGE_TYPES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
+
+
+def image_type(data: bytes) -> str | None:
+    """The type of a picture by its content (PNG or JPEG, the only ones this project makes), None
+    for anything else whatever its name says."""
+    return next((t for magic, t in IMAGE_TYPES if data.startswith(magic)), None)
+
+
+POOL_FILE = re.compile(r"images/([^/]+)/([^/]+)\.png")
+
+
+def pool_rows(rows: list[dict], where: str) -> list[dict]:
+    """POOL/pool.csv rows: ids, classes and keys plain names, ids unique, sample a whole number,
+    and the file ``images/<class>/<name>.png`` made of plain names, so that it stays inside the pool."""
+    seen: set[str] = set()
+    for n, r in enumerate(rows, 2):
+        what = f"{where} line {n}"
+        for k in ("id", "class", "key"):
+            name(r.get(k), f"{what}: {k}")
+        m = POOL_FILE.fullmatch(r["file"]) if isinstance(r.get("file"), str) else None
+        if not m:
+            raise Untrusted(f"{what}: file {_show(r.get('file'))} is not images/<class>/<name>.png")
+        name(m[1], f"{what}: file's class folder")
+        name(m[2], f"{what}: file's name")
+        if not (isinstance(r.get("sample"), str) and r["sample"].isascii() and r["sample"].isdigit()
+                and len(r["sample"]) <= 9):
+            raise Untrusted(f"{what}: sample {_show(r.get('sample'))} is not a whole number")
+        if r["id"] in seen:
+            raise Untrusted(f"{what}: duplicate id {_show(r['id'])}")
+        seen.add(r["id"])
+    return rows
+
+
+def pool_meta(meta, where: str) -> dict:
+    """POOL/pool.json: the classes (plain names), the labels wanted per class and kind, and where
+    the pictures came from (one-line texts)."""
+    meta = mapping(meta, where)
+    if "classes" in meta:
+        classes = meta["classes"]
+        if not isinstance(classes, list) or len(classes) > MAX_CLASSES:
+            raise Untrusted(f"{where}: classes is not a list of at most {MAX_CLASSES} names")
+        names(classes, f"{where}: classes")
+    if "target" in meta:
+        number(meta["target"], f"{where}: target", lo=1, hi=MAX_COUNT, integer=True)
+    for k in ("run", "data", "split"):
+        if k in meta:
+            text(meta[k], f"{where}: {k}")
+    return meta

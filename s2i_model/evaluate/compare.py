@@ -11,13 +11,14 @@ the runs under its folder hold more than one model.
 
 from __future__ import annotations
 
-import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from s2i_data import storage, untrusted
 from s2i_data.readers import Build
 
 from s2i_model import run as run_folder
@@ -29,23 +30,44 @@ HEADER = 18  # px above the grid naming each model's columns
 ORDER = ["s2i", "aivae", "aivaegan", "mmgan", "sound2scene", "retrieval", "real"]
 
 
+def run_metrics(run: Path) -> list[dict]:
+    """RUN/metrics.jsonl's rows, checked (`untrusted.metrics_rows`): a resumed run's epoch logged
+    twice counts once (its last row), a torn last line is skipped; none when there is no file."""
+    path = Path(run) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return untrusted.metrics_rows(untrusted.capped_read(path, untrusted.MAX_METRICS_BYTES), str(path))
+
+
 def training_cost(run: Path) -> dict:
     """Training time (sum of every stage's epoch ``seconds``) and samples per second over it, from
-    RUN/metrics.jsonl; an epoch logged twice by a resumed run counts once (its last row)."""
-    path = Path(run) / "metrics.jsonl"
-    rows: dict = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # a torn last line from a killed run
-                continue
-            if isinstance(row, dict) and "seconds" in row:
-                rows[(row.get("stage"), row.get("epoch"))] = row
-    seconds = float(sum(r["seconds"] for r in rows.values()))
-    samples = int(sum(r.get("samples", 0) for r in rows.values()))
+    RUN/metrics.jsonl."""
+    rows = [r for r in run_metrics(run) if "seconds" in r]
+    seconds = float(sum(r["seconds"] for r in rows))
+    samples = int(sum(r.get("samples", 0) for r in rows))
     return {"training_seconds": seconds if rows else None, "training_samples": samples if rows else None,
             "samples_per_s": samples / seconds if rows and seconds > 0 else None}
+
+
+def plot_text(label: str) -> str:
+    """A name as matplotlib shows it verbatim: a ``$`` would start mathematics (and a name such
+    as ``$^^$`` would fail to draw)."""
+    return label.replace("$", r"\$")
+
+
+def save_figure(fig, path: Path) -> str:
+    """``fig`` as PNG at ``path``, written atomically (never through a link left at ``path``)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    storage.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+    return Path(path).name
+
+
+def figure_width(per_item: float, items: int) -> float:
+    """Inches for a plot of ``items`` bars: at least 6, at most 40 (4000 px) whatever the count."""
+    return min(40.0, max(6.0, per_item * items))
 
 
 def sort_runs(runs: list[dict]) -> list[dict]:
@@ -100,8 +122,9 @@ def side_by_side(runs: list[dict], models: dict[str, object], sounds: list, n: i
         for row, p in zip(rows, pics):
             row[2].extend(p)
         columns.append(r["name"] if r["name"] == r["model"] else f"{r['model']} ({r['name']})")
-    save_grid(rows, path)
-    sheet = Image.open(path)
+    with tempfile.TemporaryDirectory(prefix="s2i-compare-") as tmp:  # drawn privately, then written atomically
+        sheet = Image.open(save_grid(rows, Path(tmp) / "grid.png"))
+        sheet.load()
     side = rows[0][1].shape[0]
     framed = Image.new("RGB", (sheet.width, sheet.height + HEADER), (255, 255, 255))
     framed.paste(sheet, (0, HEADER))
@@ -110,7 +133,7 @@ def side_by_side(runs: list[dict], models: dict[str, object], sounds: list, n: i
     draw.text((x0, 3), "real", fill=(0, 0, 0))
     for i, name in enumerate(columns):
         draw.text((x0 + (1 + i * n) * (side + PAD), 3), name[: max(4, n * (side + PAD) // 7)], fill=(0, 0, 0))
-    framed.save(path)
+    storage.atomic_write(path, lambda tmp: framed.save(tmp, format="PNG"))
     return {"file": path.name, "sounds": [key for key, *_ in sounds], "columns": ["real"] + columns,
             "pictures_per_model": n, "seed": seed, "image_size": [framed.width, framed.height]}
 
@@ -119,19 +142,16 @@ def per_class_bars(runs: list[dict], metric: str, label: str, path: Path) -> str
     import matplotlib.pyplot as plt
 
     classes = runs[0]["classes"]
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(classes)), 4))
+    fig, ax = plt.subplots(figsize=(figure_width(1.6, len(classes)), 4))
     width = 0.8 / len(runs)
     for i, r in enumerate(runs):
         vals = [100 * ((r["per_class"].get(c) or {}).get(metric) or 0) for c in classes]
-        ax.bar([k + i * width for k in range(len(classes))], vals, width, label=r["name"])
-    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(classes))], classes)
+        ax.bar([k + i * width for k in range(len(classes))], vals, width, label=plot_text(r["name"]))
+    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(classes))], [plot_text(c) for c in classes])
     ax.set(ylabel=f"{metric.replace('_', ' ')} (%)", title=f"Per class and model: {label}")
     ax.legend()
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path.name
+    return save_figure(fig, path)
 
 
 def comparison(runs: list[dict], out: Path, metric: str, label: str, per_class: int = 2, pictures: int = 3,

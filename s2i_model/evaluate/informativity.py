@@ -9,6 +9,7 @@ class calls informative (SPEC 5).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from s2i_data import storage
 
 from s2i_model import checkpoint
 from s2i_model.data import image_to_tensor
-from s2i_model.labelling.store import read_labels, read_pool
+from s2i_model.labelling.store import pool_meta, read_image, read_labels, read_pool
 from s2i_model.model import seeded_pictures
 from s2i_model.nets import InformativityClassifier
 
@@ -46,7 +47,15 @@ def _in_test(pid: str, fraction: float) -> bool:
 
 
 def _load_images(pool: Path, rows: list[dict]) -> torch.Tensor:
-    return torch.stack([image_to_tensor(np.asarray(Image.open(pool / r["file"]).convert("RGB"))) for r in rows])
+    return torch.stack([image_to_tensor(np.asarray(Image.open(io.BytesIO(_picture(pool, r["file"]))).convert("RGB")))
+                        for r in rows])
+
+
+def _picture(pool: Path, file: str) -> bytes:
+    data = read_image(pool, file)  # inside the pool, a PNG or JPEG by content
+    if data is None:
+        raise OSError(f"{pool / file}: missing, outside the pool or not a picture")
+    return data
 
 
 def train_informativity(pool: Path, out: Path, cfg: InformativityConfig = InformativityConfig(), device: str = "cpu",
@@ -57,7 +66,9 @@ def train_informativity(pool: Path, out: Path, cfg: InformativityConfig = Inform
     for p in problems:
         log(f"warning: {p}")
     items = {r["id"]: r for r in read_pool(pool)}
-    classes = json.loads((pool / "pool.json").read_text())["classes"]
+    classes = pool_meta(pool).get("classes")  # checked: plain names
+    if classes is None:
+        raise ValueError(f"{pool}/pool.json: missing, or names no classes")
     judges, report = {}, {}
     for name in classes:
         rows = [items[i] for i in sorted(labels) if i in items and items[i]["class"] == name]

@@ -9,52 +9,122 @@ informativity classifiers were given, the plots fall back to the class-agreement
 say so in their titles. With several models, report.json gains ``comparison`` (a row per model,
 the side-by-side grid compare-grid.png), per-class.png has a bar per model, and versus-size.png is
 left out: the embedding size of one model says nothing of another's.
+
+Run folders come from other labs: every file read from one (evaluation.json, reference.json,
+metrics.jsonl) is checked against its schema first (`s2i_data.untrusted`), and a run that breaks
+it stops the report with one line naming file and field before anything is written. Only a
+run's own grid (RUN/evaluation-grid.png, a regular file and a PNG by content) is copied, never a
+path the JSON names; the page escapes every text, and each output replaces its file atomically
+instead of writing through a link left in OUT.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import shutil
+import os
+import stat
 from pathlib import Path
+from urllib.parse import quote
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on clusters and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
-from s2i_data import storage
+from s2i_data import storage, untrusted  # noqa: E402
 
+from s2i_model.evaluate.compare import figure_width, plot_text, run_metrics, save_figure  # noqa: E402
 from s2i_model.evaluate.evaluation import RESULT  # noqa: E402
-from s2i_model.evaluate.history import informativity_history, read_rows  # noqa: E402
+from s2i_model.evaluate.history import informativity_history  # noqa: E402
+from s2i_model.run import REFERENCE  # noqa: E402
+
+GRID = "evaluation-grid.png"  # the run's own grid, by the name `evaluate` gives it; never a path from the JSON
+MAX_GRID_BYTES = 64 << 20
 
 
 def find_runs(root: Path) -> list[Path]:
-    runs = {p.parent for p in Path(root).glob(f"*/{RESULT}")} | {p.parent for p in Path(root).glob(RESULT)}
-    def size(r: Path) -> tuple:
-        emb = json.loads((r / RESULT).read_text()).get("emb")
-        return (not isinstance(emb, (int, float)), emb if isinstance(emb, (int, float)) else 0, str(r))
-
-    return sorted(runs, key=size)  # by embedding size; runs of models without one last
+    root = Path(root)
+    return sorted({p.parent for p in root.glob(f"*/{RESULT}")} | {p.parent for p in root.glob(RESULT)})
 
 
-def collect(root: Path) -> list[dict]:
-    out = []
+def read_evaluation(run: Path) -> dict:
+    """RUN/evaluation.json (and RUN/reference.json where there is one), checked against their
+    schema (`untrusted.evaluation`) before anything uses them; a file that breaks it is refused
+    with one line naming file and field."""
+    path = run / RESULT
+    ev = untrusted.evaluation(untrusted.json_value(untrusted.capped_read(path, untrusted.MAX_EVALUATION_BYTES),
+                                                   str(path)), str(path))
+    ref = run / REFERENCE
+    if ref.is_file():  # what the comparison loads for a reference row
+        untrusted.reference(untrusted.json_value(untrusted.capped_read(ref, untrusted.MAX_SMALL_JSON_BYTES),
+                                                 str(ref)), str(ref))
+    return ev
+
+
+def read_grid(run: Path) -> bytes | None:
+    """RUN/evaluation-grid.png's bytes: a regular file in the run itself (not a link, not a FIFO)
+    that is a PNG by content; None when there is none. Anything else there is refused."""
+    path = run / GRID
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise untrusted.Untrusted(f"{path}: {'a symbolic link' if path.is_symlink() else e.strerror}; "
+                                  "a run's grid must be a file of its own") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise untrusted.Untrusted(f"{path}: not a regular file; a run's grid must be a PNG of its own")
+    with open(fd, "rb") as f:
+        data = f.read(MAX_GRID_BYTES + 1)
+    if len(data) > MAX_GRID_BYTES or untrusted.image_type(data) != "image/png" or not _is_png(data):
+        raise untrusted.Untrusted(f"{path}: not a PNG picture (or over {MAX_GRID_BYTES >> 20} MB)")
+    return data
+
+
+def _is_png(data: bytes) -> bool:
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.verify()  # every chunk's checksum, without decoding the pixels
+        return True
+    except Exception:  # PIL raises what the broken chunk led to; any of it means "not a PNG"
+        return False
+
+
+def _translator_history(run: Path) -> dict:
+    rows = sorted((r for r in run_metrics(run) if r["stage"] == "translator"), key=lambda r: r["epoch"])
+    # an epoch whose informativity could not be judged (no judge for any class) has none to plot
+    rows = [r if (r.get("informativity") or {}).get("mean") is not None else
+            {k: v for k, v in r.items() if k != "informativity"} for r in rows]
+    return informativity_history(rows)
+
+
+def collect(root: Path) -> tuple[list[dict], dict[str, bytes]]:
+    """Every evaluated run under ``root``, checked (its files, its folder's name), by embedding
+    size (runs of models without one last); and each run's grid by run name. Reads only."""
+    out, grids = [], {}
     for run in find_runs(root):
-        ev = json.loads((run / RESULT).read_text())
-        ident = ev.pop("ident", None) or {}
-        conf = ident.get("config") or {}
+        ev = read_evaluation(run)
+        ident = ev.pop("ident")
         # how it was evaluated, so that a comparison can say whether its runs were measured alike
-        ev["evaluated_with"] = {k: conf.get(k) for k in ("seed", "proxy_cache", "informativity", "fid_weights")}
-        ev["model"] = ev.get("model") or "s2i"  # evaluations from before other models existed
-        ev["name"] = run.name
-        ev["history"] = informativity_history(read_rows(run))
+        ev["evaluated_with"] = ident["config"]
+        ev["model"] = ev["model"] or "s2i"  # evaluations from before other models existed
+        ev["name"] = untrusted.name(run.name or run.resolve().name, f"{run}: the run folder's name")
+        ev["run"] = str(run)  # the folder it was found in, whatever the JSON says
+        ev["history"] = _translator_history(run)
+        if ev["grid"] is not None and (grid := read_grid(run)) is not None:
+            grids[ev["name"]] = grid
         out.append(ev)
-    return out
+    return sorted(out, key=lambda r: (r["emb"] is None, r["emb"] or 0, r["name"])), grids
 
 
 def write_report(root: Path, out: Path, device: str = "auto") -> dict:
-    runs = collect(root)
+    runs, grids = collect(root)  # every run is checked before anything is written
     if not runs:
         raise ValueError(f"{root}: no evaluated runs (run s2i-model evaluate --run RUN first)")
     out.mkdir(parents=True, exist_ok=True)
@@ -72,11 +142,10 @@ def write_report(root: Path, out: Path, device: str = "auto") -> dict:
         plots = {"history": _plot_history(runs, out / "history.png"),
                  "versus_size": _plot_versus_size(runs, metric, metric_label, out / "versus-size.png"),
                  "per_class": _plot_per_class(runs, metric, metric_label, out / "per-class.png")}
-    (out / "grids").mkdir(exist_ok=True)
+    folder = Path(storage.folder_inside(out, "grids"))
     for r in runs:
-        src = Path(r["run"]) / r.get("grid", "")
-        if src.is_file():
-            shutil.copyfile(src, out / "grids" / f"{r['name']}.png")
+        if r["name"] in grids:
+            storage.atomic_write(folder / f"{r['name']}.png", grids[r["name"]])
             r["grid_file"] = f"grids/{r['name']}.png"
     report = {"metric": metric, "runs": runs, "plots": {k: v for k, v in plots.items() if v}}
     if compared is not None:
@@ -84,8 +153,6 @@ def write_report(root: Path, out: Path, device: str = "auto") -> dict:
     storage.atomic_write(out / "report.json", json.dumps(report, indent=2))
     storage.atomic_write(out / "index.html", _html_models(report, metric_label) if compared else _html(report, metric_label))
     return report
-
-
 
 
 def _plot_history(runs: list[dict], path: Path) -> str | None:
@@ -98,11 +165,13 @@ def _plot_history(runs: list[dict], path: Path) -> str | None:
     ax.set(xlabel="epoch", ylabel="mean informativity (%)", title="Informativity during training")
     ax.legend()
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _plot_versus_size(runs: list[dict], metric: str, label: str, path: Path) -> str:
+def _plot_versus_size(runs: list[dict], metric: str, label: str, path: Path) -> str | None:
     embs = [r["emb"] for r in runs]
+    if None in embs:  # a model without an embedding size (a reference row alone) has no such plot
+        return None
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     a.plot(embs, [100 * (r["mean"].get(metric) or 0) for r in runs], "o-", label="final evaluation")
     best = [r["training"]["informativity_history"] for r in runs]
@@ -117,32 +186,25 @@ def _plot_versus_size(runs: list[dict], metric: str, label: str, path: Path) -> 
     b.set_xticks(embs, [str(e) for e in embs])
     for ax in (a, b):
         ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _plot_per_class(runs: list[dict], metric: str, label: str, path: Path) -> str:
     classes = runs[0]["classes"]
-    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(classes)), 4))
+    fig, ax = plt.subplots(figsize=(figure_width(1.4, len(classes)), 4))
     width = 0.8 / len(runs)
     for i, r in enumerate(runs):
         vals = [100 * ((r["per_class"].get(c) or {}).get(metric) or 0) for c in classes]
         ax.bar([k + i * width for k in range(len(classes))], vals, width, label=f"E = {r['emb']}")
-    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(classes))], classes)
+    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(classes))], [plot_text(c) for c in classes])
     ax.set(ylabel=f"{metric.replace('_', ' ')} (%)", title=f"Per class: {label}")
     ax.legend()
     ax.grid(alpha=0.3, axis="y")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _run_label(r: dict) -> str:
-    return f"E = {r['emb']}" if r.get("model", "s2i") == "s2i" else r["name"]
-
-
-def _save(fig, path: Path) -> str:
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path.name
+    return f"E = {r['emb']}" if r.get("model", "s2i") == "s2i" else plot_text(r["name"])
 
 
 def _pct(v) -> str:
@@ -184,9 +246,9 @@ def _html(report: dict, metric_label: str) -> str:
     per_class = _table("per-class", ["E"] + classes + ["mean"],
                        [[str(r["emb"])] + [_pct((r["per_class"].get(c) or {}).get(metric)) for c in classes]
                         + [_pct(r["mean"].get(metric))] for r in runs])
-    plots = "".join(f'<figure><img src="{e(f)}" alt="{e(k)}"></figure>' for k, f in report["plots"].items())
-    grids = "".join(f'<h3>E = {r["emb"]} ({e(r["name"])})</h3><img class="grid" src="{e(r["grid_file"])}" '
-                    f'alt="grid {r["emb"]}">' for r in runs if r.get("grid_file"))
+    plots = "".join(f'<figure><img src="{_src(f)}" alt="{e(k)}"></figure>' for k, f in report["plots"].items())
+    grids = "".join(f'<h3>E = {e(str(r["emb"]))} ({e(r["name"])})</h3><img class="grid" src="{_src(r["grid_file"])}" '
+                    f'alt="grid {e(str(r["emb"]))}">' for r in runs if r.get("grid_file"))
     note = ("" if metric == "informativity" else
             "<p class=note>No informativity classifiers were given: the per-class table and plots show the "
             "class-agreement proxy, which over-reports (SPEC 5). Label a pool (s2i-model sample, label, "
@@ -196,7 +258,7 @@ def _html(report: dict, metric_label: str) -> str:
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#f3f3f3}}figure{{display:inline-block;margin:0 1em 1em 0}}
 img{{max-width:100%}}.grid{{image-rendering:pixelated}}.note{{color:#8a4b00}}</style></head><body>
 <h1>Sound-to-Imagination: embedding sizes compared</h1>
-<p>{len(runs)} run{"s" if len(runs) > 1 else ""} on {e(runs[0]["data"])}, split <b>{e(runs[0]["split"])}</b>, {runs[0]["samples_per_sound"]}
+<p>{len(runs)} run{"s" if len(runs) > 1 else ""} on {e(runs[0]["data"])}, split <b>{e(runs[0]["split"])}</b>, {e(str(runs[0]["samples_per_sound"]))}
 pictures per sound. Proxies need no human labels and are named as such; the distances are measured in the
 real-frame classifier's feature space{", plus the standard Inception FID" if any("fid_inception" in r["proxies"] for r in runs) else ""}.</p>
 {note}<h2>Summary</h2>{table}<h2>Per class: {e(metric_label)}</h2>{per_class}<h2>Plots</h2>{plots}
@@ -230,9 +292,9 @@ def _html_models(report: dict, metric_label: str) -> str:
     per_class = _table("per-class", ["run"] + classes + ["mean"],
                        [[r["name"]] + [_pct((r["per_class"].get(c) or {}).get(metric)) for c in classes]
                         + [_pct(r["mean"].get(metric))] for r in runs])
-    plots = "".join(f'<figure><img src="{e(f)}" alt="{e(k)}"></figure>' for k, f in report["plots"].items())
+    plots = "".join(f'<figure><img src="{_src(f)}" alt="{e(k)}"></figure>' for k, f in report["plots"].items())
     grid = cmp["grid"]
-    own = "".join(f'<h3>{e(r["name"])}</h3><img class="grid" src="{e(r["grid_file"])}" alt="grid {e(r["name"])}">'
+    own = "".join(f'<h3>{e(r["name"])}</h3><img class="grid" src="{_src(r["grid_file"])}" alt="grid {e(r["name"])}">'
                   for r in runs if r.get("grid_file"))
     note = ("" if metric == "informativity" else
             "<p class=note>No informativity classifiers were given: the per-class table and plots show the "
@@ -246,17 +308,23 @@ def _html_models(report: dict, metric_label: str) -> str:
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#f3f3f3}}figure{{display:inline-block;margin:0 1em 1em 0}}
 img{{max-width:100%}}.grid{{image-rendering:pixelated}}.note{{color:#8a4b00}}</style></head><body>
 <h1>Sound-to-image models compared</h1>
-<p>{len(runs)} runs on {e(runs[0]["data"])}, split <b>{e(runs[0]["split"])}</b>, {runs[0]["samples_per_sound"]}
+<p>{len(runs)} runs on {e(runs[0]["data"])}, split <b>{e(runs[0]["split"])}</b>, {e(str(runs[0]["samples_per_sound"]))}
 pictures per sound, seed {e(str(runs[0]["evaluated_with"].get("seed")))}. Proxies need no human labels and are named
 as such; the distances are measured in the real-frame classifier's feature space. Parameters: the networks
 that draw a picture from a sound (training-only networks such as discriminators are not counted); training
 time and samples/s: the sum over every logged epoch of every stage (RUN/metrics.jsonl).</p>
 {note}<h2>Models</h2>{table}<h2>Per class: {e(metric_label)}</h2>{per_class}<h2>Plots</h2>{plots}
 <h2>The same test sounds, every model</h2><p>Each row: a held-out test sound's real frame, then
-{grid["pictures_per_model"]} pictures from each model in this order: {e(", ".join(grid["columns"][1:]))}
-(seed {grid["seed"]}).</p><img class="grid" id="side-by-side" src="{e(grid["file"])}" alt="side by side">
+{e(str(grid["pictures_per_model"]))} pictures from each model in this order: {e(", ".join(grid["columns"][1:]))}
+(seed {e(str(grid["seed"]))}).</p><img class="grid" id="side-by-side" src="{_src(grid["file"])}" alt="side by side">
 <h2>Each run's evaluation grid</h2>{own}
 </body></html>"""
+
+
+def _src(file: str) -> str:
+    """A file of the report as an attribute value: a name is quoted as a URL (``#``, ``?`` or ``%`` in
+    a run's name are part of the file's name), then escaped as HTML."""
+    return html.escape(quote(file))
 
 
 def _table(tid: str, head: list[str], rows: list[list[str]]) -> str:

@@ -6,24 +6,29 @@ the standard library only: it must run on a laptop beside the pool with nothing 
 It answers only requests addressed to it by name (the Host header: a web page elsewhere cannot
 rebind a name of its own to 127.0.0.1 and read the pool), takes labels only as JSON from its own
 page (a form on another site can neither post JSON nor fake the Origin), and serves only files
-that lie inside the pool when they are read.
+that lie inside the pool when they are read and are the pictures `sample` made (PNG or JPEG by
+content, whatever their names). Every answer says ``nosniff`` (a browser never guesses a type
+other than the one sent), and the page comes with a Content-Security-Policy that lets nothing but
+its own inline script and style run (`security_headers`, shared with the live page).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import ipaddress
 import json
-import mimetypes
-import os
 import re
 import socket
-import stat
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
-from s2i_model.labelling.store import DEFAULT_TARGET, append_label, count_progress, pool_meta, read_labels, read_pool
+from s2i_data import untrusted
+
+from s2i_model.labelling.store import (DEFAULT_TARGET, append_label, count_progress, pool_meta, read_image, read_labels,
+                                       read_pool)
 
 PAGE_FILE = Path(__file__).with_name("page.html")  # shipped as package data
 
@@ -65,12 +70,27 @@ def allowed_hosts(bind: str) -> tuple[bool, set[str]]:
     return any_ip, hosts
 
 
-def _fd_path(fd: int) -> str | None:
-    """Where an open file really is, where the system says (Linux); None elsewhere."""
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return None
+def _hashes(page: bytes, tag: str) -> str:
+    """CSP sources for each inline ``<tag>`` element of ``page``: the SHA-256 of its text (with the
+    line ends a browser's parser makes of it, so that a checkout with CRLF still matches)."""
+    bodies = [b.replace(b"\r\n", b"\n").replace(b"\r", b"\n") for b in
+              re.findall(rb"<%s(?:\s[^>]*)?>(.*?)</%s>" % (tag.encode(), tag.encode()), page, re.S | re.I)]
+    return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b).digest()).decode()}'" for b in bodies) or "'none'"
+
+
+def security_headers(page: bytes | None = None) -> list[tuple[str, str]]:
+    """The headers every answer of a page server of ours carries: ``nosniff`` (a picture or a
+    JSON answer is never run as a page or script whatever its bytes), no embedding by other
+    sites' pages, and, for ``page`` (an HTML page of ours), a Content-Security-Policy allowing
+    only its own inline scripts and styles (by hash), pictures and connections to this server
+    (and data: pictures), no plugins, forms, frames or base URL. Shared by the labelling and live
+    pages; a hash changes with the page, so an edited page needs no edit here."""
+    headers = [("X-Content-Type-Options", "nosniff"), ("Cross-Origin-Resource-Policy", "same-origin")]
+    if page is not None:
+        csp = (f"default-src 'none'; script-src {_hashes(page, 'script')}; style-src {_hashes(page, 'style')}; "
+               "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+        headers += [("Content-Security-Policy", csp), ("Referrer-Policy", "no-referrer")]
+    return headers
 
 
 class _Server(ThreadingHTTPServer):
@@ -103,24 +123,6 @@ class _Server(ThreadingHTTPServer):
     def accepts(self, host: tuple[str, int]) -> bool:
         name, port = host
         return port == self.port and (name in self.hosts or (self.any_ip and _is_ip(name)))
-
-    def read_inside(self, file: str) -> bytes | None:
-        """POOL/file's bytes, or None when it is missing or, now, not a plain file inside the pool."""
-        try:
-            path = (self.pool / file).resolve()
-            if not path.is_relative_to(self.pool):
-                return None
-            # O_NOFOLLOW: the file cannot turn into a symlink between resolve and open; O_NONBLOCK:
-            # a FIFO put in its place cannot hang the thread.
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-        except (OSError, RuntimeError):  # RuntimeError: a symlink loop
-            return None
-        with open(fd, "rb") as f:
-            # A folder above it may have been swapped between resolve and open: ask where the file is.
-            where = _fd_path(fd)
-            if not stat.S_ISREG(os.fstat(fd).st_mode) or (where is not None and not Path(where).is_relative_to(self.pool)):
-                return None
-            return f.read()
 
     def handle_error(self, request, client_address):
         # A browser that goes away mid-request (tab closed, server stopping) is not an error of
@@ -168,11 +170,22 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # one line per image request would drown the terminal
         pass
 
-    def _send(self, status: int, body: bytes, ctype: str, cache: str = "no-store") -> None:
+    _page: bytes | None = None  # the page being answered, whose policy end_headers sends
+
+    def end_headers(self) -> None:
+        # here, so that every answer has them: the library's own (a bad request line, an unknown
+        # method) as well as ours
+        for header, value in security_headers(self._page):
+            self.send_header(header, value)
+        self._page = None
+        super().end_headers()
+
+    def _send(self, status: int, body: bytes, ctype: str, cache: str = "no-store", page: bool = False) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", cache)
+        self._page = body if page else None
         self.end_headers()
         self.wfile.write(body)
 
@@ -202,17 +215,17 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(*self._host_refusal())
         path = unquote(urlsplit(self.path).path)
         if path in ("/", "/index.html"):
-            self._send(200, PAGE_FILE.read_bytes(), "text/html; charset=utf-8")
+            self._send(200, PAGE_FILE.read_bytes(), "text/html; charset=utf-8", page=True)
         elif path == "/api/state":
             self._json(self.server.state())
         elif path == "/favicon.ico":
             self._send(204, b"", "image/x-icon", "max-age=86400")
         elif path in self.server.files:
             file = self.server.files[path]
-            body = self.server.read_inside(file)
-            if body is None:
+            body = read_image(self.server.pool, file)  # checked as it is read: files change while serving
+            if body is None:  # gone, not a file of the pool's own, or not a picture whatever its name
                 return self._error(404, f"missing image {path}")
-            self._send(200, body, mimetypes.guess_type(file)[0] or "application/octet-stream", "max-age=600")
+            self._send(200, body, untrusted.image_type(body), "max-age=600")
         else:
             self._error(404, f"not found: {path}")
 

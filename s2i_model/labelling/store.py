@@ -4,17 +4,24 @@ people give them (POOL/labels.csv).
 Labels are append-only (``id,label,time``; the last line for an id wins), so a relabel is one more
 line and a crash can at worst tear the line being written (a torn or foreign line is skipped and
 reported, never fatal). Every append is fsynced before it is acknowledged.
+
+Pools travel between labs: pool.csv and pool.json are checked against their schema when read
+(`untrusted.pool_rows`, `untrusted.pool_meta`: ids, classes and keys plain names, every file
+``images/<class>/<name>.png``), a file that breaks it is refused with one line naming file and
+line, and appends never follow a link left in a journal's place (`storage.open_append`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import os
+import stat
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
+
+from s2i_data import storage, untrusted
 
 LABELS = ("informative", "not")
 HEADER = "id,label,time\n"
@@ -26,22 +33,60 @@ POOL_FIELDS = ("id", "file", "class", "key", "sample")
 _write_lock = threading.Lock()
 
 
+def _text(path: Path) -> str:
+    """A pool file's text, size-capped; bytes that are not UTF-8 are refused in one line."""
+    try:
+        return untrusted.capped_read(path, untrusted.MAX_POOL_BYTES).decode()
+    except UnicodeDecodeError:
+        raise untrusted.Untrusted(f"{path}: not UTF-8 text") from None
+
+
 def read_pool(pool: Path) -> list[dict]:
-    with open(Path(pool) / POOL_CSV, newline="") as f:
-        rows = list(csv.DictReader(f))
-    seen: set[str] = set()
-    for n, r in enumerate(rows, 2):
-        if not r.get("id") or not r.get("file") or not r.get("class"):
-            raise ValueError(f"{pool}/pool.csv line {n}: needs id, file and class")
-        if r["id"] in seen:
-            raise ValueError(f"{pool}/pool.csv line {n}: duplicate id {r['id']!r}")
-        seen.add(r["id"])
-    return rows
+    """POOL/pool.csv's rows, each checked (`untrusted.pool_rows`)."""
+    path = Path(pool) / POOL_CSV
+    try:
+        rows = list(csv.DictReader(io.StringIO(_text(path), newline="")))
+    except csv.Error as e:
+        raise untrusted.Untrusted(f"{path}: not a CSV table ({e})") from None
+    return untrusted.pool_rows(rows, str(path))
 
 
 def pool_meta(pool: Path) -> dict:
+    """POOL/pool.json, checked (`untrusted.pool_meta`); empty when there is none."""
     path = Path(pool) / "pool.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    return untrusted.pool_meta(untrusted.json_value(_text(path).encode(), str(path)), str(path))
+
+
+def read_image(pool: Path, file: str) -> bytes | None:
+    """A pool picture's bytes (``file`` from a checked row), or None when it is missing or, now,
+    not a regular file inside the pool, or not a PNG or JPEG by content whatever its name."""
+    pool = Path(pool).resolve()
+    try:
+        path = (pool / file).resolve()
+        if not path.is_relative_to(pool):
+            return None
+        # O_NOFOLLOW: the file cannot turn into a symlink between resolve and open; O_NONBLOCK:
+        # a FIFO put in its place cannot hang the reader.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop
+        return None
+    with open(fd, "rb") as f:
+        # A folder above it may have been swapped between resolve and open: ask where the file is.
+        where = _fd_path(fd)
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or (where is not None and not Path(where).is_relative_to(pool)):
+            return None
+        data = f.read(untrusted.MAX_POOL_BYTES + 1)
+    return data if len(data) <= untrusted.MAX_POOL_BYTES and untrusted.image_type(data) else None
+
+
+def _fd_path(fd: int) -> str | None:
+    """Where an open file really is, where the system says (Linux); None elsewhere."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
 
 
 def _label_row(line: bytes) -> tuple[list[str], str | None]:
@@ -53,7 +98,13 @@ def _label_row(line: bytes) -> tuple[list[str], str | None]:
         return [], "not UTF-8 CSV"
     if len(row) != 3:
         return row, f"{len(row)} fields, expected 3: {HEADER.strip()}"
-    return row, None if row[1] in LABELS else f"unknown label {row[1]!r}"
+    if row[1] not in LABELS:  # the header's "label" too
+        return row, f"unknown label {row[1]!r}"
+    try:
+        untrusted.name(row[0], "id")
+    except untrusted.Untrusted as e:
+        return row, str(e)
+    return row, None
 
 
 def read_labels(pool: Path, problems: list[str] | None = None) -> dict[str, str]:
@@ -62,7 +113,7 @@ def read_labels(pool: Path, problems: list[str] | None = None) -> dict[str, str]
     path = Path(pool) / "labels.csv"
     if not path.is_file():
         return {}
-    data = path.read_bytes()
+    data = untrusted.capped_read(path, untrusted.MAX_POOL_BYTES)
     # A crash mid-write leaves a final line without its newline; that click was never confirmed.
     lines = data[: data.rfind(b"\n") + 1].split(b"\n")[:-1]
     labels: dict[str, str] = {}
@@ -90,17 +141,34 @@ def append_label(pool: Path, id: str, label: str, ids: set[str] | None = None) -
         raise ValueError(f"unknown id {id!r}: not in {pool}/pool.csv")
     line = io.StringIO()
     csv.writer(line, lineterminator="\n").writerow([id, label, datetime.now(timezone.utc).isoformat(timespec="seconds")])
-    with _write_lock, open(Path(pool) / "labels.csv", "a+b") as f:
-        end = f.seek(0, os.SEEK_END)
-        f.seek(max(0, end - 65536))
-        tail = f.read()
-        if tail and not tail.endswith(b"\n"):
-            # Cut a torn line before appending, or the new line would be glued onto it.
-            end = end - len(tail) + tail.rfind(b"\n") + 1
-            f.truncate(end)
+    path = Path(pool) / "labels.csv"
+    with _write_lock, storage.open_append(path, text=False) as f:
+        end = _cut_torn_line(f, path)
         f.write(((HEADER if end == 0 else "") + line.getvalue()).encode())
         f.flush()
         os.fsync(f.fileno())
+
+
+def _cut_torn_line(f, path: Path) -> int:
+    """The journal's length once a torn last line is cut (a crash mid-write), or the next line
+    would be glued onto it. ``f`` is the append handle (it cannot read): the tail is read through
+    a second handle, checked to be the very same file."""
+    st = os.fstat(f.fileno())
+    if st.st_size == 0:
+        return 0
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        if (os.fstat(fd).st_dev, os.fstat(fd).st_ino) != (st.st_dev, st.st_ino):
+            raise OSError(f"{path} was replaced while a label was being saved")
+        os.lseek(fd, max(0, st.st_size - 65536), os.SEEK_SET)
+        tail = os.read(fd, 65536)
+    finally:
+        os.close(fd)
+    end = st.st_size
+    if tail and not tail.endswith(b"\n"):
+        end = end - len(tail) + tail.rfind(b"\n") + 1
+        os.ftruncate(f.fileno(), end)
+    return end
 
 
 def count_progress(rows: list[dict], labels: dict[str, str], classes: list[str], target: int) -> dict:
@@ -118,11 +186,9 @@ def progress(pool: Path) -> dict[str, dict[str, int]]:
 
 def append_pool_rows(pool: Path, rows: list[dict]) -> None:
     """Add images to POOL/pool.csv (created with its header), fsynced."""
-    path = Path(pool) / POOL_CSV
-    new = not path.is_file()
-    with open(path, "a", newline="") as f:
+    with storage.open_append(Path(pool) / POOL_CSV) as f:
         w = csv.DictWriter(f, POOL_FIELDS)
-        if new:
+        if os.fstat(f.fileno()).st_size == 0:
             w.writeheader()
         w.writerows(rows)
         f.flush()
