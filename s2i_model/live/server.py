@@ -14,10 +14,8 @@ oldest when it is full; the page shows the newest anyway.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import queue
-import re
 import secrets
 import socket
 import threading
@@ -28,34 +26,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from s2i_model.labelling.server import _host_port, _is_ip, allowed_hosts
+from s2i_model.labelling.server import _host_port, _is_ip, allowed_hosts, security_headers
 from s2i_model.live.loop import Result, png_bytes
 from s2i_model.live.record import to_json
 
 PAGE_FILE = Path(__file__).with_name("page.html")  # shipped as package data
 CLIENT_QUEUE = 8  # events waiting for one page
 PING_S = 15.0  # a comment line now and then: a page whose tab is gone is noticed and let go
-
-
-def live_safety_headers(handler: BaseHTTPRequestHandler) -> None:
-    """The live server's safety headers, on every response: no type sniffing (a body is only ever
-    what its Content-Type says) and no Referer (the token is in the address); the page adds its
-    `page_csp`. Helper H3 of issue 24 adds a shared helper for these to
-    `s2i_model.labelling.server`: this local copy is to be replaced by it."""
-    handler.send_header("X-Content-Type-Options", "nosniff")
-    handler.send_header("Referrer-Policy", "no-referrer")
-
-
-def page_csp(page: bytes) -> str:
-    """The page may run only its own inline script and style (allowed by their hashes, so an edit
-    of page.html needs no edit here), show only the data: pictures the events carry, and connect
-    only back to this server: a name or class that slipped into the page as markup runs nothing."""
-    def hashes(tag: bytes) -> str:
-        bodies = re.findall(rb"<%s>(.*?)</%s>" % (tag, tag), page, re.S)
-        return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b).digest()).decode()}'" for b in bodies) or "'none'"
-
-    return (f"default-src 'none'; script-src {hashes(b'script')}; style-src {hashes(b'style')}; img-src data:; "
-            "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 
 def _data_url(png: bytes) -> str:
@@ -170,19 +147,23 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):
         pass
 
+    _page: bytes | None = None  # the page being answered: its policy goes with it
+
     def end_headers(self) -> None:
         # here, so that every response has them: also http.server's own (400, 501) and the events
-        live_safety_headers(self)
+        # (the labelling page's headers: nosniff, and for the page its policy by hash)
+        for header, value in security_headers(self._page):
+            self.send_header(header, value)
+        self._page = None
         super().end_headers()
 
-    def _send(self, status: int, body: bytes, ctype: str | None, csp: str | None = None) -> None:
+    def _send(self, status: int, body: bytes, ctype: str | None, page: bool = False) -> None:
         self.send_response(status)
         if ctype is not None:
             self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
-        if csp is not None:
-            self.send_header("Content-Security-Policy", csp)
+        self._page = body if page else None
         self.end_headers()
         self.wfile.write(body)
 
@@ -211,7 +192,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(*refusal)
         if path in ("/", "/index.html"):
             page = PAGE_FILE.read_bytes()
-            self._send(200, page, "text/html; charset=utf-8", page_csp(page))
+            self._send(200, page, "text/html; charset=utf-8", page=True)
         elif path == "/events":
             self._events()
         else:
