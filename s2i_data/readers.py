@@ -1,11 +1,14 @@
-"""Read shards back, decoding only the members of the contract and never unpickling.
+"""Read shards back, with bounded memory, decoding only the members of the contract and never
+unpickling.
 
 Shards travel between people, so the project's own readers (verify, inspect, the trainer's
-loader) take raw bytes from webdataset and decode each known member themselves: ``.npy`` with
-its header checked first and ``allow_pickle=False``, images with Pillow after their header says
-they have the build's size, ``.cls`` as ASCII, ``.json`` as small UTF-8. Members they do not know
-are never decoded (`unknown_members` names them, and verify fails on them). Shard names read from
-a build are checked against the contract before they are used in a path or a command.
+loader) read each tar themselves (`iter_raw`: every header checked against the build's
+`Contract` before any data is read, so no header can make a reader hold more than the contract
+allows) and decode each known member themselves: ``.npy`` with its header checked first and
+``allow_pickle=False``, images with Pillow after their header says they have the build's size,
+``.cls`` as ASCII, ``.json`` as small UTF-8. Members they do not know are never decoded
+(`unknown_members` names them, and verify fails on them). Shard names read from a build are
+checked against the contract before they are used in a path or a command.
 """
 
 from __future__ import annotations
@@ -540,6 +543,8 @@ def _member_problem(info: tarfile.TarInfo, ext: str, sample: dict, held: int, co
     """Why the member cannot join its sample (None: it can), from its header alone."""
     if info.type in _NO_DATA:
         return f"{_NO_DATA[info.type]}, not a regular file"
+    if ext.startswith("__"):
+        return "an extension of the names readers keep for themselves (__key__, __url__...)"
     if ext in sample:
         return "a second member of that name in the sample"
     most = contract.member_bytes(ext)

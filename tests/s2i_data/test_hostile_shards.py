@@ -166,6 +166,16 @@ def test_links_and_devices_are_refused_naming_their_sample(tmp_path, kind, what)
     assert refusals(path) == [f"{SHARD}: k1.png: {what}, not a regular file"]
 
 
+@pytest.mark.parametrize("ext", ["__error__", "__url__", "__key__", "__shard__"])
+def test_members_named_like_a_readers_own_fields_are_refused(tmp_path, ext):
+    """webdataset lets ``KEY.__url__`` overwrite the sample's URL; here it spoils its sample."""
+    path = tmp_path / "meta.tar"
+    path.write_bytes(tar_bytes([*ONE, (f"k1.{ext}", b"planted"), ("k1.json", b"{}")]))
+    raws = read_all(path)
+    assert [r["__key__"] for r in raws] == ["k0", "k1"] and raws[1]["__url__"] == str(path)
+    assert raws[1]["__shard__"] == SHARD and raws[1]["__error__"].startswith(f"{SHARD}: k1.{ext}: an extension")
+
+
 @pytest.mark.parametrize("name, shown", [
     ("../k1.png", "'..'"), ("/abs/k1.png", "''"), ("k\n1.png", r"\n"), ("k1", "not KEY.EXTENSION"),
     ("k\u202e1.png", r"\u202e"),
