@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import __version__, lock, media, plan, shards, storage
+from . import __version__, lock, media, plan, shards, storage, untrusted
 from .classes import resolve_classes
 from .config import BuildConfig
 from .executors import default_workers, make_executor
@@ -222,8 +222,7 @@ def check_output(out: Path, cfg: BuildConfig) -> bool:
     another build or unrelated files; False when it is new or empty."""
     build_json = out / "build.json"
     if build_json.exists():
-        old = json.loads(build_json.read_text())
-        old_cfg = BuildConfig.from_dict(old.get("config", {}))
+        old_cfg = _saved_config(build_json)
         if old_cfg.fingerprint() != cfg.fingerprint():
             a, b = old_cfg.identity(), cfg.identity()
             diff = ", ".join(f"{k}: {a.get(k)!r} → {b.get(k)!r}" for k in sorted(b) if a.get(k) != b.get(k))
@@ -235,6 +234,28 @@ def check_output(out: Path, cfg: BuildConfig) -> bool:
                             and not re.fullmatch(r"build\.json\.tmp-\d+", p.name) for p in out.iterdir()):
         raise BuildError(f"{out} is not empty and holds no s2i build; choose another --out")
     return False
+
+
+def _saved_config(build_json: Path) -> BuildConfig:
+    """The configuration an output's build.json records (the folder may come from elsewhere)."""
+    try:
+        old = untrusted.mapping(json.loads(build_json.read_text()), str(build_json))
+        return BuildConfig.from_dict(untrusted.mapping(old.get("config", {}), f"{build_json}: config"))
+    except (TypeError, ValueError) as e:  # JSON errors and Untrusted are ValueErrors
+        raise BuildError(f"{build_json} is not the build.json of an s2i-data build ({str(e)[:120]}); "
+                         "choose another --out") from None
+
+
+def read_plan(work: Path, cfg: BuildConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(probes, samples) of a build being resumed, checked whole (`untrusted.plan_tables`) before
+    a path is formed from them: an edited plan must not make a build write outside its folder."""
+    probes = pd.read_parquet(work / "probe.parquet")
+    samples = pd.read_parquet(work / "plan.parquet")
+    try:
+        untrusted.plan_tables(samples, probes, str(work), cfg.classes, cfg.segment_seconds)
+    except untrusted.Untrusted as e:
+        raise BuildError(f"{e}; not resumed (remove {work} to plan afresh)") from None
+    return probes, samples
 
 
 def build_info(cfg: BuildConfig) -> dict:
@@ -470,17 +491,17 @@ def _build_locked(cfg: BuildConfig, executor, progress, guard) -> BuildResult:
     dest = cfg.out if storage.is_remote(cfg.out) else str(out)  # where shards and manifests go
     if resuming and finished(dest, cfg):
         return finished_result(dest, cfg)
+    work = out / BUILD_DIR
+    planned = read_plan(work, cfg) if resuming else None  # before anything is written
     if dest == str(out):
         _check_writable(out)
     guard.claim()
     executor.start()  # a cluster's start-up overlaps the probe and the plan
     workers = cfg.workers or default_workers()
-    work = out / BUILD_DIR
     progress = progress or NullProgress()
 
-    if resuming:
-        probes = pd.read_parquet(work / "probe.parquet")
-        samples = pd.read_parquet(work / "plan.parquet")
+    if planned is not None:
+        probes, samples = planned
     else:
         items = collect_items(cfg, None if cfg.source == "vggsound" else resolve_classes(cfg.classes))
         (work / "shards").mkdir(parents=True, exist_ok=True)

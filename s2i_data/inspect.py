@@ -61,7 +61,7 @@ def contact_sheet(build: Build | str | Path, png: Path, per_class: int = 6, spli
         problems.append(str(e))
 
     # every sample of the shards read is decoded (and its damage reported), not only those drawn
-    for raw in iter_raw(list(name_of), build.cache_dir, on_shard_error=report, names=name_of):
+    for raw in iter_raw(list(name_of), build.cache_dir, on_shard_error=report, names=name_of, contract=contract):
         try:
             sample = decode_sample(raw, contract)
         except SampleError as e:

@@ -34,13 +34,16 @@ def name(value, what: str) -> str:
     """``value`` when it is a plain name (a class, a key, a video id, a model or run name): a
     non-empty string of at most 200 UTF-8 bytes with no path separator, NUL, control or
     bidirectional-override character, and not ``.`` or ``..``. Anything else is refused, so that
-    a name read from data can never become a path, a command option or a second line."""
+    a name read from data can never become a path or a second line (it may start with ``-``:
+    never pass one to a command as an argument of its own)."""
     if not isinstance(value, str):
         raise Untrusted(f"{what}: {type(value).__name__} {_show(value)} is not a name")
     if value in ("", ".", ".."):
         raise Untrusted(f"{what}: {value!r} is not a name")
     if len(value.encode("utf-8", "surrogatepass")) > NAME_MAX_BYTES:
         raise Untrusted(f"{what}: {_show(value)} is longer than {NAME_MAX_BYTES} bytes")
+    if value.isascii() and value.isprintable() and "/" not in value and "\\" not in value:
+        return value  # the common case, checked in C: a manifest holds millions of names
     for ch in value:
         if ch in "/\\\0" or ch in _BIDI or unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp"):
             raise Untrusted(f"{what}: {_show(value)} holds {ch!r}; a name may not hold path separators "
@@ -68,7 +71,10 @@ def number(value, what: str, lo: float | None = None, hi: float | None = None, i
                 raise Untrusted(f"{what}: {_show(value)} is not a whole number")
         value = int(value)
     else:
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer of hundreds of digits, as JSON may hold
+            raise Untrusted(f"{what}: {_show(value)} is not a finite number") from None
         if not math.isfinite(value):
             raise Untrusted(f"{what}: {value} is not a finite number")
     if (lo is not None and value < lo) or (hi is not None and value > hi) or (above is not None and value <= above):
@@ -108,6 +114,12 @@ def printable(text: str, most: int = 200) -> str:
 SHARD_NAME = re.compile(r"^(train|val|test)/(train|val|test)-\d{6}\.tar$")
 MAX_CLASSES = 100_000
 MAX_COUNT = 10**9
+# What a build.json may claim; a shard reader's memory bounds follow from these (readers.Contract)
+MIN_SEGMENT_SECONDS, MAX_SEGMENT_SECONDS = 0.01, 60  # a segment holds at least one 10 ms frame
+MAX_IMAGE_SIZE = 4096
+MAX_SAMPLE_RATE = 384_000
+MEL_BINS = 128
+LOGMEL_MAX = 1e6  # |log-mel| in any unit (natural log, dB) of float32 power is far below this
 
 
 def shard_name(value, what: str = "shard name") -> str:
@@ -121,9 +133,10 @@ def shard_name(value, what: str = "shard name") -> str:
 def build_settings(build_json, where: str) -> dict:
     """build.json: the settings every reader relies on (segment, rate, picture size) in range."""
     cfg = mapping(mapping(build_json, where).get("config"), f"{where}: config")
-    number(cfg.get("segment_seconds"), f"{where}: config.segment_seconds", above=0, hi=60)
-    number(cfg.get("image_size"), f"{where}: config.image_size", lo=8, hi=4096, integer=True)
-    number(cfg.get("sample_rate", 16000), f"{where}: config.sample_rate", lo=8000, hi=384000, integer=True)
+    number(cfg.get("segment_seconds"), f"{where}: config.segment_seconds", lo=MIN_SEGMENT_SECONDS,
+           hi=MAX_SEGMENT_SECONDS)
+    number(cfg.get("image_size"), f"{where}: config.image_size", lo=8, hi=MAX_IMAGE_SIZE, integer=True)
+    number(cfg.get("sample_rate", 16000), f"{where}: config.sample_rate", lo=8000, hi=MAX_SAMPLE_RATE, integer=True)
     fp = build_json.get("fingerprint")
     if fp is not None and not (isinstance(fp, str) and re.fullmatch(r"[0-9a-zA-Z]{1,128}", fp)):
         raise Untrusted(f"{where}: fingerprint {_show(fp)} is not a hex digest")
@@ -138,7 +151,9 @@ def build_stats(stats, where: str) -> dict:
     if not isinstance(classes, list) or not 1 <= len(classes) <= MAX_CLASSES:
         raise Untrusted(f"{where}: classes is not a list of 1 to {MAX_CLASSES} names")
     names(classes, f"{where}: classes")
-    counts = mapping(stats.get("counts", {}), f"{where}: counts")
+    counts = mapping(stats.get("counts"), f"{where}: counts")
+    if sorted(counts) != sorted(SPLITS):
+        raise Untrusted(f"{where}: counts has splits {_show(sorted(map(str, counts)))}, not train, val and test")
     for split, per in counts.items():
         if split not in SPLITS:
             raise Untrusted(f"{where}: counts has split {_show(split)}")
@@ -163,7 +178,7 @@ def build_stats(stats, where: str) -> dict:
     for flag in ("complete", "balanced"):
         if flag in stats and not isinstance(stats[flag], bool):
             raise Untrusted(f"{where}: {flag} is {_show(stats[flag])}, not true or false")
-    logmel_stats(stats.get("train_logmel", {"count": 0}), f"{where}: train_logmel")
+    logmel_stats(stats.get("train_logmel", {"count": 0}), f"{where}: train_logmel", MEL_BINS)
     return stats
 
 
@@ -178,14 +193,18 @@ def logmel_stats(tl, what: str, bins: int | None = None) -> dict:
         vec = finite_vector(tl.get(key), f"{what}.{key}", bins)
         if key == "std" and min(vec, default=0) < 0:
             raise Untrusted(f"{what}.std holds a negative value")
+        if max(map(abs, vec), default=0) > LOGMEL_MAX:
+            raise Untrusted(f"{what}.{key} holds a value beyond ±{LOGMEL_MAX:g}")
     for key in ("global_mean", "global_std", "min", "max", "p0.1", "p1", "p50", "p99", "p99.9"):
         if key in tl:
-            number(tl[key], f"{what}.{key}")
+            number(tl[key], f"{what}.{key}", lo=-LOGMEL_MAX, hi=LOGMEL_MAX)
     lo, hi = number(tl.get("p0.1"), f"{what}.p0.1"), number(tl.get("p99.9"), f"{what}.p99.9")
     if not hi > lo:
         raise Untrusted(f"{what}: p99.9 ({hi}) is not above p0.1 ({lo}); a normaliser cannot scale by that range")
     if "min" in tl and "max" in tl and tl["min"] > tl["max"]:
         raise Untrusted(f"{what}: min is above max")
+    if tl.get("global_std", 0) < 0:
+        raise Untrusted(f"{what}.global_std is negative")
     return tl
 
 
@@ -203,8 +222,7 @@ def samples_table(df, where: str, classes: list[str], segment_seconds: float | N
     if missing:
         raise Untrusted(f"{where}: lacks column(s) {', '.join(missing)}")
     for col in ("key", "video_id"):
-        values = df[col].tolist()
-        for i, v in enumerate(values):
+        for i, (v,) in _distinct(df, [col]):
             name(v, f"{where}: row {i} {col}")
             if col == "key" and "." in v:
                 raise Untrusted(f"{where}: row {i} key {_show(v)} holds a dot (webdataset splits members there)")
@@ -212,16 +230,18 @@ def samples_table(df, where: str, classes: list[str], segment_seconds: float | N
     if bad_split.any():
         i = int(bad_split.to_numpy().argmax())
         raise Untrusted(f"{where}: row {i} split {_show(df['split'].iloc[i])} is not train, val or test")
-    for i, (sh, sp) in enumerate(zip(df["shard"].tolist(), df["split"].tolist())):
+    for i, (sh, sp) in _distinct(df, ["shard", "split"]):
         if shard_name(sh, f"{where}: row {i} shard").split("/")[0] != sp:
             raise Untrusted(f"{where}: row {i} shard {_show(sh)} is not in its split {sp!r}")
     index = {c: i for i, c in enumerate(classes)}
-    for i, (c, ci) in enumerate(zip(df["class"].tolist(), df["class_index"].tolist())):
+    for i, (c, ci) in _distinct(df, ["class", "class_index"]):
         if not isinstance(c, str) or c not in index:
             raise Untrusted(f"{where}: row {i} class {_show(c)} is not a class of this build")
         if number(ci, f"{where}: row {i} class_index", lo=0, integer=True) != index[c]:
             raise Untrusted(f"{where}: row {i} class_index {ci} is not {c!r}'s ({index[c]})")
     for col in ("start_s", "end_s", "segment_index"):
+        if not pd.api.types.is_numeric_dtype(df[col]) or pd.api.types.is_bool_dtype(df[col]):
+            raise Untrusted(f"{where}: column {col} holds {df[col].dtype}, not numbers")
         values = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=np.float64)
         bad = ~np.isfinite(values) | (values < 0) | (values > 1e7)
         if bad.any():
@@ -233,7 +253,7 @@ def samples_table(df, where: str, classes: list[str], segment_seconds: float | N
         if off.any():
             i = int(off.argmax())
             raise Untrusted(f"{where}: row {i} spans {span[i]:g} s, the build's segments {segment_seconds:g} s")
-    for i, s in enumerate(df["source"].tolist()):
+    for i, (s,) in _distinct(df, ["source"]):
         if not isinstance(s, str) or not s or "\0" in s or len(s) > 4096:
             raise Untrusted(f"{where}: row {i} source {_show(s)} is not a file name")
     return df
@@ -528,3 +548,128 @@ def pool_meta(meta, where: str) -> dict:
         if k in meta:
             text(meta[k], f"{where}: {k}")
     return meta
+
+
+def _distinct(df, columns: list[str]):
+    """(row, values) for the first row of each distinct combination of ``columns`` (all rows when
+    a value cannot be hashed): a check need not run again on the many rows that repeat a value."""
+    try:
+        rows = np.flatnonzero(~df.duplicated(subset=columns).to_numpy())
+    except TypeError:  # arrays from a list-typed column: each is refused by the check anyway
+        rows = np.arange(len(df))
+    values = [df[c].to_numpy(dtype=object)[rows] for c in columns]
+    return ((int(i), tuple(v[k] for v in values)) for k, i in enumerate(rows))
+
+
+# --- s2i_data: shard members, videos tables and a build's plan on disk (issue 24, H1) ----------
+
+MEMBER_NAME_MAX = 1024
+VIDEO_STATUSES = ("ok", "skipped", "failed")
+
+
+def tar_member(value: str, what: str = "tar member") -> tuple[str, str]:
+    """(key, extension) of a shard member's name, split as webdataset splits it: the key is the
+    name up to the first dot of its last part (a folder before it is kept), the extension the
+    rest, lower-cased. Every part must be a plain `name` and the last must have an extension."""
+    if not isinstance(value, str) or len(value.encode("utf-8", "surrogateescape")) > MEMBER_NAME_MAX:
+        raise Untrusted(f"{what} {_show(value)} is not a name of at most {MEMBER_NAME_MAX} bytes")
+    names(value.split("/"), f"{what} {_show(value)}", unique=False)
+    folder, _, base = value.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    if not stem or not dot or not ext:
+        raise Untrusted(f"{what} {_show(value)} is not KEY.EXTENSION")
+    return (f"{folder}/{stem}" if folder else stem), ext.lower()
+
+
+PROBE_COLUMNS = ("window_start_s", "window_end_s", "start_s", "end_s", "video_index", "audio_index", "sar")
+
+
+def videos_table(df, where: str, classes: list[str], probe: bool = False):
+    """A table of input videos (videos.parquet; with ``probe`` the plan's ``_build/probe.parquet``,
+    whose rows also feed the decoder): unique video ids that are plain names without dots,
+    statuses ok, skipped or failed, a class of the build for every usable video, splits of the
+    contract, segment counts whole and not negative; for usable videos finite sizes and rates,
+    and with ``probe`` the window, span, stream indices and aspect ratio the decoder is given."""
+    import pandas as pd
+
+    want = ("video_id", "source", "class", "status", "reason", "split", "segments") + (PROBE_COLUMNS if probe else ())
+    missing = [c for c in want if c not in df.columns]
+    if missing:
+        raise Untrusted(f"{where}: lacks column(s) {', '.join(missing)}")
+    ids = names(df["video_id"].tolist(), f"{where}: video_id")
+    for i, v in enumerate(ids):
+        if "." in v:
+            raise Untrusted(f"{where}: row {i} video_id {_show(v)} holds a dot (keys are made from it)")
+    bad_status = ~df["status"].isin(VIDEO_STATUSES)
+    if bad_status.any():
+        i = int(bad_status.to_numpy().argmax())
+        raise Untrusted(f"{where}: row {i} status {_show(df['status'].iloc[i])} is not ok, skipped or failed")
+    ok = (df["status"] == "ok").to_numpy()
+    known = set(classes)
+    for i, (c, usable) in enumerate(zip(df["class"].tolist(), ok)):
+        if not (isinstance(c, str) and (c in known or (c == "" and not usable))):
+            raise Untrusted(f"{where}: row {i} class {_show(c)} is not a class of this build")
+    bad_split = ~df["split"].isin(SPLITS + ("",))
+    if bad_split.any():
+        i = int(bad_split.to_numpy().argmax())
+        raise Untrusted(f"{where}: row {i} split {_show(df['split'].iloc[i])} is not train, val or test")
+    for i, (s, r) in enumerate(zip(df["source"].tolist(), df["reason"].tolist())):
+        if not isinstance(s, str) or not s or "\0" in s or len(s) > 4096:
+            raise Untrusted(f"{where}: row {i} source {_show(s)} is not a file name")
+        if not (r is None or r != r or (isinstance(r, str) and "\0" not in r and len(r) <= 4096)):  # r != r: NaN
+            raise Untrusted(f"{where}: row {i} reason {_show(r)} is not a line of text")
+    _numbers(df, where, ["segments"], np.ones(len(df), bool), hi=MAX_COUNT, integer=True)
+    # sizes and rates as ffmpeg reported them: only their being numbers matters here
+    _numbers(df, where, [c for c in ("duration_s", "fps", "width", "height", "audio_rate", "audio_channels")
+                         if c in df.columns], ok, hi=1e12, missing_ok=True)
+    if probe:
+        _numbers(df, where, ["window_start_s", "window_end_s", "start_s", "end_s"], ok, hi=1e7)
+        _numbers(df, where, ["video_index", "audio_index"], ok, hi=1e6, integer=True)
+        _numbers(df, where, ["sar"], ok, hi=1e6, above=0)
+    return df
+
+
+def _numbers(df, where: str, columns: list[str], rows: np.ndarray, hi: float, integer: bool = False,
+             above: float | None = None, missing_ok: bool = False) -> None:
+    """In ``rows`` (those something reads), every value of ``columns`` a finite number in [0, hi]
+    (and > ``above``, whole with ``integer``); with ``missing_ok`` it may be missing (NaN, None:
+    not measured). Other rows are never read and are not checked."""
+    import pandas as pd
+
+    for col in columns:
+        raw = df[col]
+        values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)  # text, lists: NaN
+        missing = raw.isna().to_numpy()
+        with np.errstate(invalid="ignore"):
+            wrong = ~np.isfinite(values) | (values < 0) | (values > hi)
+            if above is not None:
+                wrong |= values <= above
+            if integer:
+                wrong |= values != np.round(values)
+        if missing_ok:
+            wrong &= ~missing
+        wrong &= rows
+        if wrong.any():
+            i = int(wrong.argmax())
+            raise Untrusted(f"{where}: row {i} {col} {_show(raw.iloc[i])} is not a "
+                            f"{'whole' if integer else 'finite'} number in [0, {hi:g}]")
+
+
+def plan_tables(samples, probes, where: str, classes: list[str], segment_seconds: float):
+    """A build's plan on disk (``_build/plan.parquet`` and ``_build/probe.parquet``), before a
+    resumed build forms a single path from it: each table as `samples_table` and `videos_table`
+    (probe) check it, keys unique, and every planned sample of a usable probed video, with its
+    source and class."""
+    samples_table(samples, f"{where}/plan.parquet", classes, segment_seconds)
+    videos_table(probes, f"{where}/probe.parquet", classes, probe=True)
+    dup = samples["key"].duplicated()
+    if dup.any():
+        i = int(dup.to_numpy().argmax())
+        raise Untrusted(f"{where}/plan.parquet: row {i} key {_show(samples['key'].iloc[i])} appears twice")
+    usable = probes[probes["status"] == "ok"].set_index("video_id")
+    for i, (vid, source, cls) in enumerate(zip(samples["video_id"], samples["source"], samples["class"])):
+        if vid not in usable.index:
+            raise Untrusted(f"{where}/plan.parquet: row {i} video_id {_show(vid)} is not a usable video of probe.parquet")
+        if usable.at[vid, "source"] != source or usable.at[vid, "class"] != cls:
+            raise Untrusted(f"{where}/plan.parquet: row {i} source or class differs from probe.parquet's for {_show(vid)}")
+    return samples, probes

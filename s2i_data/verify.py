@@ -1,6 +1,7 @@
 """verify: prove that a built folder keeps the data contract (SPEC 2.6).
 
-Reads every shard back through plain webdataset and checks it against the manifests. Every
+Reads every shard back (`readers.iter_raw`: a bounded tar reader, webdataset's grouping) and
+checks it against the manifests. Every
 violation becomes one line in the report; the CLI exits non-zero if there is any.
 
 The content of samples is checked too: by default `deep.DEFAULT_PER_SPLIT` samples per split
@@ -21,7 +22,7 @@ import numpy as np
 
 from .deep import DEFAULT_PER_SPLIT, ContentCheck, Sample, sampled_keys
 from .plan import SPLITS
-from .readers import IMAGE_EXTS, MEMBERS, Build, Contract, SampleError, decode_sample, iter_raw, unknown_members
+from .readers import IMAGE_EXTS, MEMBERS, Build, SampleError, decode_sample, iter_raw, unknown_members
 from .shards import MelStats
 
 
@@ -48,8 +49,6 @@ def verify(build: Build | str | Path, max_errors: int = 50, shard_url: str | Non
     cfg, stats = build.config, build.stats
     manifest = build.manifest()
     videos = build.manifest(name="videos.parquet")
-    frames = int(round(cfg["segment_seconds"] * 100))
-    size = cfg["image_size"]
 
     rep.check(manifest["key"].is_unique, "manifest keys are unique",
               f"{manifest['key'].duplicated().sum()} duplicates")
@@ -60,7 +59,7 @@ def verify(build: Build | str | Path, max_errors: int = 50, shard_url: str | Non
     rows = manifest.set_index("key")
     content_keys = set(manifest["key"]) if deep else sampled_keys(manifest, content_samples)
     content = ContentCheck(sample_rate=int(cfg["sample_rate"]), seconds=float(cfg["segment_seconds"]),
-                           image_size=int(size), workers=workers or min(8, os.cpu_count() or 1))
+                           image_size=build.image_size, workers=workers or min(8, os.cpu_count() or 1))
     seen: Counter = Counter()
     mel = MelStats()
     bad: list[str] = []
@@ -73,10 +72,11 @@ def verify(build: Build | str | Path, max_errors: int = 50, shard_url: str | Non
     rep.check(on_disk == listed and set(manifest["shard"]) <= listed,
               "the shards on disk are exactly those of this build",
               f"unexpected {sorted(on_disk - listed)[:3]}, missing {sorted(listed - on_disk)[:3]}")
-    contract = Contract(frames=frames, image_size=size)
+    contract = build.contract
     # a damaged shard is one problem of its own; the shards after it are still read
     read_from: Counter = Counter()
-    for raw in iter_raw(urls, build.cache_dir, on_shard_error=lambda e: bad.append(str(e)), names=name_of) if urls else []:
+    for raw in iter_raw(urls, build.cache_dir, on_shard_error=lambda e: bad.append(str(e)), names=name_of,
+                        contract=contract) if urls else []:
         key = raw["__key__"]
         shard = raw["__shard__"]
         seen[key] += 1
