@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .deep import DEFAULT_PER_SPLIT, ContentCheck, Sample, sampled_keys
+from .deep import DEFAULT_PER_SPLIT, ContentCheck, Sample, sampled_keys, segment_starts
 from .plan import SPLITS
 from .readers import IMAGE_EXTS, MEMBERS, Build, SampleError, decode_sample, iter_raw, unknown_members
 from .shards import MelStats
@@ -59,7 +59,8 @@ def verify(build: Build | str | Path, max_errors: int = 50, shard_url: str | Non
     rows = manifest.set_index("key")
     content_keys = set(manifest["key"]) if deep else sampled_keys(manifest, content_samples)
     content = ContentCheck(sample_rate=int(cfg["sample_rate"]), seconds=float(cfg["segment_seconds"]),
-                           image_size=build.image_size, workers=workers or min(8, os.cpu_count() or 1))
+                           image_size=build.image_size, workers=workers or min(8, os.cpu_count() or 1),
+                           segments=segment_starts(manifest))  # each video decoded from where the builder began
     seen: Counter = Counter()
     mel = MelStats()
     bad: list[str] = []

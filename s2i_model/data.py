@@ -124,7 +124,8 @@ class ShardStream(IterableDataset):
         yield from buffer_shuffle(self._decoded(urls, cap), rng, self.buffer, self.shuffle)
 
     def _decoded(self, urls: list[str], cap: int | None):
-        raws = (iter_raw(urls, self.cache_dir, self._bad if self.skip_bad else None, names=self.names)
+        raws = (iter_raw(urls, self.cache_dir, self._bad if self.skip_bad else None, names=self.names,
+                         contract=self.contract)
                 if urls and cap != 0 else [])
         for i, raw in enumerate(raws):
             if cap is not None and i >= cap:

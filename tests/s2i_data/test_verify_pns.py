@@ -57,6 +57,15 @@ def test_an_untouched_build_of_noisy_aac_verifies(pns_build):
     assert "ok   content of every sample: 12 recomputed from their sources match" in text
 
 
+def test_plain_verify_decodes_each_sampled_video_from_where_the_builder_began(pns_build):
+    """The default check (a few samples per split, not each video's first) on the same build:
+    verify hands the manifest's segment starts to the content check."""
+    for per_split in ("1", "3"):
+        code, fails, text = verify_in_process(pns_build, "--content-samples", per_split)
+        assert code == 0, fails
+        assert "recomputed from their sources match" in text
+
+
 def test_a_swapped_or_edited_sample_still_fails(pns_build, tmp_path):
     out = copy_build(pns_build, tmp_path / "shards")
     m = _manifest(out)
