@@ -106,8 +106,9 @@ def write_ids(path: Path, ids: list[str]) -> Path:
 def download_in_child(timeout: float = 180, **cfg) -> subprocess.CompletedProcess:
     """`download(DownloadConfig(**cfg))` in a fresh process: for settings the command line does
     not offer (``chunk_rows``)."""
-    code = ("import json, sys\nfrom s2i_data.download import DownloadConfig, download\n"
-            "print(json.dumps(download(DownloadConfig(**json.loads(sys.argv[1]))).counts))\n")
+    code = ("import json, os, sys\nfrom s2i_data.download import DownloadConfig, download\n"
+            "counts = download(DownloadConfig(**json.loads(sys.argv[1]))).counts\n"
+            "print(json.dumps({'pid': os.getpid(), 'counts': counts}))\n")
     return subprocess.run([sys.executable, "-c", code, json.dumps(cfg)], capture_output=True, text=True,
                           timeout=timeout)
 
@@ -180,10 +181,11 @@ def test_the_rate_holds_over_dask_worker_processes(tmp_path):
                                 workers=3, attempts=1, executor="dask", chunk_rows=1)
         assert run.returncode == 0, run.stderr
         assert "Traceback" not in run.stderr and "ERROR" not in run.stderr, run.stderr
-        assert json.loads(run.stdout.splitlines()[-1])["unavailable"] == PACED_ROWS
+        said = json.loads(run.stdout.splitlines()[-1])
+        assert said["counts"]["unavailable"] == PACED_ROWS, said
         fetchers = _check_paced_run(mirror, ids, root)
         pids = {pid for pid, _ in fetchers}
-        assert len(pids) >= 2 and os.getpid() not in pids, fetchers  # worker processes, not the client
+        assert len(pids) >= 2 and said["pid"] not in pids, fetchers  # worker processes, not the client
         assert_paced(mirror.times(ids), RATE)
 
 
@@ -247,7 +249,7 @@ def retried(tmp_path_factory):
         # an hour's Retry-After obeyed (or capped at the run's 600 s) would outlast the time-out
         run = cli("download", "--csv", str(csv), "--out", str(tmp / "root"), "--url-template", mirror.template,
                   "--workers", "4", "--attempts", str(ATTEMPTS), "--backoff", str(BACKOFF), "--rate", "0",
-                  "--no-progress", timeout=120)
+                  "--no-progress", timeout=60)
     assert run.returncode == 0, run.stderr
     return {"mirror": mirror, "table": table(tmp / "root")}
 
