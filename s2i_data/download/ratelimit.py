@@ -8,7 +8,7 @@ schedule, not a count: ``next`` is the earliest time of the next request; taking
 makes more than ``rate`` requests in any second, even right after a pause.
 
 Locally the schedule is a float under a thread lock (`Schedule`). On a Dask cluster it is the same
-schedule kept by the scheduler (`DaskSchedule`): a ``distributed.Variable`` holding ``next``
+schedule kept by the scheduler (`DaskSchedule`): a metadata key of the scheduler holding ``next``
 (unix time), changed under a ``distributed.Lock``, both named per run. Why this rather than
 giving each of W workers rate/W: the rate then holds whatever the cluster does (workers joining
 or leaving, one worker busy with retries while others idle), and the requests stay evenly spaced
@@ -62,15 +62,16 @@ class DaskSchedule:
     def acquire(self) -> None:
         if self.rate <= 0:
             return
-        from distributed import Lock, Variable
+        from distributed import Lock, get_client
 
+        client = get_client()
+        key = f"{self.name}-next"
         with Lock(f"{self.name}-lock"):
-            var = Variable(f"{self.name}-next")
-            try:
-                planned = float(var.get(timeout=0.5))
-            except Exception:  # noqa: BLE001 - never set yet (distributed raises TimeoutError)
-                planned = 0.0
+            # scheduler metadata, which has a default: a distributed Variable read before it was
+            # ever set waits, and the scheduler logs that wait's time-out as an error with a
+            # traceback (on the user's terminal, for a LocalCluster) at every run's first request
+            planned = float(client.get_metadata(key, default=0.0))
             now = time.time()
             slot = max(now, planned)
-            var.set(slot + 1.0 / self.rate)
+            client.set_metadata(key, slot + 1.0 / self.rate)
         time.sleep(max(0.0, slot - time.time()))

@@ -403,41 +403,6 @@ def test_error_mapping_on_youtube_messages():
         parse_rate("2/fortnight")
 
 
-def _first_requests(mirror: Mirror, ids: list[str]) -> list[float]:
-    return sorted(mirror.requests(y)[0][0] for y in ids)
-
-
-def _rate_run(videos, tmp_path, extra: list[str], n: int, rate: float) -> list[float]:
-    ids = [f"rate{i}" for i in range(n)]
-    with Mirror({y: videos["baby"] for y in ids}, {y: "ok" for y in ids}) as mirror:
-        csv = tmp_path / "ids.csv"
-        csv.write_text("".join(f"{y},0,10\n" for y in ids))
-        run = cli("download", "--csv", str(csv), "--out", str(tmp_path / "root"),  # --format auto: plain
-                  "--url-template", mirror.template, "--rate", f"{rate}/s", "--no-progress", *extra)
-        assert run.returncode == 0, run.stderr
-        assert list(table(tmp_path / "root")["status"]) == ["ok"] * n
-        return _first_requests(mirror, ids)
-
-
-def test_rate_limit_holds_over_threads(videos, tmp_path):
-    starts = _rate_run(videos, tmp_path, ["--workers", "3"], n=5, rate=4)
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
-    # 3 threads would start 3 requests at once; the schedule spaces them 1/rate apart
-    assert starts[-1] - starts[0] >= 4 / 4 - 0.1, gaps
-    assert min(gaps) >= 0.1, gaps
-
-
-def test_dask_executor_shares_one_rate(videos, tmp_path):
-    """A real LocalCluster of 2 worker processes; the schedule lives in the scheduler (a
-    distributed Variable under a Lock), so the two processes together keep 3 requests a second."""
-    t0 = time.monotonic()
-    starts = _rate_run(videos, tmp_path, ["--executor", "dask", "--workers", "2"], n=6, rate=3)
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
-    assert starts[-1] - starts[0] >= 5 / 3 - 0.1, gaps
-    assert min(gaps) >= 0.15, gaps
-    print(f"dask download of 6 rows: {time.monotonic() - t0:.1f} s, gaps {[round(g, 2) for g in gaps]}")
-
-
 def test_mirror_of_cut_clips(tmp_path):
     """A mirror holding each 10 s window already cut, named by id and start: {start} in the
     template and --clips (fetch the whole file). Without --clips the window 2..12 s of a 10 s file
