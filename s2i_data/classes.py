@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import difflib
 import functools
+import io
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -67,7 +68,11 @@ def slugify(name: str) -> str:
 def manifest_path(relative: str) -> Path:
     """A file under the package's ``manifests/`` folder, with a clear error when it is absent."""
     path = MANIFESTS_DIR / relative
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as e:  # a folder on the way that this user may not enter
+        raise _unreadable(path, e) from None
+    if not found:
         raise FileNotFoundError(
             f"s2i data file {path} is missing: s2i reads its class table and the AudioSet ontology "
             "from s2i_data/manifests/, package data that a wheel carries and that a checkout links "
@@ -75,6 +80,29 @@ def manifest_path(relative: str) -> Path:
             "from a checkout)"
         )
     return path
+
+
+class PackageDataError(OSError):
+    """A file of s2i's own data (class table, ontology) that exists but cannot be read. Its
+    message says so: the build reports any other OSError as one of its output."""
+
+
+def _unreadable(path: Path, e: OSError) -> PackageDataError:
+    return PackageDataError(f"cannot read {path}: {e.strerror or e} (s2i's own package data: the user "
+                            "running s2i must be able to read its installation)")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise _unreadable(path, e) from None
+
+
+def read_manifest(relative: str) -> str:
+    """The text of a file under the package's ``manifests/`` folder (`manifest_path`); a file
+    that cannot be read raises `PackageDataError` naming it."""
+    return _read(manifest_path(relative))
 
 
 class Ontology:
@@ -91,8 +119,7 @@ class Ontology:
 
     @classmethod
     def load(cls, path: Path) -> Ontology:
-        with open(path, encoding="utf-8") as f:
-            return cls(json.load(f))
+        return cls(json.loads(_read(path)))
 
     def __contains__(self, mid: str) -> bool:
         return mid in self._names
@@ -146,13 +173,16 @@ def _unique(values: Iterable[str]) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=1)
+def class_table_rows() -> tuple[dict[str, str], ...]:
+    """The rows of ``manifests/classes.csv`` as read, every column (read once per process)."""
+    return tuple(csv.DictReader(io.StringIO(read_manifest(CLASS_TABLE), newline="")))
+
+
+@functools.lru_cache(maxsize=1)
 def class_table() -> tuple[ClassInfo, ...]:
     """The project's class table (``manifests/classes.csv``), in file order."""
-    path = manifest_path(CLASS_TABLE)
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
     table = []
-    for row in rows:
+    for row in class_table_rows():
         alias, display = row["alias"].strip(), row["display_name"].strip()
         folders = _unique((*_split(row["vegas_folders"]), display, alias))
         table.append(ClassInfo(alias, display, folders, _split(row["audioset_ids"])))

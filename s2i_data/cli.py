@@ -106,6 +106,7 @@ def build(
 ) -> None:
     """Probe, plan, extract and write the shards (re-run the same command to resume)."""
     from .build import BuildError, build as run_build
+    from .classes import PackageDataError
     from .config import BuildConfig
 
     try:
@@ -121,7 +122,7 @@ def build(
             result = run_build(cfg, progress=bar)
         finally:
             bar.stop()
-    except (BuildError, ValueError, FileNotFoundError) as e:
+    except (BuildError, ValueError, FileNotFoundError, PackageDataError) as e:  # the message names what failed
         _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
         return
     except OSError as e:  # the output side mid-build: a full disk, a folder gone; finished shards are kept

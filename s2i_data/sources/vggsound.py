@@ -38,7 +38,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from s2i_data.classes import CLASS_TABLE, ClassInfo, class_table, manifest_path, normalize, slugify
+from s2i_data.classes import ClassInfo, class_table, class_table_rows, normalize, slugify
 from s2i_data.sources import VIDEO_EXTENSIONS, VideoItem
 
 WINDOW_S = 10.0  # VGGSound's clips are 10 s from start_seconds
@@ -114,9 +114,8 @@ def read_csv(path: str | Path) -> list[VggRow]:
 @functools.lru_cache(maxsize=1)
 def table_labels() -> dict[str, tuple[str, ...]]:
     """Class-table alias → its VGGSound labels (the ``vggsound`` column of classes.csv)."""
-    with open(manifest_path(CLASS_TABLE), encoding="utf-8", newline="") as f:
-        return {row["alias"].strip(): tuple(p.strip() for p in (row.get("vggsound") or "").split(";") if p.strip())
-                for row in csv.DictReader(f)}
+    return {row["alias"].strip(): tuple(p.strip() for p in (row.get("vggsound") or "").split(";") if p.strip())
+            for row in class_table_rows()}
 
 
 @dataclass(frozen=True)

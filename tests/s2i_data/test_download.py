@@ -302,6 +302,13 @@ def test_build_vggsound_reads_the_download(downloaded, tmp_path):
     assert "verified" in check.stdout
 
 
+def in_flight(folder: Path) -> list[Path]:
+    """The part folders (``.part-KEY-PID-THREAD``) of clips not yet under their final name (a
+    finished clip's own part folder outlives its rename for a moment)."""
+    done = {p.stem for p in folder.glob("*.mp4")}
+    return [p for p in folder.glob(".part-*") if p.name[len(".part-"):].rsplit("-", 2)[0] not in done]
+
+
 def test_kill_9_leaves_no_partial_file_and_rerun_resumes(videos, tmp_path):
     ids = [f"slow{i}" for i in range(4)]
     with Mirror({y: videos["dog"] for y in ids}, {y: "slow" for y in ids}, slow_s=1.5) as mirror:
@@ -313,9 +320,10 @@ def test_kill_9_leaves_no_partial_file_and_rerun_resumes(videos, tmp_path):
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not list((root / "dog").glob("*.mp4")):
+            # a clip finished and the next one in flight (its part folder there): the moment to
+            # kill, waited for rather than guessed
+            while time.monotonic() < deadline and not (list((root / "dog").glob("*.mp4")) and in_flight(root / "dog")):
                 time.sleep(0.05)
-            time.sleep(0.5)  # well inside the next transfer
             os.kill(proc.pid, signal.SIGKILL)  # kill -9 of the download itself
             proc.wait()
         finally:
@@ -327,7 +335,7 @@ def test_kill_9_leaves_no_partial_file_and_rerun_resumes(videos, tmp_path):
         assert 1 <= len(finals) < len(ids)
         for clip in finals:  # whatever is under a final name is a whole clip
             assert check_clip(clip, 10.0) >= 9.0
-        assert [p for p in (root / "dog").iterdir() if p.name.startswith(".part-")]  # killed mid-transfer
+        assert in_flight(root / "dog")  # killed mid-transfer
         run = cli(*args[3:])
         assert run.returncode == 0, run.stderr
     t = table(root)

@@ -106,11 +106,15 @@ def test_an_output_under_a_file_is_one_line(synth_videos, tmp_path):
     assert blocker.read_text() == "not a folder"
 
 
-# Pre-imports what the refusal needs, then drops root: root ignores permission bits, and the
-# interpreter's own files may sit where an unprivileged user cannot read (/root/.pyenv).
+# Pre-imports what the refusal needs and reads the package data (the class table and ontology,
+# cached for the process), then drops root: root ignores permission bits, and the interpreter's
+# own files may sit where an unprivileged user cannot read (/root/.pyenv), as may the checkout (a
+# clone in a home folder of mode 700). PREREAD=0 leaves the package data unread.
 AS_NOBODY = """
 import os, sys
 import s2i_data.build, s2i_data.classes, s2i_data.cli, s2i_data.lock
+if os.environ.get("PREREAD") != "0":
+    s2i_data.classes.class_table(); s2i_data.classes.ontology()
 if os.geteuid() == 0:
     os.setgroups([]); os.setgid(65534); os.setuid(65534)
 sys.argv = ["s2i-data", *sys.argv[1:]]
@@ -118,25 +122,66 @@ s2i_data.cli.main()
 """
 
 
-def test_a_read_only_output_folder_is_one_line():
-    base = Path(tempfile.mkdtemp(prefix="s2i-ro-"))  # not pytest's tmp: that is private to its owner
-    try:
-        base.chmod(0o755)
-        root = base / "videos"
-        (root / "dog").mkdir(parents=True)
-        for name in ("out", "out-nested"):
-            (base / name).mkdir()
-            (base / name).chmod(0o555)
-        for out in (base / "out", base / "out-nested" / "sub"):
-            r = subprocess.run([sys.executable, "-c", AS_NOBODY, *build_args(root, out)],
-                               capture_output=True, text=True, timeout=60)
-            err = one_line_refusal(r)
-            assert "not writable" in err and "Permission denied" in err
-        assert not os.listdir(base / "out")
-    finally:
-        for name in ("out", "out-nested"):
-            (base / name).chmod(0o755)
-        shutil.rmtree(base)
+def private_package(tmp_path: Path) -> Path:
+    """A copy of the s2i_data package (its manifests link followed) in a folder of mode 700, as a
+    clone in a home folder is: after the drop, nobody can read it. Returns the folder to put on
+    PYTHONPATH."""
+    import s2i_data
+
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    shutil.copytree(Path(s2i_data.__file__).parent, private / "s2i_data",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return private
+
+
+def run_as_nobody(args: list[str], package: Path, cwd: Path, preread: bool = True) -> subprocess.CompletedProcess:
+    """``s2i-data ARGS`` with s2i_data imported from ``package``, as user nobody when run as root
+    (started in ``cwd``: python -c puts the current folder first on sys.path)."""
+    env = {**os.environ, "PYTHONPATH": str(package), "PREREAD": "1" if preread else "0"}
+    return subprocess.run([sys.executable, "-c", AS_NOBODY, *args], capture_output=True, text=True, timeout=60,
+                          env=env, cwd=cwd)
+
+
+@pytest.fixture
+def shared_base():
+    """A folder every user may enter (not pytest's tmp: that is private to its owner)."""
+    base = Path(tempfile.mkdtemp(prefix="s2i-ro-"))
+    base.chmod(0o755)
+    yield base
+    for p in [base, *base.rglob("*")]:
+        if p.is_dir() and not p.is_symlink():
+            p.chmod(0o755)
+    shutil.rmtree(base)
+
+
+def test_a_read_only_output_folder_is_one_line(shared_base, tmp_path):
+    """Wherever the checkout sits: the package is imported from a private folder."""
+    base = shared_base
+    package = private_package(tmp_path)
+    root = base / "videos"
+    (root / "dog").mkdir(parents=True)
+    for name in ("out", "out-nested"):
+        (base / name).mkdir()
+        (base / name).chmod(0o555)
+    for out in (base / "out", base / "out-nested" / "sub"):
+        err = one_line_refusal(run_as_nobody(build_args(root, out), package, cwd=base))
+        assert "not writable" in err and "Permission denied" in err
+    assert not os.listdir(base / "out")
+
+
+def test_unreadable_package_data_is_a_failed_read(shared_base, tmp_path):
+    """The class table the build cannot read is reported as a read of that file, not as a write."""
+    base = shared_base
+    package = private_package(tmp_path)
+    table = package / "s2i_data" / "manifests" / "classes.csv"
+    table.chmod(0)  # unreadable to anyone but root, and root drops to nobody in the child
+    root = base / "videos"
+    (root / "dog").mkdir(parents=True)
+    err = one_line_refusal(run_as_nobody(build_args(root, base / "out"), package, cwd=base, preread=False))
+    assert f"cannot read {table}: Permission denied" in err, err
+    assert "cannot write" not in err, err
+    assert not (base / "out").exists()
 
 
 def write_lease(remote: Path, age_s: float) -> dict:
@@ -176,14 +221,24 @@ def test_a_stale_lease_is_taken_over_and_a_finished_url_build_is_left_alone(synt
     assert tree(remote) == before  # not even a lease written and removed
 
 
+def wait_for(condition, timeout: float = 30) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` s pass (the event, not a guess at its time)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def test_a_lease_is_renewed_while_held_and_removed_after():
     url = f"memory:///s2i-lease-{os.getpid()}"
     a = Lease(url, renew_s=0.05, settle_s=0)
     a.acquire()
     try:
         first = a.read()["renewed_unix"]
-        time.sleep(0.3)
-        assert a.read()["renewed_unix"] > first and a.read()["owner"] == a.token
+        assert wait_for(lambda: a.read()["renewed_unix"] > first), "the lease was never renewed"
+        assert a.read()["owner"] == a.token
         with pytest.raises(LockError, match=rf"held by pid {os.getpid()} on host "):
             Lease(url, settle_s=0).acquire()
     finally:
@@ -193,15 +248,16 @@ def test_a_lease_is_renewed_while_held_and_removed_after():
 
 def test_a_lease_taken_over_mid_build_is_left_to_its_new_holder():
     url = f"memory:///s2i-lease-lost-{os.getpid()}"
-    # a's first renewal comes after b has taken over: renewal is itself read-then-write, and one
-    # landing between b's write and b's read-back would hand the lease back to a.
-    a = Lease(url, renew_s=0.2, settle_s=0)
+    # a's first renewal comes after b has taken over (a second is ages for b's few reads and
+    # writes in memory): renewal is itself read-then-write, and one straddling b's write would
+    # hand the lease back to a.
+    a = Lease(url, renew_s=1.0, settle_s=0)
     a.acquire()
     b = Lease(url, stale_s=0, settle_s=0)  # as if a had not renewed for the stale interval
     b.acquire()
     try:
         assert b.warnings and "took over a stale build lease" in b.warnings[0]
-        time.sleep(0.5)
+        assert wait_for(lambda: a.lost is not None), "a's renewal never noticed the takeover"
         a.release()
         assert a.lost is not None and "taken over" in a.warnings[-1]
         assert a.read()["owner"] == b.token  # a did not remove b's lease
