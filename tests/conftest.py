@@ -34,6 +34,35 @@ def encode_frames(path: Path, frames: np.ndarray, fps: float = 25.0, codec: str 
     return path
 
 
+def under_ci() -> bool:
+    """CI set (CI services set it; .ci/run too): `make test` has installed what every test needs."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _failed_skip(report) -> None:
+    """A skipped report, failed instead: under CI a missing browser, package, device or anything else
+    a test would skip for is a broken set-up, not a reason to pass without that test."""
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = f"{reason} (CI={os.environ['CI']}: no test may skip, so this fails instead)"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI no test skips: pytest.skip in a test or a fixture, skipif, importorskip all fail."""
+    report = (yield).get_result()
+    if report.skipped and under_ci() and not hasattr(report, "wasxfail"):
+        _failed_skip(report)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """... and neither does a module that skips itself as a whole."""
+    report = (yield).get_result()
+    if report.skipped and under_ci():
+        _failed_skip(report)
+
+
 @pytest.fixture(autouse=True)
 def _environment_as_found():
     """Each test leaves os.environ as it found it: every later subprocess of the session inherits
@@ -79,15 +108,11 @@ def find_browser() -> tuple[str, str] | None:
 def chromium():
     """A real headless Chromium driven by Selenium, for the pages the tools write and serve.
 
-    Missing, the tests that need it are skipped with the advice; under CI (CI set, as CI
-    services and .ci/run do) they fail instead: `make test` installs the browser there, so its
-    absence is a broken set-up, not a reason to pass without the browser tests."""
+    Missing, the tests that need it are skipped with the advice (under CI they fail, as every
+    skip does: `make test` installs the browser there)."""
     found = find_browser()
     if not found:
-        advice = "no chromium + chromedriver found: run .ci/install-browser (apt-get install chromium chromium-driver)"
-        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-            pytest.fail(f"{advice}; CI={os.environ['CI']}: failing instead of skipping", pytrace=False)
-        pytest.skip(advice)
+        pytest.skip("no chromium + chromedriver found: run .ci/install-browser (apt-get install chromium chromium-driver)")
     from selenium import webdriver  # not importorskip: with a browser present, a missing selenium is a failure
     from selenium.webdriver.chrome.service import Service
 

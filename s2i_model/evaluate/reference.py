@@ -64,6 +64,11 @@ class RetrievalModel:
             raise run_folder.RunError(f"{data}: the train split has no samples to retrieve from")
         return cls(space, torch.stack(frames), torch.cat(embs), run_folder.build_record({"build": space.build}))
 
+    @property
+    def window(self) -> tuple[float, int]:
+        """(seconds, sample rate) of the sound windows it hears: its space's (imagine and live use it)."""
+        return float(self.build["segment_seconds"]), int(self.build["sample_rate"])
+
     def sound_pictures(self, mels: torch.Tensor, n: int, seed: int | None = 0) -> torch.Tensor:
         """[B, n, 3, H, W]: the frames of the n nearest train sounds, nearest first (no randomness:
         ``seed`` is accepted for the protocol)."""

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from s2i_data.untrusted import path_shown
+
 from s2i_model import checkpoint
 from s2i_model.live import loop
 from s2i_model.live.record import Recorder
@@ -136,6 +138,9 @@ def prepare(opts: LiveOptions, log=print):
         # the p95 grows tenfold (bench/live.py); one thread leaves a core to the rest.
         torch.set_num_threads(opts.threads)
     model = load_model(opts.run, opts.device)
+    if not hasattr(model, "sound_pictures"):  # the real-frames reference row shows a test sound's own frame
+        raise LiveError(f"{path_shown(opts.run)} is the real-frames reference (s2i-model reference real): it has no model "
+                        "that makes pictures from a sound")
     seconds, rate = model.window
     windower = Windower(seconds, rate, opts.hop)
     if opts.informativity:

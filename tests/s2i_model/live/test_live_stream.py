@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from childprocs import ctrl_c_as_at_a_terminal
-from conftest import LENGTH_S, SILENCE_S, SOUND_S, Streamer, live_cmd, sound  # tests/s2i_model/live/conftest.py
+from conftest import LENGTH_S, SILENCE_S, SOUND_S, SR, Streamer, live_cmd, sound  # tests/s2i_model/live/conftest.py
 
 
 def journal(folder: Path) -> list[dict]:
@@ -175,30 +175,42 @@ def test_a_file_played_as_if_live_and_stopped_with_ctrl_c(live_run, talk_and_sil
     assert ended["ended"]["windows"] >= len(lines) - 1
 
 
-def test_the_microphone_path_on_alsas_null_device(live_run, tmp_path):
-    # The real capture path (sounddevice → PortAudio → ALSA) on ALSA's null device, which a
-    # machine without a sound card can open: it records silence (as fast as it is read: the null
-    # device keeps no clock), so every window is "quiet". Needs PortAudio and ALSA's configuration.
+def test_the_microphone_path_hears_what_alsa_gives_it(live_run, tmp_path):
+    # The real capture path (sounddevice -> PortAudio -> ALSA) on a machine without a sound card:
+    # the default capture device of a test-made ALSA configuration is ALSA's file plugin reading a
+    # steady tone (4 s, whole periods) from a file, over the null device. (The null device alone
+    # hands PortAudio float buffers it never fills: whatever was in that memory, up to 1e15 here.)
+    # The null device keeps no clock, so the tone comes as fast as it is read (and keeps coming once
+    # the file has been read) and most windows are dropped as stale. Checked: the microphone opens,
+    # a line comes every hop, and every window made hears the tone (its loudness, not "quiet").
+    # `make test` installs sounddevice (the test extra) and PortAudio (.ci/install-portaudio):
+    # without them this skips, which fails under CI.
     import os
 
     try:
         import sounddevice  # noqa: F401
     except (ImportError, OSError) as e:
         pytest.skip(f"no microphone library here ({type(e).__name__}: pip install 's2i[live]', "
-                    "apt-get install libportaudio2)")
+                    "apt-get install libportaudio2: .ci/install-portaudio)")
     if not Path("/usr/share/alsa/alsa.conf").is_file():
         pytest.skip("no ALSA configuration (/usr/share/alsa/alsa.conf): not a Linux with ALSA")
+    t = np.arange(4 * SR) / SR
+    (np.round(0.5 * np.sin(2 * np.pi * 440 * t) * 32767)).astype("<i2").tofile(tmp_path / "tone.raw")
     conf = tmp_path / "asound.conf"
-    conf.write_text("</usr/share/alsa/alsa.conf>\npcm.!default { type null }\n")
+    conf.write_text("</usr/share/alsa/alsa.conf>\n"
+                    "pcm.s2i_null { type null }\n"
+                    f'pcm.s2i_tone {{ type file slave.pcm "s2i_null" file "/dev/null" infile "{tmp_path / "tone.raw"}" '
+                    'format "raw" }\n'
+                    f'pcm.!default {{ type plug slave {{ pcm "s2i_tone" format S16_LE rate {SR} channels 1 }} }}\n')
     proc = subprocess.Popen(live_cmd("--run", live_run, "--record", tmp_path / "rec"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "ALSA_CONFIG_PATH": str(conf)},
                             preexec_fn=ctrl_c_as_at_a_terminal)
     try:
         first = proc.stdout.readline()
         assert first.startswith("hearing microphone (default)"), first + proc.stderr.read()
-        deadline = time.monotonic() + 60
-        while len(journal(tmp_path / "rec")) < 3:
-            assert time.monotonic() < deadline and proc.poll() is None
+        deadline = time.monotonic() + 120
+        while sum(not x["dropped"] for x in journal(tmp_path / "rec")) < 3:
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
@@ -208,6 +220,8 @@ def test_the_microphone_path_on_alsas_null_device(live_run, tmp_path):
     assert proc.returncode == 0 and "stopped" in out and "Traceback" not in err, out + err
     lines = journal(tmp_path / "rec")
     assert [x["t"] for x in lines[:3]] == [1.0, 1.5, 2.0]
-    assert all(x["quiet"] and x["pictures"] == [] for x in lines if not x["dropped"])
+    tone_db = 20 * np.log10(0.5 / np.sqrt(2))  # -9.03 dBFS
+    made = [x for x in lines if not x["dropped"]]
+    assert len(made) >= 3 and all(not x["quiet"] and abs(x["loudness"] - tone_db) < 0.1 and len(x["pictures"]) == 1
+                                  for x in made), made
     assert json.loads((tmp_path / "rec" / "live.json").read_text())["input"] == "microphone (default)"
-
