@@ -337,6 +337,9 @@ def imagine(
     except (RunError, CheckpointError) as e:
         _fail(str(e))
         return
+    if not hasattr(tr, "sound_pictures"):  # the real-frames reference row shows a test sound's own frame
+        _fail(f"{path_shown(run)} is the real-frames reference: it draws no pictures from a sound "
+              "(imagine --data BUILD shows its frames)")
     if source.is_dir():
         if not media_files(source):
             _fail(f"{source}: no audio or video files")

@@ -246,3 +246,8 @@ def test_a_reference_run_live(copying_run, tiny_build, tmp_path):
                          timeout=300)
     assert res.returncode == 1 and "real-frames reference" in res.stderr and "internal error" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    # imagine on a file: the same one line (exit 2: the run given is not one that draws)
+    res = subprocess.run([sys.executable, "-m", "s2i_model.cli", "imagine", str(tmp_path / "two.wav"), "--run",
+                          str(tmp_path / "real")], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "real-frames reference" in res.stderr and "internal error" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
