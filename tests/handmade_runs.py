@@ -111,10 +111,12 @@ def evaluation(run: Path, data: Path, classes: list[str], model: str, num: Numbe
     return ev
 
 
-def training_log(run: Path, k: int, epochs: int = 2) -> dict:
-    """RUN/metrics.jsonl of a run trained ``epochs`` translator epochs, its cost set apart by ``k``;
-    returns the training time and samples it sums to."""
+def training_log(run: Path, k: int, epochs: int = 2, informativity: list[float] | None = None) -> dict:
+    """RUN/metrics.jsonl of a run trained ``epochs`` translator epochs (each with the informativity
+    given, if any), its cost set apart by ``k``; returns the training time and samples it sums to."""
     rows = [{"stage": "translator", "epoch": e + 1, "pixel_loss": 0.3, "seconds": 7.0 + 3 * k + e,
              "samples": 30 + 10 * k} for e in range(epochs)]
+    for row, value in zip(rows, informativity or []):
+        row["informativity"] = {"mean": value, "per_class": {}}
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return {"training_seconds": sum(r["seconds"] for r in rows), "training_samples": sum(r["samples"] for r in rows)}

@@ -17,6 +17,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import torch
+
+from s2i_data.readers import Build
 
 from s2i_model import run as run_folder
 from s2i_model.evaluate.reference import write_reference
@@ -133,14 +136,15 @@ def sizes(tmp_path_factory) -> dict:
     every number distinct; report.json and index.html written from them."""
     root = tmp_path_factory.mktemp("sizes")
     num = Numbers(seed=1)
-    evs = {}
+    evs, history = {}, {}
     for k, emb in enumerate(SIZES):
         run = root / "runs" / f"emb{emb}"
         evs[run.name] = evaluation(run, Path("shards/tiny"), CLASSES, "s2i", num, k, emb=emb, epoch=40 + k,
                                    informativity=True, history=True)
-        training_log(run, k)
+        history[run.name] = [num.ratio() for _ in range(3)]
+        training_log(run, k, epochs=3, informativity=history[run.name])
     report = write_report(root / "runs", root / "report", device="cpu")
-    return {"evs": evs, "report": report, "out": root / "report",
+    return {"evs": evs, "history": history, "report": report, "out": root / "report",
             "saved": json.loads((root / "report" / "report.json").read_text())}
 
 
@@ -211,6 +215,8 @@ def test_the_size_report_json_holds_each_runs_own_numbers(sizes):
         for key in ("emb", "epoch", "classes", "per_class", "mean", "proxies", "training", "samples_per_sound"):
             assert r[key] == ev[key], (r["name"], key)
         assert r["mean"]["retrieval_r5"] >= r["mean"]["retrieval_r1"]
+        # history.png's curve: the run's own informativity per translator epoch (metrics.jsonl)
+        assert r["history"]["epochs"] == [1, 2, 3] and r["history"]["raw"] == sizes["history"][r["name"]], r["name"]
 
 
 def check_bars(saved: dict, evs: dict[str, dict], metric: str) -> None:
@@ -339,3 +345,55 @@ def test_the_models_per_class_table_and_bars_are_each_runs_per_class_numbers(mod
         ev = models["evs"][row["run"]]
         want = {c: (ev["per_class"][c]["class_agreement"], "pct") for c in CLASSES}
         check_row(row, {**want, "mean": (ev["mean"]["class_agreement"], "pct")}, f"per-class {row['run']}")
+
+
+def test_the_side_by_side_grid_shows_each_models_own_pictures_of_the_same_sounds(models, tiny_build):
+    """compare-grid.png, cell by cell: a row per chosen test sound (the first two of every class by
+    key), its real frame, then each model's pictures of that sound in table order, drawn with the
+    evaluation's seed."""
+    import numpy as np
+    from PIL import Image
+
+    from s2i_model.data import ShardStream
+    from s2i_model.evaluate.compare import HEADER
+    from s2i_model.grid import LABEL_W, PAD
+
+    grid = models["saved"]["comparison"]["grid"]
+    n, seed, side = grid["pictures_per_model"], grid["seed"], 96
+    assert n == 3 and seed == 0
+    split = sorted(ShardStream(Build.open(str(tiny_build)), "test", lambda m: m, shuffle=False), key=lambda s: s[3])
+    sounds = [s for c in range(len(CLASSES)) for s in [s for s in split if s[2] == c][:2]]
+    assert grid["sounds"] == [key for *_, key in sounds]
+    sheet = np.asarray(Image.open(models["out"] / grid["file"]).convert("RGB"))
+
+    def cell(row: int, col: int) -> np.ndarray:
+        y, x = HEADER + PAD + row * (side + PAD), LABEL_W + PAD + col * (side + PAD)
+        return sheet[y:y + side, x:x + side]
+
+    def as_image(t) -> np.ndarray:
+        return t.float().clamp(-1, 1).add(1).mul(127.5).round().byte().permute(1, 2, 0).numpy()
+
+    for i, (_, frame, _, _) in enumerate(sounds):
+        assert np.array_equal(cell(i, 0), as_image(frame)), f"real frame of row {i}"
+    for m, name in enumerate(["s2i", "aivae", "retrieval-s2i"]):
+        model = run_folder.load_model(models["out"].parent / "runs" / name, "cpu")
+        pics = model.sound_pictures(torch.stack([model.norm(mel) for mel, *_ in sounds]), n, seed)
+        for i in range(len(sounds)):
+            for j in range(n):
+                assert np.array_equal(cell(i, 1 + m * n + j), as_image(pics[i, j])), (name, i, j)
+
+
+def test_runs_not_evaluated_alike_are_flagged(models, tmp_path):
+    """The same runs with one evaluated under another seed: the page says their numbers are not
+    comparable (and says nothing of the kind when they were evaluated alike)."""
+    import shutil
+
+    assert "not evaluated alike" not in (models["out"] / "index.html").read_text()
+    runs = tmp_path / "runs"
+    shutil.copytree(models["out"].parent / "runs", runs)
+    ev = json.loads((runs / "aivae" / "evaluation.json").read_text())
+    ev["ident"]["config"]["seed"] = 1
+    (runs / "aivae" / "evaluation.json").write_text(json.dumps(ev))
+    report = write_report(runs, tmp_path / "report", device="cpu")
+    assert report["comparison"]["same_evaluation"] is False
+    assert "not evaluated alike" in (tmp_path / "report" / "index.html").read_text()
