@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -246,7 +249,8 @@ MODELS = [("s2i", "s2i"), ("aivae", "aivae"), ("retrieval-s2i", "retrieval"), ("
 def models(tiny_build, tmp_path_factory) -> dict:
     """What `make compare` leaves before its report, trained by nobody: S2I and AIVAE runs holding
     untrained nets, the retrieval row in S2I's space and the real-frame row, each evaluated by hand
-    with distinct numbers and no informativity (the metric is class agreement); then the report.
+    with distinct numbers and no informativity (the metric is class agreement); then the report,
+    written by the command `s2i-model report`.
     Written in an order other than the table's, so the report must sort them."""
     root = tmp_path_factory.mktemp("models")
     runs = root / "runs"
@@ -262,9 +266,18 @@ def models(tiny_build, tmp_path_factory) -> dict:
                                epoch=3 + k if trained else None)
         if trained:
             costs[name] = training_log(runs / name, k)
-    report = write_report(runs, root / "report", device="cpu")
-    return {"evs": evs, "costs": costs, "report": report, "out": root / "report",
+    done = report_cli(runs, root / "report")
+    assert done.returncode == 0 and done.stdout.strip().endswith(str(root / "report" / "index.html")), done.stderr
+    return {"evs": evs, "costs": costs, "out": root / "report",
             "saved": json.loads((root / "report" / "report.json").read_text())}
+
+
+def report_cli(runs: Path, out: Path) -> subprocess.CompletedProcess:
+    """`s2i-model report RUNS -o OUT`, as a user runs it (on the CPU: the nets here are tiny)."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "",  # the grid test redraws the pictures on the CPU
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[3]), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "s2i_model.cli", "report", str(runs), "-o", str(out)],
+                          capture_output=True, text=True, env=env)
 
 
 def parameters(model: str) -> int:
