@@ -138,26 +138,33 @@ def side_by_side(runs: list[dict], models: dict[str, object], sounds: list, n: i
             "pictures_per_model": n, "seed": seed, "image_size": [framed.width, framed.height]}
 
 
-def per_class_bars(runs: list[dict], metric: str, label: str, path: Path) -> str:
+def per_class_bars(runs: list[dict], metric: str, title: str, path: Path, label=lambda r: plot_text(r["name"]),
+                   per_item: float = 1.6) -> tuple[str, dict]:
+    """per-class.png: a bar per class and run, ``metric`` in %; and the bars' heights read back from
+    the figure as drawn (report.json's ``per_class``), so that the numbers behind the plot can be
+    checked against each run's evaluation.json. A class a run has no value for is drawn at 0."""
     import matplotlib.pyplot as plt
 
     classes = runs[0]["classes"]
-    fig, ax = plt.subplots(figsize=(figure_width(1.6, len(classes)), 4))
+    fig, ax = plt.subplots(figsize=(figure_width(per_item, len(classes)), 4))
     width = 0.8 / len(runs)
+    drawn = {}
     for i, r in enumerate(runs):
         vals = [100 * ((r["per_class"].get(c) or {}).get(metric) or 0) for c in classes]
-        ax.bar([k + i * width for k in range(len(classes))], vals, width, label=plot_text(r["name"]))
+        bars = ax.bar([k + i * width for k in range(len(classes))], vals, width, label=label(r))
+        drawn[r["name"]] = [float(b.get_height()) for b in bars]
     ax.set_xticks([k + 0.4 - width / 2 for k in range(len(classes))], [plot_text(c) for c in classes])
-    ax.set(ylabel=f"{metric.replace('_', ' ')} (%)", title=f"Per class and model: {label}")
+    ax.set(ylabel=f"{metric.replace('_', ' ')} (%)", title=title)
     ax.legend()
     ax.grid(alpha=0.3, axis="y")
-    return save_figure(fig, path)
+    return save_figure(fig, path), {"metric": metric, "unit": "%", "classes": classes, "bars": drawn}
 
 
 def comparison(runs: list[dict], out: Path, metric: str, label: str, per_class: int = 2, pictures: int = 3,
                device: str = "auto") -> dict:
     """What report.json and index.html show for several models: ``rows`` (the table), the per-class
-    bars, the side-by-side grid, and whether the evaluations can be compared at all."""
+    bars (the plot's file and its bars' heights), the side-by-side grid, and whether the evaluations
+    can be compared at all."""
     models = {r["name"]: run_folder.load_model(Path(r["run"]), device) for r in runs}
     settings = {(r["data"], r["split"], r["samples_per_sound"], r.get("evaluated_with", {}).get("seed"),
                  r.get("evaluated_with", {}).get("proxy_cache")) for r in runs}
@@ -165,6 +172,6 @@ def comparison(runs: list[dict], out: Path, metric: str, label: str, per_class: 
     seed = first.get("evaluated_with", {}).get("seed") or 0
     sounds = split_sounds(first["data"], first["split"], per_class)
     grid = side_by_side(runs, models, sounds, min(pictures, first["samples_per_sound"]), seed, out / "compare-grid.png")
-    return {"rows": table_rows(runs, models), "grid": grid,
-            "per_class_plot": per_class_bars(runs, metric, label, out / "per-class.png"),
+    plot, bars = per_class_bars(runs, metric, f"Per class and model: {label}", out / "per-class.png")
+    return {"rows": table_rows(runs, models), "grid": grid, "per_class_plot": plot, "per_class": bars,
             "same_evaluation": len(settings) == 1}

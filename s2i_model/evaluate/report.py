@@ -2,7 +2,8 @@
 when the runs hold different models (`make compare`), the models compared instead (compare.py).
 
 Input: a folder of runs, each evaluated (RUN/evaluation.json, RUN/metrics.jsonl). Output in
-OUT: report.json (every number shown), history.png (informativity per epoch per size),
+OUT: report.json (every number shown, and ``per_class``: the heights of per-class.png's bars as
+drawn, in %, by run name), history.png (informativity per epoch per size),
 versus-size.png (informativity and training pixel loss against E), per-class.png, the
 evaluation grid of every size under grids/, and index.html tying them together. Where no
 informativity classifiers were given, the plots fall back to the class-agreement proxy and
@@ -34,7 +35,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from s2i_data import storage, untrusted  # noqa: E402
 
-from s2i_model.evaluate.compare import figure_width, plot_text, run_metrics, save_figure  # noqa: E402
+from s2i_model.evaluate.compare import per_class_bars, plot_text, run_metrics, save_figure  # noqa: E402
 from s2i_model.evaluate.evaluation import RESULT  # noqa: E402
 from s2i_model.evaluate.history import informativity_history  # noqa: E402
 from s2i_model.run import REFERENCE  # noqa: E402
@@ -137,17 +138,20 @@ def write_report(root: Path, out: Path, device: str = "auto") -> dict:
 
         runs = sort_runs(runs)
         compared = comparison(runs, out, metric, metric_label, device=device)
+        bars = compared.pop("per_class")  # report.json's own field, whichever page draws the plot
         plots = {"history": _plot_history(runs, out / "history.png"), "per_class": compared["per_class_plot"]}
     else:
+        per_class, bars = per_class_bars(runs, metric, f"Per class: {metric_label}", out / "per-class.png",
+                                         label=lambda r: f"E = {r['emb']}", per_item=1.4)
         plots = {"history": _plot_history(runs, out / "history.png"),
                  "versus_size": _plot_versus_size(runs, metric, metric_label, out / "versus-size.png"),
-                 "per_class": _plot_per_class(runs, metric, metric_label, out / "per-class.png")}
+                 "per_class": per_class}
     folder = Path(storage.folder_inside(out, "grids"))
     for r in runs:
         if r["name"] in grids:
             storage.atomic_write(folder / f"{r['name']}.png", grids[r["name"]])
             r["grid_file"] = f"grids/{r['name']}.png"
-    report = {"metric": metric, "runs": runs, "plots": {k: v for k, v in plots.items() if v}}
+    report = {"metric": metric, "runs": runs, "plots": {k: v for k, v in plots.items() if v}, "per_class": bars}
     if compared is not None:
         report["comparison"] = compared
     storage.atomic_write(out / "report.json", json.dumps(report, indent=2))
@@ -186,20 +190,6 @@ def _plot_versus_size(runs: list[dict], metric: str, label: str, path: Path) -> 
     b.set_xticks(embs, [str(e) for e in embs])
     for ax in (a, b):
         ax.grid(alpha=0.3)
-    return save_figure(fig, path)
-
-
-def _plot_per_class(runs: list[dict], metric: str, label: str, path: Path) -> str:
-    classes = runs[0]["classes"]
-    fig, ax = plt.subplots(figsize=(figure_width(1.4, len(classes)), 4))
-    width = 0.8 / len(runs)
-    for i, r in enumerate(runs):
-        vals = [100 * ((r["per_class"].get(c) or {}).get(metric) or 0) for c in classes]
-        ax.bar([k + i * width for k in range(len(classes))], vals, width, label=f"E = {r['emb']}")
-    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(classes))], [plot_text(c) for c in classes])
-    ax.set(ylabel=f"{metric.replace('_', ' ')} (%)", title=f"Per class: {label}")
-    ax.legend()
-    ax.grid(alpha=0.3, axis="y")
     return save_figure(fig, path)
 
 
