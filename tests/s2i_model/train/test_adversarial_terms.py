@@ -111,7 +111,7 @@ def aivaegan_step(data: Path, saved: Path, dst: Path, alpha: float = 2.0, zero: 
     return train_aivaegan(cfg, **QUIET)
 
 
-def test_aivaegan_adversarial_term_reaches_the_generator_and_alpha_weights_reconstruction(tiny_build, aivaegan_saved, tmp_path):
+def test_aivaegan_gan_term_reaches_the_generator_and_alpha_counts(tiny_build, aivaegan_saved, tmp_path):
     on = aivaegan_step(tiny_build, aivaegan_saved, tmp_path / "on")
     flat = aivaegan_step(tiny_build, aivaegan_saved, tmp_path / "flat", zero=("D/layers.conv6.weight",))
     assert differ(params(on["D"]), params(flat["D"])) == ["layers.conv6.weight"]  # lr_d = 0: D as saved

@@ -128,7 +128,8 @@ def test_a_budget_that_is_not_a_size_is_one_line(tiny_build, tmp_path, monkeypat
     r = subprocess.run([sys.executable, "-m", "s2i_model.cli", "train-autoencoder", "--data", str(tiny_build),
                         "--run", str(tmp_path / "run"), "--device", "cpu", "--epochs", "1"],
                        capture_output=True, text=True, env={**os.environ, BUDGET_ENV: "lots"})
-    assert r.returncode == 1 and r.stderr.strip() == f"error: {BUDGET_ENV} must be a number of MiB, 0 or more, not 'lots'"
+    said = r.stderr.strip()
+    assert r.returncode == 1 and said == f"error: {BUDGET_ENV} must be a number of MiB, 0 or more, not 'lots'", said
     assert not (tmp_path / "run" / "autoencoder.pt").exists()
 
 
