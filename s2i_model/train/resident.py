@@ -55,9 +55,21 @@ def split_bytes(data: Build | str, split: str, mel: bool, image: bool) -> int:
     return n * ((c.frames * c.mel_bins * 4 if mel else 0) + (3 * c.image_size ** 2 if image else 0))
 
 
+BUDGET_ENV = "S2I_DATA_ON_DEVICE_MIB"
+
+
 def budget(device: torch.device) -> int:
     """Bytes a resident split may take: 40 % of the GPU's free memory (the rest is the networks'
-    and their activations'), or 25 % of the memory the system has available on a CPU."""
+    and their activations'), or 25 % of the memory the system has available on a CPU; or
+    $S2I_DATA_ON_DEVICE_MIB MiB when set (a machine shared with other jobs, and the tests)."""
+    if asked := os.environ.get(BUDGET_ENV, "").strip():
+        try:
+            mib = float(asked)
+        except ValueError:
+            mib = -1.0
+        if not 0 <= mib < float("inf"):
+            raise ValueError(f"{BUDGET_ENV} must be a number of MiB, 0 or more, not {asked!r}")
+        return int(mib * 2**20)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(0.4 * free)

@@ -81,6 +81,23 @@ def per_class_agreement(run: Path, data: Path, classifier) -> tuple[float, list[
     return float(right.float().mean()), per
 
 
+def assert_term_made_the_difference(with_term: Path, without: Path) -> None:
+    """"No less than λ = 0" holds trivially for two identical runs (λ ignored, or the adversarial
+    term detached from G): the λ = 0.1 run's G loss must carry the term in every epoch, the
+    λ = 0 run's none, and their generators must differ."""
+    from s2i_model import checkpoint
+
+    def rows(run: Path) -> list[dict]:
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        return [r for r in map(json.loads, lines) if r["stage"] == "translator"]
+
+    assert all(r["g_loss"] > r["pixel_loss"] for r in rows(with_term)), "λ = 0.1: G's loss without the term"
+    assert all(r["g_loss"] == r["pixel_loss"] for r in rows(without)), "λ = 0: G's loss has more than pixels"
+    a, b = checkpoint.load(with_term / "translator.pt"), checkpoint.load(without / "translator.pt")
+    assert (a["config"]["lam"], b["config"]["lam"]) == (0.1, 0.0)
+    assert any(not torch.equal(a["G"][k], b["G"][k]) for k in a["G"]), "λ = 0.1 and λ = 0 trained the same G"
+
+
 def test_make_train_learns_recognisable_pictures(learning_data, learning_judge, tmp_path):
     from s2i_model.evaluate.realframe import embedding_separability, load_split
 
@@ -121,5 +138,6 @@ def test_make_train_learns_recognisable_pictures(learning_data, learning_judge, 
     assert chance <= CONTROL_MAX
     assert agreement >= BAR
     assert agreement >= without - SLACK
+    assert_term_made_the_difference(tmp_path / "lam0.1", tmp_path / "lam0")
     assert sum(a >= c + MARGIN for a, c in zip(per, per_control)) >= 4
     assert d_loss <= D_LOSS_MAX
