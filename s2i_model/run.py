@@ -5,6 +5,7 @@
     RUN/translator.pt    stage 2: G and D, their optimisers, config and build record
     RUN/metrics.jsonl, RUN/tensorboard/, RUN/grids/      what training logged
     RUN/evaluation.json, RUN/evaluation-grid.png         what `s2i-model evaluate` measured
+    RUN/.lock            held (flock) by the one training or evaluation writing the folder
 
 Inference (imagine, evaluate, sample, live) reads a run through this module only and never
 imports a trainer; the trainers write these same names.
@@ -12,10 +13,13 @@ imports a trainer; the trainers write these same names.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
+from s2i_data import lock
 from s2i_data.readers import Build
 
 from s2i_model import checkpoint
@@ -27,6 +31,7 @@ AUTOENCODER = "autoencoder.pt"
 TRANSLATOR = "translator.pt"
 EMBEDDINGS = "embeddings.pt"
 EVALUATION = "evaluation.json"
+LOCK = ".lock"
 
 
 # What the S2I networks take (SPEC 3): 1 s of log-mel at a 10 ms hop, 128 mel bands, 96 px frames.
@@ -39,6 +44,32 @@ LEGACY_BUILD = {"segment_seconds": 1.0, "sample_rate": 16000, **NET_INPUT}
 class RunError(Exception):
     """A run folder that cannot serve what was asked (a stage missing or unfinished, a build the
     run was not trained for): one line for the user."""
+
+
+class RunLockError(RunError):
+    """Another process writes the run folder (or it cannot be written): one line, exit 2."""
+
+
+@contextlib.contextmanager
+def writing(run: str | Path, hold: bool = True) -> Iterator[Path]:
+    """``run`` held by this process alone while the block runs: the build's folder lock
+    (`s2i_data.lock.FolderLock`) on RUN/.lock, its holder named in the refusal a second writer
+    gets. The kernel frees it when the holder dies, however it dies (kill -9 leaves nothing stale).
+    ``hold=False`` (a DDP rank other than 0, which writes nothing) takes nothing."""
+    run = Path(run)
+    if not hold:
+        yield run
+        return
+    guard = lock.FolderLock(run, run / LOCK, what="training or evaluation", option="--run")
+    try:
+        guard.acquire()
+    except lock.LockError as e:
+        raise RunLockError(str(e)) from None
+    try:
+        guard.claim()
+        yield run
+    finally:
+        guard.release()
 
 
 def check_build(build: Build) -> Build:

@@ -135,7 +135,16 @@ def measure(pictures, data: Build | str | Path, split: str, proxy: torch.nn.Modu
 
 
 def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
+    """RUN/evaluation.json (and its grid), measured while this process alone writes the run folder
+    (`run.writing`: a training or another evaluation there is refused, naming its pid)."""
     run = Path(cfg.run)
+    if not run.is_dir():
+        raise run_folder.RunError(f"{run}: no such run folder")
+    with run_folder.writing(run):
+        return _evaluate(cfg, run, force, log)
+
+
+def _evaluate(cfg: EvalConfig, run: Path, force: bool, log) -> dict:
     model, state = run_folder.model_state(run)
     data = cfg.data or state["config"]["data"]
     if not storage.exists(build_file(data, "stats.json")):

@@ -111,7 +111,8 @@ def write_reference(kind: str, out: Path, data: str = "", space: Path | None = N
     if (out / FILE).is_file() and (out / FILE).read_text() == text:
         return record  # unchanged: its evaluation.json stays up to date (it is stamped with this file)
     out.mkdir(parents=True, exist_ok=True)
-    storage.atomic_write(out / FILE, text)
+    with run_folder.writing(out):  # not while a training or an evaluation writes there
+        storage.atomic_write(out / FILE, text)
     return record
 
 

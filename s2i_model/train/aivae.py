@@ -34,7 +34,7 @@ from s2i_model.train import distributed, resident
 from s2i_model.train.autoencoder import set_hyperparameters
 from s2i_model.train.metrics import MetricsLog, skipped_samples, throughput
 from s2i_model.train.runtime import (TrainingError, autocast, check_precision, grad_scaler, prepare_model, rng_state,
-                                     seed_everything, set_rng_state, update)
+                                     seed_everything, set_rng_state, sole_writer, update)
 from s2i_model.train.translator import draw_grid, frozen
 
 
@@ -98,6 +98,7 @@ def _grid_sounds(cfg: AivaeConfig, build, norm: Normalizer) -> list[tuple]:
     return [r for c in sorted(per) for r in per[c]]
 
 
+@sole_writer
 def train_vae(cfg: AivaeConfig, log=print) -> dict:
     kind = cfg.model
     gan = kind == "aivaegan"

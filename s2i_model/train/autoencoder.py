@@ -22,7 +22,7 @@ from s2i_model.data import Normalizer, ShardStream
 from s2i_model.train.metrics import MetricsLog, skipped_samples, throughput
 from s2i_model.nets import AudioAutoencoder
 from s2i_model.train.runtime import (TrainingError, autocast, check_precision, grad_scaler, make_optimizer, optimizer_settings,
-                      prepare_model, rng_state, seed_everything, set_rng_state, update)
+                      prepare_model, rng_state, seed_everything, set_rng_state, sole_writer, update)
 
 __all__ = ["TrainingError", "set_hyperparameters", "train_autoencoder"]
 
@@ -34,6 +34,7 @@ def set_hyperparameters(opt: torch.optim.Optimizer, **values) -> None:
         group.update(values)
 
 
+@sole_writer
 def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
     run = Path(cfg.run)
     # ---- set-up: processes (DDP under torchrun), device, seeds, data, model, optimiser

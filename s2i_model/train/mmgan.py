@@ -38,7 +38,7 @@ from s2i_model.train import distributed, resident, staged
 from s2i_model.train.aivae import _grid_sounds
 from s2i_model.train.metrics import MetricsLog, skipped_samples
 from s2i_model.train.runtime import (TrainingError, autocast, check_precision, grad_scaler, optimiser_states,
-                                     prepare_model, restore_optimisers, rng_state, seed_everything, set_rng_state,
+                                     prepare_model, restore_optimisers, rng_state, seed_everything, set_rng_state, sole_writer,
                                      update)
 from s2i_model.train.translator import draw_grid, frozen
 
@@ -146,6 +146,7 @@ class _Features(torch.nn.Module):
         return self.frame(img)[1], self.sound(mel)[1]
 
 
+@sole_writer
 def train_mmgan(cfg: MmganConfig, log=print) -> dict:
     run = Path(cfg.run)
     path = run / MODEL_FILES["mmgan"]

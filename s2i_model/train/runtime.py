@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from s2i_model.run import RunError
+from s2i_model.run import RunError, writing
+from s2i_model.train import distributed
 
 
 class TrainingError(RunError):
     """A run that cannot go on (non-finite loss, missing stage): one line for the user."""
+
+
+def sole_writer(train):
+    """Every trainer's entry point: its run folder (``cfg.run``) held for the whole training
+    (`run.writing`), before anything there is read, removed or written, so that a second training
+    into the same folder is refused naming this one. Under torchrun rank 0 holds it (the others
+    write nothing there)."""
+    @functools.wraps(train)
+    def holding(cfg, log=print):
+        with writing(Path(cfg.run), hold=distributed.launched_rank() == 0):
+            return train(cfg, log)
+    return holding
 
 
 def update(opt: torch.optim.Optimizer, loss: torch.Tensor, what: str, epoch: int, step: int, d=None,

@@ -41,7 +41,7 @@ from s2i_model.train import distributed, resident, staged
 from s2i_model.train.aivae import _grid_sounds
 from s2i_model.train.metrics import MetricsLog, skipped_samples
 from s2i_model.train.runtime import (autocast, check_precision, grad_scaler, optimiser_states,
-                                     prepare_model, restore_optimisers, rng_state, seed_everything, set_rng_state,
+                                     prepare_model, restore_optimisers, rng_state, seed_everything, set_rng_state, sole_writer,
                                      update)
 from s2i_model.train.translator import draw_grid, frozen
 
@@ -186,6 +186,7 @@ def _modes(model: Sound2Scene, stage: str, training: bool) -> None:
          "audio": lambda: model.audio_encoder.train()}[stage]()
 
 
+@sole_writer
 def train_sound2scene(cfg: Sound2SceneConfig, log=print) -> dict:
     run = Path(cfg.run)
     path = run / MODEL_FILES["sound2scene"]

@@ -33,7 +33,7 @@ from s2i_model.evaluate.informativity import Judges, judge_generator
 from s2i_model.train.metrics import MetricsLog, skipped_samples, throughput
 from s2i_model.nets import DenseGenerator, Discriminator
 from s2i_model.train.runtime import (autocast, check_precision, grad_scaler, make_optimizer, optimizer_settings, prepare_model,
-                      rng_state, seed_everything, set_rng_state, update)
+                      rng_state, seed_everything, set_rng_state, sole_writer, update)
 from s2i_model.train.autoencoder import TrainingError, set_hyperparameters
 
 def embedding_cache(run: Path, encoder, build: Build, norm: Normalizer, device, workers: int,
@@ -92,6 +92,7 @@ def adversarial_loss(D: torch.nn.Module, fake: torch.Tensor, z: torch.Tensor) ->
         return torch.mean((1.0 - D(fake, z).float()) ** 2)
 
 
+@sole_writer
 def train_translator(cfg: TranslatorConfig, log=print) -> dict:
     run = Path(cfg.run)
     # ---- set-up: processes (DDP under torchrun), device, frozen encoder and its cached
