@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from s2i_data import lock
+from s2i_data import lock, untrusted
 from s2i_data.readers import Build
 
 from s2i_model import checkpoint
@@ -108,15 +108,36 @@ def build_record(state: dict) -> dict:
 
 
 def autoencoder_state(run: str | Path, device: torch.device | str = "cpu", log=None, finished: bool = True) -> dict:
-    """The stage-1 checkpoint, refused when absent (or, with ``finished``, not trained to the end)."""
+    """The stage-1 checkpoint, refused when absent (or, with ``finished``, not trained to the end),
+    and checked (`check_autoencoder`) before anything is built from it."""
     run = Path(run)
     state = checkpoint.load(run / AUTOENCODER, device, log)
     if state is None:
         raise RunError(f"{run / AUTOENCODER} not found: train the autoencoder first (s2i-model train-autoencoder)")
-    cfg = from_dict(AutoencoderConfig, state["config"])
+    cfg = check_autoencoder(state, run / AUTOENCODER)
     if finished and state["epoch"] < cfg.epochs:
         raise RunError(f"the autoencoder in {run} is at epoch {state['epoch']} of {cfg.epochs}: finish it first")
     return state
+
+
+def _common(state: dict, where: Path | str) -> dict:
+    """What every checkpoint of a run holds and readers use: whole epochs, a config naming its build."""
+    untrusted.epoch(state.get("epoch"), f"{where}: epoch")
+    cfg = untrusted.mapping(state.get("config"), f"{where}: config")
+    if not isinstance(cfg.get("data"), str):
+        raise untrusted.Untrusted(f"{where}: config.data {cfg.get('data')!r} is not the location of a build")
+    return cfg
+
+
+def check_autoencoder(state: dict, where: Path | str) -> AutoencoderConfig:
+    """The autoencoder a checkpoint describes, once its sizes are in range, its weights exactly
+    those of that network, and its normaliser usable."""
+    raw = untrusted.net_config(_common(state, where), str(where), "emb", "width")
+    untrusted.epoch(raw.get("epochs", 0), f"{where}: config.epochs")
+    cfg = from_dict(AutoencoderConfig, raw)
+    checkpoint.check_net(lambda: AudioAutoencoder(cfg.emb, cfg.width), state.get("model"), f"{where}: model")
+    untrusted.normaliser(state.get("normalizer"), f"{where}: normalizer")
+    return cfg
 
 
 def load_encoder(run: str | Path, device: torch.device | str = "cpu",
@@ -126,21 +147,32 @@ def load_encoder(run: str | Path, device: torch.device | str = "cpu",
 
 
 def encoder_from(state: dict, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, AutoencoderConfig, Normalizer]:
-    cfg = from_dict(AutoencoderConfig, state["config"])
+    """The encoder of a checkpoint `autoencoder_state` has checked."""
+    cfg = from_dict(AutoencoderConfig, untrusted.net_config(state["config"], AUTOENCODER, "emb", "width"))
     ae = AudioAutoencoder(cfg.emb, cfg.width)
     ae.load_state_dict(state["model"])
     encoder = ae.encoder.to(device).eval()
     for p in encoder.parameters():
         p.requires_grad_(False)
-    return encoder, cfg, Normalizer(**state["normalizer"])
+    return encoder, cfg, Normalizer(**untrusted.normaliser(state["normalizer"], AUTOENCODER))
 
 
 def translator_state(run: str | Path, device: torch.device | str = "cpu", log=None) -> dict:
+    """The stage-2 checkpoint, its generator's sizes and weights checked (`generator_maker`)."""
     run = Path(run)
     state = checkpoint.load(run / TRANSLATOR, device, log)
     if state is None:
         raise RunError(f"{run} holds no trained translator ({TRANSLATOR}): run s2i-model train-translator")
+    _common(state, run / TRANSLATOR)
+    checkpoint.check_net(generator_maker(state, run / TRANSLATOR), state.get("G"), f"{run / TRANSLATOR}: G")
     return state
+
+
+def generator_maker(state: dict, where: Path | str):
+    """What builds a translator checkpoint's generator: its recorded autoencoder's E and width, in range."""
+    ae = untrusted.net_config(state.get("autoencoder"), str(where), "emb", "width", section="autoencoder")
+    narrow = generator_narrow(state)
+    return lambda: DenseGenerator(ae["emb"], ae["width"], narrow=narrow)
 
 
 def generator_narrow(state: dict | None) -> bool | None:
@@ -150,17 +182,19 @@ def generator_narrow(state: dict | None) -> bool | None:
     the RGB output; None (the width decides) for no checkpoint."""
     if state is None:
         return None
-    said = (state.get("generator") or {}).get("narrow")
+    gen = state.get("generator") or {}
+    said = gen.get("narrow") if isinstance(gen, dict) else gen
     if said is not None:
-        return bool(said)
-    return "layers.transition6.1.weight" not in (state.get("G") or {})
+        if not isinstance(said, bool):
+            raise untrusted.Untrusted(f"{TRANSLATOR}: generator.narrow {said!r} is not true or false")
+        return said
+    return "layers.transition6.1.weight" not in untrusted.mapping(state.get("G") or {}, f"{TRANSLATOR}: G")
 
 
 def load_generator(run: str | Path, device: torch.device | str = "cpu") -> torch.nn.Module:
     """The trained generator in eval mode (its test-time dropout stays on: one sound, many pictures)."""
     state = translator_state(run, device)
-    ae = state["autoencoder"]
-    G = DenseGenerator(ae["emb"], ae["width"], narrow=generator_narrow(state))
+    G = generator_maker(state, Path(run) / TRANSLATOR)()
     G.load_state_dict(state["G"])
     return G.to(device).eval()
 
@@ -207,6 +241,7 @@ def model_state(run: str | Path, device: torch.device | str = "cpu", log=None) -
     state = checkpoint.load(Path(run) / MODEL_FILES[model], device, log)
     if state is None:  # pragma: no cover - run_model saw the file
         raise RunError(f"{run} holds no trained {model}")
+    _common(state, Path(run) / MODEL_FILES[model])
     return model, state
 
 
@@ -243,22 +278,6 @@ class MmganModel(VaeModel):
         return self.vae.sound_feature(mels.to(self.device))
 
 
-def _width(cfg: dict) -> float:
-    """A checkpoint's width multiplier, checked before a net is built from it (a run folder may come
-    from someone else: a huge or negative width would build nothing sensible, or fill memory)."""
-    w = cfg.get("width")
-    if not isinstance(w, (int, float)) or not 0 < w <= 4:
-        raise RunError(f"the checkpoint's width {w!r} is not a width multiplier in (0, 4]")
-    return float(w)
-
-
-def _latent(cfg: dict) -> int:
-    z = cfg.get("latent")
-    if not isinstance(z, int) or not 0 < z <= 65536:
-        raise RunError(f"the checkpoint's latent size {z!r} is not in 1..65536")
-    return z
-
-
 class Sound2SceneModel(VaeModel):
     """A trained Sound2Scene as a `model.SoundToImage`: sound → the audio encoder's feature → the
     frozen IC-GAN generator; n pictures of a sound are n noise vectors (the paper's inference)."""
@@ -286,31 +305,33 @@ def load_model(run: str | Path, device: torch.device | str = "auto"):
 
         return load_reference(Path(run), str(device))
     _, state = model_state(run, dev)
+    where = str(Path(run) / MODEL_FILES[model])
+    if model in ("sound2scene", "mmgan") and not isinstance(state.get("stage"), str):
+        raise untrusted.Untrusted(f"{where}: stage {state.get('stage')!r} is not a stage name")
+    norm = Normalizer(**untrusted.normaliser(state.get("normalizer"), f"{where}: normalizer"))
     if model == "sound2scene":
         from s2i_model.nets.sound2scene import Sound2Scene
 
         if state["stage"] != "audio":
             raise RunError(f"Sound2Scene in {run} is still at its {state['stage']} stage: finish training it first")
-        net = Sound2Scene(_width(state["config"]))
-        net.load_state_dict(state["nets"])
-        return Sound2SceneModel(model, net.to(dev).eval(), Normalizer(**state["normalizer"]), dev, build_record(state))
+        width = untrusted.net_config(state["config"], where, "width")["width"]
+        net = checkpoint.build(lambda: Sound2Scene(width), state.get("nets"), f"{where}: nets")
+        return Sound2SceneModel(model, net.to(dev).eval(), norm, dev, build_record(state))
     if model == "mmgan":
         from s2i_model.nets.mmgan import MmGan
 
         if state["stage"] != "gan":
             raise RunError(f"the multimodal-feature GAN in {run} is still at its {state['stage']} stage: "
                            "finish training it first")
-        if not isinstance(state.get("classes"), int) or not 0 < state["classes"] <= 100_000:
-            raise RunError(f"the checkpoint's class count {state.get('classes')!r} is not in 1..100000")
-        net = MmGan(state["classes"], _width(state["config"]))
-        net.load_state_dict(state["nets"])
-        return MmganModel(model, net.to(dev).eval(), Normalizer(**state["normalizer"]), dev, build_record(state))
+        classes = untrusted.number(state.get("classes"), f"{where}: classes", **untrusted.NET_SIZES["classes"])
+        width = untrusted.net_config(state["config"], where, "width")["width"]
+        net = checkpoint.build(lambda: MmGan(classes, width), state.get("nets"), f"{where}: nets")
+        return MmganModel(model, net.to(dev).eval(), norm, dev, build_record(state))
     from s2i_model.nets.aivae import MODELS
 
-    cfg = state["config"]
-    vae = MODELS[model](_latent(cfg), _width(cfg))
-    vae.load_state_dict(state["vae"])
-    return VaeModel(model, vae.to(dev).eval(), Normalizer(**state["normalizer"]), dev, build_record(state))
+    cfg = untrusted.net_config(state["config"], where, "latent", "width")
+    vae = checkpoint.build(lambda: MODELS[model](cfg["latent"], cfg["width"]), state.get("vae"), f"{where}: vae")
+    return VaeModel(model, vae.to(dev).eval(), norm, dev, build_record(state))
 
 
 # ---- what a comparison states about each model (s2i_model/evaluate/report.py)

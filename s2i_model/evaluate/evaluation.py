@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from s2i_data import storage
+from s2i_data import storage, untrusted
 from s2i_data.readers import Build, build_file
 
 from s2i_model import checkpoint
@@ -191,12 +191,10 @@ def _evaluate(cfg: EvalConfig, run: Path, force: bool, log) -> dict:
 
     # ---- the ceiling: how well the sounds' embeddings alone tell the classes (nearest centroid
     # and nearest neighbour among the train embeddings cached by the trainer)
-    cached = checkpoint.load(run / run_folder.EMBEDDINGS) if (run / run_folder.EMBEDDINGS).exists() else None
-    if cached and zs and "train" in cached and len(cached["train"]["keys"]):
-        ceiling = separability(cached["train"]["emb"].float(), cached["train"]["cls"], torch.cat(zs),
-                               measured["sound_cls"])
-    else:
-        ceiling = {"centroid": None, "nn1": None}
+    ceiling = {"centroid": None, "nn1": None}
+    train = _cached_train_embeddings(run, build, torch.cat(zs).shape[1], log) if zs else None
+    if train is not None and len(train["keys"]):
+        ceiling = separability(train["emb"].float(), train["cls"], torch.cat(zs), measured["sound_cls"])
 
     # ---- what the training history says (informativity per epoch, pixel loss)
     rows = read_rows(run)
@@ -217,6 +215,21 @@ def _evaluate(cfg: EvalConfig, run: Path, force: bool, log) -> dict:
         result["grid"] = grid.name
     storage.atomic_write(out_path, json.dumps(result, indent=2))
     return result
+
+
+def _cached_train_embeddings(run: Path, build: Build, width: int, log) -> dict | None:
+    """The trainer's cached train embeddings (RUN/embeddings.pt), checked; None (no ceiling, with a
+    warning) for a cache that is missing or not what the trainer writes."""
+    path = run / run_folder.EMBEDDINGS
+    try:
+        cached = checkpoint.load(path) if path.exists() else None
+        if not cached or "train" not in cached:
+            return None
+        return untrusted.embedding_split(cached["train"], f"{path}: train", width, len(build.classes),
+                                         build.size("train"))
+    except (checkpoint.CheckpointError, untrusted.Untrusted) as e:
+        log(f"warning: {e}; the embedding ceiling is left out")
+        return None
 
 
 def _mean(values: list) -> float | None:

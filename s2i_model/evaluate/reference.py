@@ -121,7 +121,8 @@ def read_reference(run: Path) -> dict:
         record = json.loads((Path(run) / FILE).read_text())
     except (OSError, ValueError) as e:
         raise run_folder.RunError(f"{run}/{FILE} cannot be read: {e}") from None
-    if not isinstance(record, dict) or record.get("model") not in KINDS or not isinstance(record.get("data"), str):
+    if not isinstance(record, dict) or record.get("model") not in KINDS or not isinstance(record.get("data"), str) \
+            or (record["model"] == "retrieval" and not isinstance(record.get("space"), str)):
         raise run_folder.RunError(f"{run}/{FILE} is not a reference written by `s2i-model reference`")
     return record
 
