@@ -250,7 +250,7 @@ NET_SIZES = {  # what a checkpoint's config may claim, before a network is built
     "emb": {"lo": 1, "hi": 65536, "integer": True},
     "latent": {"lo": 1, "hi": 65536, "integer": True},
     "classes": {"lo": 1, "hi": MAX_CLASSES, "integer": True},
-    "width": {"above": 0, "hi": 4},
+    "width": {"lo": 2**-10, "hi": 4},
 }
 MAX_EPOCH = 10**7
 METRICS_MAX_BYTES = 256 * 2**20  # a 4000-epoch log with informativity per class is a few MB

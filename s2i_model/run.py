@@ -163,8 +163,14 @@ def translator_state(run: str | Path, device: torch.device | str = "cpu", log=No
     state = checkpoint.load(run / TRANSLATOR, device, log)
     if state is None:
         raise RunError(f"{run} holds no trained translator ({TRANSLATOR}): run s2i-model train-translator")
-    _common(state, run / TRANSLATOR)
-    checkpoint.check_net(generator_maker(state, run / TRANSLATOR), state.get("G"), f"{run / TRANSLATOR}: G")
+    return check_translator(state, run / TRANSLATOR)
+
+
+def check_translator(state: dict, where: Path | str) -> dict:
+    """A translator checkpoint whose recorded autoencoder sizes are in range and whose generator
+    weights are exactly those of the generator they describe."""
+    _common(state, where)
+    checkpoint.check_net(generator_maker(state, where), state.get("G"), f"{where}: G")
     return state
 
 

@@ -146,6 +146,7 @@ def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
 
 def _evaluate(cfg: EvalConfig, run: Path, force: bool, log) -> dict:
     model, state = run_folder.model_state(run)
+    rows = read_rows(run)  # the training history, checked before any measuring
     data = cfg.data or state["config"]["data"]
     if not storage.exists(build_file(data, "stats.json")):
         raise ValueError(f"{data} holds no s2i-data build (no stats.json): give the build with --data")
@@ -197,7 +198,6 @@ def _evaluate(cfg: EvalConfig, run: Path, force: bool, log) -> dict:
         ceiling = separability(train["emb"].float(), train["cls"], torch.cat(zs), measured["sound_cls"])
 
     # ---- what the training history says (informativity per epoch, pixel loss)
-    rows = read_rows(run)
     hist = informativity_history(rows)
     result = {
         "ident": ident, "run": str(run), "data": str(data), "split": cfg.split, "samples_per_sound": n,

@@ -23,7 +23,7 @@ from s2i_data import untrusted
 from s2i_data.readers import Build
 
 from s2i_model import checkpoint
-from s2i_model.run import EMBEDDINGS, TRANSLATOR, generator_narrow, load_encoder, open_build
+from s2i_model.run import EMBEDDINGS, TRANSLATOR, check_translator, generator_narrow, load_encoder, open_build
 from s2i_model.train import distributed
 from s2i_model.config import TranslatorConfig
 from s2i_model.train import resident, runtime
@@ -159,6 +159,7 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
     saved_rng = None
     if state is not None:  # every part checked before it is used (a run folder may come from elsewhere)
         path = run / TRANSLATOR
+        check_translator(state, path)  # what it claims, against what it holds
         trained_with = untrusted.mapping(state.get("config"), f"{path}: config").get("optimizer", "sgd")
         if trained_with != cfg.optimizer:
             raise TrainingError(f"{path} was trained with --optimizer {trained_with!r}; use the same or another --run")
