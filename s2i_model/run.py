@@ -121,11 +121,12 @@ def autoencoder_state(run: str | Path, device: torch.device | str = "cpu", log=N
 
 
 def _common(state: dict, where: Path | str) -> dict:
-    """What every checkpoint of a run holds and readers use: whole epochs, a config naming its build."""
+    """What every checkpoint of a run holds and readers use: whole epochs, a config (naming its
+    build, where it does)."""
     untrusted.epoch(state.get("epoch"), f"{where}: epoch")
     cfg = untrusted.mapping(state.get("config"), f"{where}: config")
-    if not isinstance(cfg.get("data"), str):
-        raise untrusted.Untrusted(f"{where}: config.data {cfg.get('data')!r} is not the location of a build")
+    if "data" in cfg and not isinstance(cfg["data"], str):
+        raise untrusted.Untrusted(f"{where}: config.data {cfg['data']!r} is not the location of a build")
     return cfg
 
 

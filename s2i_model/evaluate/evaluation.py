@@ -147,7 +147,9 @@ def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
 def _evaluate(cfg: EvalConfig, run: Path, force: bool, log) -> dict:
     model, state = run_folder.model_state(run)
     rows = read_rows(run)  # the training history, checked before any measuring
-    data = cfg.data or state["config"]["data"]
+    data = cfg.data or state["config"].get("data")
+    if not data:
+        raise ValueError(f"{run}: its checkpoint does not name the build it was trained on: give the build with --data")
     if not storage.exists(build_file(data, "stats.json")):
         raise ValueError(f"{data} holds no s2i-data build (no stats.json): give the build with --data")
     build = run_folder.check_build(Build.open(data, skip_bad=cfg.skip_bad_samples))
@@ -160,11 +162,10 @@ def _evaluate(cfg: EvalConfig, run: Path, force: bool, log) -> dict:
         space = Path(state["reference"]["space"])
         ident["space"] = _stamp(str(run_folder.model_path(space, run_folder.run_model(space))))
     out_path = run / RESULT
-    if out_path.is_file() and not force:
-        old = json.loads(out_path.read_text())
-        if old.get("ident") == ident:
-            log(f"{out_path} is up to date")
-            return old
+    old = _earlier_result(out_path) if not force else None
+    if old is not None and old.get("ident") == ident:
+        log(f"{out_path} is up to date")
+        return old
 
     # ---- the judges: informativity classifiers, the real-frame classifier, Inception
     classes = build.classes
@@ -215,6 +216,16 @@ def _evaluate(cfg: EvalConfig, run: Path, force: bool, log) -> dict:
         result["grid"] = grid.name
     storage.atomic_write(out_path, json.dumps(result, indent=2))
     return result
+
+
+def _earlier_result(path: Path) -> dict | None:
+    """RUN/evaluation.json as the last evaluation left it; None (measure again, and replace it)
+    for none, or for a file that is not a JSON object (torn, edited, or not ours)."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):  # none yet, or one that cannot be read: measured again
+        return None
+    return old if isinstance(old, dict) else None
 
 
 def _cached_train_embeddings(run: Path, build: Build, width: int, log) -> dict | None:

@@ -303,3 +303,60 @@ def test_a_hostile_embedding_cache_is_computed_again_by_the_trainer_and_left_out
         assert code == 0 and "computing the embeddings again" in err, f"training with {name}: {err}"
         again = checkpoint.load(run / "embeddings.pt")
         untrusted.embedding_split(again["train"], "recomputed", 16, 5)  # a good cache in its place
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", "{not json", "\x00\x01"])
+def test_a_hostile_earlier_evaluation_is_measured_again(runs, tiny_build, tmp_path, capsys, content):
+    run = edited_copy(runs, "aivae.pt", lambda s: None, tmp_path)
+    (run / "evaluation.json").write_text(content)
+    code, err = cli("evaluate", "--run", run, "--data", tiny_build, "--samples", "2", "--device", "cpu", capsys=capsys)
+    assert code == 0, err
+    assert json.loads((run / "evaluation.json").read_text())["model"] == "aivae"
+
+
+@pytest.fixture(scope="module")
+def evaluated(runs, tiny_build, tmp_path_factory) -> Path:
+    """The S2I run once evaluated: it holds its real-frame classifier (RUN/frame-classifier.pt)."""
+    run = tmp_path_factory.mktemp("evaluated") / "run"
+    shutil.copytree(runs["translator.pt"], run)
+    r = subprocess.run([sys.executable, "-m", "s2i_model.cli", "evaluate", "--run", str(run), "--data",
+                        str(tiny_build), "--samples", "2", "--device", "cpu"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return run
+
+
+def test_a_hostile_frame_classifier_cache_is_trained_again(evaluated, tiny_build, tmp_path, capsys):
+    run = edited_copy({"frame-classifier.pt": evaluated}, "frame-classifier.pt",
+                      lambda s: s["model"].update({first_float(s["model"]): torch.zeros(2, 2)}), tmp_path)
+    (run / "evaluation.json").unlink()
+    code, err = cli("evaluate", "--run", run, "--data", tiny_build, "--samples", "2", "--device", "cpu", capsys=capsys)
+    assert code == 0 and "training the frame classifier again" in err, err
+    trained = checkpoint.load(run / "frame-classifier.pt")["model"]
+    assert trained[first_float(trained)].dim() == 4  # a convolution's weights again, in the cache's place
+
+
+def judges_state() -> dict:
+    from s2i_model.nets import InformativityClassifier
+
+    return {"classes": ["dog", "water"], "judges": {"dog": InformativityClassifier(2).state_dict()}, "report": {}}
+
+
+BAD_JUDGES = {
+    "a judge of another shape": lambda s: s["judges"]["dog"].update({first_float(s["judges"]["dog"]): torch.zeros(1)}),
+    "a judge of a class it does not have": lambda s: s["judges"].update({"../x": s["judges"]["dog"]}),
+    "classes a string": lambda s: s.update(classes="dog"),
+    "a class that is a path": lambda s: s.update(classes=["dog", "a/b"]),
+    "judges a list": lambda s: s.update(judges=[1]),
+}
+
+
+def test_hostile_informativity_judges_are_one_line(evaluated, tiny_build, tmp_path, capsys):
+    for name, edit in BAD_JUDGES.items():
+        folder = tmp_path / name.replace(" ", "-")
+        folder.mkdir()
+        state = judges_state()
+        edit(state)
+        torch.save(state, folder / "informativity.pt")
+        code, err = cli("evaluate", "--run", evaluated, "--data", tiny_build, "--samples", "2", "--device", "cpu",
+                        "--informativity", folder, capsys=capsys)
+        one_line_failure(code, err, f"judges with {name}")
