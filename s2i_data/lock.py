@@ -56,10 +56,10 @@ def holder_record(**extra) -> dict:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(now)), **extra}
 
 
-def describe(record: dict | None) -> str:
+def describe(record: dict | None, what: str = "build") -> str:
     """'pid 1234 on host X since 10:31:02' (with the date when it is not today)."""
     if not record or "pid" not in record:
-        return "another build (it has not recorded itself yet)"
+        return f"another {what} (it has not recorded itself yet)"
     since = record.get("started_unix")
     if isinstance(since, (int, float)):
         fmt = "%H:%M:%S" if time.localtime(since)[:3] == time.localtime()[:3] else "%Y-%m-%d %H:%M:%S"
@@ -78,11 +78,14 @@ def _parse(data: bytes) -> dict | None:
 
 
 class FolderLock:
-    """``flock`` on ``OUT/_build/lock``; `acquire` writes nothing if the file exists."""
+    """``flock`` on ``OUT/_build/lock`` (or on ``path``: a run folder's own lock file); `acquire`
+    writes nothing if the file exists. ``what`` and ``option`` name the writer and the option that
+    chose the folder in refusals."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, path: Path | None = None, what: str = "build", option: str = "--out") -> None:
         self.out = Path(out)
-        self.path = self.out / BUILD_DIR / LOCK_NAME
+        self.path = Path(path) if path is not None else self.out / BUILD_DIR / LOCK_NAME
+        self.what, self.option = what, option
         self.fd: int | None = None
         self.claimed = False
         self.warnings: list[str] = []
@@ -91,10 +94,12 @@ class FolderLock:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Not inherited across exec (PEP 446), so an orphaned ffmpeg or Dask worker never
-            # keeps the lock alive after the build itself has died.
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            # keeps the lock alive after the build itself has died. Never through a link left in
+            # its place: the holder's record would be written into the file it points at.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as e:
-            raise LockError(f"--out {self.out} is not writable: {e.strerror}: {e.filename}") from None
+            why = "it is a symbolic link" if os.path.islink(self.path) else e.strerror
+            raise LockError(f"{self.option} {self.out} is not writable: {why}: {e.filename}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -103,8 +108,8 @@ class FolderLock:
                 raise LockError(f"cannot lock {self.path}: {e.strerror} (a filesystem without locks?)") from None
             record = _parse(os.pread(fd, 4096, 0))
             os.close(fd)
-            raise LockError(f"{self.out} is locked by another build: held by {_describe_local(record)} "
-                            "(wait for it to finish, or choose another --out)") from None
+            raise LockError(f"{self.out} is locked by another {self.what}: held by {_describe_local(record, self.what)} "
+                            f"(wait for it to finish, or choose another {self.option})") from None
         self.fd = fd
 
     def claim(self) -> None:
@@ -126,17 +131,17 @@ class FolderLock:
             self.fd = None
 
 
-def _describe_local(record: dict | None) -> str:
+def _describe_local(record: dict | None, what: str = "build") -> str:
     # The record may be a dead build's (kill -9 leaves it behind) if the holder has not written
     # its own yet: a run that finds the build complete never does.
     if record and record.get("host") == socket.gethostname() and isinstance(record.get("pid"), int):
         try:
             os.kill(record["pid"], 0)
         except ProcessLookupError:
-            return describe(None)
+            return describe(None, what)
         except PermissionError:
             pass
-    return describe(record)
+    return describe(record, what)
 
 
 class Lease:

@@ -561,7 +561,7 @@ def _distinct(df, columns: list[str]):
     return ((int(i), tuple(v[k] for v in values)) for k, i in enumerate(rows))
 
 
-# --- s2i_data: shard members, videos tables and a build's plan on disk (issue 24, H1) ----------
+# --- s2i_data: shard members, videos tables and a build's plan on disk ----------
 
 MEMBER_NAME_MAX = 1024
 VIDEO_STATUSES = ("ok", "skipped", "failed")
@@ -673,3 +673,221 @@ def plan_tables(samples, probes, where: str, classes: list[str], segment_seconds
         if usable.at[vid, "source"] != source or usable.at[vid, "class"] != cls:
             raise Untrusted(f"{where}/plan.parquet: row {i} source or class differs from probe.parquet's for {_show(vid)}")
     return samples, probes
+
+
+# --- run folders: checkpoints, their caches and training logs (s2i_model) ---------------------
+# A run folder comes from somebody else as much as a build does: the sizes a checkpoint's config
+# claims decide how big a network is built, so they are bounded here, and the tensors it stores
+# must be exactly those of the network its config describes (names, shapes, kinds, finite),
+# compared before any of them is loaded. Checked without importing torch: tensors are read
+# through ``shape``, ``is_floating_point`` and ``isfinite``.
+
+NET_SIZES = {  # what a checkpoint's config may claim, before a network is built from it
+    "emb": {"lo": 1, "hi": 65536, "integer": True},
+    "latent": {"lo": 1, "hi": 65536, "integer": True},
+    "classes": {"lo": 1, "hi": MAX_CLASSES, "integer": True},
+    "width": {"lo": 2**-10, "hi": 4},
+}
+MAX_EPOCH = 10**7
+METRICS_MAX_BYTES = 256 * 2**20  # a 4000-epoch log with informativity per class is a few MB
+OPT_STATE_KEYS = {  # each parameter's optimiser state, by optimiser (runtime.make_optimizer's)
+    "SGD": frozenset({"momentum_buffer"}),
+    "Adam": frozenset({"step", "exp_avg", "exp_avg_sq"}),
+}
+
+
+def net_config(cfg, where: str, *fields: str, section: str = "config") -> dict:
+    """A checkpoint's config (``section``) with ``fields`` (emb, latent, classes, width) in
+    range, whole where they must be: the numbers a network is built with."""
+    cfg = mapping(cfg, f"{where}: {section}")
+    return {**cfg, **{f: number(cfg.get(f), f"{where}: {section}.{f}", **NET_SIZES[f]) for f in fields}}
+
+
+def epoch(value, what: str) -> int:
+    return number(value, what, lo=0, hi=MAX_EPOCH, integer=True)
+
+
+def _is_tensor(value) -> bool:
+    return all(hasattr(value, a) for a in ("shape", "is_floating_point", "isfinite"))
+
+
+def _finite_tensor(value, what: str):
+    # the largest magnitude is NaN when any value is, and infinite when any is: one cheap pass
+    if value.is_floating_point() and value.numel() and not bool(value.abs().amax() < math.inf):
+        raise Untrusted(f"{what} holds NaN or infinite values")
+    return value
+
+
+def tensor_shapes(expected: Mapping, stored, where: str) -> Mapping:
+    """``stored`` (a state dict read from a checkpoint) when it holds exactly the tensors of
+    ``expected`` (the network's own state dict, built from the checked config: on the meta device,
+    nothing allocated), each of the same shape and kind (floating or not), and finite."""
+    stored = mapping(stored, where)
+    missing = [k for k in expected if k not in stored]
+    if missing:
+        raise Untrusted(f"{where}: lacks {_show(missing[0])}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+                        + "; the network its config describes has them")
+    extra = [k for k in stored if k not in expected]
+    if extra:
+        raise Untrusted(f"{where}: holds {_show(extra[0])}, which the network its config describes does not have")
+    for k, want in expected.items():
+        got = stored[k]
+        if not _is_tensor(got):
+            raise Untrusted(f"{where}: {_show(k)} is a {type(got).__name__}, not a tensor")
+        if tuple(got.shape) != tuple(want.shape) or got.is_floating_point() != want.is_floating_point():
+            raise Untrusted(f"{where}: {_show(k)} is {list(got.shape)}, the network its config describes "
+                            f"has {list(want.shape)}")
+        _finite_tensor(got, f"{where}: {_show(k)}")
+    return stored
+
+
+def normaliser(value, where: str) -> dict:
+    """A checkpoint's log-mel normaliser: finite lo < hi (it divides by hi - lo)."""
+    value = mapping(value, where)
+    lo, hi = number(value.get("lo"), f"{where}.lo"), number(value.get("hi"), f"{where}.hi")
+    if not hi > lo:
+        raise Untrusted(f"{where}: hi ({hi}) is not above lo ({lo})")
+    return {"lo": lo, "hi": hi}
+
+
+def _same_kind(saved, fresh) -> bool:
+    """An optimiser setting the fresh optimiser can run with: its very flag or None (amsgrad,
+    fused, capturable... change what state it needs), else finite numbers where it has numbers."""
+    if fresh is None or isinstance(fresh, bool):
+        return saved is fresh or (isinstance(saved, bool) and saved == fresh)
+    if isinstance(fresh, (int, float)):
+        return not isinstance(saved, bool) and isinstance(saved, (int, float)) and math.isfinite(saved)
+    if isinstance(fresh, (list, tuple)):
+        return (isinstance(saved, (list, tuple)) and len(saved) == len(fresh)
+                and all(_same_kind(s, f) for s, f in zip(saved, fresh)))
+    return False
+
+
+def optimizer_state(saved, fresh: Mapping, shapes: list, kind: str, where: str) -> Mapping:
+    """An optimiser's saved state that the optimiser ``fresh`` (its own ``state_dict()``, of class
+    ``kind``) can take: the same parameter groups of the same sizes and settings of the same kinds,
+    and for each parameter the state ``kind`` keeps, each tensor of the parameter's shape
+    (``shapes``, in order) and finite."""
+    saved = mapping(saved, where)
+    groups, fresh_groups = saved.get("param_groups"), fresh["param_groups"]
+    if not isinstance(groups, list) or len(groups) != len(fresh_groups):
+        raise Untrusted(f"{where}: param_groups is not a list of {len(fresh_groups)} group(s)")
+    for i, (g, f) in enumerate(zip(groups, fresh_groups)):
+        g = mapping(g, f"{where}: param_groups[{i}]")
+        params = g.get("params")
+        if not isinstance(params, list) or len(params) != len(f["params"]):
+            raise Untrusted(f"{where}: param_groups[{i}] does not hold the {len(f['params'])} parameters of the network")
+        for k, v in g.items():
+            if k != "params" and (k not in f or not _same_kind(v, f[k])):
+                raise Untrusted(f"{where}: param_groups[{i}].{_show(k)} = {_show(v)} is not a setting of {kind}")
+    wanted = OPT_STATE_KEYS[kind]
+    for p, per in mapping(saved.get("state", {}), f"{where}: state").items():
+        if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p < len(shapes):
+            raise Untrusted(f"{where}: state of parameter {_show(p)}; the network has {len(shapes)}")
+        per = mapping(per, f"{where}: state[{p}]")
+        if set(per) != wanted:
+            raise Untrusted(f"{where}: state[{p}] holds {sorted(map(str, per))}, not {kind}'s {sorted(wanted)}")
+        for k, v in per.items():
+            if k == "step":  # a count: a number, or a scalar tensor
+                if _is_tensor(v) and tuple(v.shape) == ():
+                    v = float(v)
+                number(v, f"{where}: state[{p}].step", lo=0)
+            elif not (v is None and k == "momentum_buffer"):
+                if not _is_tensor(v) or tuple(v.shape) != tuple(shapes[p]):
+                    raise Untrusted(f"{where}: state[{p}].{k} is not a tensor of the parameter's shape {list(shapes[p])}")
+                _finite_tensor(v, f"{where}: state[{p}].{k}")
+    return saved
+
+
+def rng_state(state, where: str, torch_bytes: int, cuda_bytes: int | None = None) -> Mapping:
+    """A checkpoint's random generators' states (`runtime.rng_state`), each of the size its
+    generator takes: Python's Mersenne Twister, torch's and numpy's, and optionally CUDA's."""
+    state = mapping(state, where)
+    py = state.get("python")
+    if not (isinstance(py, (list, tuple)) and len(py) == 3 and isinstance(py[1], (list, tuple)) and len(py[1]) == 625):
+        raise Untrusted(f"{where}: python is not a Mersenne Twister state")
+    number(py[0], f"{where}: python[0]", lo=2, hi=3, integer=True)
+    for i, w in enumerate(py[1]):
+        number(w, f"{where}: python[1][{i}]", lo=0, hi=2**32 - 1 if i < 624 else 624, integer=True)
+    if py[2] is not None:
+        number(py[2], f"{where}: python[2]")
+    t = state.get("torch")
+    if not _is_tensor(t) or tuple(t.shape) != (torch_bytes,) or t.is_floating_point():
+        raise Untrusted(f"{where}: torch is not a generator state of {torch_bytes} bytes")
+    npy = state.get("numpy")
+    if not (isinstance(npy, (list, tuple)) and len(npy) == 5 and npy[0] == "MT19937"
+            and getattr(npy[1], "shape", None) is not None and tuple(npy[1].shape) == (624,)):
+        raise Untrusted(f"{where}: numpy is not an MT19937 state")
+    number(npy[2], f"{where}: numpy[2]", lo=0, hi=624, integer=True)
+    number(npy[3], f"{where}: numpy[3]", lo=0, hi=1, integer=True)
+    number(npy[4], f"{where}: numpy[4]")
+    if "cuda" in state and cuda_bytes is not None:
+        cuda = state["cuda"]
+        if not isinstance(cuda, list) or not all(_is_tensor(c) and tuple(c.shape) == (cuda_bytes,) for c in cuda):
+            raise Untrusted(f"{where}: cuda is not a list of generator states of {cuda_bytes} bytes")
+    return state
+
+
+def embedding_split(value, where: str, width: int, classes: int, most: int = MAX_COUNT) -> Mapping:
+    """A split of an embedding cache (RUN/embeddings.pt): ``keys`` plain unique names, ``emb``
+    finite [len(keys), width], ``cls`` whole numbers in [0, classes) of the same length."""
+    value = mapping(value, where)
+    keys = value.get("keys")
+    if not isinstance(keys, list) or len(keys) > most:
+        raise Untrusted(f"{where}: keys is not a list of at most {most} names")
+    names(keys, f"{where}: keys")
+    emb, cls = value.get("emb"), value.get("cls")
+    n = len(keys)
+    if not _is_tensor(emb) or not emb.is_floating_point() or tuple(emb.shape) not in ((n, width),) + (((0,),) if not n else ()):
+        raise Untrusted(f"{where}: emb is not {n} embeddings of size {width}")
+    _finite_tensor(emb, f"{where}: emb")
+    if not _is_tensor(cls) or cls.is_floating_point() or tuple(cls.shape) != (n,):
+        raise Untrusted(f"{where}: cls is not {n} class indices")
+    if n and not (0 <= int(cls.min()) and int(cls.max()) < classes):
+        raise Untrusted(f"{where}: cls holds a class index outside 0..{classes - 1}")
+    return value
+
+
+def log_size(size: int, where: str) -> int:
+    if size > METRICS_MAX_BYTES:
+        raise Untrusted(f"{where}: {size} bytes, more than a training log holds ({METRICS_MAX_BYTES} at most)")
+    return size
+
+
+def metrics_row(row, where: str) -> Mapping:
+    """A row of RUN/metrics.jsonl as its readers use it: a stage name, a whole epoch, and where
+    present a finite pixel loss, a count of D updates and informativity in [0, 1] per class."""
+    row = mapping(row, where)
+    if not isinstance(row.get("stage"), str):
+        raise Untrusted(f"{where}: stage {_show(row.get('stage'))} is not a stage name")
+    number(row.get("epoch"), f"{where}: epoch", lo=1, hi=MAX_EPOCH, integer=True)
+    if "pixel_loss" in row:
+        number(row["pixel_loss"], f"{where}: pixel_loss")
+    if "d_updates" in row:
+        number(row["d_updates"], f"{where}: d_updates", lo=0, hi=MAX_COUNT, integer=True)
+    if "informativity" in row:
+        inf = mapping(row["informativity"], f"{where}: informativity")
+        if inf.get("mean") is not None:
+            number(inf["mean"], f"{where}: informativity.mean", lo=0, hi=1)
+        for c, v in mapping(inf.get("per_class"), f"{where}: informativity.per_class").items():
+            name(c, f"{where}: informativity.per_class key")
+            if v is not None:
+                number(v, f"{where}: informativity.per_class.{c}", lo=0, hi=1)
+    return row
+
+
+def grad_scaler_state(value, where: str) -> Mapping:
+    """An fp16 loss scaler's saved state: its five settings, finite and positive."""
+    value = mapping(value, where)
+    for k in ("scale", "growth_factor", "backoff_factor"):
+        number(value.get(k), f"{where}.{k}", above=0)
+    for k in ("growth_interval", "_growth_tracker"):
+        number(value.get(k), f"{where}.{k}", lo=0, hi=MAX_COUNT, integer=True)
+    return value
+
+
+def finite_list(value, what: str, most: int = MAX_EPOCH) -> list[float]:
+    """A list of at most ``most`` finite numbers (a loss history)."""
+    if not isinstance(value, list) or len(value) > most:
+        raise Untrusted(f"{what}: not a list of at most {most} numbers")
+    return finite_vector(value, what)

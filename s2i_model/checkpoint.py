@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from s2i_data import storage
+from s2i_data import storage, untrusted
 
 
 class CheckpointError(ValueError):
@@ -144,3 +144,49 @@ def load(path: Path, device: str | torch.device = "cpu", log=None) -> dict | Non
     hint = (f"; delete it (and {prev.name}) to start this stage again" if prev.exists()
             else "; delete it to start this stage again")
     raise CheckpointError(reason + (hint if may_fall_back else ""))
+
+
+# ---- a checkpoint's networks and optimisers, checked before they are loaded or even built
+def check_net(make, stored, where: str) -> None:
+    """Refuse ``stored`` (a state dict from a checkpoint) unless it holds exactly the tensors of
+    the network ``make()`` builds (`untrusted.tensor_shapes`). The network is built on the meta
+    device, so sizes claimed by a hostile config allocate nothing; callers bound them first
+    (`untrusted.net_config`)."""
+    try:
+        with torch.device("meta"):
+            shapes = make().state_dict()
+    except (ValueError, RuntimeError, TypeError, ZeroDivisionError, OverflowError) as e:
+        raise CheckpointError(f"{where}: its config describes no network that can be built ({_first(e)})") from None
+    untrusted.tensor_shapes(shapes, stored, where)
+
+
+def build(make, stored, where: str) -> torch.nn.Module:
+    """The network ``make()`` builds, holding ``stored``, once `check_net` has compared them."""
+    check_net(make, stored, where)
+    net = make()
+    net.load_state_dict(stored)
+    return net
+
+
+def load_into(net: torch.nn.Module, stored, where: str) -> torch.nn.Module:
+    """``stored`` loaded into ``net`` (built from the command's settings) when it holds exactly
+    ``net``'s tensors: a resumed checkpoint of other sizes is one line, not a failed copy."""
+    untrusted.tensor_shapes(net.state_dict(), stored, where)
+    net.load_state_dict(stored)
+    return net
+
+
+def load_optimizer(opt: torch.optim.Optimizer, saved, where: str) -> torch.optim.Optimizer:
+    """``saved`` loaded into ``opt`` when it is a state ``opt`` can step with (`untrusted.optimizer_state`)."""
+    shapes = [tuple(p.shape) for g in opt.param_groups for p in g["params"]]
+    kind = type(opt).__name__
+    if kind not in untrusted.OPT_STATE_KEYS:  # pragma: no cover - a trainer's optimiser without a schema
+        raise TypeError(f"no schema for {kind}'s saved state")
+    untrusted.optimizer_state(saved, opt.state_dict(), shapes, kind, where)
+    opt.load_state_dict(saved)
+    return opt
+
+
+def _first(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:160]

@@ -107,8 +107,9 @@ _OPTIMIZER = typer.Option("sgd", help="sgd (the paper's) or adam (short CPU runs
 
 
 def _train(config_cls, train, options: dict, **overrides) -> None:
-    """Run ``train`` on ``config_cls`` built from a command's options; bad data or runs get one line."""
-    from s2i_model.run import RunError
+    """Run ``train`` on ``config_cls`` built from a command's options; bad data or runs get one line
+    (exit 2 when another process writes the run folder, as for two builds into one folder)."""
+    from s2i_model.run import RunError, RunLockError
 
     fields = {f.name for f in dataclasses.fields(config_cls)}
     if unknown := set(options) - fields:  # a programming error: an option no config field receives
@@ -117,6 +118,8 @@ def _train(config_cls, train, options: dict, **overrides) -> None:
     cfg = config_cls(**{**options, "data": str(options["data"]), "run": str(options["run"]), **overrides})
     try:
         train(cfg, log=lambda m: console.print(m, highlight=False))
+    except RunLockError as e:
+        _fail(str(e), 2)
     except (RunError, ValueError) as e:
         _fail(str(e), 1)
 
@@ -505,7 +508,7 @@ def evaluate(
 ) -> None:
     """Informativity per class and mean, and the label-free proxies, into RUN/evaluation.json."""
     from s2i_model.evaluate.evaluation import EvalConfig, evaluate as run_eval
-    from s2i_model.run import RunError
+    from s2i_model.run import RunError, RunLockError
 
     if data is not None:
         _check_data(data)
@@ -514,6 +517,8 @@ def evaluate(
                      proxy_cache=str(proxy_cache or ""), seed=seed, device=device, skip_bad_samples=skip_bad_samples)
     try:
         res = run_eval(cfg, force=force, log=lambda m: console.print(m, highlight=False))
+    except RunLockError as e:
+        _fail(str(e), 2)
     except (ValueError, RunError, OSError) as e:
         _fail(str(e), 1)
         return

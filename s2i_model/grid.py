@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from s2i_data import storage
+
 from s2i_model.data import tensor_to_image
 
 PAD = 4
@@ -32,6 +34,11 @@ def save_grid(rows: list[tuple[str, np.ndarray | None, list]], path: Path, scale
         if real is not None:  # a thin line between the real frame and what was imagined
             x = LABEL_W + PAD + side + PAD // 2
             draw.line([(x, y), (x, y + side)], fill=(200, 0, 0), width=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
-    return path
+    # replaced whole (a temporary renamed over it): never written through a link left at its name
+    storage.atomic_write(path, lambda tmp: sheet.save(tmp, format="PNG"))
+    return Path(path)
+
+
+def grids_folder(run: Path) -> Path:
+    """RUN/grids, made, and refused when it leads out of the run folder (a link left there)."""
+    return Path(storage.folder_inside(run, "grids"))

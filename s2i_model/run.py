@@ -5,6 +5,7 @@
     RUN/translator.pt    stage 2: G and D, their optimisers, config and build record
     RUN/metrics.jsonl, RUN/tensorboard/, RUN/grids/      what training logged
     RUN/evaluation.json, RUN/evaluation-grid.png         what `s2i-model evaluate` measured
+    RUN/.lock            held (flock) by the one training or evaluation writing the folder
 
 Inference (imagine, evaluate, sample, live) reads a run through this module only and never
 imports a trainer; the trainers write these same names.
@@ -12,10 +13,13 @@ imports a trainer; the trainers write these same names.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
+from s2i_data import lock, untrusted
 from s2i_data.readers import Build
 
 from s2i_model import checkpoint
@@ -27,6 +31,7 @@ AUTOENCODER = "autoencoder.pt"
 TRANSLATOR = "translator.pt"
 EMBEDDINGS = "embeddings.pt"
 EVALUATION = "evaluation.json"
+LOCK = ".lock"
 
 
 # What the S2I networks take (SPEC 3): 1 s of log-mel at a 10 ms hop, 128 mel bands, 96 px frames.
@@ -39,6 +44,32 @@ LEGACY_BUILD = {"segment_seconds": 1.0, "sample_rate": 16000, **NET_INPUT}
 class RunError(Exception):
     """A run folder that cannot serve what was asked (a stage missing or unfinished, a build the
     run was not trained for): one line for the user."""
+
+
+class RunLockError(RunError):
+    """Another process writes the run folder (or it cannot be written): one line, exit 2."""
+
+
+@contextlib.contextmanager
+def writing(run: str | Path, hold: bool = True) -> Iterator[Path]:
+    """``run`` held by this process alone while the block runs: the build's folder lock
+    (`s2i_data.lock.FolderLock`) on RUN/.lock, its holder named in the refusal a second writer
+    gets. The kernel frees it when the holder dies, however it dies (kill -9 leaves nothing stale).
+    ``hold=False`` (a DDP rank other than 0, which writes nothing) takes nothing."""
+    run = Path(run)
+    if not hold:
+        yield run
+        return
+    guard = lock.FolderLock(run, run / LOCK, what="training or evaluation", option="--run")
+    try:
+        guard.acquire()
+    except lock.LockError as e:
+        raise RunLockError(str(e)) from None
+    try:
+        guard.claim()
+        yield run
+    finally:
+        guard.release()
 
 
 def check_build(build: Build) -> Build:
@@ -77,15 +108,37 @@ def build_record(state: dict) -> dict:
 
 
 def autoencoder_state(run: str | Path, device: torch.device | str = "cpu", log=None, finished: bool = True) -> dict:
-    """The stage-1 checkpoint, refused when absent (or, with ``finished``, not trained to the end)."""
+    """The stage-1 checkpoint, refused when absent (or, with ``finished``, not trained to the end),
+    and checked (`check_autoencoder`) before anything is built from it."""
     run = Path(run)
     state = checkpoint.load(run / AUTOENCODER, device, log)
     if state is None:
         raise RunError(f"{run / AUTOENCODER} not found: train the autoencoder first (s2i-model train-autoencoder)")
-    cfg = from_dict(AutoencoderConfig, state["config"])
+    cfg = check_autoencoder(state, run / AUTOENCODER)
     if finished and state["epoch"] < cfg.epochs:
         raise RunError(f"the autoencoder in {run} is at epoch {state['epoch']} of {cfg.epochs}: finish it first")
     return state
+
+
+def _common(state: dict, where: Path | str) -> dict:
+    """What every checkpoint of a run holds and readers use: whole epochs, a config (naming its
+    build, where it does)."""
+    untrusted.epoch(state.get("epoch"), f"{where}: epoch")
+    cfg = untrusted.mapping(state.get("config"), f"{where}: config")
+    if "data" in cfg and not isinstance(cfg["data"], str):
+        raise untrusted.Untrusted(f"{where}: config.data {cfg['data']!r} is not the location of a build")
+    return cfg
+
+
+def check_autoencoder(state: dict, where: Path | str) -> AutoencoderConfig:
+    """The autoencoder a checkpoint describes, once its sizes are in range, its weights exactly
+    those of that network, and its normaliser usable."""
+    raw = untrusted.net_config(_common(state, where), str(where), "emb", "width")
+    untrusted.epoch(raw.get("epochs", 0), f"{where}: config.epochs")
+    cfg = from_dict(AutoencoderConfig, raw)
+    checkpoint.check_net(lambda: AudioAutoencoder(cfg.emb, cfg.width), state.get("model"), f"{where}: model")
+    untrusted.normaliser(state.get("normalizer"), f"{where}: normalizer")
+    return cfg
 
 
 def load_encoder(run: str | Path, device: torch.device | str = "cpu",
@@ -95,21 +148,38 @@ def load_encoder(run: str | Path, device: torch.device | str = "cpu",
 
 
 def encoder_from(state: dict, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, AutoencoderConfig, Normalizer]:
-    cfg = from_dict(AutoencoderConfig, state["config"])
+    """The encoder of a checkpoint `autoencoder_state` has checked."""
+    cfg = from_dict(AutoencoderConfig, untrusted.net_config(state["config"], AUTOENCODER, "emb", "width"))
     ae = AudioAutoencoder(cfg.emb, cfg.width)
     ae.load_state_dict(state["model"])
     encoder = ae.encoder.to(device).eval()
     for p in encoder.parameters():
         p.requires_grad_(False)
-    return encoder, cfg, Normalizer(**state["normalizer"])
+    return encoder, cfg, Normalizer(**untrusted.normaliser(state["normalizer"], AUTOENCODER))
 
 
 def translator_state(run: str | Path, device: torch.device | str = "cpu", log=None) -> dict:
+    """The stage-2 checkpoint, its generator's sizes and weights checked (`generator_maker`)."""
     run = Path(run)
     state = checkpoint.load(run / TRANSLATOR, device, log)
     if state is None:
         raise RunError(f"{run} holds no trained translator ({TRANSLATOR}): run s2i-model train-translator")
+    return check_translator(state, run / TRANSLATOR)
+
+
+def check_translator(state: dict, where: Path | str) -> dict:
+    """A translator checkpoint whose recorded autoencoder sizes are in range and whose generator
+    weights are exactly those of the generator they describe."""
+    _common(state, where)
+    checkpoint.check_net(generator_maker(state, where), state.get("G"), f"{where}: G")
     return state
+
+
+def generator_maker(state: dict, where: Path | str):
+    """What builds a translator checkpoint's generator: its recorded autoencoder's E and width, in range."""
+    ae = untrusted.net_config(state.get("autoencoder"), str(where), "emb", "width", section="autoencoder")
+    narrow = generator_narrow(state)
+    return lambda: DenseGenerator(ae["emb"], ae["width"], narrow=narrow)
 
 
 def generator_narrow(state: dict | None) -> bool | None:
@@ -119,17 +189,19 @@ def generator_narrow(state: dict | None) -> bool | None:
     the RGB output; None (the width decides) for no checkpoint."""
     if state is None:
         return None
-    said = (state.get("generator") or {}).get("narrow")
+    gen = state.get("generator") or {}
+    said = gen.get("narrow") if isinstance(gen, dict) else gen
     if said is not None:
-        return bool(said)
-    return "layers.transition6.1.weight" not in (state.get("G") or {})
+        if not isinstance(said, bool):
+            raise untrusted.Untrusted(f"{TRANSLATOR}: generator.narrow {said!r} is not true or false")
+        return said
+    return "layers.transition6.1.weight" not in untrusted.mapping(state.get("G") or {}, f"{TRANSLATOR}: G")
 
 
 def load_generator(run: str | Path, device: torch.device | str = "cpu") -> torch.nn.Module:
     """The trained generator in eval mode (its test-time dropout stays on: one sound, many pictures)."""
     state = translator_state(run, device)
-    ae = state["autoencoder"]
-    G = DenseGenerator(ae["emb"], ae["width"], narrow=generator_narrow(state))
+    G = generator_maker(state, Path(run) / TRANSLATOR)()
     G.load_state_dict(state["G"])
     return G.to(device).eval()
 
@@ -176,6 +248,7 @@ def model_state(run: str | Path, device: torch.device | str = "cpu", log=None) -
     state = checkpoint.load(Path(run) / MODEL_FILES[model], device, log)
     if state is None:  # pragma: no cover - run_model saw the file
         raise RunError(f"{run} holds no trained {model}")
+    _common(state, Path(run) / MODEL_FILES[model])
     return model, state
 
 
@@ -212,22 +285,6 @@ class MmganModel(VaeModel):
         return self.vae.sound_feature(mels.to(self.device))
 
 
-def _width(cfg: dict) -> float:
-    """A checkpoint's width multiplier, checked before a net is built from it (a run folder may come
-    from someone else: a huge or negative width would build nothing sensible, or fill memory)."""
-    w = cfg.get("width")
-    if not isinstance(w, (int, float)) or not 0 < w <= 4:
-        raise RunError(f"the checkpoint's width {w!r} is not a width multiplier in (0, 4]")
-    return float(w)
-
-
-def _latent(cfg: dict) -> int:
-    z = cfg.get("latent")
-    if not isinstance(z, int) or not 0 < z <= 65536:
-        raise RunError(f"the checkpoint's latent size {z!r} is not in 1..65536")
-    return z
-
-
 class Sound2SceneModel(VaeModel):
     """A trained Sound2Scene as a `model.SoundToImage`: sound → the audio encoder's feature → the
     frozen IC-GAN generator; n pictures of a sound are n noise vectors (the paper's inference)."""
@@ -255,31 +312,33 @@ def load_model(run: str | Path, device: torch.device | str = "auto"):
 
         return load_reference(Path(run), str(device))
     _, state = model_state(run, dev)
+    where = str(Path(run) / MODEL_FILES[model])
+    if model in ("sound2scene", "mmgan") and not isinstance(state.get("stage"), str):
+        raise untrusted.Untrusted(f"{where}: stage {state.get('stage')!r} is not a stage name")
+    norm = Normalizer(**untrusted.normaliser(state.get("normalizer"), f"{where}: normalizer"))
     if model == "sound2scene":
         from s2i_model.nets.sound2scene import Sound2Scene
 
         if state["stage"] != "audio":
             raise RunError(f"Sound2Scene in {run} is still at its {state['stage']} stage: finish training it first")
-        net = Sound2Scene(_width(state["config"]))
-        net.load_state_dict(state["nets"])
-        return Sound2SceneModel(model, net.to(dev).eval(), Normalizer(**state["normalizer"]), dev, build_record(state))
+        width = untrusted.net_config(state["config"], where, "width")["width"]
+        net = checkpoint.build(lambda: Sound2Scene(width), state.get("nets"), f"{where}: nets")
+        return Sound2SceneModel(model, net.to(dev).eval(), norm, dev, build_record(state))
     if model == "mmgan":
         from s2i_model.nets.mmgan import MmGan
 
         if state["stage"] != "gan":
             raise RunError(f"the multimodal-feature GAN in {run} is still at its {state['stage']} stage: "
                            "finish training it first")
-        if not isinstance(state.get("classes"), int) or not 0 < state["classes"] <= 100_000:
-            raise RunError(f"the checkpoint's class count {state.get('classes')!r} is not in 1..100000")
-        net = MmGan(state["classes"], _width(state["config"]))
-        net.load_state_dict(state["nets"])
-        return MmganModel(model, net.to(dev).eval(), Normalizer(**state["normalizer"]), dev, build_record(state))
+        classes = untrusted.number(state.get("classes"), f"{where}: classes", **untrusted.NET_SIZES["classes"])
+        width = untrusted.net_config(state["config"], where, "width")["width"]
+        net = checkpoint.build(lambda: MmGan(classes, width), state.get("nets"), f"{where}: nets")
+        return MmganModel(model, net.to(dev).eval(), norm, dev, build_record(state))
     from s2i_model.nets.aivae import MODELS
 
-    cfg = state["config"]
-    vae = MODELS[model](_latent(cfg), _width(cfg))
-    vae.load_state_dict(state["vae"])
-    return VaeModel(model, vae.to(dev).eval(), Normalizer(**state["normalizer"]), dev, build_record(state))
+    cfg = untrusted.net_config(state["config"], where, "latent", "width")
+    vae = checkpoint.build(lambda: MODELS[model](cfg["latent"], cfg["width"]), state.get("vae"), f"{where}: vae")
+    return VaeModel(model, vae.to(dev).eval(), norm, dev, build_record(state))
 
 
 # ---- what a comparison states about each model (s2i_model/evaluate/report.py)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from s2i_data import storage
+from s2i_data import storage, untrusted
 from s2i_data.readers import Build, build_file
 
 from s2i_model import checkpoint
@@ -135,9 +135,21 @@ def measure(pictures, data: Build | str | Path, split: str, proxy: torch.nn.Modu
 
 
 def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
+    """RUN/evaluation.json (and its grid), measured while this process alone writes the run folder
+    (`run.writing`: a training or another evaluation there is refused, naming its pid)."""
     run = Path(cfg.run)
+    if not run.is_dir():
+        raise run_folder.RunError(f"{run}: no such run folder")
+    with run_folder.writing(run):
+        return _evaluate(cfg, run, force, log)
+
+
+def _evaluate(cfg: EvalConfig, run: Path, force: bool, log) -> dict:
     model, state = run_folder.model_state(run)
-    data = cfg.data or state["config"]["data"]
+    rows = read_rows(run)  # the training history, checked before any measuring
+    data = cfg.data or state["config"].get("data")
+    if not data:
+        raise ValueError(f"{run}: its checkpoint does not name the build it was trained on: give the build with --data")
     if not storage.exists(build_file(data, "stats.json")):
         raise ValueError(f"{data} holds no s2i-data build (no stats.json): give the build with --data")
     build = run_folder.check_build(Build.open(data, skip_bad=cfg.skip_bad_samples))
@@ -150,11 +162,10 @@ def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
         space = Path(state["reference"]["space"])
         ident["space"] = _stamp(str(run_folder.model_path(space, run_folder.run_model(space))))
     out_path = run / RESULT
-    if out_path.is_file() and not force:
-        old = json.loads(out_path.read_text())
-        if old.get("ident") == ident:
-            log(f"{out_path} is up to date")
-            return old
+    old = _earlier_result(out_path) if not force else None
+    if old is not None and old.get("ident") == ident:
+        log(f"{out_path} is up to date")
+        return old
 
     # ---- the judges: informativity classifiers, the real-frame classifier, Inception
     classes = build.classes
@@ -182,15 +193,12 @@ def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
 
     # ---- the ceiling: how well the sounds' embeddings alone tell the classes (nearest centroid
     # and nearest neighbour among the train embeddings cached by the trainer)
-    cached = checkpoint.load(run / run_folder.EMBEDDINGS) if (run / run_folder.EMBEDDINGS).exists() else None
-    if cached and zs and "train" in cached and len(cached["train"]["keys"]):
-        ceiling = separability(cached["train"]["emb"].float(), cached["train"]["cls"], torch.cat(zs),
-                               measured["sound_cls"])
-    else:
-        ceiling = {"centroid": None, "nn1": None}
+    ceiling = {"centroid": None, "nn1": None}
+    train = _cached_train_embeddings(run, build, torch.cat(zs).shape[1], log) if zs else None
+    if train is not None and len(train["keys"]):
+        ceiling = separability(train["emb"].float(), train["cls"], torch.cat(zs), measured["sound_cls"])
 
     # ---- what the training history says (informativity per epoch, pixel loss)
-    rows = read_rows(run)
     hist = informativity_history(rows)
     result = {
         "ident": ident, "run": str(run), "data": str(data), "split": cfg.split, "samples_per_sound": n,
@@ -208,6 +216,31 @@ def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
         result["grid"] = grid.name
     storage.atomic_write(out_path, json.dumps(result, indent=2))
     return result
+
+
+def _earlier_result(path: Path) -> dict | None:
+    """RUN/evaluation.json as the last evaluation left it; None (measure again, and replace it)
+    for none, or for a file that is not a JSON object (torn, edited, or not ours)."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):  # none yet, or one that cannot be read: measured again
+        return None
+    return old if isinstance(old, dict) else None
+
+
+def _cached_train_embeddings(run: Path, build: Build, width: int, log) -> dict | None:
+    """The trainer's cached train embeddings (RUN/embeddings.pt), checked; None (no ceiling, with a
+    warning) for a cache that is missing or not what the trainer writes."""
+    path = run / run_folder.EMBEDDINGS
+    try:
+        cached = checkpoint.load(path) if path.exists() else None
+        if not cached or "train" not in cached:
+            return None
+        return untrusted.embedding_split(cached["train"], f"{path}: train", width, len(build.classes),
+                                         build.size("train"))
+    except (checkpoint.CheckpointError, untrusted.Untrusted) as e:
+        log(f"warning: {e}; the embedding ceiling is left out")
+        return None
 
 
 def _mean(values: list) -> float | None:

@@ -12,22 +12,42 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
+from s2i_data import untrusted
+
+
+def read_log(path: Path) -> str | None:
+    """RUN/metrics.jsonl's text (None when there is none), never read through a link left in its
+    place, and refused past `untrusted.METRICS_MAX_BYTES`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        why = "it is a symbolic link; refusing to follow it" if os.path.islink(path) else e.strerror
+        raise OSError(f"cannot read {path}: {why}") from None
+    with os.fdopen(fd, "rb") as f:
+        untrusted.log_size(os.fstat(f.fileno()).st_size, str(path))
+        return f.read().decode("utf-8", "replace")
+
 
 def read_rows(run: Path, stage: str = "translator") -> list[dict]:
     path = Path(run) / "metrics.jsonl"
-    if not path.is_file():
+    text = read_log(path)
+    if text is None:
         return []
     rows = {}
-    for line in path.read_text().splitlines():
+    for i, line in enumerate(text.splitlines()):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:  # a torn last line from a killed run
             continue
-        if row.get("stage") == stage:
+        row = untrusted.metrics_row(row, f"{path}: line {i + 1}")
+        if row["stage"] == stage:
             rows[row["epoch"]] = row  # a resumed run may log an epoch twice: the last one counts
     return [rows[e] for e in sorted(rows)]
 
@@ -57,7 +77,7 @@ def moving_average(values: list[float], window: int) -> np.ndarray:
 
 def informativity_history(rows: list[dict]) -> dict:
     """epochs, raw and corrected mean informativity, per-class series, and replaced epochs."""
-    rows = [r for r in rows if "informativity" in r]
+    rows = [r for r in rows if r.get("informativity", {}).get("mean") is not None]  # no judge answered: no value
     epochs = [r["epoch"] for r in rows]
     raw = [r["informativity"]["mean"] for r in rows]
     fixed, replaced = skip_after_d_updates(raw, [r.get("d_updates", 1) for r in rows])

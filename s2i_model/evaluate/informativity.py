@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from s2i_data import storage
+from s2i_data import storage, untrusted
 
 from s2i_model import checkpoint
 from s2i_model.data import image_to_tensor
@@ -142,12 +142,20 @@ class Judges:
         if state is None:
             raise ValueError(f"{folder} holds no informativity classifiers ({FILE}): "
                              "run s2i-model train-informativity first")
+        where = Path(folder) / FILE  # judges may come from another lab: every part checked first
+        classes = state.get("classes")
+        if not isinstance(classes, list) or not 1 <= len(classes) <= untrusted.MAX_CLASSES:
+            raise untrusted.Untrusted(f"{where}: classes is not a list of class names")
+        untrusted.names(classes, f"{where}: classes")
+        judges = untrusted.mapping(state.get("judges"), f"{where}: judges")
+        report = untrusted.mapping(state.get("report", {}), f"{where}: report")
         models = {}
-        for name, weights in state["judges"].items():
-            m = InformativityClassifier(2).to(device)
-            m.load_state_dict(weights)
-            models[name] = m.eval()
-        return cls(state["classes"], models, state["report"])
+        for name, weights in judges.items():
+            if name not in classes:
+                raise untrusted.Untrusted(f"{where}: a judge of {untrusted.printable(str(name))!r}, not one of its classes")
+            models[name] = checkpoint.build(lambda: InformativityClassifier(2), weights, f"{where}: judges.{name}")
+            models[name] = models[name].to(device).eval()
+        return cls(classes, models, dict(report))
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, class_names: list[str]) -> torch.Tensor:

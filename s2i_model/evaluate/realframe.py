@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from s2i_data import untrusted
 from s2i_data.readers import Build
 
 from s2i_model import checkpoint
@@ -76,11 +77,11 @@ def frame_classifier(data: str | Path, n_classes: int, cache: Path | None = None
             state = checkpoint.load(cache, device)
         except checkpoint.CheckpointError as e:  # a cache: trained again rather than trusted or fatal
             print(f"warning: {e}; training the frame classifier again", file=sys.stderr)
-    if state is not None:
-        if state.get("ident") == ident:
-            model = FrameClassifier(n_classes).to(device)
-            model.load_state_dict(state["model"])
-            return model.eval()
+    if state is not None and state.get("ident") == ident:
+        try:  # a cache of other shapes (edited, or not ours) is trained again, not loaded
+            return checkpoint.build(lambda: FrameClassifier(n_classes), state.get("model"), f"{cache}: model").to(device).eval()
+        except (checkpoint.CheckpointError, untrusted.Untrusted) as e:
+            print(f"warning: {e}; training the frame classifier again", file=sys.stderr)
     model = train_frame_classifier(data, n_classes, epochs, seed, device)
     if cache is not None:
         checkpoint.save(cache, {"ident": ident, "model": model.state_dict()})

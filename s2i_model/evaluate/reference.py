@@ -116,7 +116,8 @@ def write_reference(kind: str, out: Path, data: str = "", space: Path | None = N
     if (out / FILE).is_file() and (out / FILE).read_text() == text:
         return record  # unchanged: its evaluation.json stays up to date (it is stamped with this file)
     out.mkdir(parents=True, exist_ok=True)
-    storage.atomic_write(out / FILE, text)
+    with run_folder.writing(out):  # not while a training or an evaluation writes there
+        storage.atomic_write(out / FILE, text)
     return record
 
 
@@ -125,7 +126,8 @@ def read_reference(run: Path) -> dict:
         record = json.loads((Path(run) / FILE).read_text())
     except (OSError, ValueError) as e:
         raise run_folder.RunError(f"{run}/{FILE} cannot be read: {e}") from None
-    if not isinstance(record, dict) or record.get("model") not in KINDS or not isinstance(record.get("data"), str):
+    if not isinstance(record, dict) or record.get("model") not in KINDS or not isinstance(record.get("data"), str) \
+            or (record["model"] == "retrieval" and not isinstance(record.get("space"), str)):
         raise run_folder.RunError(f"{run}/{FILE} is not a reference written by `s2i-model reference`")
     return record
 

@@ -25,16 +25,19 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from s2i_data import untrusted
+
 from s2i_model import checkpoint
 from s2i_model.config import Grids, Runtime
 from s2i_model.data import Normalizer, ShardStream
 from s2i_model.nets.aivae import MODELS, ImageDiscriminator, kl_divergence, to_picture
+from s2i_model.grid import grids_folder
 from s2i_model.run import MODEL_FILES, open_build
-from s2i_model.train import distributed, resident
+from s2i_model.train import distributed, resident, runtime
 from s2i_model.train.autoencoder import set_hyperparameters
 from s2i_model.train.metrics import MetricsLog, skipped_samples, throughput
 from s2i_model.train.runtime import (TrainingError, autocast, check_precision, grad_scaler, prepare_model, rng_state,
-                                     seed_everything, set_rng_state, update)
+                                     seed_everything, set_rng_state, sole_writer, update)
 from s2i_model.train.translator import draw_grid, frozen
 
 
@@ -98,6 +101,7 @@ def _grid_sounds(cfg: AivaeConfig, build, norm: Normalizer) -> list[tuple]:
     return [r for c in sorted(per) for r in per[c]]
 
 
+@sole_writer
 def train_vae(cfg: AivaeConfig, log=print) -> dict:
     kind = cfg.model
     gan = kind == "aivaegan"
@@ -133,23 +137,22 @@ def train_vae(cfg: AivaeConfig, log=print) -> dict:
         checkpoint.remove_stray(run)
     saved_rng = None
     state = checkpoint.load(path, device, log)
-    if state is not None:
-        old = state["config"]
+    if state is not None:  # every part checked before it is used (a run folder may come from elsewhere)
+        old = untrusted.mapping(state.get("config"), f"{path}: config")
         for k in ("latent", "width", "data"):
-            if old[k] != getattr(cfg, k):
-                raise TrainingError(f"{path} was trained with {k}={old[k]!r}, not {getattr(cfg, k)!r}; use another --run")
-        vae.load_state_dict(state["vae"])
-        opt.load_state_dict(state["opt"])
+            if old.get(k) != getattr(cfg, k):
+                raise TrainingError(f"{path} was trained with {k}={old.get(k)!r}, not {getattr(cfg, k)!r}; use another --run")
+        checkpoint.load_into(vae, state.get("vae"), f"{path}: vae")
+        checkpoint.load_optimizer(opt, state.get("opt"), f"{path}: opt")
         set_hyperparameters(opt, lr=cfg.lr)
         if gan:
-            D.load_state_dict(state["D"])
-            opt_d.load_state_dict(state["opt_d"])
+            checkpoint.load_into(D, state.get("D"), f"{path}: D")
+            checkpoint.load_optimizer(opt_d, state.get("opt_d"), f"{path}: opt_d")
             set_hyperparameters(opt_d, lr=cfg.lr_d)
         for s, name in ((scaler, "scaler"), (scaler_d, "scaler_d")):
-            if s is not None and state.get(name):
-                s.load_state_dict(state[name])
-        saved_rng = distributed.my_rng(state["rng"], d)
-        start = state["epoch"]
+            runtime.load_scaler(s, state.get(name), f"{path}: {name}")
+        saved_rng = runtime.saved_rng(state, d, path)
+        start = untrusted.epoch(state.get("epoch"), f"{path}: epoch")
     if start >= cfg.epochs:
         log(f"{kind} already trained for {start} epochs in {run}: nothing to do")
         return state
@@ -245,7 +248,7 @@ def train_vae(cfg: AivaeConfig, log=print) -> dict:
             + f" val recon {row['val_recon_loss']:.1f} ({row['samples_per_s']:.1f} samples/s)")
         if grid_rows and ((epoch + 1) % cfg.grid_every == 0 or epoch + 1 == cfg.epochs):
             draw_grid(_Pictures(distributed.unwrap(vae)), grid_rows, cfg.grid_images, device,
-                      run / "grids" / f"{kind}-epoch-{epoch + 1:05d}.png")
+                      grids_folder(run) / f"{kind}-epoch-{epoch + 1:05d}.png")
         state = {"model": kind, "vae": distributed.unwrap(vae).state_dict(), "opt": opt.state_dict(),
                  "D": distributed.unwrap(D).state_dict() if gan else None,
                  "opt_d": opt_d.state_dict() if gan else None, "epoch": epoch + 1,

@@ -13,16 +13,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from s2i_data import storage, untrusted
+
 from s2i_model import checkpoint
 from s2i_model.run import AUTOENCODER, open_build
 from s2i_model.train import distributed
 from s2i_model.config import AutoencoderConfig
-from s2i_model.train import resident
+from s2i_model.train import resident, runtime
 from s2i_model.data import Normalizer, ShardStream
 from s2i_model.train.metrics import MetricsLog, skipped_samples, throughput
 from s2i_model.nets import AudioAutoencoder
 from s2i_model.train.runtime import (TrainingError, autocast, check_precision, grad_scaler, make_optimizer, optimizer_settings,
-                      prepare_model, rng_state, seed_everything, set_rng_state, update)
+                      prepare_model, rng_state, seed_everything, set_rng_state, sole_writer, update)
 
 __all__ = ["TrainingError", "set_hyperparameters", "train_autoencoder"]
 
@@ -34,6 +36,7 @@ def set_hyperparameters(opt: torch.optim.Optimizer, **values) -> None:
         group.update(values)
 
 
+@sole_writer
 def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
     run = Path(cfg.run)
     # ---- set-up: processes (DDP under torchrun), device, seeds, data, model, optimiser
@@ -56,19 +59,19 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
     if d.main:
         checkpoint.remove_stray(run)  # temporary files of a save that was killed
     saved_rng = None
-    state = checkpoint.load(run / AUTOENCODER, device, log)
-    if state is not None:
-        old = state["config"]
+    path = run / AUTOENCODER
+    state = checkpoint.load(path, device, log)
+    if state is not None:  # every part checked before it is used (a run folder may come from elsewhere)
+        old = untrusted.mapping(state.get("config"), f"{path}: config")
         for k in ("emb", "width", "data", "optimizer"):
-            if old[k] != getattr(cfg, k):
-                raise TrainingError(f"{run / AUTOENCODER} was trained with {k}={old[k]!r}, not {getattr(cfg, k)!r}; use another --run")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+            if old.get(k) != getattr(cfg, k):
+                raise TrainingError(f"{path} was trained with {k}={old.get(k)!r}, not {getattr(cfg, k)!r}; use another --run")
+        checkpoint.load_into(model, state.get("model"), f"{path}: model")
+        checkpoint.load_optimizer(opt, state.get("optimizer"), f"{path}: optimizer")
         set_hyperparameters(opt, **optimizer_settings(cfg.optimizer, cfg.lr, cfg.momentum, cfg.adam_lr))
-        saved_rng = distributed.my_rng(state["rng"], d)
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start = state["epoch"]
+        saved_rng = runtime.saved_rng(state, d, path)
+        runtime.load_scaler(scaler, state.get("scaler"), f"{path}: scaler")
+        start = untrusted.epoch(state.get("epoch"), f"{path}: epoch")
     if start >= cfg.epochs:
         log(f"autoencoder already trained for {start} epochs in {run}: nothing to do")
         return state
@@ -135,5 +138,5 @@ def train_autoencoder(cfg: AutoencoderConfig, log=print) -> dict:
     if not d.main:
         return {}
     metrics.close()
-    (run / "autoencoder.json").write_text(json.dumps({"config": cfg.to_dict(), "last": state["last"]}, indent=2))
+    storage.atomic_write(run / "autoencoder.json", json.dumps({"config": cfg.to_dict(), "last": state["last"]}, indent=2))
     return state

@@ -27,6 +27,12 @@ class Dist:
         return self.world > 1
 
 
+def launched_rank() -> int:
+    """This process's rank as torchrun launched it (0 outside torchrun), known before `setup`
+    joins the group: the run folder is locked before anything else happens."""
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+
+
 def setup(device_name: str = "auto") -> tuple[Dist, torch.device]:
     """Join the process group torchrun describes (if any) and pick this process's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -33,12 +33,13 @@ from s2i_model import checkpoint
 from s2i_model.config import Grids, Runtime
 from s2i_model.data import Normalizer, ShardStream
 from s2i_model.nets.mmgan import MmGan, feature_map
+from s2i_model.grid import grids_folder
 from s2i_model.run import MODEL_FILES, open_build
 from s2i_model.train import distributed, resident, staged
 from s2i_model.train.aivae import _grid_sounds
 from s2i_model.train.metrics import MetricsLog, skipped_samples
 from s2i_model.train.runtime import (TrainingError, autocast, check_precision, grad_scaler, optimiser_states,
-                                     prepare_model, restore_optimisers, rng_state, seed_everything, set_rng_state,
+                                     prepare_model, restore_optimisers, rng_state, seed_everything, set_rng_state, sole_writer,
                                      update)
 from s2i_model.train.translator import draw_grid, frozen
 
@@ -146,6 +147,7 @@ class _Features(torch.nn.Module):
         return self.frame(img)[1], self.sound(mel)[1]
 
 
+@sole_writer
 def train_mmgan(cfg: MmganConfig, log=print) -> dict:
     run = Path(cfg.run)
     path = run / MODEL_FILES["mmgan"]
@@ -169,9 +171,9 @@ def train_mmgan(cfg: MmganConfig, log=print) -> dict:
     # ---- resume: the stage, its epoch, every net, the stage's optimisers, the RNG
     state, stage_i, start, opt_states, saved_rng = staged.resume(path, cfg, d, device, STAGES, log)
     if state is not None:
-        if state["classes"] != n_classes:
-            raise TrainingError(f"{path} was trained on {state['classes']} classes, not {n_classes}; use another --run")
-        model.load_state_dict(state["nets"])
+        if state.get("classes") != n_classes:
+            raise TrainingError(f"{path} was trained on {state.get('classes')!r} classes, not {n_classes}; use another --run")
+        checkpoint.load_into(model, state.get("nets"), f"{path}: nets")
     if start >= cfg.stage_epochs(STAGES[stage_i]):
         log(f"mmgan already trained ({', '.join(f'{s} {cfg.stage_epochs(s)}' for s in STAGES)} epochs) in {run}: "
             "nothing to do")
@@ -202,7 +204,7 @@ def train_mmgan(cfg: MmganConfig, log=print) -> dict:
                     "opt_d": torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))}
             lrs = {"opt": cfg.lr, "opt_d": cfg.lr}
         scalers = {k: grad_scaler(device, cfg.precision) for k in opts}
-        restore_optimisers(opts, scalers, opt_states, lrs)
+        restore_optimisers(opts, scalers, opt_states, lrs, path)
         metrics = MetricsLog(run, f"mmgan-{stage}", start) if d.main else None
         for epoch in range(start, epochs):
             _modes(model, stage, True)
@@ -303,7 +305,7 @@ def train_mmgan(cfg: MmganConfig, log=print) -> dict:
                 + f" ({row['samples_per_s']:.1f} samples/s)")
             if stage == "gan" and grid_rows and ((epoch + 1) % cfg.grid_every == 0 or epoch + 1 == epochs):
                 draw_grid(_Pictures(model), grid_rows, cfg.grid_images, device,
-                          run / "grids" / f"mmgan-epoch-{epoch + 1:05d}.png")
+                          grids_folder(run) / f"mmgan-epoch-{epoch + 1:05d}.png")
             saved_opts = optimiser_states(opts, scalers)
             state = {"model": "mmgan", "stage": stage, "epoch": epoch + 1, "nets": model.state_dict(),
                      "opts": saved_opts, "classes": n_classes, "rng": rng, "config": cfg.to_dict(),

@@ -3,17 +3,35 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from s2i_model.run import RunError
+from s2i_data import untrusted
+
+from s2i_model import checkpoint
+from s2i_model.run import RunError, writing
+from s2i_model.train import distributed
 
 
 class TrainingError(RunError):
     """A run that cannot go on (non-finite loss, missing stage): one line for the user."""
+
+
+def sole_writer(train):
+    """Every trainer's entry point: its run folder (``cfg.run``) held for the whole training
+    (`run.writing`), before anything there is read, removed or written, so that a second training
+    into the same folder is refused naming this one. Under torchrun rank 0 holds it (the others
+    write nothing there)."""
+    @functools.wraps(train)
+    def holding(cfg, log=print):
+        with writing(Path(cfg.run), hold=distributed.launched_rank() == 0):
+            return train(cfg, log)
+    return holding
 
 
 def update(opt: torch.optim.Optimizer, loss: torch.Tensor, what: str, epoch: int, step: int, d=None,
@@ -89,6 +107,22 @@ def rng_state() -> dict:
     return state
 
 
+def saved_rng(state: dict, d, where) -> dict:
+    """This rank's RNG state from a checkpoint (`distributed.my_rng`), checked before the run goes
+    on: every generator's state of the size that generator takes."""
+    saved = state.get("rng")
+    if isinstance(saved, list) and not saved:
+        raise untrusted.Untrusted(f"{where}: rng is an empty list")
+    cuda = torch.cuda.get_rng_state().numel() if torch.cuda.is_available() else None
+    return untrusted.rng_state(distributed.my_rng(saved, d), f"{where}: rng", torch.get_rng_state().numel(), cuda)
+
+
+def load_scaler(scaler: "torch.amp.GradScaler | None", saved, where) -> None:
+    """An fp16 loss scaler's saved state, checked, into ``scaler`` (nothing without one or a state)."""
+    if scaler is not None and saved:
+        scaler.load_state_dict(untrusted.grad_scaler_state(saved, f"{where}"))
+
+
 def set_rng_state(state: dict) -> None:
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
@@ -115,18 +149,18 @@ def optimizer_settings(kind: str, lr: float, momentum: float, adam_lr: float) ->
     return {"lr": lr, "momentum": momentum} if kind == "sgd" else {"lr": adam_lr}
 
 
-def restore_optimisers(opts: dict, scalers: dict, saved: dict, lrs: dict) -> None:
-    """A stage's optimisers and fp16 loss scalers as the checkpoint left them (``saved``, from
-    `optimiser_states`), each at the learning rate of ``lrs`` (the command's: a resumed run may
-    change it). Optimisers the checkpoint does not hold start fresh."""
+def restore_optimisers(opts: dict, scalers: dict, saved: dict, lrs: dict, where="the checkpoint") -> None:
+    """A stage's optimisers and fp16 loss scalers as the checkpoint ``where`` left them (``saved``,
+    from `optimiser_states`), each checked and at the learning rate of ``lrs`` (the command's: a
+    resumed run may change it). Optimisers the checkpoint does not hold start fresh."""
     from s2i_model.train.autoencoder import set_hyperparameters
 
+    saved = untrusted.mapping(saved, f"{where}: opts")
     for k, o in opts.items():
         if k in saved:
-            o.load_state_dict(saved[k])
+            checkpoint.load_optimizer(o, saved[k], f"{where}: opts.{k}")
             set_hyperparameters(o, lr=lrs[k])
-            if scalers.get(k) is not None and saved.get(f"{k}_scaler"):
-                scalers[k].load_state_dict(saved[f"{k}_scaler"])
+            load_scaler(scalers.get(k), saved.get(f"{k}_scaler"), f"{where}: opts.{k}_scaler")
 
 
 def optimiser_states(opts: dict, scalers: dict) -> dict:

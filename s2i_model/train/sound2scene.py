@@ -32,16 +32,19 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from s2i_data import untrusted
+
 from s2i_model import checkpoint
 from s2i_model.config import Grids, Runtime
 from s2i_model.data import Normalizer, ShardStream
 from s2i_model.nets.sound2scene import NOISE, Sound2Scene
+from s2i_model.grid import grids_folder
 from s2i_model.run import MODEL_FILES, open_build
 from s2i_model.train import distributed, resident, staged
 from s2i_model.train.aivae import _grid_sounds
 from s2i_model.train.metrics import MetricsLog, skipped_samples
 from s2i_model.train.runtime import (autocast, check_precision, grad_scaler, optimiser_states,
-                                     prepare_model, restore_optimisers, rng_state, seed_everything, set_rng_state,
+                                     prepare_model, restore_optimisers, rng_state, seed_everything, set_rng_state, sole_writer,
                                      update)
 from s2i_model.train.translator import draw_grid, frozen
 
@@ -186,6 +189,21 @@ def _modes(model: Sound2Scene, stage: str, training: bool) -> None:
          "audio": lambda: model.audio_encoder.train()}[stage]()
 
 
+def saved_best(best, model: Sound2Scene, path: Path) -> dict | None:
+    """The checkpoint's best audio encoder so far (early stopping), checked: its epoch, its
+    validation loss and weights of the audio encoder's shapes."""
+    if best is None:
+        return None
+    best = dict(untrusted.mapping(best, f"{path}: best"))
+    untrusted.epoch(best.get("epoch"), f"{path}: best.epoch")
+    untrusted.number(best.get("val_infonce"), f"{path}: best.val_infonce")
+    untrusted.tensor_shapes(model.audio_encoder.state_dict(), best.get("audio_encoder"), f"{path}: best.audio_encoder")
+    if not isinstance(best.get("stopped", False), bool):
+        raise untrusted.Untrusted(f"{path}: best.stopped is not true or false")
+    return best
+
+
+@sole_writer
 def train_sound2scene(cfg: Sound2SceneConfig, log=print) -> dict:
     run = Path(cfg.run)
     path = run / MODEL_FILES["sound2scene"]
@@ -211,8 +229,8 @@ def train_sound2scene(cfg: Sound2SceneConfig, log=print) -> dict:
     state, stage_i, start, opt_states, saved_rng = staged.resume(path, cfg, d, device, STAGES, log)
     best = None
     if state is not None:
-        model.load_state_dict(state["nets"])
-        best = state.get("best")
+        checkpoint.load_into(model, state.get("nets"), f"{path}: nets")
+        best = saved_best(state.get("best"), model, path)
     if start >= cfg.stage_epochs(STAGES[stage_i]) or (STAGES[stage_i] == "audio" and best and best.get("stopped")):
         log(f"sound2scene already trained ({', '.join(f'{s} {cfg.stage_epochs(s)}' for s in STAGES)} epochs) in "
             f"{run}: nothing to do")
@@ -253,7 +271,7 @@ def train_sound2scene(cfg: Sound2SceneConfig, log=print) -> dict:
             opts = {"opt": torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)}
             lrs = {"opt": cfg.lr}
         scalers = {k: grad_scaler(device, cfg.precision) for k in opts}
-        restore_optimisers(opts, scalers, opt_states, lrs)
+        restore_optimisers(opts, scalers, opt_states, lrs, path)
         metrics = MetricsLog(run, f"sound2scene-{stage}", start) if d.main else None
         for epoch in range(start, epochs):
             _modes(model, stage, True)
@@ -373,7 +391,7 @@ def train_sound2scene(cfg: Sound2SceneConfig, log=print) -> dict:
                     else:
                         rows, maker = grid_rows, _Pictures(model)
                     draw_grid(maker, rows, cfg.grid_images, device,
-                              run / "grids" / f"sound2scene-{stage}-epoch-{epoch + 1:05d}.png")
+                              grids_folder(run) / f"sound2scene-{stage}-epoch-{epoch + 1:05d}.png")
                 saved_opts = optimiser_states(opts, scalers)
                 state = {"model": "sound2scene", "stage": stage, "epoch": epoch + 1, "nets": model.state_dict(),
                          "opts": saved_opts, "best": best, "rng": rng, "config": cfg.to_dict(),

@@ -8,8 +8,10 @@ from typing import NamedTuple
 
 import torch
 
+from s2i_data import untrusted
+
 from s2i_model import checkpoint
-from s2i_model.train import distributed
+from s2i_model.train import distributed, runtime
 from s2i_model.train.metrics import throughput
 from s2i_model.train.runtime import TrainingError
 
@@ -30,13 +32,16 @@ def resume(path: Path, cfg, d: distributed.Dist, device: torch.device, stages: t
         checkpoint.remove_stray(path.parent)  # temporary files of a save that was killed
     stage, epoch, opt_states, rng = 0, 0, {}, None
     state = checkpoint.load(path, device, log)
-    if state is not None:
-        old = state["config"]
+    if state is not None:  # every part checked before it is used (a run folder may come from elsewhere)
+        old = untrusted.mapping(state.get("config"), f"{path}: config")
         for k in ("width", "data"):
-            if old[k] != getattr(cfg, k):
-                raise TrainingError(f"{path} was trained with {k}={old[k]!r}, not {getattr(cfg, k)!r}; use another --run")
-        stage, epoch, opt_states = stages.index(state["stage"]), state["epoch"], state["opts"]
-        rng = distributed.my_rng(state["rng"], d)
+            if old.get(k) != getattr(cfg, k):
+                raise TrainingError(f"{path} was trained with {k}={old.get(k)!r}, not {getattr(cfg, k)!r}; use another --run")
+        if state.get("stage") not in stages:
+            raise untrusted.Untrusted(f"{path}: stage {state.get('stage')!r} is not one of {', '.join(stages)}")
+        stage, epoch = stages.index(state["stage"]), untrusted.epoch(state.get("epoch"), f"{path}: epoch")
+        opt_states = untrusted.mapping(state.get("opts"), f"{path}: opts")
+        rng = runtime.saved_rng(state, d, path)
     while stage < len(stages) - 1 and epoch >= cfg.stage_epochs(stages[stage]):
         stage, epoch, opt_states = stage + 1, 0, {}
     return Resumed(state, stage, epoch, opt_states, rng)

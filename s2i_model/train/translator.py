@@ -19,21 +19,22 @@ import torch
 import torch.nn.functional as F
 
 
+from s2i_data import untrusted
 from s2i_data.readers import Build
 
 from s2i_model import checkpoint
-from s2i_model.run import EMBEDDINGS, TRANSLATOR, generator_narrow, load_encoder, open_build
+from s2i_model.run import EMBEDDINGS, TRANSLATOR, check_translator, generator_narrow, load_encoder, open_build
 from s2i_model.train import distributed
 from s2i_model.config import TranslatorConfig
-from s2i_model.train import resident
+from s2i_model.train import resident, runtime
 from s2i_model.data import Normalizer, ShardStream, compute_embeddings
-from s2i_model.grid import save_grid
+from s2i_model.grid import grids_folder, save_grid
 from s2i_model.model import seeded_pictures
 from s2i_model.evaluate.informativity import Judges, judge_generator
 from s2i_model.train.metrics import MetricsLog, skipped_samples, throughput
 from s2i_model.nets import DenseGenerator, Discriminator
 from s2i_model.train.runtime import (autocast, check_precision, grad_scaler, make_optimizer, optimizer_settings, prepare_model,
-                      rng_state, seed_everything, set_rng_state, update)
+                      rng_state, seed_everything, set_rng_state, sole_writer, update)
 from s2i_model.train.autoencoder import TrainingError, set_hyperparameters
 
 def embedding_cache(run: Path, encoder, build: Build, norm: Normalizer, device, workers: int,
@@ -43,7 +44,9 @@ def embedding_cache(run: Path, encoder, build: Build, norm: Normalizer, device, 
     path = run / EMBEDDINGS
     try:
         cache = checkpoint.load(path, log=log) or {}
-    except checkpoint.CheckpointError as e:  # a cache: computed again rather than trusted or fatal
+        if cache and cache.get("fingerprint") == build.fingerprint:
+            check_embeddings(cache, path, encoder, build, device)
+    except (checkpoint.CheckpointError, untrusted.Untrusted) as e:  # a cache: computed again, not trusted or fatal
         (log or print)(f"warning: {e}; computing the embeddings again")
         cache = {}
     if cache and cache.get("fingerprint") != build.fingerprint:
@@ -58,11 +61,32 @@ def embedding_cache(run: Path, encoder, build: Build, norm: Normalizer, device, 
     return cache
 
 
+def check_embeddings(cache: dict, path: Path, encoder, build: Build, device) -> None:
+    """Refuse a cache whose splits are not the encoder's embeddings of this build's samples in
+    shape: plain unique keys, no more than the split holds, [keys, E] finite (E: the encoder's
+    output), class indices of the build."""
+    from s2i_model.run import NET_INPUT
+
+    with torch.no_grad():
+        width = encoder(torch.zeros(1, 1, NET_INPUT["mel_bins"], NET_INPUT["frames"], device=device)).shape[1]
+    for split in ("train", "val", "test"):
+        if split in cache:
+            untrusted.embedding_split(cache[split], f"{path}: {split}", width, len(build.classes), build.size(split))
+
+
 NARROW = {"auto": None, "on": True, "off": False}  # --narrow-generator → DenseGenerator's narrow
 
 
 def lookup(cache: dict) -> dict[str, int]:
     return {k: i for i, k in enumerate(cache["keys"])}
+
+
+def rows_of(index: dict[str, int], keys, path: Path) -> list[int]:
+    """The cache rows of a batch's keys; a key the cache lacks is one line (the cache was edited)."""
+    try:
+        return [index[k] for k in keys]
+    except KeyError as e:
+        raise TrainingError(f"{path} holds no embedding of sample {e.args[0]!r}: delete it to compute them again") from None
 
 
 @contextlib.contextmanager
@@ -92,6 +116,7 @@ def adversarial_loss(D: torch.nn.Module, fake: torch.Tensor, z: torch.Tensor) ->
         return torch.mean((1.0 - D(fake, z).float()) ** 2)
 
 
+@sole_writer
 def train_translator(cfg: TranslatorConfig, log=print) -> dict:
     run = Path(cfg.run)
     # ---- set-up: processes (DDP under torchrun), device, frozen encoder and its cached
@@ -132,21 +157,24 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
 
     # ---- resume
     saved_rng = None
-    if state is not None:
-        G.load_state_dict(state["G"])
-        D.load_state_dict(state["D"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        if state["config"].get("optimizer", "sgd") != cfg.optimizer:
-            raise TrainingError(f"{run / TRANSLATOR} was trained with --optimizer {state['config'].get('optimizer', 'sgd')}; "
-                                "use the same or another --run")
+    if state is not None:  # every part checked before it is used (a run folder may come from elsewhere)
+        path = run / TRANSLATOR
+        check_translator(state, path)  # what it claims, against what it holds
+        trained_with = untrusted.mapping(state.get("config"), f"{path}: config").get("optimizer", "sgd")
+        if trained_with != cfg.optimizer:
+            raise TrainingError(f"{path} was trained with --optimizer {trained_with!r}; use the same or another --run")
+        checkpoint.load_into(G, state.get("G"), f"{path}: G")
+        checkpoint.load_into(D, state.get("D"), f"{path}: D")
+        checkpoint.load_optimizer(opt_g, state.get("opt_g"), f"{path}: opt_g")
+        checkpoint.load_optimizer(opt_d, state.get("opt_d"), f"{path}: opt_d")
         set_hyperparameters(opt_g, **optimizer_settings(cfg.optimizer, cfg.lr_g, cfg.momentum_g, cfg.adam_lr))
         set_hyperparameters(opt_d, **optimizer_settings(cfg.optimizer, cfg.lr_d, cfg.momentum_d, cfg.adam_lr))
-        saved_rng = distributed.my_rng(state["rng"], d)
+        saved_rng = runtime.saved_rng(state, d, path)
         for scaler, name in ((scaler_g, "scaler_g"), (scaler_d, "scaler_d")):
-            if scaler is not None and state.get(name):
-                scaler.load_state_dict(state[name])
-        start, g_steps, adv_history = state["epoch"], state["g_steps"], state["adv_history"]
+            runtime.load_scaler(scaler, state.get(name), f"{path}: {name}")
+        start = untrusted.epoch(state.get("epoch"), f"{path}: epoch")
+        g_steps = untrusted.number(state.get("g_steps"), f"{path}: g_steps", lo=0, integer=True)
+        adv_history = untrusted.finite_list(state.get("adv_history"), f"{path}: adv_history")
     if start >= cfg.epochs:
         log(f"translator already trained for {start} epochs in {run}: nothing to do")
         return state
@@ -174,7 +202,7 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
                 break
             if real.shape[0] < 2:  # a last batch of one: BatchNorm cannot train on it
                 continue
-            z = train_emb[[train_index[k] for k in keys]]
+            z = train_emb[rows_of(train_index, keys, run / EMBEDDINGS)]
             real = real.to(device, non_blocking=True)
 
             # ---- generator update: pixel MSE + λ · moving-average adversarial loss, D frozen
@@ -231,7 +259,7 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
             + (f" informativity {row['informativity']['mean']:.1%}" if row.get("informativity", {}).get("mean")
                is not None else ""))
         if grid_rows and ((epoch + 1) % cfg.grid_every == 0 or epoch + 1 == cfg.epochs):
-            draw_grid(distributed.unwrap(G), grid_rows, cfg.grid_images, device, run / "grids" / f"epoch-{epoch + 1:05d}.png")
+            draw_grid(distributed.unwrap(G), grid_rows, cfg.grid_images, device, grids_folder(run) / f"epoch-{epoch + 1:05d}.png")
         state = {"G": distributed.unwrap(G).state_dict(), "D": distributed.unwrap(D).state_dict(), "opt_g": opt_g.state_dict(),
                  "opt_d": opt_d.state_dict(), "epoch": epoch + 1, "g_steps": g_steps, "adv_history": adv_history,
                  "scaler_g": scaler_g.state_dict() if scaler_g is not None else None,
