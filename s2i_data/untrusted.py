@@ -590,8 +590,6 @@ def videos_table(df, where: str, classes: list[str], probe: bool = False):
     statuses ok, skipped or failed, a class of the build for every usable video, splits of the
     contract, segment counts whole and not negative; for usable videos finite sizes and rates,
     and with ``probe`` the window, span, stream indices and aspect ratio the decoder is given."""
-    import pandas as pd
-
     want = ("video_id", "source", "class", "status", "reason", "split", "segments") + (PROBE_COLUMNS if probe else ())
     missing = [c for c in want if c not in df.columns]
     if missing:

@@ -73,6 +73,16 @@ class Mirror:
         with self.lock:
             return [(t, s) for t, i, s in self.log if i == ytid]
 
+    def _start_mp4(self, h, ytid: str) -> bytes:
+        """Answers 200 with the headers of ``ytid``'s whole file; its bytes are the caller's to send."""
+        body = self.data[ytid]
+        self._note(ytid, 200)
+        h.send_response(200)
+        h.send_header("Content-Type", "video/mp4")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        return body
+
     def _note(self, ytid: str, status: int) -> int:
         with self.lock:
             seen = sum(1 for _, i, _ in self.log if i == ytid)
@@ -105,12 +115,7 @@ class Mirror:
             h.close_connection = True
             h.connection.close()
             return
-        body = self.data[ytid]
-        self._note(ytid, 200)
-        h.send_response(200)
-        h.send_header("Content-Type", "video/mp4")
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
+        body = self._start_mp4(h, ytid)
         try:
             if kind == "trunc":
                 h.wfile.write(body[: len(body) * 8 // 100])

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from childprocs import wait_for
 from test_download import Mirror, cli, table
 
 
@@ -111,15 +112,6 @@ def download_in_child(timeout: float = 180, **cfg) -> subprocess.CompletedProces
             "print(json.dumps({'pid': os.getpid(), 'counts': counts}))\n")
     return subprocess.run([sys.executable, "-c", code, json.dumps(cfg)], capture_output=True, text=True,
                           timeout=timeout)
-
-
-def _wait(predicate, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 # ------------------------------------------------------------------------------------ the rate
@@ -208,7 +200,7 @@ def test_rows_that_failed_for_good_are_not_asked_again_after_kill_9(tmp_path):
             # The two rows before it are finished; their journal lines are written as each
             # finishes (by the main thread, a moment after): wait for that, not for a time. A run
             # that never writes them is killed after the deadline and asks again below.
-            _wait(lambda: journal.is_file() and all(k in journal.read_text() for k in ("gone1_", "miss1_")), 20)
+            wait_for(lambda: journal.is_file() and all(k in journal.read_text() for k in ("gone1_", "miss1_")), 20)
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(30)
         finally:

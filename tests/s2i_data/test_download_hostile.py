@@ -20,7 +20,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from s2i_data.download.fetch import check_clip
 from s2i_data.download.guard import Guard, Limits, _ip, address_class
 from s2i_data.media import ffmpeg_exe
 
+from childprocs import wait_for
 from test_download import Mirror, cli, make_video, table
 
 
@@ -75,12 +75,7 @@ class Hostile(Mirror):
             return self.endless(h, ytid)
         if kind not in ("trickle", "silent", "slowfile"):
             return super().handle(h)
-        body = self.data[ytid]
-        self._note(ytid, 200)
-        h.send_response(200)
-        h.send_header("Content-Type", "video/mp4")
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
+        body = self._start_mp4(h, ytid)
         h.wfile.flush()
         pieces = {"trickle": [body[i:i + 1] for i in range(len(body))], "silent": [],
                   "slowfile": [body[i:i + len(body) // 200 + 1] for i in range(0, len(body), len(body) // 200 + 1)]}[kind]
@@ -212,15 +207,6 @@ def _is_ffmpeg(pid: int) -> bool:
         return False
 
 
-def _wait(predicate, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and /proc are Linux's")
 def test_kill_9_of_the_download_leaves_no_ffmpeg(video, tmp_path):
     """The download is killed while its ffmpeg reads a window from a slow server (the file in 200
@@ -232,12 +218,12 @@ def test_kill_9_of_the_download_leaves_no_ffmpeg(video, tmp_path):
                                  str(tmp_path / "root"), "--url-template", mirror.template, "--rate", "0", "--no-progress"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
-            assert _wait(lambda: len(mirror.requests("slowf1")) >= 2, 60)  # the page, then ffmpeg's request
+            assert wait_for(lambda: len(mirror.requests("slowf1")) >= 2, 60)  # the page, then ffmpeg's request
             ffmpegs = [p for p in _children(proc.pid) if _is_ffmpeg(p)]
-            assert _wait(lambda: bool(ffmpegs.extend(p for p in _children(proc.pid) if _is_ffmpeg(p)) or ffmpegs), 30)
+            assert wait_for(lambda: bool(ffmpegs.extend(p for p in _children(proc.pid) if _is_ffmpeg(p)) or ffmpegs), 30)
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
-            assert _wait(lambda: not any(_running(p) for p in ffmpegs), 20), [
+            assert wait_for(lambda: not any(_running(p) for p in ffmpegs), 20), [
                 (p, Path(f"/proc/{p}/cmdline").read_bytes()[:200]) for p in ffmpegs if _running(p)]
         finally:
             try:
@@ -259,10 +245,10 @@ def test_the_ffmpeg_the_downloader_runs_dies_with_it(tmp_path):
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         child = int(parent.stdout.readline())
-        assert _wait(lambda: _is_ffmpeg(child), 30)  # the wrapper became ffmpeg
+        assert wait_for(lambda: _is_ffmpeg(child), 30)  # the wrapper became ffmpeg
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait()
-        assert _wait(lambda: not _running(child), 20)
+        assert wait_for(lambda: not _running(child), 20)
     finally:
         try:
             os.killpg(parent.pid, signal.SIGKILL)

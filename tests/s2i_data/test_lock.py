@@ -21,6 +21,7 @@ import pytest
 
 from s2i_data import storage
 from s2i_data.lock import FolderLock, Lease, LockError
+from childprocs import wait_for
 
 CLASSES = "dog,water"
 
@@ -219,16 +220,6 @@ def test_a_stale_lease_is_taken_over_and_a_finished_url_build_is_left_alone(synt
     again = cli(*args, env=env)
     assert again.returncode == 0 and "already complete: nothing written" in again.stdout, again.stderr
     assert tree(remote) == before  # not even a lease written and removed
-
-
-def wait_for(condition, timeout: float = 30) -> bool:
-    """Poll ``condition`` until it holds or ``timeout`` s pass (the event, not a guess at its time)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_a_lease_is_renewed_while_held_and_removed_after():
