@@ -556,7 +556,11 @@ def _run_data(run: Path) -> Path:
         _, state = run_folder.model_state(run)
     except (run_folder.RunError, run_folder.checkpoint.CheckpointError) as e:
         _fail(str(e), 1)
-    return str(state["config"]["data"])
+    cfg = state.get("config")
+    data = cfg.get("data") if isinstance(cfg, dict) else None
+    if not isinstance(data, str) or not data or "\0" in data:  # somebody's checkpoint: a string or nothing
+        _fail(f"{run}: its checkpoint names no build (config.data); give --data BUILD", 1)
+    return data
 
 
 @app.command()

@@ -360,3 +360,19 @@ def test_hostile_informativity_judges_are_one_line(evaluated, tiny_build, tmp_pa
         code, err = cli("evaluate", "--run", evaluated, "--data", tiny_build, "--samples", "2", "--device", "cpu",
                         "--informativity", folder, capsys=capsys)
         one_line_failure(code, err, f"judges with {name}")
+
+
+@pytest.mark.parametrize("data", [None, 7, "", ["a"]])
+def test_sample_without_a_build_named_by_the_checkpoint_is_one_line(runs, tmp_path, capsys, data):
+    """`sample` without --data takes the build the checkpoint names: a checkpoint that names none,
+    or names it with something other than text, is one line."""
+    def edit(state):
+        if data is None:
+            state["config"].pop("data", None)
+        else:
+            state["config"]["data"] = data
+
+    run = edited_copy(runs, "translator.pt", edit, tmp_path)
+    code, err = cli("sample", "--run", run, "--out", tmp_path / "pool", capsys=capsys)
+    one_line_failure(code, err, f"sample, config.data {data!r}")
+    assert "build" in err and not (tmp_path / "pool").exists()
