@@ -161,6 +161,19 @@ def learning_data(tmp_path_factory) -> Path:
 def learning_judge(learning_data):
     """The independent judge of the learning tests: a classifier of the real train frames (60 epochs,
     seeded), trained once for all of them."""
-    from s2i_model.evaluate.realframe import train_frame_classifier
+    import torch
 
-    return train_frame_classifier(learning_data, len(LEARNING_CLASSES), epochs=60).eval()
+    from s2i_model.evaluate.realframe import FrameClassifier
+
+    # In a fresh process, as bench/learning.py trains it: in this one, earlier in-process tests
+    # leave global torch state behind (deterministic algorithms from a trainer's seeding, thread
+    # counts), which gave another judge and other agreements than the calibration's.
+    path = learning_data.parent / "judge.pt"
+    code = ("import sys, torch; from s2i_model.evaluate.realframe import train_frame_classifier; "
+            "m = train_frame_classifier(sys.argv[1], int(sys.argv[2]), epochs=60); "
+            "torch.save(m.state_dict(), sys.argv[3])")
+    subprocess.run([sys.executable, "-c", code, str(learning_data), str(len(LEARNING_CLASSES)), str(path)],
+                   check=True, capture_output=True)
+    judge = FrameClassifier(len(LEARNING_CLASSES))
+    judge.load_state_dict(torch.load(path, weights_only=True))
+    return judge.eval()
