@@ -259,7 +259,7 @@ def samples_table(df, where: str, classes: list[str], segment_seconds: float | N
     return df
 
 
-# --- live and imagine: sound samples and the names shown for them (issue 24, helper H5) --------
+# --- live and imagine: sound samples and the names shown for them ------------------------------
 
 PATH_SHOWN_MAX = 4096  # PATH_MAX: a path printed as a result is shown whole, never cut
 SAMPLE_MAX = 1e4  # 80 dB over full scale: the log-mel of a frame stays far from float32's overflow
@@ -305,7 +305,7 @@ def download_record(rec, where: str) -> dict:
 # --- run folders, reports and labelling pools (s2i_model: evaluate/report.py, labelling/) -----
 
 MAX_EVALUATION_BYTES = 64 << 20  # evaluation.json: a few KB a class
-MAX_METRICS_BYTES = 256 << 20  # metrics.jsonl: a row an epoch, per-class informativity in it
+MAX_METRICS_BYTES = 256 << 20  # metrics.jsonl: a row an epoch; 4000 epochs with informativity per class are a few MB
 MAX_SMALL_JSON_BYTES = 1 << 20  # reference.json
 MAX_POOL_BYTES = 256 << 20  # pool.csv, labels.csv, pool.json
 MAX_EPOCH = 10**7
@@ -462,18 +462,17 @@ def reference(record, where: str) -> dict:
     return record
 
 
-METRIC_KEYS = ("stage", "epoch", "seconds", "samples", "pixel_loss", "d_updates", "informativity")
-
-
-def metrics_rows(data: bytes, where: str) -> list[dict]:
-    """RUN/metrics.jsonl: each row's fields that readers use, checked (stage a name, epoch whole,
-    seconds, samples, losses finite, informativity ratios); other fields are left out. A line that
-    is not JSON (a torn last line from a killed run) is skipped; a resumed run's epoch logged twice
-    counts once, its last row. Rows in file order of their last appearance."""
+def metrics_rows(data: "bytes | str", where: str) -> list[dict]:
+    """RUN/metrics.jsonl: each row checked (`metrics_row`, then a stage that is a plain name and
+    seconds and samples not negative) and cut to the fields readers use (stage, epoch, seconds,
+    samples, pixel_loss, d_updates, informativity). A line that is not JSON (a torn last line from a
+    killed run) is skipped; a resumed run's epoch logged twice counts once, its last row. Rows in
+    file order of their last appearance; a row is named ``{where} line N``."""
     import json
 
     rows: dict = {}
-    for i, line in enumerate(data.split(b"\n"), 1):
+    lines = data.split(b"\n" if isinstance(data, bytes) else "\n")
+    for i, line in enumerate(lines, 1):
         try:
             row = json.loads(line)
         except RecursionError:
@@ -481,19 +480,20 @@ def metrics_rows(data: bytes, where: str) -> list[dict]:
         except ValueError:
             continue
         what = f"{where} line {i}"
-        row = mapping(row, what)
-        out = {"stage": name(row.get("stage"), f"{what}: stage"),
-               "epoch": number(row.get("epoch"), f"{what}: epoch", lo=0, hi=MAX_EPOCH, integer=True)}
-        for k, lo, whole in (("seconds", 0, False), ("samples", 0, True), ("pixel_loss", None, False),
-                             ("d_updates", 0, True)):
+        row = metrics_row(row, what)
+        out = {"stage": name(row["stage"], f"{what}: stage"), "epoch": int(row["epoch"])}
+        for k, whole in (("seconds", False), ("samples", True)):
             if k in row:
-                out[k] = number(row[k], f"{what}: {k}", lo=lo, integer=whole)
+                out[k] = number(row[k], f"{what}: {k}", lo=0, integer=whole)
+        if "pixel_loss" in row:
+            out["pixel_loss"] = float(row["pixel_loss"])
+        if "d_updates" in row:
+            out["d_updates"] = int(row["d_updates"])
         if "informativity" in row:
-            info = mapping(row["informativity"], f"{what}: informativity")
-            out["informativity"] = {
-                "mean": _ratio(info.get("mean"), f"{what}: informativity.mean"),
-                "per_class": {name(c, f"{what}: informativity.per_class"): _ratio(v, f"{what}: informativity.per_class.{c}")
-                              for c, v in mapping(info.get("per_class", {}), f"{what}: informativity.per_class").items()}}
+            info = row["informativity"]
+            ratio = lambda v: None if v is None else float(v)  # noqa: E731 (checked by metrics_row)
+            out["informativity"] = {"mean": ratio(info.get("mean")),
+                                    "per_class": {c: ratio(v) for c, v in info.get("per_class", {}).items()}}
         rows.pop((out["stage"], out["epoch"]), None)
         rows[(out["stage"], out["epoch"])] = out
     return list(rows.values())
@@ -686,8 +686,6 @@ NET_SIZES = {  # what a checkpoint's config may claim, before a network is built
     "classes": {"lo": 1, "hi": MAX_CLASSES, "integer": True},
     "width": {"lo": 2**-10, "hi": 4},
 }
-MAX_EPOCH = 10**7
-METRICS_MAX_BYTES = 256 * 2**20  # a 4000-epoch log with informativity per class is a few MB
 OPT_STATE_KEYS = {  # each parameter's optimiser state, by optimiser (runtime.make_optimizer's)
     "SGD": frozenset({"momentum_buffer"}),
     "Adam": frozenset({"step", "exp_avg", "exp_avg_sq"}),
@@ -844,12 +842,6 @@ def embedding_split(value, where: str, width: int, classes: int, most: int = MAX
     if n and not (0 <= int(cls.min()) and int(cls.max()) < classes):
         raise Untrusted(f"{where}: cls holds a class index outside 0..{classes - 1}")
     return value
-
-
-def log_size(size: int, where: str) -> int:
-    if size > METRICS_MAX_BYTES:
-        raise Untrusted(f"{where}: {size} bytes, more than a training log holds ({METRICS_MAX_BYTES} at most)")
-    return size
 
 
 def metrics_row(row, where: str) -> Mapping:

@@ -18,11 +18,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from s2i_data import storage, untrusted
+from s2i_data import storage
 from s2i_data.readers import Build
 
 from s2i_model import run as run_folder
 from s2i_model.data import ShardStream, tensor_to_image
+from s2i_model.evaluate.history import log_rows
 from s2i_model.grid import LABEL_W, PAD, save_grid
 
 HEADER = 18  # px above the grid naming each model's columns
@@ -30,19 +31,10 @@ HEADER = 18  # px above the grid naming each model's columns
 ORDER = ["s2i", "aivae", "aivaegan", "mmgan", "sound2scene", "retrieval", "real"]
 
 
-def run_metrics(run: Path) -> list[dict]:
-    """RUN/metrics.jsonl's rows, checked (`untrusted.metrics_rows`): a resumed run's epoch logged
-    twice counts once (its last row), a torn last line is skipped; none when there is no file."""
-    path = Path(run) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return untrusted.metrics_rows(untrusted.capped_read(path, untrusted.MAX_METRICS_BYTES), str(path))
-
-
 def training_cost(run: Path) -> dict:
     """Training time (sum of every stage's epoch ``seconds``) and samples per second over it, from
     RUN/metrics.jsonl."""
-    rows = [r for r in run_metrics(run) if "seconds" in r]
+    rows = [r for r in log_rows(run) if "seconds" in r]
     seconds = float(sum(r["seconds"] for r in rows))
     samples = int(sum(r.get("samples", 0) for r in rows))
     return {"training_seconds": seconds if rows else None, "training_samples": samples if rows else None,

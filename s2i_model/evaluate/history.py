@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from s2i_data import untrusted
 
 def read_log(path: Path) -> str | None:
     """RUN/metrics.jsonl's text (None when there is none), never read through a link left in its
-    place, and refused past `untrusted.METRICS_MAX_BYTES`."""
+    place, and refused past `untrusted.MAX_METRICS_BYTES`."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
@@ -31,25 +30,26 @@ def read_log(path: Path) -> str | None:
         why = "it is a symbolic link; refusing to follow it" if os.path.islink(path) else e.strerror
         raise OSError(f"cannot read {path}: {why}") from None
     with os.fdopen(fd, "rb") as f:
-        untrusted.log_size(os.fstat(f.fileno()).st_size, str(path))
-        return f.read().decode("utf-8", "replace")
+        data = f.read(untrusted.MAX_METRICS_BYTES + 1)
+    if len(data) > untrusted.MAX_METRICS_BYTES:
+        raise untrusted.Untrusted(f"{path}: more than a training log holds ({untrusted.MAX_METRICS_BYTES} bytes at most)")
+    return data.decode("utf-8", "replace")
 
 
-def read_rows(run: Path, stage: str = "translator") -> list[dict]:
+def log_rows(run: Path, name: str | None = None) -> list[dict]:
+    """RUN/metrics.jsonl's rows, checked (`untrusted.metrics_rows`: a torn last line skipped, an
+    epoch logged twice by a resumed run counted once); none when there is no log. ``name`` is how
+    the file is named in a refusal (its path by default)."""
     path = Path(run) / "metrics.jsonl"
     text = read_log(path)
-    if text is None:
-        return []
-    rows = {}
-    for i, line in enumerate(text.splitlines()):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a torn last line from a killed run
-            continue
-        row = untrusted.metrics_row(row, f"{path}: line {i + 1}")
-        if row["stage"] == stage:
-            rows[row["epoch"]] = row  # a resumed run may log an epoch twice: the last one counts
-    return [rows[e] for e in sorted(rows)]
+    return [] if text is None else untrusted.metrics_rows(text, name or str(path))
+
+
+def read_rows(run: Path, stage: str = "translator", name: str | None = None) -> list[dict]:
+    """One stage's rows of RUN/metrics.jsonl, by epoch (``name``: as `log_rows`; by default
+    "PATH: line N")."""
+    rows = [r for r in log_rows(run, name or f"{Path(run) / 'metrics.jsonl'}:") if r["stage"] == stage]
+    return sorted(rows, key=lambda r: r["epoch"])
 
 
 def skip_after_d_updates(values: list[float], d_updates: list[int], skip: int = 2, before: int = 5) -> tuple[list[float], list[int]]:

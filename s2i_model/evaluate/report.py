@@ -35,9 +35,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from s2i_data import storage, untrusted  # noqa: E402
 
-from s2i_model.evaluate.compare import per_class_bars, plot_text, run_metrics, save_figure  # noqa: E402
+from s2i_model.evaluate.compare import per_class_bars, plot_text, save_figure  # noqa: E402
 from s2i_model.evaluate.evaluation import RESULT  # noqa: E402
-from s2i_model.evaluate.history import informativity_history  # noqa: E402
+from s2i_model.evaluate.history import informativity_history, read_rows  # noqa: E402
 from s2i_model.run import REFERENCE  # noqa: E402
 
 GRID = "evaluation-grid.png"  # the run's own grid, by the name `evaluate` gives it; never a path from the JSON
@@ -98,7 +98,7 @@ def _is_png(data: bytes) -> bool:
 
 
 def _translator_history(run: Path) -> dict:
-    rows = sorted((r for r in run_metrics(run) if r["stage"] == "translator"), key=lambda r: r["epoch"])
+    rows = read_rows(run, name=str(run / "metrics.jsonl"))
     # an epoch whose informativity could not be judged (no judge for any class) has none to plot
     rows = [r if (r.get("informativity") or {}).get("mean") is not None else
             {k: v for k, v in r.items() if k != "informativity"} for r in rows]

@@ -239,6 +239,7 @@ BAD_ROWS = [
     '{"stage": "translator", "epoch": 1, "pixel_loss": NaN}',
     '{"stage": "translator", "epoch": 1, "informativity": {"mean": "high", "per_class": {}}}',
     '{"stage": "translator", "epoch": 1, "informativity": {"mean": 0.5, "per_class": {"../x": 0.5}}}',
+    "[" * 100_000 + "]" * 100_000,  # nested past the parser's recursion limit
     '{"stage": "translator", "epoch": 1, "informativity": {"mean": 0.5}}',
 ]
 
