@@ -45,7 +45,7 @@ def embedding_cache(run: Path, encoder, build: Build, norm: Normalizer, device, 
     try:
         cache = checkpoint.load(path, log=log) or {}
         if cache and cache.get("fingerprint") == build.fingerprint:
-            check_embeddings(cache, path, encoder, build, device)
+            check_embeddings(cache, path, encoder, build)
     except (checkpoint.CheckpointError, untrusted.Untrusted) as e:  # a cache: computed again, not trusted or fatal
         (log or print)(f"warning: {e}; computing the embeddings again")
         cache = {}
@@ -61,17 +61,13 @@ def embedding_cache(run: Path, encoder, build: Build, norm: Normalizer, device, 
     return cache
 
 
-def check_embeddings(cache: dict, path: Path, encoder, build: Build, device) -> None:
+def check_embeddings(cache: dict, path: Path, encoder, build: Build) -> None:
     """Refuse a cache whose splits are not the encoder's embeddings of this build's samples in
     shape: plain unique keys, no more than the split holds, [keys, E] finite (E: the encoder's
-    output), class indices of the build."""
-    from s2i_model.run import NET_INPUT
-
-    with torch.no_grad():
-        width = encoder(torch.zeros(1, 1, NET_INPUT["mel_bins"], NET_INPUT["frames"], device=device)).shape[1]
+    output size), class indices of the build."""
     for split in ("train", "val", "test"):
         if split in cache:
-            untrusted.embedding_split(cache[split], f"{path}: {split}", width, len(build.classes), build.size(split))
+            untrusted.embedding_split(cache[split], f"{path}: {split}", encoder.emb, len(build.classes), build.size(split))
 
 
 NARROW = {"auto": None, "on": True, "off": False}  # --narrow-generator → DenseGenerator's narrow
