@@ -44,11 +44,20 @@ def name(value, what: str) -> str:
         raise Untrusted(f"{what}: {_show(value)} is longer than {NAME_MAX_BYTES} bytes")
     if value.isascii() and value.isprintable() and "/" not in value and "\\" not in value:
         return value  # the common case, checked in C: a manifest holds millions of names
-    for ch in value:
-        if ch in "/\\\0" or ch in _BIDI or unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp"):
-            raise Untrusted(f"{what}: {_show(value)} holds {ch!r}; a name may not hold path separators "
-                            "or control characters")
+    ch = _first_control(value, also="/\\")
+    if ch is not None:
+        raise Untrusted(f"{what}: {_show(value)} holds {ch!r}; a name may not hold path separators "
+                        "or control characters")
     return value
+
+
+def _first_control(value: str, also: str = "") -> str | None:
+    """The first character of ``value`` that may not be shown as part of one line (a control,
+    surrogate, line or paragraph separator or bidirectional override; or one of ``also``)."""
+    for ch in value:
+        if ch in also or ch in _BIDI or unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp"):
+            return ch
+    return None
 
 
 def names(values: Iterable, what: str, unique: bool = True) -> list[str]:
@@ -342,9 +351,9 @@ def text(value, what: str, most: int = 4096) -> str:
         raise Untrusted(f"{what}: {_show(value)} is not text")
     if len(value) > most:
         raise Untrusted(f"{what}: {_show(value)} is longer than {most} characters")
-    for ch in value:
-        if ch in _BIDI or unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp"):
-            raise Untrusted(f"{what}: {_show(value)} holds {ch!r}")
+    ch = _first_control(value)
+    if ch is not None:
+        raise Untrusted(f"{what}: {_show(value)} holds {ch!r}")
     return value
 
 
