@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from urllib.parse import urlparse
@@ -132,6 +133,25 @@ def open_append(path, text: bool = True):
             raise OSError(f"cannot append to {path}: it is a symbolic link; refusing to follow it") from None
         raise OSError(f"cannot append to {path}: {e.strerror}") from None
     return os.fdopen(fd, "a" if text else "ab", encoding="utf-8" if text else None, newline="" if text else None)
+
+
+def open_regular(path):
+    """``path`` opened for reading (binary) when it is a regular file of its own: a symbolic link
+    left in its place is refused rather than followed, and so is a FIFO or a device (opened
+    without blocking, then checked), which would hang or flood a reader. FileNotFoundError when
+    there is nothing; OSError naming the path otherwise."""
+    path = os.fspath(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        why = "it is a symbolic link; refusing to follow it" if os.path.islink(path) else e.strerror
+        raise OSError(f"{path}: {why}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path}: not a regular file")
+    return os.fdopen(fd, "rb")
 
 
 def folder_inside(root, *parts) -> str:

@@ -11,26 +11,24 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
-from s2i_data import untrusted
+from s2i_data import storage, untrusted
 
 
 def read_log(path: Path) -> str | None:
-    """RUN/metrics.jsonl's text (None when there is none), never read through a link left in its
-    place, and refused past `untrusted.MAX_METRICS_BYTES`."""
+    """RUN/metrics.jsonl's text (None when there is none): a regular file of the run's own
+    (`storage.open_regular`: never through a link left in its place), refused past
+    `untrusted.MAX_METRICS_BYTES`."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with storage.open_regular(path) as f:
+            data = f.read(untrusted.MAX_METRICS_BYTES + 1)
     except FileNotFoundError:
         return None
     except OSError as e:
-        why = "it is a symbolic link; refusing to follow it" if os.path.islink(path) else e.strerror
-        raise OSError(f"cannot read {path}: {why}") from None
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(untrusted.MAX_METRICS_BYTES + 1)
+        raise OSError(f"cannot read {e}") from None
     if len(data) > untrusted.MAX_METRICS_BYTES:
         raise untrusted.Untrusted(f"{path}: more than a training log holds ({untrusted.MAX_METRICS_BYTES} bytes at most)")
     return data.decode("utf-8", "replace")

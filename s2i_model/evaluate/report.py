@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import stat
 from pathlib import Path
 from urllib.parse import quote
 
@@ -68,17 +66,12 @@ def read_grid(run: Path) -> bytes | None:
     that is a PNG by content; None when there is none. Anything else there is refused."""
     path = run / GRID
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        with storage.open_regular(path) as f:
+            data = f.read(MAX_GRID_BYTES + 1)
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise untrusted.Untrusted(f"{path}: {'a symbolic link' if path.is_symlink() else e.strerror}; "
-                                  "a run's grid must be a file of its own") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise untrusted.Untrusted(f"{path}: not a regular file; a run's grid must be a PNG of its own")
-    with open(fd, "rb") as f:
-        data = f.read(MAX_GRID_BYTES + 1)
+        raise untrusted.Untrusted(f"{e}; a run's grid must be a PNG file of its own") from None
     if len(data) > MAX_GRID_BYTES or untrusted.image_type(data) != "image/png" or not _is_png(data):
         raise untrusted.Untrusted(f"{path}: not a PNG picture (or over {MAX_GRID_BYTES >> 20} MB)")
     return data

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import stat
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -67,15 +66,14 @@ def read_image(pool: Path, file: str) -> bytes | None:
         path = (pool / file).resolve()
         if not path.is_relative_to(pool):
             return None
-        # O_NOFOLLOW: the file cannot turn into a symlink between resolve and open; O_NONBLOCK:
-        # a FIFO put in its place cannot hang the reader.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        # not through a link (the file cannot turn into one between resolve and open), not a FIFO
+        f = storage.open_regular(path)
     except (OSError, RuntimeError):  # RuntimeError: a symlink loop
         return None
-    with open(fd, "rb") as f:
+    with f:
         # A folder above it may have been swapped between resolve and open: ask where the file is.
-        where = _fd_path(fd)
-        if not stat.S_ISREG(os.fstat(fd).st_mode) or (where is not None and not Path(where).is_relative_to(pool)):
+        where = _fd_path(f.fileno())
+        if where is not None and not Path(where).is_relative_to(pool):
             return None
         data = f.read(untrusted.MAX_POOL_BYTES + 1)
     return data if len(data) <= untrusted.MAX_POOL_BYTES and untrusted.image_type(data) else None

@@ -4,6 +4,7 @@ link points at is left exactly as it was."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -99,3 +100,27 @@ def test_training_replaces_a_linked_autoencoder_json(tiny_build, tmp_path, victi
     train_autoencoder(ae_cfg(tiny_build, run, epochs=1), **QUIET)
     assert victim.read_bytes() == b"precious, not a run's\n"
     assert not (run / "autoencoder.json").is_symlink() and '"config"' in (run / "autoencoder.json").read_text()
+
+
+def test_a_fifo_in_place_of_the_metrics_log_is_refused_not_waited_on(tmp_path):
+    """A FIFO named metrics.jsonl would block a reader for ever: it is refused as not a file."""
+    import threading
+
+    from s2i_model.evaluate.history import read_rows
+
+    os.mkfifo(tmp_path / "metrics.jsonl")
+    said = []
+    reader = threading.Thread(target=lambda: said.append(_raised(read_rows, tmp_path)), daemon=True)
+    reader.start()
+    reader.join(30)
+    if reader.is_alive():  # free the blocked reader so that the session can end
+        os.close(os.open(tmp_path / "metrics.jsonl", os.O_WRONLY | os.O_NONBLOCK))
+    assert said and isinstance(said[0], OSError) and "not a regular file" in str(said[0]), said
+
+
+def _raised(fn, *args):
+    try:
+        fn(*args)
+    except Exception as e:  # noqa: BLE001 (the test looks at what was raised)
+        return e
+    return None
