@@ -181,17 +181,21 @@ compare: setup
 	$(BIN)/s2i-model report $(RUNS) -o $(RUNS)/report
 
 # what every test needs beyond .venv: the browser (the labelling and live pages) and PortAudio (the
-# microphone), installed as root (elsewhere: advice; under CI=true a test that would skip fails)
+# microphone), installed as root (elsewhere: advice; under CI=true a test that would skip fails).
+# TEST_JOBS pytest-xdist workers, each torch process of the suite on one thread (tests/conftest.py):
+# two fill CI's two cores; TEST_JOBS=0 runs the suite in one process
+TEST_JOBS ?= 2
+PYTEST = $(BIN)/python -m pytest -q --durations=15 $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS))
 test: setup
 	.ci/install-browser
 	.ci/install-portaudio
-	$(BIN)/python -m pytest -q --durations=15
+	$(PYTEST)
 
 # make test without the tests marked slow (learning, torchrun DDP runs, the wheel install)
 test-fast: setup
 	.ci/install-browser
 	.ci/install-portaudio
-	$(BIN)/python -m pytest -q --durations=15 -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # bench/gpu.py: full width (the paper's network) on a GPU with `make bench GPU_BENCH=`; a quick
 # small-width check of the script by default, since a CPU would take hours at width 1.0

@@ -7,6 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+# Every torch process of the suite, in-process and children, on one thread, set before torch is
+# imported: the learning tests' figures are then the same whatever runs beside them (two threads
+# sum floats in another order, and spin waiting for each other on a loaded machine), and `make
+# test`'s two pytest-xdist workers fill the two cores between them (docs/testing.md).
+os.environ["OMP_NUM_THREADS"] = "1"
+
 import numpy as np
 import pytest
 
@@ -61,6 +67,18 @@ def pytest_make_collect_report(collector):
     report = (yield).get_result()
     if report.skipped and under_ci():
         _failed_skip(report)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The longest tests first, the longest of all first (``slow(minutes)``; ``slow`` alone: 1):
+    pytest-xdist hands the first tests to its workers in turn, so the learning runs of several
+    minutes start at once on different workers and the short tests fill in around them, instead of
+    one starting last and running alone at the end."""
+    def minutes(item) -> float:
+        mark = item.get_closest_marker("slow")
+        return 0 if mark is None else (mark.args[0] if mark.args else 1)
+
+    items.sort(key=minutes, reverse=True)  # stable: the rest keep their order
 
 
 @pytest.fixture(autouse=True)
@@ -142,6 +160,29 @@ def chromium():
 LEARNING_CLASSES = ["baby", "dog", "rail", "fireworks", "water"]
 
 
+def made_once(tmp_path_factory, name: str, make) -> Path:
+    """``make(folder)`` done once for the whole session, also under pytest-xdist, whose workers are
+    separate processes with a session fixture each: the first worker to ask makes it in the folder
+    the workers share, under a lock, and the others wait for it and use the same files. Only for
+    what the tests read and never change."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.mktemp(name)
+        make(folder)
+        return folder
+    import fcntl
+    import shutil
+
+    folder = tmp_path_factory.getbasetemp().parent / name  # this run's, shared by its workers
+    with open(folder.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / ".made").exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a worker that failed half-way
+            folder.mkdir()
+            make(folder)
+            (folder / ".made").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def learning_data(tmp_path_factory) -> Path:
     """The learning tests' data, built once: 20 synthetic videos a class, seed 3, 30 % of the
@@ -149,31 +190,31 @@ def learning_data(tmp_path_factory) -> Path:
     thresholds are calibrated."""
     from s2i_data.synth import synth
 
-    root = tmp_path_factory.mktemp("learn")
-    synth(root / "videos", videos_per_class=20, seed=3)
-    subprocess.run([sys.executable, "-m", "s2i_data.cli", "build", "--root", str(root / "videos"), "--classes",
-                    ",".join(LEARNING_CLASSES), "--out", str(root / "shards"), "--shard-size", "32",
-                    "--splits", "0.6,0.1,0.3", "--no-progress"], check=True, capture_output=True)
-    return root / "shards"
+    def make(root: Path) -> None:
+        synth(root / "videos", videos_per_class=20, seed=3)
+        subprocess.run([sys.executable, "-m", "s2i_data.cli", "build", "--root", str(root / "videos"), "--classes",
+                        ",".join(LEARNING_CLASSES), "--out", str(root / "shards"), "--shard-size", "32",
+                        "--splits", "0.6,0.1,0.3", "--no-progress"], check=True, capture_output=True)
+        # the judge too, in the same folder and once: a classifier of the real train frames
+        # (60 epochs, seeded) in a fresh process, as bench/learning.py trains it (in this one,
+        # earlier in-process tests leave global torch state behind, deterministic algorithms from
+        # a trainer's seeding, which gave another judge and other agreements than the calibration's)
+        code = ("import sys, torch; from s2i_model.evaluate.realframe import train_frame_classifier; "
+                "m = train_frame_classifier(sys.argv[1], int(sys.argv[2]), epochs=60); "
+                "torch.save(m.state_dict(), sys.argv[3])")
+        subprocess.run([sys.executable, "-c", code, str(root / "shards"), str(len(LEARNING_CLASSES)),
+                        str(root / "judge.pt")], check=True, capture_output=True)
+
+    return made_once(tmp_path_factory, "learn", make) / "shards"
 
 
 @pytest.fixture(scope="session")
 def learning_judge(learning_data):
-    """The independent judge of the learning tests: a classifier of the real train frames (60 epochs,
-    seeded), trained once for all of them."""
+    """The independent judge of the learning tests, trained once for all of them (`learning_data`)."""
     import torch
 
     from s2i_model.evaluate.realframe import FrameClassifier
 
-    # In a fresh process, as bench/learning.py trains it: in this one, earlier in-process tests
-    # leave global torch state behind (deterministic algorithms from a trainer's seeding, thread
-    # counts), which gave another judge and other agreements than the calibration's.
-    path = learning_data.parent / "judge.pt"
-    code = ("import sys, torch; from s2i_model.evaluate.realframe import train_frame_classifier; "
-            "m = train_frame_classifier(sys.argv[1], int(sys.argv[2]), epochs=60); "
-            "torch.save(m.state_dict(), sys.argv[3])")
-    subprocess.run([sys.executable, "-c", code, str(learning_data), str(len(LEARNING_CLASSES)), str(path)],
-                   check=True, capture_output=True)
     judge = FrameClassifier(len(LEARNING_CLASSES))
-    judge.load_state_dict(torch.load(path, weights_only=True))
+    judge.load_state_dict(torch.load(learning_data.parent / "judge.pt", weights_only=True))
     return judge.eval()

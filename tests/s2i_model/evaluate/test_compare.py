@@ -18,7 +18,7 @@ from PIL import Image
 from s2i_model.evaluate.compare import HEADER
 from s2i_model.grid import LABEL_W, PAD
 
-pytestmark = pytest.mark.slow  # two trainings, two evaluations and a report, twice: ~2 min on 2 loaded cores
+pytestmark = pytest.mark.slow(2)  # two trainings, two evaluations and a report, twice: ~2 min on 2 loaded cores
 
 REPO = Path(__file__).resolve().parents[3]
 CLASSES = ["baby", "dog", "rail", "fireworks", "water"]

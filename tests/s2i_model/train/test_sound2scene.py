@@ -169,7 +169,7 @@ REPO = Path(__file__).resolve().parents[3]
 CLASSES = ["baby", "dog", "rail", "fireworks", "water"]
 
 
-@pytest.mark.slow  # minutes on 2 shared CPU cores
+@pytest.mark.slow(5)  # ~5 min on one CPU thread
 def test_make_train_sound2scene_learns_recognisable_pictures(learning_data, learning_judge, tmp_path):
     """Sound2Scene at CPU size through `make train MODEL=sound2scene` on the built-in synthetic data
     (the data of test_learns.py): pictures imagined from held-out test sounds are recognised by the
