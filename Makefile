@@ -183,9 +183,10 @@ compare: setup
 # what every test needs beyond .venv: the browser (the labelling and live pages) and PortAudio (the
 # microphone), installed as root (elsewhere: advice; under CI=true a test that would skip fails).
 # TEST_JOBS pytest-xdist workers, each torch process of the suite on one thread (tests/conftest.py):
-# two fill CI's two cores; TEST_JOBS=0 runs the suite in one process
+# two fill CI's two cores; TEST_JOBS=0 runs the suite in one process. A module stays on one worker
+# (loadscope: its module fixtures are made once), modules in collection order (tests/conftest.py)
 TEST_JOBS ?= 2
-PYTEST = $(BIN)/python -m pytest -q --durations=15 $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS))
+PYTEST = $(BIN)/python -m pytest -q --durations=15 $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadscope --no-loadscope-reorder)
 test: setup
 	.ci/install-browser
 	.ci/install-portaudio
