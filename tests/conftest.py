@@ -71,9 +71,9 @@ def pytest_make_collect_report(collector):
 
 def pytest_collection_modifyitems(config, items):
     """The longest tests first, the longest of all first (``slow(minutes)``; ``slow`` alone: 1):
-    pytest-xdist hands the first tests to its workers in turn, so the learning runs of several
-    minutes start at once on different workers and the short tests fill in around them, instead of
-    one starting last and running alone at the end."""
+    `make test`'s pytest-xdist workers take whole modules in this order (``--dist loadscope
+    --no-loadscope-reorder``), so the two longest learning runs start at once on different workers
+    and the short tests fill in around them, instead of one starting last and running alone."""
     def minutes(item) -> float:
         mark = item.get_closest_marker("slow")
         return 0 if mark is None else (mark.args[0] if mark.args else 1)
