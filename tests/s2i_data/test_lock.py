@@ -112,8 +112,23 @@ def test_an_output_under_a_file_is_one_line(synth_videos, tmp_path):
 # own files may sit where an unprivileged user cannot read (/root/.pyenv), as may the checkout (a
 # clone in a home folder of mode 700). PREREAD=0 leaves the package data unread.
 AS_NOBODY = """
-import os, sys
+import importlib, os, pkgutil, sys
 import s2i_data.build, s2i_data.classes, s2i_data.cli, s2i_data.lock
+# the CLI's libraries import parts of themselves on first use (typer's click parser, rich's emoji
+# table, pydantic's plugin loader): with .venv inside a private clone (/root/s2i) nobody could
+# read them after the drop
+for top in ("typer", "click", "rich", "pydantic"):
+    try:
+        pkg = importlib.import_module(top)
+    except ImportError:
+        continue
+    for found in pkgutil.walk_packages(pkg.__path__, top + ".", onerror=lambda name: None):
+        if found.name.endswith("__main__") or ".cli" in found.name:  # their own programs: they run
+            continue
+        try:
+            importlib.import_module(found.name)
+        except Exception:  # optional parts (rich's Jupyter support) whose own dependencies are absent
+            pass
 if os.environ.get("PREREAD") != "0":
     s2i_data.classes.class_table(); s2i_data.classes.ontology()
 if os.geteuid() == 0:
