@@ -471,7 +471,7 @@ def reference(record, where: str) -> dict:
     return record
 
 
-def metrics_rows(data: "bytes | str", where: str) -> list[dict]:
+def metrics_rows(data: str, where: str) -> list[dict]:
     """RUN/metrics.jsonl: each row checked (`metrics_row`, then a stage that is a plain name and
     seconds and samples not negative) and cut to the fields readers use (stage, epoch, seconds,
     samples, pixel_loss, d_updates, informativity). A line that is not JSON (a torn last line from a
@@ -480,8 +480,7 @@ def metrics_rows(data: "bytes | str", where: str) -> list[dict]:
     import json
 
     rows: dict = {}
-    lines = data.split(b"\n" if isinstance(data, bytes) else "\n")
-    for i, line in enumerate(lines, 1):
+    for i, line in enumerate(data.split("\n"), 1):
         try:
             row = json.loads(line)
         except RecursionError:
