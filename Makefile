@@ -43,41 +43,17 @@ SAMPLES    ?= 10
 # alike (same build, test split, pictures per sound, seed, one real-frame classifier kept in RUNS),
 # then one report over the models (docs/models.md).
 MODELS       ?= s2i aivae aivaegan mmgan sound2scene
-# reference rows (s2i_model/evaluate/reference.py): the real frames, and retrieval of the nearest
-# train frame in the audio space of S2I and of Sound2Scene (when they are among MODELS)
-REFERENCES   ?= $(foreach m,$(filter s2i sound2scene,$(MODELS)),retrieval-$(m)) real
+# reference rows (s2i_model/evaluate/reference.py), comma-separated: real, retrieval-<model>; empty:
+# real, and retrieval in the audio space of each model that has one
+REFERENCES   ?=
+# one preset name for every model: paper (each model's paper settings), cpu (the built-in data on 2
+# cores), test (the smallest run through every step); each model's presets live in its folder,
+# s2i_model/models/<name>/__init__.py (s2i-model models lists them)
 COMPARE_SIZE ?= paper
 SEED         ?= 0
-# Presets: a model's settings as arguments to make train (none: its paper's defaults, which is
-# the whole of `paper`). cpu: the built-in data on 2 cores (333 s for make compare after make demo,
-# docs/performance.md) (width 1/16,
-# Adam everywhere: the paper's SGD and AIVAEGAN's 2e-4 stay at chance in CPU minutes, as
-# docs/performance.md and docs/models.md measured; S2I keeps its adversarial term λ = 0.1, so it
-# is still the paper's model). test: the smallest run that goes through every step (make test).
-# S2I at CPU size, as make demo trains it: issue 11's command (tests/s2i_model/train/test_learns.py)
-# with the translator trained 240 epochs instead of 80 (docs/training.md, "What limits the CPU runs")
-S2I_CPU      := EMB=128 WIDTH=0.0625 EPOCHS_AE=40 EPOCHS_GAN=240 BATCH=16 OPT=adam LAM=0.1 LOADERS=2
-# Sound2Scene at CPU size (docs/models.md): k = 10 neighbours for a few hundred frames; G and D at
-# Adam 4e-4 with one D step per G step (BigGAN's 1e-4 / 4e-4 and two D steps draw blurs in CPU minutes)
-S2S_CPU      := WIDTH=0.0625 EPOCHS_VISUAL=20 EPOCHS_GENERATOR=40 EPOCHS=20 BATCH=16 NEIGHBOURS=10 \
-                LR_G=4e-4 LR_D=4e-4 D_STEPS=1 LOADERS=2 GRID_EVERY=10
-ifeq ($(COMPARE_SIZE),cpu)
-CMP_s2i      := $(S2I_CPU)
-CMP_aivae    := WIDTH=0.0625 EPOCHS=20 BATCH=16 LOADERS=2 GRID_EVERY=5
-CMP_aivaegan := $(CMP_aivae) LR=1e-3 LR_D=1e-3
-CMP_mmgan    := WIDTH=0.0625 EPOCHS_FEATURES=5 EPOCHS_MULTIMODAL=5 EPOCHS=20 BATCH=8 LR=1e-3 LOADERS=2 GRID_EVERY=5
-CMP_sound2scene := $(S2S_CPU)
-CMP_SAMPLES  := 4
-else ifeq ($(COMPARE_SIZE),test)
-CMP_s2i      := EMB=64 WIDTH=0.0625 EPOCHS_AE=1 EPOCHS_GAN=1 BATCH=8 OPT=adam LOADERS=0
-CMP_aivae    := WIDTH=0.0625 EPOCHS=1 BATCH=8 LOADERS=0 GRID_EVERY=1
-CMP_aivaegan := $(CMP_aivae)
-CMP_mmgan    := WIDTH=0.0625 EPOCHS_FEATURES=1 EPOCHS_MULTIMODAL=1 EPOCHS=1 BATCH=8 LOADERS=0 GRID_EVERY=1
-CMP_sound2scene := WIDTH=0.0625 EPOCHS_VISUAL=1 EPOCHS_GENERATOR=1 EPOCHS=1 BATCH=8 NEIGHBOURS=5 LOADERS=0 GRID_EVERY=1
-CMP_SAMPLES  := 2
-else
-CMP_SAMPLES  := $(SAMPLES)
-endif
+comma := ,
+empty :=
+space := $(empty) $(empty)
 
 .PHONY: setup demo test test-fast bench train sweep compare clean help
 help:
@@ -101,14 +77,15 @@ $(STAMP): pyproject.toml torch.txt
 	touch $(STAMP)
 
 # the learning test's data (20 videos a class of data seed 3, 30 % of the videos held out) and
-# S2I_CPU: its command, λ = 0.1, with the translator trained three times as long
+# S2I's cpu preset (s2i_model/models/s2i/__init__.py): its command, λ = 0.1, with the translator
+# trained three times as long
 demo: setup
 	$(BIN)/s2i-data synth $(DEMO)/videos --videos-per-class 20 --seed 3
 	$(BIN)/s2i-data build --root $(DEMO)/videos --classes baby,dog,rail,fireworks,water \
 		--out $(DEMO)/shards --shard-size 32 --splits 0.6,0.1,0.3 --workers $(WORKERS)
 	$(BIN)/s2i-data verify $(DEMO)/shards
 	$(BIN)/s2i-data inspect $(DEMO)/shards --png $(DEMO)/contact-sheet.png
-	$(MAKE) --no-print-directory -o setup train DATA=$(DEMO)/shards RUN=$(DEMO)/run $(S2I_CPU)
+	$(BIN)/s2i-model train --model s2i --preset cpu --data $(DEMO)/shards --run $(DEMO)/run
 	$(BIN)/s2i-model evaluate --run $(DEMO)/run --data $(DEMO)/shards --samples 4
 	$(BIN)/s2i-model imagine --data $(DEMO)/shards --split test --run $(DEMO)/run -n 6 -o $(DEMO)/imagined-test.png
 	@echo "demo finished: shards pictured in $(DEMO)/contact-sheet.png;"
@@ -158,27 +135,13 @@ sweep: setup
 	done
 	$(BIN)/s2i-model report $(RUNS) -o $(RUNS)/report
 
-# One make train per model (a finished one says "nothing to do", a killed one resumes), then
-# evaluate (cached by its ident) with the same split, pictures per sound, seed and real-frame
-# classifier for every model, then the report (s2i_model/evaluate/report.py: the models' table,
-# per-class bars, the same test sounds side by side).
-define compare_reference
-	$(BIN)/s2i-model reference $(if $(filter real,$(1)),real --data $(DATA),retrieval --space $(RUNS)/$(patsubst retrieval-%,%,$(1)) --data $(DATA)) --run-dir $(RUNS)/$(1)
-	$(BIN)/s2i-model evaluate --run $(RUNS)/$(1) --data $(DATA) --split test --samples $(CMP_SAMPLES) --seed $(SEED) \
-		--proxy-cache $(RUNS)/frame-classifier.pt $(if $(INFORMATIVITY),--informativity $(INFORMATIVITY))
-
-endef
-define compare_model
-	$(MAKE) --no-print-directory -o setup train MODEL=$(1) DATA=$(DATA) RUN=$(RUNS)/$(1) $(CMP_$(1))
-	$(BIN)/s2i-model evaluate --run $(RUNS)/$(1) --data $(DATA) --split test --samples $(CMP_SAMPLES) --seed $(SEED) \
-		--proxy-cache $(RUNS)/frame-classifier.pt $(if $(INFORMATIVITY),--informativity $(INFORMATIVITY))
-
-endef
+# s2i-model compare (s2i_model/evaluate/suite.py): every model of MODELS trained (resumed) into
+# RUNS/<model> at its COMPARE_SIZE preset, evaluated alike (test split, pictures per sound, seed, one
+# real-frame classifier kept in RUNS), the reference rows, then RUNS/report; a second run does nothing.
 compare: setup
-	@case "$(COMPARE_SIZE)" in paper|cpu|test) ;; *) echo "COMPARE_SIZE must be paper, cpu or test, not '$(COMPARE_SIZE)'" >&2; exit 2;; esac
-	$(foreach m,$(MODELS),$(call compare_model,$(m)))
-	$(foreach r,$(REFERENCES),$(call compare_reference,$(r)))
-	$(BIN)/s2i-model report $(RUNS) -o $(RUNS)/report
+	$(BIN)/s2i-model compare --data $(DATA) --runs $(RUNS) --models "$(subst $(space),$(comma),$(strip $(MODELS)))" \
+		--preset $(COMPARE_SIZE) --seed $(SEED) $(if $(strip $(REFERENCES)),--references "$(subst $(space),$(comma),$(strip $(REFERENCES)))") \
+		$(if $(INFORMATIVITY),--informativity $(INFORMATIVITY))
 
 # what every test needs beyond .venv: the browser (the labelling and live pages) and PortAudio (the
 # microphone), installed as root (elsewhere: advice; under CI=true a test that would skip fails).

@@ -33,13 +33,13 @@ import torch.nn.functional as F
 
 from s2i_data.readers import read_build_json, read_build_parquet
 from s2i_model.train import resident
-from s2i_model.config import TranslatorConfig
+from s2i_model.models.s2i.config import TranslatorConfig
 from s2i_model.data import Normalizer, ShardStream
-from s2i_model.train.flops import training_macs
-from s2i_model.nets import AudioAutoencoder, DenseGenerator, Discriminator
+from s2i_model.models.s2i.flops import training_macs
+from s2i_model.models.s2i.nets import AudioAutoencoder, DenseGenerator, Discriminator
 from s2i_model.device import pick_device
 from s2i_model.train.runtime import autocast, grad_scaler, make_optimizer, prepare_model, update
-from s2i_model.train.translator import adversarial_loss
+from s2i_model.models.s2i.train_translator import adversarial_loss
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = "baby,dog,rail,fireworks,water"

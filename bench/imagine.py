@@ -46,11 +46,10 @@ def random_run(folder: Path) -> Path:
     import torch
 
     from s2i_model import checkpoint
-    from s2i_model.config import AutoencoderConfig
-    from s2i_model.nets import AudioAutoencoder, DenseGenerator
-    from s2i_model.run import AUTOENCODER as AE_CKPT
-    from s2i_model.run import TRANSLATOR as GAN_CKPT
-
+    from s2i_model.models.s2i.config import AutoencoderConfig
+    from s2i_model.models.s2i.nets import AudioAutoencoder, DenseGenerator
+    from s2i_model.models.s2i import AUTOENCODER as AE_CKPT
+    from s2i_model.models.s2i import TRANSLATOR as GAN_CKPT
     torch.manual_seed(0)
     cfg = AutoencoderConfig(data="unused", run=str(folder), emb=128, width=0.0625, epochs=1)
     checkpoint.save(folder / AE_CKPT, {"model": AudioAutoencoder(cfg.emb, cfg.width).state_dict(), "epoch": 1,
@@ -70,7 +69,8 @@ def child(mode: str, path: Path, run: Path | None, out: Path) -> None:
     import resource
 
     from s2i_data import features, media
-    from s2i_model.imagine import Translator, _picked, imagine_file, sound_windows
+    from s2i_model.imagine import _picked, imagine_file, sound_windows
+    from s2i_model.models.s2i.load import Translator
 
     tr = Translator.load(run, "cpu") if mode == "imagine" else None
     base = _kb("VmRSS:")

@@ -42,7 +42,7 @@ def build(root: Path, seed: int, videos: int) -> Path:
 
 
 def measure(run: Path, data: Path, judge, pictures: int) -> dict:
-    from s2i_model.imagine import Translator
+    from s2i_model.models.s2i.load import Translator
     from s2i_model.evaluate.realframe import class_agreement, load_split
 
     mels, _, classes, _ = load_split(data, "test")
@@ -67,10 +67,10 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=REPO / "bench" / "out" / "learning")
     args = ap.parse_args()
 
-    from s2i_model.config import AutoencoderConfig, TranslatorConfig
+    from s2i_model.models.s2i.config import AutoencoderConfig, TranslatorConfig
     from s2i_model.evaluate.realframe import embedding_separability, train_frame_classifier
-    from s2i_model.train.autoencoder import train_autoencoder
-    from s2i_model.train.translator import train_translator
+    from s2i_model.models.s2i.train_autoencoder import train_autoencoder
+    from s2i_model.models.s2i.train_translator import train_translator
 
     quiet = dict(log=lambda *_: None)
     rows, ceilings = [], {}

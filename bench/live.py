@@ -66,10 +66,9 @@ def random_run(folder: Path, emb: int, width: float) -> Path:
     import torch
 
     from s2i_model import checkpoint
-    from s2i_model.config import AutoencoderConfig
-    from s2i_model.nets import AudioAutoencoder, DenseGenerator
-    from s2i_model.run import AUTOENCODER, TRANSLATOR
-
+    from s2i_model.models.s2i.config import AutoencoderConfig
+    from s2i_model.models.s2i.nets import AudioAutoencoder, DenseGenerator
+    from s2i_model.models.s2i import AUTOENCODER, TRANSLATOR
     torch.manual_seed(0)
     cfg = AutoencoderConfig(data="unused", run=str(folder), emb=emb, width=width, epochs=1)
     checkpoint.save(folder / AUTOENCODER, {"model": AudioAutoencoder(emb, width).state_dict(), "epoch": 1,

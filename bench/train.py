@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from s2i_model.data import Normalizer, ShardStream, loader
-from s2i_model.nets import AudioAutoencoder, DenseGenerator, Discriminator
+from s2i_model.models.s2i.nets import AudioAutoencoder, DenseGenerator, Discriminator
 from s2i_model.device import pick_device
 
 

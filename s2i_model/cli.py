@@ -9,6 +9,7 @@ from typing import NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from s2i_data.cliutil import fail, require_build
 
@@ -26,245 +27,259 @@ def describe(emb: int = typer.Option(512, help="embedding size E"),
              width: float = typer.Option(1.0, help="channel width multiplier"),
              flops: bool = typer.Option(False, "--flops", help="also multiply-adds per sample of each network "
                                         "and of a training step of each stage (counted over a pass)"),
-             model: str = typer.Option("s2i", help="s2i, aivae, aivaegan, mmgan or sound2scene"),
-             latent: int = typer.Option(64, help="aivae / aivaegan: latent size")) -> None:
+             model: str = typer.Option("s2i", help="a registered model (s2i-model models lists them)"),
+             latent: int = typer.Option(64, help="a VAE's latent size")) -> None:
     """JSON: conv layers and parameters of each network (with --flops, their multiply-adds)."""
-    from s2i_model.nets import AudioAutoencoder, DenseGenerator, Discriminator, InformativityClassifier
-    from s2i_model.nets.blocks import conv_layers, n_params
+    from s2i_model import models
 
-    if model in ("mmgan", "sound2scene"):
-        from s2i_model.nets.aivae import layer_table
-
-        if flops:
-            _fail("--flops counts the S2I networks only")
-        if width <= 0:
-            _fail("--width must be above 0")
-        if model == "mmgan":
-            from s2i_model.nets.mmgan import networks as mmgan_networks
-
-            nets = mmgan_networks(5, width)  # class heads sized for the five classes of the built-in data
-        else:
-            from s2i_model.nets.sound2scene import networks as s2s_networks
-
-            nets = s2s_networks(width)
-        print(json.dumps({k: {"conv_layers": conv_layers(m), "params": n_params(m), "layers": layer_table(m)}
-                          for k, m in nets.items()}, indent=2, ensure_ascii=False))
-        return
-    if model != "s2i":
-        from s2i_model.nets.aivae import MODELS, layer_table, networks
-
-        if model not in MODELS:
-            _fail(f"--model must be s2i, {', '.join(MODELS)}, mmgan or sound2scene, not {model!r}")
-        if flops:
-            _fail("--flops counts the S2I networks only")
-        if latent < 1 or width <= 0:
-            _fail("--latent must be at least 1 and --width above 0")
-        nets = networks(model, latent, width)
-        print(json.dumps({k: {"conv_layers": conv_layers(m), "params": n_params(m), "layers": layer_table(m)}
-                          for k, m in nets.items()}, indent=2, ensure_ascii=False))
-        return
     try:
-        ae = AudioAutoencoder(emb, width)
-        nets = {"autoencoder.encoder": ae.encoder, "autoencoder.decoder": ae.decoder,
-                "generator": DenseGenerator(emb, width), "discriminator": Discriminator(emb, width),
-                "informativity_classifier": InformativityClassifier()}
-    except (ValueError, RuntimeError) as e:
+        spec = models.get(model)
+        if spec.describe is None:
+            _fail(f"{model} describes no networks")
+        out = models.resolve(spec.describe)(model=model, emb=emb, width=width, latent=latent, flops=flops)
+    except (models.RegistryError, ValueError, RuntimeError) as e:
         _fail(str(e))
         return
-    out = {k: {"conv_layers": conv_layers(m), "params": n_params(m)} for k, m in nets.items()}
-    if flops:
-        from s2i_model.config import TranslatorConfig
-        from s2i_model.train.flops import net_macs, training_macs
-
-        for k, macs in net_macs(emb, width).items():
-            out[k]["macs_per_sample"] = macs
-        cfg = TranslatorConfig()
-        out["training_macs_per_sample"] = training_macs(emb, width, n_gd=cfg.n_gd, lam=cfg.lam)
     print(json.dumps(out, indent=2, ensure_ascii=False))
+
+
+@app.command("models")
+def list_models() -> None:
+    """The registered models: name, paper, labels their training reads, stages and presets."""
+    from rich.table import Table
+
+    from s2i_model import models
+
+    table = Table("model", "paper", "labels used", "stages", "presets")
+    for name in models.names():
+        try:
+            spec = models.get(name)
+        except models.RegistryError as e:  # another package's model that cannot be loaded: its line, not a crash
+            table.add_row(name, f"[red]{escape(str(e))}[/red]", "", "", "")
+            continue
+        table.add_row(name, escape(spec.paper), escape(spec.labels_used), ", ".join(s.name for s in spec.stages),
+                      ", ".join(["paper", *[p for p in spec.presets if p != "paper"]]))
+    Console(soft_wrap=True).print(table)
 
 
 def _check_data(data: str) -> None:
     require_build(console, data, "stats.json", "build shards first with s2i-data build")
 
 
-# ---- options every trainer takes, defined once (typer reads them and never changes them); each
-# command's parameters carry the names of its config's fields, so `_train` builds the config from them
-_RUN_HELP = ("run folder (checkpoints, metrics, grids); resumed if it exists (--run-dir under torchrun, whose own "
-             "parser claims --run)")
-_DATA = typer.Option(..., help="an s2i-data build: a folder or an fsspec URL (s3://, gs://, ...)")
-_RUN = typer.Option(..., "--run", "--run-dir", help=_RUN_HELP)
-_SEED = typer.Option(0)
-_WORKERS = typer.Option(2, help="DataLoader processes reading shards")
-_DEVICE = typer.Option("auto", help="auto | cpu | cuda")
-_SHARD_URL = typer.Option("", help='open shards through a template, e.g. "pipe:curl -s https://host/b/{shard}"')
-_CACHE_DIR = typer.Option("", help="keep remote shards here after their first read")
-_SKIP_BAD = typer.Option(False, help="count, log and skip damaged samples or shards instead of stopping")
-_PRECISION = typer.Option("fp32", help="fp32 (the papers'), bf16 or fp16 (autocast; fp16 with loss scaling, GPU only)")
-_SYNC_BN = typer.Option(True, "--sync-bn/--no-sync-bn", help="under DDP on GPUs: BatchNorm statistics over the global batch")
-_DATA_ON_DEVICE = typer.Option("auto", help="auto | on | off: hold the split in device memory (auto: when it fits)")
-_GRID_EVERY = typer.Option(10, min=0, help="training epochs between validation image grids (0: none)")
-_OPTIMIZER = typer.Option("sgd", help="sgd (the paper's) or adam (short CPU runs)")
+# ---- training: every registered model's stages, by name. `train --model NAME` runs its stages in
+# order; `train-<stage>` (train-autoencoder, train-translator, train-aivae, ...) is generated from the
+# stage's config, a field an option, so that today's commands and options keep working.
+_RUNTIME_HELP = {
+    "data": "an s2i-data build: a folder or an fsspec URL (s3://, gs://, ...)",
+    "run": "run folder (checkpoints, metrics, grids); resumed if it exists (--run-dir under torchrun, whose own "
+           "parser claims --run)",
+    "workers": "DataLoader processes reading shards",
+    "device": "auto | cpu | cuda",
+    "shard_url": 'open shards through a template, e.g. "pipe:curl -s https://host/b/{shard}"',
+    "cache_dir": "keep remote shards here after their first read",
+    "skip_bad_samples": "count, log and skip damaged samples or shards instead of stopping",
+    "precision": "fp32 (the papers'), bf16 or fp16 (autocast; fp16 with loss scaling, GPU only)",
+    "sync_bn": "under DDP on GPUs: BatchNorm statistics over the global batch",
+    "data_on_device": "auto | on | off: hold the split in device memory (auto: when it fits)",
+    "grid_every": "training epochs between validation image grids (0: none)",
+    "optimizer": "sgd (the paper's) or adam (short CPU runs)",
+    "max_steps": "stop an epoch after this many batches (0: all; smoke tests)",
+}
 
 
-def _train(config_cls, train, options: dict, **overrides) -> None:
-    """Run ``train`` on ``config_cls`` built from a command's options; bad data or runs get one line
-    (exit 2 when another process writes the run folder, as for two builds into one folder)."""
+def _run_training(what, log_errors_as=1) -> None:
+    """``what()`` with a training's errors as one line: exit 2 when another process writes the run
+    folder (as for two builds into one folder), 1 for a run or data that cannot serve."""
+    from s2i_model import models
     from s2i_model.run import RunError, RunLockError
 
-    fields = {f.name for f in dataclasses.fields(config_cls)}
-    if unknown := set(options) - fields:  # a programming error: an option no config field receives
-        raise TypeError(f"{config_cls.__name__} has no field for {sorted(unknown)}")
-    _check_data(str(options["data"]))
-    cfg = config_cls(**{**options, "data": str(options["data"]), "run": str(options["run"]), **overrides})
     try:
-        train(cfg, log=lambda m: console.print(m, highlight=False))
+        what()
     except RunLockError as e:
         _fail(str(e), 2)
-    except (RunError, ValueError) as e:
-        _fail(str(e), 1)
+    except (RunError, models.RegistryError) as e:
+        _fail(str(e), log_errors_as)
+    except ValueError as e:
+        _fail(str(e), log_errors_as)
 
 
-@app.command("train-autoencoder")
-def train_autoencoder(
-    data: str = _DATA, run: Path = _RUN,
-    emb: int = typer.Option(512, help="embedding size E"),
-    width: float = typer.Option(1.0, help="channel width multiplier (1.0: the paper's network)"),
-    epochs: int = typer.Option(1000), batch_size: int = typer.Option(64), lr: float = typer.Option(0.05),
-    momentum: float = typer.Option(0.9), seed: int = _SEED, workers: int = _WORKERS, optimizer: str = _OPTIMIZER,
-    adam_lr: float = typer.Option(1e-3, help="learning rate when --optimizer adam"),
-    device: str = _DEVICE, shard_url: str = _SHARD_URL, cache_dir: str = _CACHE_DIR, skip_bad_samples: bool = _SKIP_BAD,
-    precision: str = _PRECISION, sync_bn: bool = _SYNC_BN, data_on_device: str = _DATA_ON_DEVICE,
+def _stage_command(spec, stage) -> None:
+    """`s2i-model train-<stage>`: an option per field of the stage's config, its default the config's."""
+    import inspect
+
+    from s2i_model.train.entry import field_types, stage_config, train_stage
+
+    types = field_types(stage.config)
+    defaults = {f.name: f.default for f in dataclasses.fields(stage.config)}
+    from s2i_model.config import Grids, Runtime
+
+    shared = {f.name for f in dataclasses.fields(Runtime)} | {f.name for f in dataclasses.fields(Grids)}
+    order = ["data", "run"] + [n for n in types if n not in shared and n not in ("data", "run")] + \
+        [n for n in types if n in shared]
+    params = []
+    for name in order:
+        t = types[name]
+        flag = "--" + name.replace("_", "-")
+        help_text = stage.options.get(name) or _RUNTIME_HELP.get(name)
+        if name in ("data", "run"):
+            decls = [flag] + (["--run-dir"] if name == "run" else [])
+            opt = typer.Option(..., *decls, help=help_text)
+        elif t is bool:
+            opt = typer.Option(defaults[name], f"{flag}/--no-{flag[2:]}", help=help_text)
+        else:
+            opt = typer.Option(defaults[name], flag, help=help_text)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=t))
+
+    def command(**options) -> None:
+        _check_data(str(options["data"]))
+        log = lambda m: console.print(m, highlight=False)  # noqa: E731
+        data, run = options.pop("data"), options.pop("run")
+        # an option left at its default is not an override: the config's default (the paper's) stands
+        given = {k: v for k, v in options.items() if v != defaults[k]}
+        try:
+            cfg = stage_config(spec, stage, data, run, "paper", given)
+        except ValueError as e:
+            _fail(str(e))
+            return
+        _run_training(lambda: train_stage(spec, stage, cfg, log))
+
+    command.__signature__ = inspect.Signature(params)
+    command.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+    command.__doc__ = stage.help
+    app.command(f"train-{stage.name}")(command)
+
+
+def _stage_commands() -> None:
+    from s2i_model import models
+
+    for name in models.BUILTIN:
+        spec = models.get(name)
+        for stage in spec.stages:
+            _stage_command(spec, stage)
+
+
+_stage_commands()
+
+
+def _parse_model_options(spec, args: list[str]) -> dict[str, dict]:
+    """``--field VALUE`` (every stage with that field), ``--<stage>-<field> VALUE`` (that stage only),
+    ``--flag`` / ``--no-flag`` for true-or-false fields → {stage: {field: value}}."""
+    from s2i_model.train.entry import field_types
+
+    types = {s.name: field_types(s.config) for s in spec.stages}
+    out: dict[str, dict] = {s.name: {} for s in spec.stages}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) < 3:
+            _fail(f"unexpected argument {arg!r}: options are --name VALUE (s2i-model train-<stage> --help lists them)")
+        key, _, inline = arg[2:].partition("=")
+        negated = key.startswith("no-")
+        targets = []
+        for stage, fields in types.items():
+            for candidate in (key, key[3:] if negated else None):
+                if candidate is None:
+                    continue
+                field = candidate.replace("-", "_")
+                if candidate.startswith(stage + "-") and candidate[len(stage) + 1:].replace("-", "_") in fields:
+                    targets.append((stage, candidate[len(stage) + 1:].replace("-", "_"), candidate != key))
+                elif field in fields and field not in ("data", "run"):
+                    targets.append((stage, field, candidate != key))
+        targets = list(dict.fromkeys(targets))
+        if not targets:
+            _fail(f"{spec.name} has no option --{key}")
+        i += 1
+        for stage, field, neg in targets:
+            t = types[stage][field]
+            if t is bool:
+                out[stage][field] = not neg
+                continue
+            if neg:
+                _fail(f"--{key}: {field} is not a true-or-false option")
+        if any(types[s][f] is not bool for s, f, _ in targets):
+            if inline:
+                raw = inline
+            elif i < len(args):
+                raw, i = args[i], i + 1
+            else:
+                _fail(f"--{key} needs a value")
+            for stage, field, _ in targets:
+                t = types[stage][field]
+                if t is bool:
+                    continue
+                try:
+                    out[stage][field] = t(raw)
+                except ValueError:
+                    _fail(f"--{key} takes {'a whole number' if t is int else 'a number' if t is float else 'a text'}, "
+                          f"not {raw!r}")
+    return out
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(
+    ctx: typer.Context,
+    model: str = typer.Option(..., help="a registered model (s2i-model models lists them)"),
+    data: str = typer.Option(..., help=_RUNTIME_HELP["data"]),
+    run: Path = typer.Option(..., "--run", "--run-dir", help=_RUNTIME_HELP["run"]),
+    preset: str = typer.Option("paper", help="paper (the paper's settings), cpu (minutes on two cores) or test "
+                               "(the smallest run through every step)"),
 ) -> None:
-    """Stage 1: the audio autoencoder on the train split's spectrograms."""
-    options = dict(locals())  # the command's options only: taken before the imports below add names
-    from s2i_model.config import AutoencoderConfig
-    from s2i_model.train.autoencoder import train_autoencoder as train
+    """Train (or resume) any registered model, all its stages; further options set its config's fields:
+    --epochs 5 (every stage that has epochs), --translator-epochs 240 (one stage), --no-sync-bn."""
+    from s2i_model import models
+    from s2i_model.train.entry import train_model
 
-    _train(AutoencoderConfig, train, options)
+    try:
+        spec = models.get(model)
+    except models.RegistryError as e:
+        _fail(str(e))
+        return
+    options = _parse_model_options(spec, list(ctx.args))
+    _check_data(data)
+    log = lambda m: console.print(m, highlight=False)  # noqa: E731
+    _run_training(lambda: train_model(spec, data, str(run), preset, options, log))
 
 
-@app.command("train-translator")
-def train_translator(
-    data: str = _DATA,
-    run: Path = typer.Option(..., "--run", "--run-dir", help="run folder holding the trained autoencoder "
-                             "(--run-dir under torchrun)"),
-    epochs: int = typer.Option(4000), batch_size: int = typer.Option(64),
-    lr_g: float = typer.Option(0.1), lr_d: float = typer.Option(0.1),
-    momentum_g: float = typer.Option(0.5), momentum_d: float = typer.Option(0.5),
-    n_gd: int = typer.Option(5, help="generator updates per discriminator update"),
-    d_schedule: str = typer.Option("step", help="step: D once every n_gd G steps; epoch: D through every n_gd-th epoch"),
-    lam: float = typer.Option(0.1, help="weight of the moving-average adversarial loss"),
-    ma_k: int = typer.Option(10, min=1, help="k: epochs in the moving-average adversarial loss (the paper does not give k; "
-                             "the batch term carries 1/k of λ's weight)"),
-    grid_every: int = _GRID_EVERY, optimizer: str = _OPTIMIZER,
-    adam_lr: float = typer.Option(1e-3, help="learning rate of G and D when --optimizer adam"),
-    informativity: Optional[Path] = typer.Option(None, help="informativity classifiers: measure informativity every epoch"),
-    informativity_every: int = typer.Option(1, min=1, help="epochs between informativity measurements"),
-    informativity_samples: int = typer.Option(4, help="pictures per test sound for it"),
-    seed: int = _SEED, workers: int = _WORKERS, device: str = _DEVICE, shard_url: str = _SHARD_URL,
-    cache_dir: str = _CACHE_DIR, skip_bad_samples: bool = _SKIP_BAD, precision: str = _PRECISION,
-    sync_bn: bool = _SYNC_BN, data_on_device: str = _DATA_ON_DEVICE,
-    narrow_generator: str = typer.Option("auto", help="below width 1: auto | on: dropout scaled to the width and no "
-                                         "BatchNorm before the RGB output (docs/training.md); off: the paper's network"),
+@app.command()
+def compare(
+    data: str = typer.Option(..., help=_RUNTIME_HELP["data"]),
+    runs: Path = typer.Option(..., help="the comparison's folder: RUNS/<model>, RUNS/<reference>, RUNS/report"),
+    models_: str = typer.Option("s2i,aivae,aivaegan,mmgan,sound2scene", "--models",
+                                help="registered models, comma-separated (s2i-model models lists them)"),
+    references: Optional[str] = typer.Option(None, help="reference rows, comma-separated: real, retrieval-<model> "
+                                             "(default: real and retrieval in the space of each model that has one)"),
+    preset: str = typer.Option("paper", help="paper, cpu or test: every model at its own preset of that name"),
+    samples: Optional[int] = typer.Option(None, help="pictures per test sound (default: the preset's: paper 10, "
+                                          "cpu 4, test 2)"),
+    seed: int = typer.Option(0), informativity: Optional[Path] = typer.Option(None, help="informativity classifiers"),
+    workers: Optional[int] = typer.Option(None, help="DataLoader processes (default: each preset's)"),
+    device: str = typer.Option("auto"),
 ) -> None:
-    """Stage 2: generator and discriminator on the frozen encoder's embeddings."""
-    options = dict(locals())
-    from s2i_model.config import TranslatorConfig
-    from s2i_model.train.translator import train_translator as train
+    """Train what is missing (resume the rest), evaluate every model alike, add the reference rows,
+    write RUNS/report: the comparison `make compare` runs. A second run trains and measures nothing."""
+    from s2i_model import models
+    from s2i_model.evaluate.suite import CompareConfig, run_comparison
 
-    if d_schedule not in ("step", "epoch"):
-        _fail(f"--d-schedule must be step or epoch, not {d_schedule!r}")
-    if informativity is not None and not (informativity / "informativity.pt").is_file():
-        _fail(f"{informativity} holds no informativity classifiers: run s2i-model train-informativity first")
-    _train(TranslatorConfig, train, options, informativity=str(informativity or ""))
+    _check_data(data)
+    cfg = CompareConfig(data=data, runs=str(runs), models=[m.strip() for m in models_.split(",") if m.strip()],
+                        references=None if references is None else [r.strip() for r in references.split(",") if r.strip()],
+                        preset=preset, samples=samples, seed=seed, informativity=str(informativity or ""),
+                        workers=workers, device=device)
+    try:
+        report = run_comparison(cfg, log=lambda m: console.print(m, highlight=False))
+    except models.RegistryError as e:
+        _fail(str(e))
+        return
+    except Exception as e:  # noqa: BLE001 - the same one-line errors as train and evaluate
+        from s2i_model.run import RunError, RunLockError
 
+        if isinstance(e, RunLockError):
+            _fail(str(e), 2)
+        if isinstance(e, (RunError, ValueError, OSError)):
+            _fail(str(e), 1)
+        raise
+    print(report)
 
-@app.command("train-aivae")
-def train_aivae(
-    data: str = _DATA, run: Path = _RUN,
-    latent: int = typer.Option(64, help="latent size (the paper's 64)"),
-    width: float = typer.Option(1.0, help="channel width multiplier (1.0: the paper's widths)"),
-    epochs: int = typer.Option(100), batch_size: int = typer.Option(128), lr: float = typer.Option(1e-3),
-    grid_every: int = _GRID_EVERY, seed: int = _SEED, workers: int = _WORKERS, device: str = _DEVICE,
-    shard_url: str = _SHARD_URL, cache_dir: str = _CACHE_DIR, skip_bad_samples: bool = _SKIP_BAD,
-    precision: str = _PRECISION, sync_bn: bool = _SYNC_BN, data_on_device: str = _DATA_ON_DEVICE,
-) -> None:
-    """AIVAE (paper 002): a VAE from the sound to its picture, trained on the ELBO (docs/models.md)."""
-    options = dict(locals())
-    from s2i_model.train.aivae import AivaeConfig, train_vae
-
-    _train(AivaeConfig, train_vae, options)
-
-
-@app.command("train-aivaegan")
-def train_aivaegan(
-    data: str = _DATA, run: Path = _RUN,
-    alpha: float = typer.Option(2.0, help="weight of the reconstruction term (the paper: 0.2, 0.5, 1, 2)"),
-    latent: int = typer.Option(64, help="latent size (the paper's 64)"),
-    width: float = typer.Option(1.0, help="channel width multiplier (1.0: the paper's widths)"),
-    epochs: int = typer.Option(100), batch_size: int = typer.Option(128),
-    lr: float = typer.Option(2e-4, help="the generator's (encoder + decoder) learning rate"),
-    lr_d: float = typer.Option(2e-4, help="the discriminator's learning rate"),
-    grid_every: int = _GRID_EVERY, seed: int = _SEED, workers: int = _WORKERS, device: str = _DEVICE,
-    shard_url: str = _SHARD_URL, cache_dir: str = _CACHE_DIR, skip_bad_samples: bool = _SKIP_BAD,
-    precision: str = _PRECISION, sync_bn: bool = _SYNC_BN, data_on_device: str = _DATA_ON_DEVICE,
-) -> None:
-    """AIVAEGAN (paper 002): AIVAE's deeper variant against an image discriminator (docs/models.md)."""
-    options = dict(locals())
-    from s2i_model.train.aivae import AivaeganConfig, train_vae
-
-    _train(AivaeganConfig, train_vae, options)
-
-
-@app.command("train-mmgan")
-def train_mmgan(
-    data: str = _DATA, run: Path = _RUN,
-    width: float = typer.Option(1.0, help="channel width multiplier (1.0: the widths in nets/mmgan.py)"),
-    epochs_features: int = typer.Option(30, help="stage 1: the frame and sound encoders on the class labels"),
-    epochs_multimodal: int = typer.Option(30, help="stage 2: the multimodal layers"),
-    epochs: int = typer.Option(200, help="stage 3: the two stacked cGANs (pix2pix's 200)"),
-    batch_size: int = typer.Option(64),
-    lr: float = typer.Option(2e-4, help="the cGANs' G and D learning rate (pix2pix)"),
-    lr_features: float = typer.Option(1e-3), lr_multimodal: float = typer.Option(1e-3),
-    d_weight: float = typer.Option(0.001, help="weight of the Ds' loss (the paper's 0.001)"),
-    l1_weight: float = typer.Option(100.0, help="pix2pix's λ on the L1 to each target"),
-    grid_every: int = typer.Option(10, min=0, help="cGAN epochs between validation image grids (0: none)"), seed: int = _SEED, workers: int = _WORKERS, device: str = _DEVICE,
-    shard_url: str = _SHARD_URL, cache_dir: str = _CACHE_DIR, skip_bad_samples: bool = _SKIP_BAD,
-    precision: str = _PRECISION, sync_bn: bool = _SYNC_BN, data_on_device: str = _DATA_ON_DEVICE,
-) -> None:
-    """The multimodal-feature GAN (paper 004): feature extractors and multimodal layers trained on the
-    build's class labels, then two stacked U-Net cGANs (docs/models.md)."""
-    options = dict(locals())
-    from s2i_model.train.mmgan import MmganConfig, train_mmgan as train
-
-    _train(MmganConfig, train, options)
-
-
-@app.command("train-sound2scene")
-def train_sound2scene(
-    data: str = _DATA, run: Path = _RUN,
-    width: float = typer.Option(1.0, help="channel width multiplier (1.0: the widths in nets/sound2scene.py)"),
-    epochs_visual: int = typer.Option(100, help="stage 1: the frame encoder (SimCLR, frames only)"),
-    epochs_generator: int = typer.Option(100, help="stage 2: the IC-GAN generator (frames only)"),
-    epochs: int = typer.Option(50, help="stage 3: the audio encoder (the paper's 50, with early stopping)"),
-    batch_size: int = typer.Option(64),
-    lr_visual: float = typer.Option(1e-3), temperature: float = typer.Option(0.5, help="stage 1: NT-Xent's τ"),
-    crop_scale: float = typer.Option(0.35, help="stage 1: smallest area of the random resized crop"),
-    lr_g: float = typer.Option(1e-4, help="stage 2: G (BigGAN)"), lr_d: float = typer.Option(4e-4, help="stage 2: D"),
-    d_steps: int = typer.Option(2, help="stage 2: D updates per G update (BigGAN)"),
-    neighbours: int = typer.Option(50, help="stage 2: IC-GAN's k, the frames of an instance's neighbourhood"),
-    lr: float = typer.Option(1e-3, help="stage 3 (the paper)"), weight_decay: float = typer.Option(1e-5),
-    patience: int = typer.Option(10, help="stage 3: epochs without a better validation loss before it stops"),
-    grid_every: int = typer.Option(10, min=0, help="epochs of stages 2 and 3 between validation image grids (0: none)"), seed: int = _SEED, workers: int = _WORKERS, device: str = _DEVICE,
-    shard_url: str = _SHARD_URL, cache_dir: str = _CACHE_DIR, skip_bad_samples: bool = _SKIP_BAD,
-    precision: str = _PRECISION, sync_bn: bool = _SYNC_BN, data_on_device: str = _DATA_ON_DEVICE,
-) -> None:
-    """Sound2Scene (paper 003) from scratch: a visual space (SimCLR) and an IC-GAN generator learnt
-    from the train frames alone, then an audio encoder aligned to that space (docs/models.md)."""
-    options = dict(locals())
-    from s2i_model.train.sound2scene import Sound2SceneConfig, train_sound2scene as train
-
-    _train(Sound2SceneConfig, train, options)
 
 
 @app.command()

@@ -37,45 +37,6 @@ class Grids:
     grid_images: int = 4  # generated images per sound in the grid
 
 
-@dataclass
-class AutoencoderConfig(Runtime):
-    data: str = "data/vegas5"  # an s2i-data build
-    run: str = "runs/emb512"
-    emb: int = 512  # embedding size E
-    width: float = 1.0  # channel multiplier (1.0: the paper's network)
-    epochs: int = 1000  # the authors' code ran 1,000-2,000
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
-    optimizer: str = "sgd"  # sgd (paper) | adam (ours: short CPU runs)
-    adam_lr: float = 1e-3  # (ours) used when optimizer == "adam"
-
-
-@dataclass
-class TranslatorConfig(Runtime, Grids):
-    data: str = "data/vegas5"
-    run: str = "runs/emb512"  # must hold a finished autoencoder
-    epochs: int = 4000  # the paper reports epochs 500-4000
-    batch_size: int = 64
-    lr_g: float = 0.1
-    momentum_g: float = 0.5
-    lr_d: float = 0.1
-    momentum_d: float = 0.5
-    optimizer: str = "sgd"  # sgd (paper) | adam (ours: short CPU runs)
-    adam_lr: float = 1e-3  # (ours) used when optimizer == "adam", for G and D
-    n_gd: int = 5  # generator updates per discriminator update
-    d_schedule: str = "step"  # step: D once every n_gd G steps | epoch: D through every n_gd-th epoch (ours)
-    lam: float = 0.1  # weight of the moving-average adversarial loss
-    ma_k: int = 10  # epochs in the moving average (ours: the paper does not give k)
-    grid_every: int = 10  # epochs between image grids of fixed validation sounds
-    informativity: str = ""  # folder of informativity classifiers: informativity per epoch (optional)
-    informativity_every: int = 1  # epochs between informativity measurements
-    informativity_samples: int = 4  # pictures per test sound for it
-    # below width 1: auto/on: the generator's dropout scaled to the width and no BatchNorm before
-    # the RGB tanh (nets/generator.py, docs/training.md); off: the paper's network at every width
-    narrow_generator: str = "auto"
-
-
 def from_dict(cls, d: dict):
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in d.items() if k in names})

@@ -4,8 +4,8 @@ The sound goes through the very front end the shards were built with (`s2i_data.
 and `s2i_data.features` for the log-mel), cut into the windows of the build the run learnt from
 (its checkpoint records segment seconds and sample rate: 1 s at 16 kHz for S2I); each window's embedding is
 turned into n images by the generator, whose test-time dropout makes them differ. Any model that
-offers `model.SoundToImage` with a ``norm`` and a ``window`` (`run.load_model`: S2I's `Translator`,
-AIVAE, AIVAEGAN) is imagined from the same way.
+offers `model.SoundToImage` with a ``norm`` and a ``window`` (`run.load_model`: any registered model,
+`s2i_model.models`) is imagined from the same way.
 
 Files come from anywhere, so a name is only ever a local file (`media.as_input`: ``concat:x.mp4``
 is a file called that, not an ffmpeg protocol), a recording of any length is decoded as a stream
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +29,10 @@ from s2i_data.untrusted import audio_samples, path_shown, printable
 from s2i_data.readers import Build
 from s2i_data.sources import VIDEO_EXTENSIONS
 
-from s2i_model.data import Normalizer, tensor_to_image
+from s2i_model.data import tensor_to_image
 from s2i_model import run as run_folder
-from s2i_model.device import pick_device
 from s2i_model.grid import save_grid
-from s2i_model.model import SoundToImage, seeded_pictures
+from s2i_model.model import SoundToImage
 
 AUDIO_EXTENSIONS = frozenset({"wav", "flac", "mp3", "ogg", "oga", "opus", "m4a", "aac", "wma", "aiff", "aif"})
 SILENCE = 1e-4  # peak amplitude under which there is nothing to hear
@@ -42,54 +41,6 @@ PICTURES_PER_CALL = 8  # generator batch for a file: bounds memory, costs no spe
 
 class ImagineError(Exception):
     """Unreadable, silent or too-short input: one line for the user."""
-
-
-@dataclass
-class Translator:
-    encoder: torch.nn.Module
-    generator: torch.nn.Module
-    norm: Normalizer
-    device: torch.device
-    build: dict = field(default_factory=lambda: dict(run_folder.LEGACY_BUILD))  # what it was trained on
-
-    @classmethod
-    def load(cls, run: Path, device: str = "auto") -> "Translator":
-        dev = pick_device(device)
-        state = run_folder.autoencoder_state(run, dev)
-        encoder, _, norm = run_folder.encoder_from(state, dev)
-        return cls(encoder, run_folder.load_generator(run, dev), norm, dev, run_folder.build_record(state))
-
-    @property
-    def window(self) -> tuple[float, int]:
-        """(seconds, sample rate) of the sound windows it hears: those of the build it learnt from."""
-        return float(self.build["segment_seconds"]), int(self.build["sample_rate"])
-
-    @torch.no_grad()
-    def embed(self, mels: np.ndarray) -> torch.Tensor:
-        x = torch.stack([self.norm(m) for m in mels]).to(self.device)
-        return self.encoder(x)
-
-    @torch.no_grad()
-    def images(self, z: torch.Tensor, n: int, seed: int | None = 0) -> torch.Tensor:
-        """[windows, n, 3, 96, 96]: n pictures per embedding (dropout stays on in eval mode), in
-        one generator call (a long file goes through `pictures`)."""
-        return next(seeded_pictures(self.generator, z, n, seed))
-
-    @torch.no_grad()
-    def sound_pictures(self, mels: torch.Tensor, n: int, seed: int | None = 0) -> torch.Tensor:
-        """`model.SoundToImage`: normalised log-mels → [B, n, 3, 96, 96]."""
-        return self.images(self.encoder(mels.to(self.device)), n, seed)
-
-    @torch.no_grad()
-    def pictures(self, z: torch.Tensor, n: int, seed: int = 0, per_call: int = 8) -> np.ndarray:
-        """uint8 [windows, n, H, W, 3]: `images` drawn ``per_call`` pictures at a time (whole
-        windows, at least one) and turned into bytes as they come, so a long file never holds its
-        pictures as floats (60 x 8 pictures: 13 MB instead of 53) nor more than one call's
-        activations (3.4 GB for 480 pictures at full width): the process stays under 400 MB RSS
-        (bench/imagine.py)."""
-        chunks = [x.float().clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 1, 3, 4, 2).cpu().numpy()
-                  for x in seeded_pictures(self.generator, z, n, seed, per_call)]
-        return np.concatenate(chunks)
 
 
 @torch.no_grad()

@@ -1,5 +1,5 @@
 """What a sound-to-image model offers the rest of s2i, so that evaluate, imagine, sample and report
-take any model that offers it (S2I's `imagine.Translator` is one; the comparison models are next).
+take any model that offers it (every registered model's loader returns one: `s2i_model.models`).
 
 - `SoundToImage`: a batch of sound windows (normalised log-mels) → n pictures each.
 - `Trainer`: a config (with its build and run folder) → a run folder holding the trained model.

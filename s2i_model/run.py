@@ -1,36 +1,36 @@
-"""The run folder: what a trained S2I run holds, its file names, and each trained net loaded back.
+"""The run folder, whatever model it holds: which model that is, its checkpoints read once, its build.
 
-    RUN/autoencoder.pt   stage 1: the audio autoencoder, its normaliser, config and build record
-    RUN/embeddings.pt    the frozen encoder's embedding of every split (a cache, tagged with the build)
-    RUN/translator.pt    stage 2: G and D, their optimisers, config and build record
+    RUN/model.json       {"model": NAME}: the registry name of the model trained here (s2i_model.models)
+    RUN/<checkpoint>     the model's own files, named in its folder (S2I: autoencoder.pt, translator.pt)
+    RUN/embeddings.pt    a model's cached embedding of every split, where it keeps one (S2I)
+    RUN/reference.json   a reference row instead of a model (evaluate/reference.py)
     RUN/metrics.jsonl, RUN/tensorboard/, RUN/grids/      what training logged
     RUN/evaluation.json, RUN/evaluation-grid.png         what `s2i-model evaluate` measured
     RUN/.lock            held (flock) by the one training or evaluation writing the folder
 
-Inference (imagine, evaluate, sample, live) reads a run through this module only and never
-imports a trainer; the trainers write these same names.
+`Run.open` reads the folder once: which model (RUN/model.json; for runs from before it, the
+built-in checkpoint names), each checkpoint loaded once and handed on, the model loaded once
+(`Run.model`, through the model's own loader). Inference never imports a trainer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
-from s2i_data import lock, untrusted
+from s2i_data import lock, storage, untrusted
 from s2i_data.readers import Build
 
-from s2i_model import checkpoint
-from s2i_model.config import AutoencoderConfig, from_dict
-from s2i_model.data import Normalizer
-from s2i_model.nets import AudioAutoencoder, DenseGenerator
+from s2i_model import checkpoint, models
 
-AUTOENCODER = "autoencoder.pt"
-TRANSLATOR = "translator.pt"
 EMBEDDINGS = "embeddings.pt"
 EVALUATION = "evaluation.json"
+REFERENCE = "reference.json"  # a reference row of a comparison (evaluate/reference.py): retrieval or real frames
+MODEL_RECORD = "model.json"
 LOCK = ".lock"
 
 
@@ -73,7 +73,8 @@ def writing(run: str | Path, hold: bool = True) -> Iterator[Path]:
 
 
 def check_build(build: Build) -> Build:
-    """``build`` when the S2I networks can take its samples; otherwise one line naming the setting."""
+    """``build`` when the networks can take its samples (every model here takes S2I's windows and
+    frames); otherwise one line naming the setting."""
     rec = build.record()
     if rec["frames"] != NET_INPUT["frames"]:
         raise RunError(f"{build} was built with --segment-seconds {rec['segment_seconds']:g} "
@@ -107,20 +108,7 @@ def build_record(state: dict) -> dict:
     return {**rec, "segment_seconds": seconds, "sample_rate": rate}
 
 
-def autoencoder_state(run: str | Path, device: torch.device | str = "cpu", log=None, finished: bool = True) -> dict:
-    """The stage-1 checkpoint, refused when absent (or, with ``finished``, not trained to the end),
-    and checked (`check_autoencoder`) before anything is built from it."""
-    run = Path(run)
-    state = checkpoint.load(run / AUTOENCODER, device, log)
-    if state is None:
-        raise RunError(f"{run / AUTOENCODER} not found: train the autoencoder first (s2i-model train-autoencoder)")
-    cfg = check_autoencoder(state, run / AUTOENCODER)
-    if finished and state["epoch"] < cfg.epochs:
-        raise RunError(f"the autoencoder in {run} is at epoch {state['epoch']} of {cfg.epochs}: finish it first")
-    return state
-
-
-def _common(state: dict, where: Path | str) -> dict:
+def common(state: dict, where: Path | str) -> dict:
     """What every checkpoint of a run holds and readers use: whole epochs, a config (naming its
     build, where it does)."""
     untrusted.epoch(state.get("epoch"), f"{where}: epoch")
@@ -130,233 +118,140 @@ def _common(state: dict, where: Path | str) -> dict:
     return cfg
 
 
-def check_autoencoder(state: dict, where: Path | str) -> AutoencoderConfig:
-    """The autoencoder a checkpoint describes, once its sizes are in range, its weights exactly
-    those of that network, and its normaliser usable."""
-    raw = untrusted.net_config(_common(state, where), str(where), "emb", "width")
-    untrusted.epoch(raw.get("epochs", 0), f"{where}: config.epochs")
-    cfg = from_dict(AutoencoderConfig, raw)
-    checkpoint.check_net(lambda: AudioAutoencoder(cfg.emb, cfg.width), state.get("model"), f"{where}: model")
-    untrusted.normaliser(state.get("normalizer"), f"{where}: normalizer")
-    return cfg
+def read_reference(run: str | Path) -> dict:
+    """RUN/reference.json, checked (`untrusted.reference`): what a reference row is, its build, its space."""
+    path = Path(run) / REFERENCE
+    try:
+        record = untrusted.json_value(untrusted.capped_read(path, 1 << 20, str(path)), str(path))
+        return dict(untrusted.reference(record, str(path)))
+    except OSError as e:
+        raise RunError(f"{path} cannot be read: {e.strerror or e}") from None
+    except untrusted.Untrusted as e:
+        raise RunError(f"{e}: not a reference written by `s2i-model reference`") from None
 
 
-def load_encoder(run: str | Path, device: torch.device | str = "cpu",
-                 log=None) -> tuple[torch.nn.Module, AutoencoderConfig, Normalizer]:
-    """The trained, frozen encoder (eval mode, no gradients), its config and its normaliser."""
-    return encoder_from(autoencoder_state(run, device, log), device)
-
-
-def encoder_from(state: dict, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, AutoencoderConfig, Normalizer]:
-    """The encoder of a checkpoint `autoencoder_state` has checked."""
-    cfg = from_dict(AutoencoderConfig, untrusted.net_config(state["config"], AUTOENCODER, "emb", "width"))
-    ae = AudioAutoencoder(cfg.emb, cfg.width)
-    ae.load_state_dict(state["model"])
-    encoder = ae.encoder.to(device).eval()
-    for p in encoder.parameters():
-        p.requires_grad_(False)
-    return encoder, cfg, Normalizer(**untrusted.normaliser(state["normalizer"], AUTOENCODER))
-
-
-def translator_state(run: str | Path, device: torch.device | str = "cpu", log=None) -> dict:
-    """The stage-2 checkpoint, its generator's sizes and weights checked (`generator_maker`)."""
+def record_model(run: str | Path, name: str) -> None:
+    """RUN/model.json names the model trained in ``run`` (written before its first stage trains);
+    a folder that holds another model is refused."""
     run = Path(run)
-    state = checkpoint.load(run / TRANSLATOR, device, log)
-    if state is None:
-        raise RunError(f"{run} holds no trained translator ({TRANSLATOR}): run s2i-model train-translator")
-    return check_translator(state, run / TRANSLATOR)
+    held = run_model(run) if run.is_dir() and any(run.iterdir()) else None
+    if held is not None and held != name:
+        raise RunError(f"{run} holds a {held} run: train {name} in another --run")
+    if _recorded_model(run) is None:
+        run.mkdir(parents=True, exist_ok=True)
+        storage.atomic_write(run / MODEL_RECORD, json.dumps({"model": name}))
 
 
-def check_translator(state: dict, where: Path | str) -> dict:
-    """A translator checkpoint whose recorded autoencoder sizes are in range and whose generator
-    weights are exactly those of the generator they describe."""
-    _common(state, where)
-    checkpoint.check_net(generator_maker(state, where), state.get("G"), f"{where}: G")
-    return state
-
-
-def generator_maker(state: dict, where: Path | str):
-    """What builds a translator checkpoint's generator: its recorded autoencoder's E and width, in range."""
-    ae = untrusted.net_config(state.get("autoencoder"), str(where), "emb", "width", section="autoencoder")
-    narrow = generator_narrow(state)
-    return lambda: DenseGenerator(ae["emb"], ae["width"], narrow=narrow)
-
-
-def generator_narrow(state: dict | None) -> bool | None:
-    """Whether a translator checkpoint's generator has the narrow-width adaptations
-    (`DenseGenerator`'s ``narrow``): as the checkpoint records; for one that does not say (from
-    before they existed, or written by other code), whether its weights hold a BatchNorm before
-    the RGB output; None (the width decides) for no checkpoint."""
-    if state is None:
+def _recorded_model(run: Path) -> str | None:
+    path = run / MODEL_RECORD
+    if not path.is_file() and not path.is_symlink():
         return None
-    gen = state.get("generator") or {}
-    said = gen.get("narrow") if isinstance(gen, dict) else gen
-    if said is not None:
-        if not isinstance(said, bool):
-            raise untrusted.Untrusted(f"{TRANSLATOR}: generator.narrow {said!r} is not true or false")
-        return said
-    return "layers.transition6.1.weight" not in untrusted.mapping(state.get("G") or {}, f"{TRANSLATOR}: G")
-
-
-def load_generator(run: str | Path, device: torch.device | str = "cpu") -> torch.nn.Module:
-    """The trained generator in eval mode (its test-time dropout stays on: one sound, many pictures)."""
-    state = translator_state(run, device)
-    G = generator_maker(state, Path(run) / TRANSLATOR)()
-    G.load_state_dict(state["G"])
-    return G.to(device).eval()
-
-
-# ---- any model's run folder (S2I or a comparison model, docs/models.md)
-#     RUN/aivae.pt, RUN/aivaegan.pt, RUN/mmgan.pt    a comparison model: its networks, optimisers, config,
-#     build record (mmgan: all three stages and the stage it is at)
-AIVAE = "aivae.pt"
-AIVAEGAN = "aivaegan.pt"
-MMGAN = "mmgan.pt"
-SOUND2SCENE = "sound2scene.pt"
-REFERENCE = "reference.json"  # a reference row of a comparison (evaluate/reference.py): retrieval or real frames
-MODEL_FILES = {"s2i": TRANSLATOR, "aivae": AIVAE, "aivaegan": AIVAEGAN, "mmgan": MMGAN, "sound2scene": SOUND2SCENE}
+    try:
+        record = untrusted.json_value(untrusted.capped_read(path, 4096, str(path)), str(path))
+        name = untrusted.name(untrusted.mapping(record, str(path)).get("model"), f"{path}: model")
+    except OSError as e:
+        raise RunError(f"{path} cannot be read: {e.strerror or e}") from None
+    except untrusted.Untrusted as e:
+        raise RunError(str(e)) from None
+    if name in models.REFERENCES:
+        raise RunError(f"{path}: {name!r} is a reference row, not a trained model")
+    return name
 
 
 def run_model(run: str | Path) -> str:
-    """Which model a run folder holds, from its checkpoint's name (a current or previous copy)."""
+    """Which model a run folder holds: a reference row's kind, RUN/model.json's name, or (for a run
+    from before that file) the built-in model whose checkpoint is there (S2I when none is)."""
     run = Path(run)
     if (run / REFERENCE).is_file():
-        from s2i_model.evaluate.reference import read_reference
-
         return read_reference(run)["model"]
-    for name, file in MODEL_FILES.items():
-        if name != "s2i" and ((run / file).exists() or checkpoint.previous(run / file).exists()):
+    if (named := _recorded_model(run)) is not None:
+        return named
+    for name, file in models.model_files().items():
+        if name != models.DEFAULT and ((run / file).exists() or checkpoint.previous(run / file).exists()):
             return name
-    return "s2i"
+    return models.DEFAULT
 
 
-def model_path(run: str | Path, model: str) -> Path:
-    """The file a run's model lives in: its checkpoint, or a reference row's record."""
-    return Path(run) / (REFERENCE if (Path(run) / REFERENCE).is_file() else MODEL_FILES[model])
+class Run:
+    """A run folder opened once: its model's name and registry entry, each checkpoint read once
+    (`state`), the final one checked (`final`), the model built once per device (`model`)."""
 
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.name = run_model(self.path)
+        try:
+            self.spec = models.get(self.name)
+        except models.RegistryError as e:
+            raise RunError(f"{self.path}: {e}") from None
+        self._states: dict[str, dict | None] = {}
+        self._loaded: dict[str, object] = {}
 
-def model_state(run: str | Path, device: torch.device | str = "cpu", log=None) -> tuple[str, dict]:
-    """(model name, its final-stage checkpoint): translator.pt for S2I, RUN/<model>.pt otherwise."""
-    model = run_model(run)
-    if model == "s2i":
-        return model, translator_state(run, device, log)
-    if (Path(run) / REFERENCE).is_file():  # a reference row: nothing trained, its record stands in
-        from s2i_model.evaluate.reference import read_reference
+    @classmethod
+    def open(cls, path: "str | Path | Run") -> "Run":
+        return path if isinstance(path, Run) else cls(path)
 
-        record = read_reference(Path(run))
-        return model, {"config": {"data": record["data"]}, "epoch": None, "build": record["build"], "reference": record}
-    state = checkpoint.load(Path(run) / MODEL_FILES[model], device, log)
-    if state is None:  # pragma: no cover - run_model saw the file
-        raise RunError(f"{run} holds no trained {model}")
-    _common(state, Path(run) / MODEL_FILES[model])
-    return model, state
-
-
-class VaeModel:
-    """A trained AIVAE / AIVAEGAN as a `model.SoundToImage`: n pictures of a sound are n draws of
-    the latent f ~ q(f|a), decoded (`seeded_pictures`' seeding rule)."""
-
-    def __init__(self, name: str, vae: torch.nn.Module, norm: Normalizer, device: torch.device, build: dict) -> None:
-        self.name, self.vae, self.norm, self.device, self.build = name, vae, norm, device, build
+    def __str__(self) -> str:
+        return str(self.path)
 
     @property
-    def window(self) -> tuple[float, int]:
-        return float(self.build["segment_seconds"]), int(self.build["sample_rate"])
+    def is_reference(self) -> bool:
+        return self.name in models.REFERENCES
 
-    @torch.no_grad()
-    def embed(self, mels: torch.Tensor) -> torch.Tensor:
-        """The posterior means μ of normalised log-mels: what the sound says, without the draw."""
-        return self.vae.encode(mels.to(self.device))[0]
+    def state(self, file: str, device: torch.device | str = "cpu", log=None) -> dict | None:
+        """RUN/``file`` loaded once (weights only, `checkpoint.load`), or None when the run holds none."""
+        if file not in self._states:
+            self._states[file] = checkpoint.load(self.path / file, device, log)
+        return self._states[file]
 
-    @torch.no_grad()
-    def sound_pictures(self, mels: torch.Tensor, n: int, seed: int | None = 0) -> torch.Tensor:
-        from s2i_model.model import seeded_pictures
+    def final(self, device: torch.device | str = "cpu", log=None) -> dict:
+        """The model's final checkpoint, its epoch and config checked (a reference row: its record)."""
+        if self.is_reference:
+            record = read_reference(self.path)
+            return {"config": {"data": record["data"]}, "epoch": None, "build": record.get("build"), "reference": record}
+        state = self.state(self.spec.checkpoint, device, log)
+        if state is None:
+            raise RunError(f"{self.path} holds no trained {self.name} ({self.spec.checkpoint}): train it first "
+                           f"(s2i-model train --model {self.name})")
+        common(state, self.path / self.spec.checkpoint)
+        return state
 
-        return next(seeded_pictures(self.vae.pictures, mels.to(self.device), n, seed))
+    @property
+    def file(self) -> Path:
+        """The file the trained model lives in: its final checkpoint, or a reference row's record."""
+        return self.path / (REFERENCE if self.is_reference else self.spec.checkpoint)
 
+    def model(self, device: torch.device | str = "auto"):
+        """The trained model as a `model.SoundToImage`, through its own loader, built once per device."""
+        from s2i_model.device import pick_device
 
-class MmganModel(VaeModel):
-    """A trained multimodal-feature GAN as a `model.SoundToImage`: sound → its multimodal feature →
-    G1 → G2; n pictures of a sound differ by the U-Nets' test-time dropout (pix2pix's noise)."""
-
-    @torch.no_grad()
-    def embed(self, mels: torch.Tensor) -> torch.Tensor:
-        """The multimodal features of normalised log-mels (the hidden layer before its activation)."""
-        return self.vae.sound_feature(mels.to(self.device))
-
-
-class Sound2SceneModel(VaeModel):
-    """A trained Sound2Scene as a `model.SoundToImage`: sound → the audio encoder's feature → the
-    frozen IC-GAN generator; n pictures of a sound are n noise vectors (the paper's inference)."""
-
-    @torch.no_grad()
-    def embed(self, mels: torch.Tensor) -> torch.Tensor:
-        """The audio features (unit norm) of normalised log-mels: where sounds land in the visual space."""
-        return self.vae.audio_encoder(mels.to(self.device))
-
-
-def load_model(run: str | Path, device: torch.device | str = "auto"):
-    """The run's trained model as a `model.SoundToImage`: `imagine.Translator` for an S2I run,
-    `VaeModel` for an AIVAE or AIVAEGAN run, `MmganModel` for a multimodal-feature GAN run.
-    Inference imports no trainer."""
-    from s2i_model.device import pick_device
-
-    dev = pick_device(str(device))
-    model = run_model(run)
-    if model == "s2i":
-        from s2i_model.imagine import Translator
-
-        return Translator.load(Path(run), str(device))
-    if (Path(run) / REFERENCE).is_file():
-        from s2i_model.evaluate.reference import load_reference
-
-        return load_reference(Path(run), str(device))
-    _, state = model_state(run, dev)
-    where = str(Path(run) / MODEL_FILES[model])
-    if model in ("sound2scene", "mmgan") and not isinstance(state.get("stage"), str):
-        raise untrusted.Untrusted(f"{where}: stage {state.get('stage')!r} is not a stage name")
-    norm = Normalizer(**untrusted.normaliser(state.get("normalizer"), f"{where}: normalizer"))
-    if model == "sound2scene":
-        from s2i_model.nets.sound2scene import Sound2Scene
-
-        if state["stage"] != "audio":
-            raise RunError(f"Sound2Scene in {run} is still at its {state['stage']} stage: finish training it first")
-        width = untrusted.net_config(state["config"], where, "width")["width"]
-        net = checkpoint.build(lambda: Sound2Scene(width), state.get("nets"), f"{where}: nets")
-        return Sound2SceneModel(model, net.to(dev).eval(), norm, dev, build_record(state))
-    if model == "mmgan":
-        from s2i_model.nets.mmgan import MmGan
-
-        if state["stage"] != "gan":
-            raise RunError(f"the multimodal-feature GAN in {run} is still at its {state['stage']} stage: "
-                           "finish training it first")
-        classes = untrusted.number(state.get("classes"), f"{where}: classes", **untrusted.NET_SIZES["classes"])
-        width = untrusted.net_config(state["config"], where, "width")["width"]
-        net = checkpoint.build(lambda: MmGan(classes, width), state.get("nets"), f"{where}: nets")
-        return MmganModel(model, net.to(dev).eval(), norm, dev, build_record(state))
-    from s2i_model.nets.aivae import MODELS
-
-    cfg = untrusted.net_config(state["config"], where, "latent", "width")
-    vae = checkpoint.build(lambda: MODELS[model](cfg["latent"], cfg["width"]), state.get("vae"), f"{where}: vae")
-    return VaeModel(model, vae.to(dev).eval(), norm, dev, build_record(state))
+        dev = pick_device(str(device))
+        if str(dev) not in self._loaded:
+            self._loaded[str(dev)] = models.resolve(self.spec.load)(self, dev)
+        return self._loaded[str(dev)]
 
 
-# ---- what a comparison states about each model (s2i_model/evaluate/report.py)
-# The labels each model's training reads besides the sound-frame pairs, declared here once: a
-# model that learns from class labels is not on equal terms with one that learns from pairs alone.
-LABELS_USED = {
-    "s2i": "none (sound-frame pairs only)",
-    "aivae": "none (sound-frame pairs only)",
-    "aivaegan": "none (sound-frame pairs only)",
-    "mmgan": "class labels",
-    "sound2scene": "none (frames alone, then sound-frame pairs)",
-    "retrieval": "none (copies train frames; the space is its model's)",
-    "real": "none (the test sound's own frame: the ceiling)",
-}
+def model_state(run: "str | Path | Run", device: torch.device | str = "cpu", log=None) -> tuple[str, dict]:
+    """(model name, its final checkpoint) of a run folder."""
+    r = Run.open(run)
+    return r.name, r.final(device, log)
+
+
+def model_path(run: "str | Path | Run", model: str | None = None) -> Path:
+    """The file a run's model lives in: its checkpoint, or a reference row's record."""
+    return Run.open(run).file
+
+
+def load_model(run: "str | Path | Run", device: torch.device | str = "auto"):
+    """Any run's trained model as a `model.SoundToImage` (`Run.model`)."""
+    return Run.open(run).model(device)
 
 
 def labels_used(model: str) -> str:
-    return LABELS_USED.get(model, "not declared")
+    """What a model's training reads besides the sound-frame pairs, as its registry entry says."""
+    try:
+        return models.get(model).labels_used
+    except models.RegistryError:
+        return "not declared"
 
 
 def parameter_count(model) -> int:

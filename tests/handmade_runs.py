@@ -11,9 +11,10 @@ import torch
 
 from s2i_data.readers import Build
 
-from s2i_model import checkpoint
+from s2i_model import checkpoint, models
+from s2i_model.models.s2i import AUTOENCODER, TRANSLATOR
 from s2i_model import run as run_folder
-from s2i_model.config import AutoencoderConfig, TranslatorConfig
+from s2i_model.models.s2i.config import AutoencoderConfig, TranslatorConfig
 from s2i_model.data import Normalizer
 
 EMB, WIDTH = 64, 0.0625  # the test preset's sizes
@@ -22,7 +23,7 @@ EMB, WIDTH = 64, 0.0625  # the test preset's sizes
 def s2i_run(data: Path, run: Path, seed: int = 0, emb: int = EMB, width: float = WIDTH) -> Path:
     """RUN/autoencoder.pt and RUN/translator.pt of an untrained S2I (seeded): a finished run to
     `run.load_model`, with the build's normaliser; no epoch was trained."""
-    from s2i_model.nets import AudioAutoencoder, DenseGenerator
+    from s2i_model.models.s2i.nets import AudioAutoencoder, DenseGenerator
 
     build = Build.open(str(data))
     torch.manual_seed(seed)
@@ -30,8 +31,8 @@ def s2i_run(data: Path, run: Path, seed: int = 0, emb: int = EMB, width: float =
     common = {"epoch": 1, "normalizer": Normalizer.from_build(build).to_dict(), "build": build.record()}
     ae_cfg = AutoencoderConfig(data=str(data), run=str(run), emb=emb, width=width, epochs=1)
     run.mkdir(parents=True, exist_ok=True)
-    checkpoint.save(run / run_folder.AUTOENCODER, {"model": ae.state_dict(), "config": ae_cfg.to_dict(), **common})
-    checkpoint.save(run / run_folder.TRANSLATOR, {
+    checkpoint.save(run / AUTOENCODER, {"model": ae.state_dict(), "config": ae_cfg.to_dict(), **common})
+    checkpoint.save(run / TRANSLATOR, {
         "G": gen.state_dict(), "config": TranslatorConfig(data=str(data), run=str(run), epochs=1).to_dict(),
         "autoencoder": ae_cfg.to_dict(), "generator": {"narrow": gen.narrow}, **common})
     return run
@@ -40,14 +41,14 @@ def s2i_run(data: Path, run: Path, seed: int = 0, emb: int = EMB, width: float =
 def vae_run(data: Path, run: Path, model: str = "aivae", seed: int = 0, latent: int = EMB,
             width: float = WIDTH) -> Path:
     """RUN/<model>.pt of an untrained AIVAE or AIVAEGAN (seeded), as its trainer saves it."""
-    from s2i_model.nets.aivae import MODELS
-    from s2i_model.train.aivae import AivaeConfig
+    from s2i_model.models.aivae.nets import MODELS
+    from s2i_model.models.aivae.config import AivaeConfig
 
     build = Build.open(str(data))
     torch.manual_seed(seed)
     cfg = {**AivaeConfig(data=str(data), run=str(run), latent=latent, width=width, epochs=1).to_dict(), "model": model}
     run.mkdir(parents=True, exist_ok=True)
-    checkpoint.save(run / run_folder.MODEL_FILES[model], {
+    checkpoint.save(run / models.get(model).checkpoint, {
         "model": model, "vae": MODELS[model](latent, width).state_dict(), "epoch": 1, "config": cfg,
         "normalizer": Normalizer.from_build(build).to_dict(), "build": build.record()})
     return run

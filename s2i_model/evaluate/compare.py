@@ -5,7 +5,7 @@ Everything measured comes from each run's evaluation.json (one `evaluate` for ev
 same build, split, pictures per sound, seed and real-frame classifier when `make compare` ran
 it); what evaluation.json does not hold is read here: the parameters of the loaded model
 (`run.parameter_count`), the training time and throughput (RUN/metrics.jsonl), and the labels
-each model's training used (`run.LABELS_USED`). `report.write_report` calls `comparison` when
+each model's training used (its registry entry, `s2i_model.models`). `report.write_report` calls `comparison` when
 the runs under its folder hold more than one model.
 """
 
@@ -22,13 +22,12 @@ from s2i_data import storage
 from s2i_data.readers import Build
 
 from s2i_model import run as run_folder
+from s2i_model import models as registry
 from s2i_model.data import ShardStream, tensor_to_image
 from s2i_model.evaluate.history import log_rows
 from s2i_model.grid import LABEL_W, PAD, save_grid
 
 HEADER = 18  # px above the grid naming each model's columns
-# a model's place in the table: the translator first, then its comparison models in paper order
-ORDER = ["s2i", "aivae", "aivaegan", "mmgan", "sound2scene", "retrieval", "real"]
 
 
 def training_cost(run: Path) -> dict:
@@ -63,7 +62,10 @@ def figure_width(per_item: float, items: int) -> float:
 
 
 def sort_runs(runs: list[dict]) -> list[dict]:
-    return sorted(runs, key=lambda r: (ORDER.index(r["model"]) if r["model"] in ORDER else len(ORDER),
+    # a model's place in the table: the registry's order (the translator first, its comparison
+    # models in paper order, models of other packages, then the reference rows)
+    order = registry.names(include_references=True)
+    return sorted(runs, key=lambda r: (order.index(r["model"]) if r["model"] in order else len(order),
                                        r["model"], r["name"]))
 
 

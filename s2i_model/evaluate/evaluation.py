@@ -27,7 +27,7 @@ from s2i_model import run as run_folder
 from s2i_model.data import ShardStream
 from s2i_model.evaluate.fid import InceptionFeatures, frechet_distance, kernel_distance
 from s2i_model.evaluate.history import aggregates, informativity_history, pixel_loss_ma, read_rows
-from s2i_model.imagine import Translator, imagine_split
+from s2i_model.imagine import imagine_split
 from s2i_model.evaluate.informativity import FILE as JUDGES_FILE
 from s2i_model.evaluate.informativity import Judges
 from s2i_model.evaluate.reference import RealFrames
@@ -145,7 +145,8 @@ def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
 
 
 def _evaluate(cfg: EvalConfig, run: Path, force: bool, log) -> dict:
-    model, state = run_folder.model_state(run)
+    opened = run_folder.Run.open(run)  # each checkpoint read once, the model built once
+    model, state = opened.name, opened.final()
     rows = read_rows(run)  # the training history, checked before any measuring
     data = cfg.data or state["config"].get("data")
     if not data:
@@ -155,12 +156,12 @@ def _evaluate(cfg: EvalConfig, run: Path, force: bool, log) -> dict:
     build = run_folder.check_build(Build.open(data, skip_bad=cfg.skip_bad_samples))
     judges_path = str(Path(cfg.informativity) / JUDGES_FILE) if cfg.informativity else ""
     ident = {"config": {k: v for k, v in asdict(cfg).items() if k not in ("device", "batch_sounds", "skip_bad_samples")},
-             "translator_epoch": state["epoch"], "translator": _stamp(str(run_folder.model_path(run, model))),
+             "translator_epoch": state["epoch"], "translator": _stamp(str(opened.file)),
              "judges": _stamp(judges_path) if judges_path else [],
              "data": data if storage.is_remote(data) else str(Path(data).resolve())}
     if "reference" in state and state["reference"].get("space"):  # retrieval: its space's model counts too
         space = Path(state["reference"]["space"])
-        ident["space"] = _stamp(str(run_folder.model_path(space, run_folder.run_model(space))))
+        ident["space"] = _stamp(str(run_folder.model_path(space)))
     out_path = run / RESULT
     old = _earlier_result(out_path) if not force else None
     if old is not None and old.get("ident") == ident:
@@ -169,7 +170,7 @@ def _evaluate(cfg: EvalConfig, run: Path, force: bool, log) -> dict:
 
     # ---- the judges: informativity classifiers, the real-frame classifier, Inception
     classes = build.classes
-    tr = run_folder.load_model(run, cfg.device)
+    tr = opened.model(cfg.device)
     dev = str(tr.device)
     judges = Judges.load(Path(cfg.informativity), dev) if cfg.informativity else None
     proxy = frame_classifier(build, len(classes), Path(cfg.proxy_cache) if cfg.proxy_cache else run / "frame-classifier.pt",
@@ -183,8 +184,8 @@ def _evaluate(cfg: EvalConfig, run: Path, force: bool, log) -> dict:
     def pictures(mels: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         if isinstance(tr, RealFrames):  # the ceiling row: the sound's own frame
             return tr.pictures_of_real(real, n).float()
-        if isinstance(tr, Translator):  # the embeddings too, for the ceiling (the encoder draws no noise)
-            zs.append(tr.encoder(mels).float().cpu())
+        if hasattr(tr, "embed"):  # the embeddings too, for the ceiling (an embedding draws no noise)
+            zs.append(tr.embed(mels).float().cpu())
         return tr.sound_pictures(mels, n, seed=None).flatten(0, 1).float().cpu()
 
     measured = measure(pictures, build, cfg.split, proxy, classes, n, tr.norm, dev, cfg.batch_sounds, cfg.seed,
@@ -200,12 +201,14 @@ def _evaluate(cfg: EvalConfig, run: Path, force: bool, log) -> dict:
 
     # ---- what the training history says (informativity per epoch, pixel loss)
     hist = informativity_history(rows)
+    # the size of what a model draws from: the autoencoder's E its final checkpoint records, else its
+    # config's latent (None where a model has neither)
+    sizes = state["autoencoder"] if isinstance(state.get("autoencoder"), dict) else state["config"]
     result = {
         "ident": ident, "run": str(run), "data": str(data), "split": cfg.split, "samples_per_sound": n,
         "model": model,
         # the size of what a model draws from: S2I's embedding, a VAE's latent (None where a model has neither)
-        "emb": state["autoencoder"]["emb"] if model == "s2i" else state["config"].get("latent"),
-        "width": (state["autoencoder"] if model == "s2i" else state["config"]).get("width"), "epoch": state.get("epoch"),
+        "emb": sizes.get("emb", sizes.get("latent")), "width": sizes.get("width"), "epoch": state.get("epoch"),
         "classes": classes, "per_class": per_class, "mean": mean, "proxies": proxies,
         "embedding_separability": ceiling,
         "informativity_judges": cfg.informativity or None,

@@ -168,14 +168,14 @@ def embedding_separability(run: str | Path, data: str | Path, split: str = "test
                            classifier: torch.nn.Module | None = None) -> dict:
     """`separability` of a run's frozen encoder: train embeddings against ``split``'s; with a
     real-frame ``classifier``, also ``linear``: `linear_decoder_agreement`."""
-    from s2i_model.run import load_encoder
+    from s2i_model.run import load_model
 
-    encoder, _, norm = load_encoder(Path(run), torch.device(device))
+    embed = load_model(Path(run), device).embed
     out = {}
     for name in ("train", split):
         mels, images, cls, _ = load_split(data, name)
         with torch.no_grad():
-            z = torch.cat([encoder(b.to(device)).float().cpu() for b in mels.split(256)]) if len(mels) else torch.zeros(0)
+            z = torch.cat([embed(b.to(device)).float().cpu() for b in mels.split(256)]) if len(mels) else torch.zeros(0)
         out[name] = (z, cls, images)
     (train_z, train_cls, train_images), (test_z, test_cls, _) = out["train"], out[split]
     found = separability(train_z, train_cls, test_z, test_cls)

@@ -29,11 +29,9 @@ KINDS = ("retrieval", "real")
 
 
 def sound_embedding(model, mels: torch.Tensor) -> torch.Tensor:
-    """A loaded model's audio space for normalised log-mels: S2I's encoder, else its ``embed``."""
-    encoder = getattr(model, "encoder", None)
+    """A loaded model's audio space for normalised log-mels: its ``embed``."""
     with torch.no_grad():
-        z = encoder(mels.to(model.device)) if encoder is not None else model.embed(mels)
-    return z.float().flatten(1)
+        return model.embed(mels.to(model.device)).float().flatten(1)
 
 
 class RetrievalModel:
@@ -99,12 +97,13 @@ def write_reference(kind: str, out: Path, data: str = "", space: Path | None = N
     if kind == "retrieval":
         if space is None:
             raise run_folder.RunError("retrieval needs --space RUN: a trained model's run folder")
-        model = run_folder.load_model(space, "cpu")  # refuses an unfinished or foreign run in one line
-        if not (hasattr(model, "encoder") or hasattr(model, "embed")):
+        opened = run_folder.Run.open(space)
+        model = opened.model("cpu")  # refuses an unfinished or foreign run in one line
+        if not hasattr(model, "embed"):
             raise run_folder.RunError(f"the model in {space} has no audio space to search")
-        _, state = run_folder.model_state(space)
+        state = opened.final()
         data = data or state["config"]["data"]
-        record = {"model": "retrieval", "space": str(Path(space).resolve()), "space_model": run_folder.run_model(space),
+        record = {"model": "retrieval", "space": str(Path(space).resolve()), "space_model": opened.name,
                   "data": data, "build": run_folder.build_record(state)}
     else:
         if not data:
@@ -121,23 +120,11 @@ def write_reference(kind: str, out: Path, data: str = "", space: Path | None = N
     return record
 
 
-def read_reference(run: Path) -> dict:
-    try:
-        record = json.loads((Path(run) / FILE).read_text())
-    except (OSError, ValueError) as e:
-        raise run_folder.RunError(f"{run}/{FILE} cannot be read: {e}") from None
-    if not isinstance(record, dict) or record.get("model") not in KINDS or not isinstance(record.get("data"), str) \
-            or (record["model"] == "retrieval" and not isinstance(record.get("space"), str)):
-        raise run_folder.RunError(f"{run}/{FILE} is not a reference written by `s2i-model reference`")
-    return record
-
-
-def load_reference(run: Path, device: str = "auto"):
-    from s2i_model.device import pick_device
-
-    record = read_reference(run)
+def load_reference(run: "run_folder.Run", device: torch.device):
+    """The registry's loader of the reference rows (`models.get("retrieval").load`)."""
+    record = run.final()["reference"]
     if record["model"] == "retrieval":
         return RetrievalModel.load(Path(record["space"]), record["data"], device)
     build = run_folder.check_build(Build.open(record["data"]))
-    return RealFrames(Normalizer.from_build(build), pick_device(device), build.record())
+    return RealFrames(Normalizer.from_build(build), device, build.record())
 

@@ -36,6 +36,7 @@ from s2i_data import storage, untrusted  # noqa: E402
 from s2i_model.evaluate.compare import per_class_bars, plot_text, save_figure  # noqa: E402
 from s2i_model.evaluate.evaluation import RESULT  # noqa: E402
 from s2i_model.evaluate.history import informativity_history, read_rows  # noqa: E402
+from s2i_model import models  # noqa: E402
 from s2i_model.run import REFERENCE  # noqa: E402
 
 GRID = "evaluation-grid.png"  # the run's own grid, by the name `evaluate` gives it; never a path from the JSON
@@ -107,7 +108,7 @@ def collect(root: Path) -> tuple[list[dict], dict[str, bytes]]:
         ident = ev.pop("ident")
         # how it was evaluated, so that a comparison can say whether its runs were measured alike
         ev["evaluated_with"] = ident["config"]
-        ev["model"] = ev["model"] or "s2i"  # evaluations from before other models existed
+        ev["model"] = ev["model"] or models.DEFAULT  # evaluations from before other models existed
         ev["name"] = untrusted.name(run.name or run.resolve().name, f"{run}: the run folder's name")
         ev["run"] = str(run)  # the folder it was found in, whatever the JSON says
         ev["history"] = _translator_history(run)
@@ -187,7 +188,7 @@ def _plot_versus_size(runs: list[dict], metric: str, label: str, path: Path) -> 
 
 
 def _run_label(r: dict) -> str:
-    return f"E = {r['emb']}" if r.get("model", "s2i") == "s2i" else plot_text(r["name"])
+    return f"E = {r['emb']}" if r.get("model", models.DEFAULT) == models.DEFAULT else plot_text(r["name"])
 
 
 def _pct(v) -> str:

@@ -1,11 +1,6 @@
-"""The four networks of SPEC 3 and the comparison models' (SPEC 6), each built in loops from one table of (channels, kernel, stride)."""
+"""The networks every model shares: the building blocks (`blocks`) and the informativity / real-frame
+judge (`informativity`). Each model's own networks live in its folder, `s2i_model/models/<name>/`."""
 
-from .aivae import Aivae, Aivaegan, ImageDiscriminator
-from .autoencoder import AudioAutoencoder, Decoder, Encoder
-from .discriminator import Discriminator
-from .generator import DenseGenerator
 from .informativity import InformativityClassifier
-from .mmgan import MmGan
 
-__all__ = ["Aivae", "Aivaegan", "AudioAutoencoder", "Decoder", "DenseGenerator", "Discriminator", "Encoder",
-           "ImageDiscriminator", "InformativityClassifier", "MmGan"]
+__all__ = ["InformativityClassifier"]

@@ -61,3 +61,25 @@ def conv_layers(module: nn.Module) -> int:
 
 def n_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def layer_table(net: nn.Module) -> list[dict]:
+    """Each weighted layer of ``net`` in order: its name, kind, shape and parameters (describe)."""
+    rows = []
+    for name, m in net.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            rows.append({"layer": name, "kind": "upconv" if isinstance(m, nn.ConvTranspose2d) else "conv",
+                         "in": m.in_channels, "out": m.out_channels, "kernel": list(m.kernel_size),
+                         "stride": list(m.stride), "padding": list(m.padding),
+                         "params": sum(p.numel() for p in m.parameters())})
+        elif isinstance(m, nn.Linear):
+            rows.append({"layer": name, "kind": "fc", "in": m.in_features, "out": m.out_features,
+                         "params": sum(p.numel() for p in m.parameters())})
+        elif isinstance(m, nn.BatchNorm2d):
+            rows.append({"layer": name, "kind": "batchnorm", "params": sum(p.numel() for p in m.parameters())})
+    return rows
+
+
+def described(nets: dict) -> dict:
+    """`s2i-model describe`'s JSON for a model's networks: conv layers, parameters, each weighted layer."""
+    return {k: {"conv_layers": conv_layers(m), "params": n_params(m), "layers": layer_table(m)} for k, m in nets.items()}

@@ -149,12 +149,17 @@ def optimizer_settings(kind: str, lr: float, momentum: float, adam_lr: float) ->
     return {"lr": lr, "momentum": momentum} if kind == "sgd" else {"lr": adam_lr}
 
 
+def set_hyperparameters(opt: torch.optim.Optimizer, **values) -> None:
+    # A resumed optimiser brings back its momentum buffers and also its old settings: the
+    # settings of the command being run win, so a rate can be changed on resume.
+    for group in opt.param_groups:
+        group.update(values)
+
+
 def restore_optimisers(opts: dict, scalers: dict, saved: dict, lrs: dict, where="the checkpoint") -> None:
     """A stage's optimisers and fp16 loss scalers as the checkpoint ``where`` left them (``saved``,
     from `optimiser_states`), each checked and at the learning rate of ``lrs`` (the command's: a
     resumed run may change it). Optimisers the checkpoint does not hold start fresh."""
-    from s2i_model.train.autoencoder import set_hyperparameters
-
     saved = untrusted.mapping(saved, f"{where}: opts")
     for k, o in opts.items():
         if k in saved:

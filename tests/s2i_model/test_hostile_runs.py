@@ -19,12 +19,16 @@ import soundfile
 import torch
 
 from s2i_model import checkpoint
-from s2i_model.config import AutoencoderConfig, TranslatorConfig
-from s2i_model.train.aivae import AivaeConfig, AivaeganConfig, train_vae
-from s2i_model.train.autoencoder import train_autoencoder
-from s2i_model.train.mmgan import MmganConfig, train_mmgan
-from s2i_model.train.sound2scene import Sound2SceneConfig, train_sound2scene
-from s2i_model.train.translator import train_translator
+from s2i_model.models.s2i.config import AutoencoderConfig, TranslatorConfig
+from s2i_model.models.aivae.train import train_vae
+from s2i_model.models.aivae.config import AivaeConfig
+from s2i_model.models.aivaegan.config import AivaeganConfig
+from s2i_model.models.s2i.train_autoencoder import train_autoencoder
+from s2i_model.models.mmgan.train import train_mmgan
+from s2i_model.models.mmgan.config import MmganConfig
+from s2i_model.models.sound2scene.train import train_sound2scene
+from s2i_model.models.sound2scene.config import Sound2SceneConfig
+from s2i_model.models.s2i.train_translator import train_translator
 
 QUIET = dict(log=lambda *_: None)
 LOOP = dict(batch_size=8, workers=0, grid_every=0, device="cpu")

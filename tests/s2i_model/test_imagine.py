@@ -24,12 +24,11 @@ from typer.testing import CliRunner
 from s2i_data import features, media
 from s2i_model import checkpoint
 from s2i_model.cli import app
-from s2i_model.config import AutoencoderConfig
+from s2i_model.models.s2i.config import AutoencoderConfig
 from s2i_model.imagine import ImagineError, sound_windows
-from s2i_model.nets import AudioAutoencoder, DenseGenerator
-from s2i_model.run import AUTOENCODER as AE_CKPT
-from s2i_model.run import TRANSLATOR as GAN_CKPT
-
+from s2i_model.models.s2i.nets import AudioAutoencoder, DenseGenerator
+from s2i_model.models.s2i import AUTOENCODER as AE_CKPT
+from s2i_model.models.s2i import TRANSLATOR as GAN_CKPT
 SR = 44100
 ROW = 96 + 4  # a grid row: one 96 px picture and the padding under it
 
@@ -233,7 +232,8 @@ def grid_picture(grid: np.ndarray, row: int, k: int) -> np.ndarray:
 
 @pytest.mark.parametrize("seconds, rows", [(3.6, 3), (2.99, 2), (1.0, 1)])
 def test_one_grid_row_per_whole_second_in_window_order(run, tmp_path, seconds, rows):
-    from s2i_model.imagine import Translator, imagine_file
+    from s2i_model.imagine import imagine_file
+    from s2i_model.models.s2i.load import Translator
 
     path = tmp_path / "s.wav"
     soundfile.write(path, noise(seconds, 7, 16000), 16000)  # 16 kHz: 1.0 s is exactly 16000 samples
@@ -275,7 +275,8 @@ def test_imagine_hears_what_the_build_stored(tiny_build):
 def test_pictures_follow_the_sound_not_the_name_or_the_call(run, tmp_path):
     """Same run, same seed: two sounds give different pictures; a sound gives the same pictures
     every time, under any name; another seed gives others (so "the same" is the seed's doing)."""
-    from s2i_model.imagine import Translator, imagine_file
+    from s2i_model.imagine import imagine_file
+    from s2i_model.models.s2i.load import Translator
 
     tr = Translator.load(run, "cpu")
     soundfile.write(tmp_path / "low.wav", tone(2.2, 300), SR)

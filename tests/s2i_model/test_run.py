@@ -13,11 +13,14 @@ import torch
 
 from s2i_data.readers import Build, decode_sample, iter_raw
 from s2i_model import checkpoint
-from s2i_model.config import AutoencoderConfig, TranslatorConfig
-from s2i_model.imagine import Translator, sound_windows
-from s2i_model.run import AUTOENCODER, EMBEDDINGS, RunError, check_build, load_encoder
-from s2i_model.train.autoencoder import train_autoencoder
-from s2i_model.train.translator import embedding_cache, train_translator
+from s2i_model.models.s2i.config import AutoencoderConfig, TranslatorConfig
+from s2i_model.imagine import sound_windows
+from s2i_model.models.s2i.load import Translator
+from s2i_model.run import EMBEDDINGS, RunError, check_build
+from s2i_model.models.s2i import AUTOENCODER
+from s2i_model.models.s2i.load import load_encoder
+from s2i_model.models.s2i.train_autoencoder import train_autoencoder
+from s2i_model.models.s2i.train_translator import embedding_cache, train_translator
 
 QUIET = dict(log=lambda *_: None)
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from s2i_model.config import AutoencoderConfig, TranslatorConfig
+from s2i_model.models.s2i.config import AutoencoderConfig, TranslatorConfig
 from s2i_model.evaluate.evaluation import EvalConfig, evaluate
-from s2i_model.train.autoencoder import train_autoencoder
-from s2i_model.train.translator import train_translator
+from s2i_model.models.s2i.train_autoencoder import train_autoencoder
+from s2i_model.models.s2i.train_translator import train_translator
 
 QUIET = dict(log=lambda *_: None)
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -66,8 +66,8 @@ def test_one_row_per_model_with_finite_numbers(compared):
 
 def test_parameters_are_those_of_the_networks_that_draw(compared):
     from s2i_model import run as run_folder
-    from s2i_model.nets import AudioAutoencoder, DenseGenerator
-    from s2i_model.nets.aivae import MODELS
+    from s2i_model.models.s2i.nets import AudioAutoencoder, DenseGenerator
+    from s2i_model.models.aivae.nets import MODELS
 
     rows = {r["model"]: r for r in json.loads((compared / "report" / "report.json").read_text())["comparison"]["rows"]}
 
@@ -139,7 +139,7 @@ def test_reference_rows_measure_what_they_are(compared, tiny_build):
     from s2i_model.data import ShardStream
     from s2i_model.evaluate.realframe import FrameClassifier
     from s2i_data.readers import Build
-    from s2i_model.nets import AudioAutoencoder
+    from s2i_model.models.s2i.nets import AudioAutoencoder
 
     rows = {r["name"]: r for r in json.loads((compared / "report" / "report.json").read_text())["comparison"]["rows"]}
     real = json.loads((compared / "real" / "evaluation.json").read_text())
@@ -164,7 +164,8 @@ def test_reference_rows_measure_what_they_are(compared, tiny_build):
     assert rows["retrieval-s2i"]["parameters"] == sum(p.numel() for p in enc.parameters())
 
 
-def test_labels_used_is_declared_for_every_model_with_a_run_file():
-    from s2i_model import run as run_folder
+def test_labels_used_is_declared_for_every_registered_model():
+    from s2i_model import models
 
-    assert set(run_folder.MODEL_FILES) <= set(run_folder.LABELS_USED)
+    declared = {n: models.get(n).labels_used for n in models.names(include_references=True)}
+    assert all(said and said != "not declared" for said in declared.values()), declared

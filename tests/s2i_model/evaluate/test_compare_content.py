@@ -282,8 +282,8 @@ def report_cli(runs: Path, out: Path) -> subprocess.CompletedProcess:
 
 def parameters(model: str) -> int:
     """The parameters of the nets that draw, counted from the nets themselves."""
-    from s2i_model.nets import AudioAutoencoder, DenseGenerator
-    from s2i_model.nets.aivae import MODELS as VAES
+    from s2i_model.models.s2i.nets import AudioAutoencoder, DenseGenerator
+    from s2i_model.models.aivae.nets import MODELS as VAES
 
     def count(net) -> int:
         return sum(p.numel() for p in net.parameters())

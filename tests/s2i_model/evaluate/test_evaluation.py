@@ -16,10 +16,10 @@ import pytest
 import torch
 from PIL import Image
 
-from s2i_model.config import AutoencoderConfig, TranslatorConfig
+from s2i_model.models.s2i.config import AutoencoderConfig, TranslatorConfig
 from s2i_model.labelling.store import append_label, read_labels, read_pool
-from s2i_model.train.autoencoder import train_autoencoder
-from s2i_model.train.translator import train_translator
+from s2i_model.models.s2i.train_autoencoder import train_autoencoder
+from s2i_model.models.s2i.train_translator import train_translator
 
 from runfolders import same_autoencoder
 

@@ -30,12 +30,12 @@ def as_bytes(pictures: torch.Tensor) -> torch.Tensor:
 def retrieval(tiny_build, tmp_path_factory) -> dict:
     """The retrieval row in an (untrained, seeded) S2I's space, loaded as `evaluate` loads it; and
     that S2I's encoder rebuilt here from its checkpoint, with the split's sounds and frames."""
-    from s2i_model.nets import AudioAutoencoder
+    from s2i_model.models.s2i.nets import AudioAutoencoder
 
     root = tmp_path_factory.mktemp("retrieval")
     space = s2i_run(tiny_build, root / "s2i", seed=3)
     write_reference("retrieval", root / "retrieval-s2i", space=space)
-    state = checkpoint.load(space / run_folder.AUTOENCODER)
+    state = checkpoint.load(space / "autoencoder.pt")
     ae = AudioAutoencoder(state["config"]["emb"], state["config"]["width"])
     ae.load_state_dict(state["model"])
     split = {name: load_split(tiny_build, name) for name in ("train", "test")}  # the build's normaliser, as saved

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from s2i_model.config import AutoencoderConfig, TranslatorConfig
+from s2i_model.models.s2i.config import AutoencoderConfig, TranslatorConfig
 from s2i_model.labelling.sampling import sample_pool
 from s2i_model.labelling.store import read_pool
-from s2i_model.train.autoencoder import train_autoencoder
-from s2i_model.train.translator import train_translator
+from s2i_model.models.s2i.train_autoencoder import train_autoencoder
+from s2i_model.models.s2i.train_translator import train_translator
 
 REPO = Path(__file__).resolve().parents[3]
 QUIET = dict(log=lambda *_: None)

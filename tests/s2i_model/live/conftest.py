@@ -24,10 +24,10 @@ LENGTH_S = SOUND_S + SILENCE_S + TAIL_S
 
 @pytest.fixture(scope="session")
 def live_run(tiny_build, tmp_path_factory) -> Path:
-    from s2i_model.config import AutoencoderConfig, TranslatorConfig
+    from s2i_model.models.s2i.config import AutoencoderConfig, TranslatorConfig
     from s2i_model.evaluate.realframe import frame_classifier
-    from s2i_model.train.autoencoder import train_autoencoder
-    from s2i_model.train.translator import train_translator
+    from s2i_model.models.s2i.train_autoencoder import train_autoencoder
+    from s2i_model.models.s2i.train_translator import train_translator
 
     run = tmp_path_factory.mktemp("live") / "run"
     quiet = dict(log=lambda *_: None)

@@ -86,7 +86,8 @@ def test_class_line_from_informativity_judges(model, tmp_path):
 
 def test_any_model_a_run_holds(tiny_build, tmp_path):
     # A comparison model's run folder (AIVAE, one epoch) serves live as an S2I run does.
-    from s2i_model.train.aivae import AivaeConfig, train_aivae
+    from s2i_model.models.aivae.train import train_aivae
+    from s2i_model.models.aivae.config import AivaeConfig
 
     run = tmp_path / "aivae"
     train_aivae(AivaeConfig(data=str(tiny_build), run=str(run), width=0.0625, batch_size=8, workers=0, epochs=1,

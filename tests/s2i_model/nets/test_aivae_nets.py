@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from s2i_model.nets.aivae import Aivae, Aivaegan, ImageDiscriminator, kl_divergence, networks, to_picture
+from s2i_model.models.aivae.nets import Aivae, Aivaegan, ImageDiscriminator, kl_divergence, networks, to_picture
 from s2i_model.nets.blocks import conv_layers, n_params
 
 

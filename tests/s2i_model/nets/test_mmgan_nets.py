@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from s2i_model.nets.blocks import n_params
-from s2i_model.nets.mmgan import FEATURE, MmGan, MultimodalLayers, feature_map, networks
+from s2i_model.models.mmgan.nets import FEATURE, MmGan, MultimodalLayers, feature_map, networks
 
 
 def conv(cin, cout, k, bias=True):

@@ -9,7 +9,8 @@ import sys
 import pytest
 import torch
 
-from s2i_model.nets import AudioAutoencoder, DenseGenerator, Discriminator, InformativityClassifier
+from s2i_model.models.s2i.nets import AudioAutoencoder, DenseGenerator, Discriminator
+from s2i_model.nets import InformativityClassifier
 from s2i_model.nets.blocks import conv_layers, n_params
 
 
@@ -54,7 +55,7 @@ def dropout_rates(net: torch.nn.Module) -> list[float]:
 
 
 def test_below_width_one_dropout_follows_the_width_and_the_rgb_output_has_no_batchnorm():
-    from s2i_model.nets.generator import START, STAGES, narrow_dropout
+    from s2i_model.models.s2i.generator import START, STAGES, narrow_dropout
 
     assert narrow_dropout(0.15, 1.0) == 0.15 and narrow_dropout(0.0, 0.0625) == 0.0
     assert narrow_dropout(0.15, 0.0625) == pytest.approx(0.0109, abs=1e-4)  # odds 0.15/0.85 × 1/16
@@ -96,7 +97,7 @@ def test_embedding_not_divisible_by_four_is_refused():
 def test_flop_counter_counts_one_layer_as_by_hand():
     from torch import nn
 
-    from s2i_model.train.flops import count_macs
+    from s2i_model.models.s2i.flops import count_macs
 
     # Cout·Cin·kh·kw·Hout·Wout for a convolution; a transposed one scatters each input pixel
     # through its kernel, so Cin·Cout·kh·kw·Hin·Win
@@ -116,7 +117,7 @@ def test_flop_counter_counts_one_layer_as_by_hand():
 
 
 def test_counted_macs_match_spec_and_the_training_formulas():
-    from s2i_model.train.flops import net_macs, training_macs
+    from s2i_model.models.s2i.flops import net_macs, training_macs
 
     macs = net_macs(512, 1.0)
     # SPEC 4: per sample the autoencoder is ≈ 3.7 GMAC forward and the generator ≈ 2.1 GMAC
@@ -133,7 +134,7 @@ def test_counted_macs_match_spec_and_the_training_formulas():
 
 
 def test_meta_device_counts_what_a_cpu_pass_counts():
-    from s2i_model.train.flops import net_macs
+    from s2i_model.models.s2i.flops import net_macs
 
     assert net_macs(128, 0.125, "meta") == net_macs(128, 0.125, "cpu")
 

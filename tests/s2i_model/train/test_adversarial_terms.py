@@ -15,11 +15,13 @@ import pytest
 import torch
 
 from s2i_model import checkpoint
-from s2i_model.config import AutoencoderConfig, TranslatorConfig
-from s2i_model.train.aivae import AivaeganConfig, train_aivaegan
-from s2i_model.train.autoencoder import train_autoencoder
-from s2i_model.train.mmgan import MmganConfig, train_mmgan
-from s2i_model.train.translator import train_translator
+from s2i_model.models.s2i.config import AutoencoderConfig, TranslatorConfig
+from s2i_model.models.aivae.train import train_aivaegan
+from s2i_model.models.aivaegan.config import AivaeganConfig
+from s2i_model.models.s2i.train_autoencoder import train_autoencoder
+from s2i_model.models.mmgan.train import train_mmgan
+from s2i_model.models.mmgan.config import MmganConfig
+from s2i_model.models.s2i.train_translator import train_translator
 
 QUIET = dict(log=lambda *_: None)
 TINY = dict(batch_size=8, workers=0, grid_every=0)

@@ -16,7 +16,9 @@ import soundfile
 import torch
 
 from s2i_model import checkpoint
-from s2i_model.train.aivae import AivaeConfig, AivaeganConfig, train_aivae, train_aivaegan
+from s2i_model.models.aivae.train import train_aivae, train_aivaegan
+from s2i_model.models.aivae.config import AivaeConfig
+from s2i_model.models.aivaegan.config import AivaeganConfig
 
 QUIET = dict(log=lambda *_: None)
 

@@ -1,4 +1,4 @@
-"""The comparison's "labels used" column is a declaration (`run.LABELS_USED`); here it is checked.
+"""The comparison's "labels used" column is a declaration (each model's registry entry, `models.get(name).labels_used`); here it is checked.
 Every model declared to learn without class labels is trained for one epoch on a build and on
 the same build with its class labels scrambled (sounds, pictures, keys and shards unchanged): the
 weights must be the same to the last bit. The model that declares class labels (mmgan) must come
@@ -14,13 +14,17 @@ import pandas as pd
 import pytest
 import torch
 
-from s2i_model.config import AutoencoderConfig, TranslatorConfig
-from s2i_model.run import LABELS_USED
-from s2i_model.train.aivae import AivaeConfig, AivaeganConfig, train_aivae, train_aivaegan
-from s2i_model.train.autoencoder import train_autoencoder
-from s2i_model.train.mmgan import MmganConfig, train_mmgan
-from s2i_model.train.sound2scene import Sound2SceneConfig, train_sound2scene
-from s2i_model.train.translator import train_translator
+from s2i_model.models.s2i.config import AutoencoderConfig, TranslatorConfig
+from s2i_model import models
+from s2i_model.models.aivae.train import train_aivae, train_aivaegan
+from s2i_model.models.aivae.config import AivaeConfig
+from s2i_model.models.aivaegan.config import AivaeganConfig
+from s2i_model.models.s2i.train_autoencoder import train_autoencoder
+from s2i_model.models.mmgan.train import train_mmgan
+from s2i_model.models.mmgan.config import MmganConfig
+from s2i_model.models.sound2scene.train import train_sound2scene
+from s2i_model.models.sound2scene.config import Sound2SceneConfig
+from s2i_model.models.s2i.train_translator import train_translator
 
 from shardcraft import copy_build, members, write_members, write_parquet
 
@@ -105,6 +109,7 @@ def mmgan(data: Path, run: Path) -> dict:
 
 TRAINERS = {"s2i": s2i, "aivae": aivae, "aivaegan": aivaegan, "sound2scene": sound2scene, "mmgan": mmgan}
 NOT_TRAINED = {"retrieval", "real"}  # copies of train or test frames: nothing learns
+LABELS_USED = {n: models.get(n).labels_used for n in models.names(include_references=True)}
 NO_LABELS = sorted(m for m, said in LABELS_USED.items() if said.startswith("none") and m not in NOT_TRAINED)
 LABELS = sorted(m for m, said in LABELS_USED.items() if not said.startswith("none"))
 

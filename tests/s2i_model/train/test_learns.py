@@ -74,7 +74,7 @@ def make_train(data: Path, run: Path, lam: float) -> None:
 
 
 def per_class_agreement(run: Path, data: Path, classifier) -> tuple[float, list[float]]:
-    from s2i_model.imagine import Translator
+    from s2i_model.models.s2i.load import Translator
 
     from s2i_model.evaluate.realframe import load_split
 

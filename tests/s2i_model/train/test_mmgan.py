@@ -16,7 +16,8 @@ import soundfile
 import torch
 
 from s2i_model import checkpoint
-from s2i_model.train.mmgan import MmganConfig, train_mmgan
+from s2i_model.models.mmgan.train import train_mmgan
+from s2i_model.models.mmgan.config import MmganConfig
 
 QUIET = dict(log=lambda *_: None)
 

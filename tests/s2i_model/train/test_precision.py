@@ -12,12 +12,15 @@ import pytest
 import torch
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
-from s2i_model.config import AutoencoderConfig, TranslatorConfig
-from s2i_model.train.aivae import AivaeganConfig, train_aivaegan
-from s2i_model.train.autoencoder import train_autoencoder
-from s2i_model.train.mmgan import MmganConfig, train_mmgan
-from s2i_model.train.sound2scene import Sound2SceneConfig, train_sound2scene
-from s2i_model.train.translator import train_translator
+from s2i_model.models.s2i.config import AutoencoderConfig, TranslatorConfig
+from s2i_model.models.aivae.train import train_aivaegan
+from s2i_model.models.aivaegan.config import AivaeganConfig
+from s2i_model.models.s2i.train_autoencoder import train_autoencoder
+from s2i_model.models.mmgan.train import train_mmgan
+from s2i_model.models.mmgan.config import MmganConfig
+from s2i_model.models.sound2scene.train import train_sound2scene
+from s2i_model.models.sound2scene.config import Sound2SceneConfig
+from s2i_model.models.s2i.train_translator import train_translator
 
 from runfolders import same_autoencoder
 

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from s2i_model import checkpoint
-from s2i_model.train.sound2scene import Sound2SceneConfig, infonce, neighbourhoods, nt_xent, train_sound2scene
+from s2i_model.models.sound2scene.train import infonce, neighbourhoods, nt_xent, train_sound2scene
+from s2i_model.models.sound2scene.config import Sound2SceneConfig
 
 QUIET = dict(log=lambda *_: None)
 

@@ -16,9 +16,9 @@ import soundfile
 import torch
 
 from s2i_model import checkpoint
-from s2i_model.config import AutoencoderConfig, TranslatorConfig
-from s2i_model.train.autoencoder import TrainingError, train_autoencoder
-from s2i_model.train.translator import train_translator
+from s2i_model.models.s2i.config import AutoencoderConfig, TranslatorConfig
+from s2i_model.models.s2i.train_autoencoder import TrainingError, train_autoencoder
+from s2i_model.models.s2i.train_translator import train_translator
 
 from runfolders import same_autoencoder
 
@@ -232,8 +232,8 @@ def _adversarial_updates(frozen_d: bool, steps: int = 30, batch: int = 8, d_step
     on the adversarial term alone, against a D trained a little to tell real from fake."""
     import torch.nn.functional as F
 
-    from s2i_model.nets import DenseGenerator, Discriminator
-    from s2i_model.train.translator import adversarial_loss
+    from s2i_model.models.s2i.nets import DenseGenerator, Discriminator
+    from s2i_model.models.s2i.train_translator import adversarial_loss
 
     torch.manual_seed(0)
     G, D = DenseGenerator(64, 0.0625), Discriminator(64, 0.0625)

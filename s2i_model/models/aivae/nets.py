@@ -19,7 +19,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from .blocks import scaled, xavier_init
+from s2i_model.nets.blocks import scaled, xavier_init
 
 LATENT = 64  # the paper's latent size in every experiment
 
@@ -274,18 +274,12 @@ def networks(model: str, latent: int = LATENT, width: float = 1.0) -> dict[str, 
     return nets
 
 
-def layer_table(net: nn.Module) -> list[dict]:
-    """Each weighted layer of ``net`` in order: its name, kind, shape and parameters (describe)."""
-    rows = []
-    for name, m in net.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            rows.append({"layer": name, "kind": "upconv" if isinstance(m, nn.ConvTranspose2d) else "conv",
-                         "in": m.in_channels, "out": m.out_channels, "kernel": list(m.kernel_size),
-                         "stride": list(m.stride), "padding": list(m.padding),
-                         "params": sum(p.numel() for p in m.parameters())})
-        elif isinstance(m, nn.Linear):
-            rows.append({"layer": name, "kind": "fc", "in": m.in_features, "out": m.out_features,
-                         "params": sum(p.numel() for p in m.parameters())})
-        elif isinstance(m, nn.BatchNorm2d):
-            rows.append({"layer": name, "kind": "batchnorm", "params": sum(p.numel() for p in m.parameters())})
-    return rows
+def describe(model: str = "aivae", latent: int = LATENT, width: float = 1.0, flops: bool = False, **_) -> dict:
+    """`s2i-model describe --model aivae|aivaegan`: each network's layers (docs/models.md)."""
+    from s2i_model.nets.blocks import described
+
+    if flops:
+        raise ValueError("--flops counts the S2I networks only")
+    if latent < 1 or width <= 0:
+        raise ValueError("--latent must be at least 1 and --width above 0")
+    return described(networks(model, latent, width))

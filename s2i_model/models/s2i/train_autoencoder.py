@@ -16,24 +16,18 @@ import torch.nn.functional as F
 from s2i_data import storage, untrusted
 
 from s2i_model import checkpoint
-from s2i_model.run import AUTOENCODER, open_build
+from s2i_model.run import open_build
+from s2i_model.models.s2i import AUTOENCODER
 from s2i_model.train import distributed
-from s2i_model.config import AutoencoderConfig
+from s2i_model.models.s2i.config import AutoencoderConfig
 from s2i_model.train import resident, runtime
 from s2i_model.data import Normalizer, ShardStream
 from s2i_model.train.metrics import MetricsLog, skipped_samples, throughput
-from s2i_model.nets import AudioAutoencoder
+from s2i_model.models.s2i.nets import AudioAutoencoder
 from s2i_model.train.runtime import (TrainingError, autocast, check_precision, grad_scaler, make_optimizer, optimizer_settings,
-                      prepare_model, rng_state, seed_everything, set_rng_state, sole_writer, update)
+                      prepare_model, rng_state, seed_everything, set_hyperparameters, set_rng_state, sole_writer, update)
 
-__all__ = ["TrainingError", "set_hyperparameters", "train_autoencoder"]
-
-
-def set_hyperparameters(opt: torch.optim.Optimizer, **values) -> None:
-    # A resumed optimiser brings back its momentum buffers and also its old settings: the
-    # settings of the command being run win, so a rate can be changed on resume.
-    for group in opt.param_groups:
-        group.update(values)
+__all__ = ["train_autoencoder"]
 
 
 @sole_writer

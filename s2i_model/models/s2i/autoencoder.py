@@ -10,7 +10,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from .blocks import ConvUnit, scaled, xavier_init
+from s2i_model.nets.blocks import ConvUnit, scaled, xavier_init
 
 # (out channels, kernel (h, w), stride) of encoder layers 1-12; layer 13 maps to E with 3x3.
 ENCODER = (

@@ -7,7 +7,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from .blocks import ConvUnit, scaled, xavier_init
+from s2i_model.nets.blocks import ConvUnit, scaled, xavier_init
 
 # (out channels, kernel, stride) of conv1-12: 96 → 46 → 22 → ... → 2
 LAYERS = ((96, 5, 2), (192, 3, 2)) + tuple((c, 3, 1) for c in (192, 208, 224, 240, 256, 256, 256, 256, 256, 256))

@@ -20,28 +20,25 @@ and reaches the state an uninterrupted run would have.
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from s2i_model import checkpoint
-from s2i_model.config import Grids, Runtime
+from s2i_model.models.mmgan.config import MmganConfig
 from s2i_model.data import Normalizer, ShardStream
-from s2i_model.nets.mmgan import MmGan, feature_map
+from s2i_model.models.mmgan.nets import MmGan, feature_map
 from s2i_model.grid import grids_folder
-from s2i_model.run import MODEL_FILES, open_build
+from s2i_model.run import open_build
+from s2i_model.models.mmgan import CHECKPOINT
 from s2i_model.train import distributed, resident, staged
-from s2i_model.train.aivae import _grid_sounds
+from s2i_model.train.gan import draw_grid, frozen, grid_sounds
 from s2i_model.train.metrics import MetricsLog, skipped_samples
 from s2i_model.train.runtime import (TrainingError, autocast, check_precision, grad_scaler, optimiser_states,
                                      prepare_model, restore_optimisers, rng_state, seed_everything, set_rng_state, sole_writer,
                                      update)
-from s2i_model.train.translator import draw_grid, frozen
 
 STAGES = ("features", "multimodal", "gan")
 # what each stage logs, train and val (metrics.jsonl)
@@ -49,35 +46,6 @@ TRAIN_KEYS = {"features": ("frame_acc", "frame_ce", "sound_acc", "sound_ce"),
               "multimodal": ("ce_hidden", "ce_out", "l1", "loss", "sound_acc"),
               "gan": ("adv_loss", "d_loss", "l1_feature", "l1_image", "loss")}
 VAL_KEYS = {"features": ("val_frame_acc", "val_sound_acc"), "multimodal": ("val_sound_acc",), "gan": ("val_l1_image",)}
-
-
-@dataclass
-class MmganConfig(Runtime, Grids):
-    """The paper names Adam for the multimodal layers and pix2pix for the cGANs, a D loss weight of
-    0.001, and no epoch counts, batch size or rates: pix2pix's (Adam 2e-4, β1 0.5, λ_L1 100, 200
-    epochs) are used for the cGANs, Adam's defaults (1e-3, 0.9) for stages 1-2."""
-
-    model: ClassVar[str] = "mmgan"
-    data: str = "data/vegas5"
-    run: str = "runs/mmgan"
-    width: float = 1.0  # channel multiplier (1.0: the widths in nets/mmgan.py)
-    epochs_features: int = 30
-    epochs_multimodal: int = 30
-    epochs: int = 200  # the cGAN stage (pix2pix's 200)
-    batch_size: int = 64
-    lr_features: float = 1e-3
-    lr_multimodal: float = 1e-3
-    lr: float = 2e-4  # both cGANs' G and D (pix2pix)
-    beta1: float = 0.5  # pix2pix's, for the cGANs
-    d_weight: float = 0.001  # the paper's "penalty of 0.001 on the discriminator loss"
-    l1_weight: float = 100.0  # pix2pix's λ
-    grid_every: int = 10  # cGAN epochs between image grids of fixed validation sounds (ours)
-
-    def to_dict(self) -> dict:
-        return {"model": self.model, **dataclasses.asdict(self)}
-
-    def stage_epochs(self, stage: str) -> int:
-        return {"features": self.epochs_features, "multimodal": self.epochs_multimodal, "gan": self.epochs}[stage]
 
 
 def soft_cross_entropy(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -150,7 +118,7 @@ class _Features(torch.nn.Module):
 @sole_writer
 def train_mmgan(cfg: MmganConfig, log=print) -> dict:
     run = Path(cfg.run)
-    path = run / MODEL_FILES["mmgan"]
+    path = run / CHECKPOINT
     d, device = distributed.setup(cfg.device)
     log = log if d.main else (lambda *_: None)
     batch = distributed.per_rank_batch(cfg.batch_size, d)
@@ -180,7 +148,7 @@ def train_mmgan(cfg: MmganConfig, log=print) -> dict:
         return state
     held = resident.hold(cfg.data_on_device, {"train": train_ds, "val": val_ds}, device, mel=True, image=True,
                          workers=cfg.workers, log=log)
-    grid_rows = _grid_sounds(cfg, build, norm) if d.main and cfg.grid_every > 0 else []
+    grid_rows = grid_sounds(cfg, build, norm) if d.main and cfg.grid_every > 0 else []
     if note := distributed.sync_bn_note(d, device, cfg.sync_bn):
         log(note)
     if saved_rng is not None:  # restored last: reading data above may draw (webdataset's seeds)

@@ -22,12 +22,9 @@ memory for it whatever --data-on-device says (VEGAS's 39k frames are 1.1 GB as u
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -35,57 +32,23 @@ import torch.nn.functional as F
 from s2i_data import untrusted
 
 from s2i_model import checkpoint
-from s2i_model.config import Grids, Runtime
+from s2i_model.models.sound2scene.config import Sound2SceneConfig
 from s2i_model.data import Normalizer, ShardStream
-from s2i_model.nets.sound2scene import NOISE, Sound2Scene
+from s2i_model.models.sound2scene.nets import NOISE, Sound2Scene
 from s2i_model.grid import grids_folder
-from s2i_model.run import MODEL_FILES, open_build
+from s2i_model.run import open_build
+from s2i_model.models.sound2scene import CHECKPOINT
 from s2i_model.train import distributed, resident, staged
-from s2i_model.train.aivae import _grid_sounds
+from s2i_model.train.gan import draw_grid, frozen, grid_sounds
 from s2i_model.train.metrics import MetricsLog, skipped_samples
 from s2i_model.train.runtime import (autocast, check_precision, grad_scaler, optimiser_states,
                                      prepare_model, restore_optimisers, rng_state, seed_everything, set_rng_state, sole_writer,
                                      update)
-from s2i_model.train.translator import draw_grid, frozen
 
 STAGES = ("visual", "generator", "audio")
 TRAIN_KEYS = {"visual": ("ntxent", "view_acc"), "generator": ("d_loss", "g_loss", "d_real", "d_fake"),
               "audio": ("infonce", "pair_acc")}
 VAL_KEYS = {"visual": ("val_ntxent",), "generator": ("val_d_real", "val_d_fake"), "audio": ("val_infonce", "val_pair_acc")}
-
-
-@dataclass
-class Sound2SceneConfig(Runtime, Grids):
-    """Stage 3 keeps the paper's settings. The paper's frozen parts were trained by others (SwAV,
-    IC-GAN) with settings that do not carry to a few thousand 96 px frames: SimCLR's NT-Xent at
-    τ = 0.5 with Adam 1e-3 stands in for SwAV's LARS schedule, and IC-GAN's k = 50 neighbours
-    (of 1.2 M ImageNet images) is a setting."""
-
-    model: ClassVar[str] = "sound2scene"
-    data: str = "data/vegas5"
-    run: str = "runs/sound2scene"
-    width: float = 1.0  # channel multiplier (1.0: the widths in nets/sound2scene.py)
-    epochs_visual: int = 100
-    epochs_generator: int = 100
-    epochs: int = 50  # stage 3, the audio encoder (the paper's 50, with early stopping)
-    batch_size: int = 64  # every stage (the paper's 64 for the audio encoder)
-    lr_visual: float = 1e-3
-    temperature: float = 0.5  # NT-Xent's τ (SimCLR's for small batches)
-    crop_scale: float = 0.35  # smallest area of the random resized crop
-    lr_g: float = 1e-4  # BigGAN / IC-GAN
-    lr_d: float = 4e-4
-    d_steps: int = 2  # D updates per G update (BigGAN)
-    neighbours: int = 50  # IC-GAN's k
-    lr: float = 1e-3  # stage 3 (paper)
-    weight_decay: float = 1e-5  # stage 3 (paper)
-    patience: int = 10  # stage 3: epochs without a better validation loss before it stops
-    grid_every: int = 10  # epochs of stages 2 and 3 between image grids of fixed validation samples
-
-    def to_dict(self) -> dict:
-        return {"model": self.model, **dataclasses.asdict(self)}
-
-    def stage_epochs(self, stage: str) -> int:
-        return {"visual": self.epochs_visual, "generator": self.epochs_generator, "audio": self.epochs}[stage]
 
 
 # ---- stage 1: SimCLR
@@ -206,7 +169,7 @@ def saved_best(best, model: Sound2Scene, path: Path) -> dict | None:
 @sole_writer
 def train_sound2scene(cfg: Sound2SceneConfig, log=print) -> dict:
     run = Path(cfg.run)
-    path = run / MODEL_FILES["sound2scene"]
+    path = run / CHECKPOINT
     d, device = distributed.setup(cfg.device)
     log = log if d.main else (lambda *_: None)
     batch = distributed.per_rank_batch(cfg.batch_size, d)
@@ -237,7 +200,7 @@ def train_sound2scene(cfg: Sound2SceneConfig, log=print) -> dict:
         return state
     held = resident.hold(cfg.data_on_device, {"train": train_ds, "val": val_ds}, device, mel=True, image=True,
                          workers=cfg.workers, log=log)
-    grid_rows = _grid_sounds(cfg, build, norm) if d.main and cfg.grid_every > 0 else []
+    grid_rows = grid_sounds(cfg, build, norm) if d.main and cfg.grid_every > 0 else []
     if note := distributed.sync_bn_note(d, device, cfg.sync_bn):
         log(note)
     if saved_rng is not None:  # restored last: reading data above may draw (webdataset's seeds)

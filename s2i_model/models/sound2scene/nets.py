@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from .blocks import scaled
+from s2i_model.nets.blocks import scaled
 
 IMAGE_SIZE = 96
 NOISE = 120  # BigGAN's dim_z
@@ -243,3 +243,14 @@ def networks(width: float = 1.0) -> dict[str, nn.Module]:
     m = Sound2Scene(width)
     return {"frame_encoder": m.frame_encoder, "generator": m.generator, "discriminator": m.discriminator,
             "audio_encoder": m.audio_encoder}
+
+
+def describe(width: float = 1.0, flops: bool = False, **_) -> dict:
+    """`s2i-model describe --model sound2scene`: each network's layers."""
+    from s2i_model.nets.blocks import described
+
+    if flops:
+        raise ValueError("--flops counts the S2I networks only")
+    if width <= 0:
+        raise ValueError("--width must be above 0")
+    return described(networks(width))

@@ -12,7 +12,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from .blocks import ConvUnit, scaled, xavier_init
+from s2i_model.nets.blocks import ConvUnit, scaled, xavier_init
 
 START = (512, 2, 0.15)  # transition 0, E x 1 x 1 → 512 x 2 x 2: channels, kernel, dropout
 # One row per stage: the dense block's three layer widths, then the transition after it (out

@@ -37,7 +37,8 @@ def count_macs(fn, batch: int = BATCH) -> int:
 
 
 def _nets(emb: int, width: float, device: str | torch.device):
-    from s2i_model.nets import AudioAutoencoder, DenseGenerator, Discriminator, InformativityClassifier
+    from s2i_model.models.s2i.nets import AudioAutoencoder, DenseGenerator, Discriminator
+    from s2i_model.nets import InformativityClassifier
 
     with torch.device(device):
         ae = AudioAutoencoder(emb, width)
@@ -66,7 +67,7 @@ def training_macs(emb: int = 512, width: float = 1.0, n_gd: int = 5, lam: float 
                   device: str | torch.device = "meta") -> dict:
     """Per-sample cost of a training step of each stage: by formula from the forward counts, and
     counted over the trainers' own step (forward and backward) as a check of the formula."""
-    from s2i_model.train.translator import adversarial_loss
+    from s2i_model.models.s2i.train_translator import adversarial_loss
 
     fwd = net_macs(emb, width, device)
     ae, G, D, _ = _nets(emb, width, device)
@@ -99,3 +100,24 @@ def training_macs(emb: int = 512, width: float = 1.0, n_gd: int = 5, lam: float 
                               "counted_macs": g_counted + d_counted // n_gd},
         "embeddings_once": {"formula": "encoder forward, once per sample before stage 2 (cached)", "macs": enc},
     }
+
+
+def describe(emb: int = 512, width: float = 1.0, flops: bool = False, **_) -> dict:
+    """`s2i-model describe` for S2I: conv layers and parameters of each network of SPEC 3 (the paper's
+    counts at E = 512, width 1), with ``flops`` their multiply-adds and a training step's."""
+    from s2i_model.models.s2i.config import TranslatorConfig
+    from s2i_model.models.s2i.nets import AudioAutoencoder, DenseGenerator, Discriminator
+    from s2i_model.nets import InformativityClassifier
+    from s2i_model.nets.blocks import conv_layers, n_params
+
+    ae = AudioAutoencoder(emb, width)
+    nets = {"autoencoder.encoder": ae.encoder, "autoencoder.decoder": ae.decoder,
+            "generator": DenseGenerator(emb, width), "discriminator": Discriminator(emb, width),
+            "informativity_classifier": InformativityClassifier()}
+    out = {k: {"conv_layers": conv_layers(m), "params": n_params(m)} for k, m in nets.items()}
+    if flops:
+        for k, macs in net_macs(emb, width).items():
+            out[k]["macs_per_sample"] = macs
+        cfg = TranslatorConfig()
+        out["training_macs_per_sample"] = training_macs(emb, width, n_gd=cfg.n_gd, lam=cfg.lam)
+    return out

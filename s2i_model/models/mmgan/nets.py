@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ConvUnit, StochasticDropout2d, scaled, xavier_init
+from s2i_model.nets.blocks import ConvUnit, StochasticDropout2d, scaled, xavier_init
 
 # The feature vectors are squares so that a cGAN can read them as pictures: the paper's 4096 =
 # 64², read as 64×64 and upsampled to its 128 px; here 576 = 24², upsampled ×4 to our 96 px.
@@ -263,3 +263,15 @@ def networks(n_classes: int = 5, width: float = 1.0) -> dict[str, nn.Module]:
             "mmgan.multimodal": m.multimodal, "mmgan.g_feature": m.generators.feature,
             "mmgan.g_image": m.generators.image, "mmgan.d_feature": m.discriminators.feature,
             "mmgan.d_image": m.discriminators.image}
+
+
+def describe(width: float = 1.0, flops: bool = False, **_) -> dict:
+    """`s2i-model describe --model mmgan`: each network's layers, class heads sized for the five
+    classes of the built-in data."""
+    from s2i_model.nets.blocks import described
+
+    if flops:
+        raise ValueError("--flops counts the S2I networks only")
+    if width <= 0:
+        raise ValueError("--width must be above 0")
+    return described(networks(5, width))

@@ -11,7 +11,6 @@ them away over a batch of fakes (docs/training.md).
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 
@@ -23,19 +22,20 @@ from s2i_data import untrusted
 from s2i_data.readers import Build
 
 from s2i_model import checkpoint
-from s2i_model.run import EMBEDDINGS, TRANSLATOR, check_translator, generator_narrow, load_encoder, open_build
+from s2i_model.run import EMBEDDINGS, open_build
+from s2i_model.models.s2i import TRANSLATOR
+from s2i_model.models.s2i.load import check_translator, generator_narrow, load_encoder
 from s2i_model.train import distributed
-from s2i_model.config import TranslatorConfig
+from s2i_model.models.s2i.config import TranslatorConfig
 from s2i_model.train import resident, runtime
 from s2i_model.data import Normalizer, ShardStream, compute_embeddings
-from s2i_model.grid import grids_folder, save_grid
-from s2i_model.model import seeded_pictures
+from s2i_model.grid import grids_folder
 from s2i_model.evaluate.informativity import Judges, judge_generator
 from s2i_model.train.metrics import MetricsLog, skipped_samples, throughput
-from s2i_model.nets import DenseGenerator, Discriminator
-from s2i_model.train.runtime import (autocast, check_precision, grad_scaler, make_optimizer, optimizer_settings, prepare_model,
-                      rng_state, seed_everything, set_rng_state, sole_writer, update)
-from s2i_model.train.autoencoder import TrainingError, set_hyperparameters
+from s2i_model.models.s2i.nets import DenseGenerator, Discriminator
+from s2i_model.train.runtime import (TrainingError, autocast, check_precision, grad_scaler, make_optimizer, optimizer_settings, prepare_model,
+                      rng_state, seed_everything, set_hyperparameters, set_rng_state, sole_writer, update)
+from s2i_model.train.gan import draw_grid, frozen
 
 def embedding_cache(run: Path, encoder, build: Build, norm: Normalizer, device, workers: int,
                     splits: tuple[str, ...] = ("train", "val"), log=None) -> dict:
@@ -83,27 +83,6 @@ def rows_of(index: dict[str, int], keys, path: Path) -> list[int]:
         return [index[k] for k in keys]
     except KeyError as e:
         raise TrainingError(f"{path} holds no embedding of sample {e.args[0]!r}: delete it to compute them again") from None
-
-
-@contextlib.contextmanager
-def frozen(D: torch.nn.Module):
-    """D as Algorithm 1 has it for G's update ("with discriminator D frozen"): its weights take no
-    gradient, and it runs in evaluation mode (BatchNorm with running statistics, no dropout).
-
-    In training mode D's last layer, conv → BatchNorm(1 channel) → tanh, would normalise the
-    scores over the batch of G's pictures alone: their pre-tanh mean is then β whatever G draws,
-    and the adversarial term could only reshuffle scores within a batch, never raise them."""
-    was_training = D.training
-    flags = [p.requires_grad for p in D.parameters()]
-    D.eval()
-    for p in D.parameters():
-        p.requires_grad_(False)
-    try:
-        yield D
-    finally:
-        D.train(was_training)
-        for p, f in zip(D.parameters(), flags):
-            p.requires_grad_(f)
 
 
 def adversarial_loss(D: torch.nn.Module, fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -292,18 +271,3 @@ def fixed_validation_sounds(cfg: TranslatorConfig, build: Build, val: dict, norm
             for c in sorted(picked) for i in picked[c]]
 
 
-@torch.no_grad()
-def draw_grid(G, rows: list[tuple], k: int, device, path: Path) -> Path:
-    from s2i_model.data import tensor_to_image
-
-    was_training = G.training
-    G.eval()  # BatchNorm in inference mode; dropout stays on by design
-    out = []
-    # the same dropout noise at every epoch, and the training RNG left untouched (resume)
-    with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
-        z = torch.stack([z for _, _, z, _ in rows]).to(device)
-        pictures = seeded_pictures(G, z, k, seed=0, per_call=k)
-        for (key, real, _, _), gen in zip(rows, pictures):
-            out.append((key, tensor_to_image(real) if real is not None else None, list(gen[0].cpu())))
-    G.train(was_training)
-    return save_grid(out, path)

@@ -16,11 +16,8 @@ resumes from RUN/<model>.pt and reaches the state an uninterrupted run would hav
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -28,47 +25,20 @@ import torch.nn.functional as F
 from s2i_data import untrusted
 
 from s2i_model import checkpoint
-from s2i_model.config import Grids, Runtime
+from s2i_model.models.aivae.config import AivaeConfig
+from s2i_model.models.aivaegan.config import AivaeganConfig
 from s2i_model.data import Normalizer, ShardStream
-from s2i_model.nets.aivae import MODELS, ImageDiscriminator, kl_divergence, to_picture
+from s2i_model.models.aivae.nets import MODELS, ImageDiscriminator, kl_divergence, to_picture
 from s2i_model.grid import grids_folder
-from s2i_model.run import MODEL_FILES, open_build
+from s2i_model.run import open_build
+from s2i_model.models.aivae import CHECKPOINTS
 from s2i_model.train import distributed, resident, runtime
-from s2i_model.train.autoencoder import set_hyperparameters
+
 from s2i_model.train.metrics import MetricsLog, skipped_samples, throughput
 from s2i_model.train.runtime import (TrainingError, autocast, check_precision, grad_scaler, prepare_model, rng_state,
+                                     set_hyperparameters,
                                      seed_everything, set_rng_state, sole_writer, update)
-from s2i_model.train.translator import draw_grid, frozen
-
-
-@dataclass
-class AivaeConfig(Runtime, Grids):
-    """AIVAE with the paper's settings (section 5.2): latent 64, Adam 1e-3, batch 128, 100 epochs."""
-
-    model: ClassVar[str] = "aivae"
-    data: str = "data/vegas5"
-    run: str = "runs/aivae"
-    latent: int = 64
-    width: float = 1.0  # channel multiplier (1.0: the paper's widths)
-    epochs: int = 100
-    batch_size: int = 128
-    lr: float = 1e-3
-    beta1: float = 0.9  # Adam's default: the paper names Adam and no betas
-    grid_every: int = 10  # epochs between image grids of fixed validation sounds (ours)
-
-    def to_dict(self) -> dict:
-        return {"model": self.model, **dataclasses.asdict(self)}
-
-
-@dataclass
-class AivaeganConfig(AivaeConfig):
-    """AIVAEGAN: Adam 2e-4 for the generator and D, α = 2 (the paper's best, Table 5)."""
-
-    model: ClassVar[str] = "aivaegan"
-    run: str = "runs/aivaegan"
-    lr: float = 2e-4
-    lr_d: float = 2e-4
-    alpha: float = 2.0  # weight of the reconstruction term; the paper tries 0.2, 0.5, 1, 2
+from s2i_model.train.gan import draw_grid, frozen, grid_sounds
 
 
 ALPHAS = (0.2, 0.5, 1.0, 2.0)
@@ -92,21 +62,12 @@ class _Pictures(torch.nn.Module):
         return self.vae.pictures(mel)
 
 
-def _grid_sounds(cfg: AivaeConfig, build, norm: Normalizer) -> list[tuple]:
-    """The first few validation sounds of each class (by key): (key, frame, mel, class)."""
-    per: dict[int, list[tuple]] = {}
-    for mel, img, c, key in sorted(ShardStream(build, "val", norm, shuffle=False), key=lambda s: s[3]):
-        if len(per.setdefault(c, [])) < cfg.grid_sounds_per_class:
-            per[c].append((key, img, mel, c))
-    return [r for c in sorted(per) for r in per[c]]
-
-
 @sole_writer
 def train_vae(cfg: AivaeConfig, log=print) -> dict:
     kind = cfg.model
     gan = kind == "aivaegan"
     run = Path(cfg.run)
-    path = run / MODEL_FILES[kind]
+    path = run / CHECKPOINTS[kind]
     # ---- set-up: processes (DDP under torchrun), device, seeds, data, networks, optimisers
     d, device = distributed.setup(cfg.device)
     log = log if d.main else (lambda *_: None)
@@ -159,7 +120,7 @@ def train_vae(cfg: AivaeConfig, log=print) -> dict:
     held = resident.hold(cfg.data_on_device, {"train": train_ds, "val": val_ds}, device, mel=True, image=True,
                          workers=cfg.workers, log=log)
     metrics = MetricsLog(run, kind, start) if d.main else None
-    grid_rows = _grid_sounds(cfg, build, norm) if d.main and cfg.grid_every > 0 else []
+    grid_rows = grid_sounds(cfg, build, norm) if d.main and cfg.grid_every > 0 else []
     vae = distributed.wrap(vae, d, device, cfg.sync_bn)
     if gan:
         D = distributed.wrap(D, d, device, cfg.sync_bn)

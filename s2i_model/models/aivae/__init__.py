@@ -1,0 +1,30 @@
+"""AIVAE (paper 002): a VAE from the sound to its picture, trained on the ELBO (docs/models.md).
+
+    nets.py     Aivae, Aivaegan, ImageDiscriminator (tables of layers), describe
+    config.py   AivaeConfig: the paper's settings
+    train.py    one loop for AIVAE and AIVAEGAN (aivaegan's folder holds its config and presets)
+    load.py     the run folder → `VaeModel`, a model.SoundToImage
+"""
+
+from s2i_model.models import ModelSpec, Stage
+from s2i_model.models.aivae.config import AivaeConfig
+
+CHECKPOINTS = {"aivae": "aivae.pt", "aivaegan": "aivaegan.pt"}
+OPTIONS = {"latent": "latent size (the paper's 64)", "width": "channel width multiplier (1.0: the paper's widths)"}
+# cpu: width 1/16 and Adam at the paper's 1e-3, 20 epochs (docs/models.md)
+CPU = {"width": 0.0625, "epochs": 20, "batch_size": 16, "workers": 2, "grid_every": 5}
+TEST = {"width": 0.0625, "epochs": 1, "batch_size": 8, "workers": 0, "grid_every": 1}
+
+MODEL = ModelSpec(
+    name="aivae",
+    title="AIVAE",
+    paper="002: AIVAE / AIVAEGAN (Zhou et al.)",
+    labels_used="none (sound-frame pairs only)",
+    checkpoint=CHECKPOINTS["aivae"],
+    load="s2i_model.models.aivae.load:load",
+    stages=(Stage("aivae", AivaeConfig, "s2i_model.models.aivae.train:train_vae",
+                  "AIVAE (paper 002): a VAE from the sound to its picture, trained on the ELBO (docs/models.md).",
+                  OPTIONS),),
+    presets={"cpu": {"aivae": CPU}, "test": {"aivae": TEST}},
+    describe="s2i_model.models.aivae.nets:describe",
+)

@@ -1,0 +1,28 @@
+"""AIVAE's settings (paper 002, section 5.2): typed defaults saved in every checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
+from s2i_model.config import Grids, Runtime
+
+
+@dataclass
+class AivaeConfig(Runtime, Grids):
+    """AIVAE with the paper's settings (section 5.2): latent 64, Adam 1e-3, batch 128, 100 epochs."""
+
+    model: ClassVar[str] = "aivae"
+    data: str = "data/vegas5"
+    run: str = "runs/aivae"
+    latent: int = 64
+    width: float = 1.0  # channel multiplier (1.0: the paper's widths)
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 1e-3
+    beta1: float = 0.9  # Adam's default: the paper names Adam and no betas
+    grid_every: int = 10  # epochs between image grids of fixed validation sounds (ours)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, **dataclasses.asdict(self)}
