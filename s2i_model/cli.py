@@ -13,6 +13,8 @@ from rich.markup import escape
 
 from s2i_data.cliutil import fail, require_build
 
+from s2i_model import models as registry  # names only: the registry imports no model until asked
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="The Sound-to-Imagination translator: describe, train, imagine.")
 console = Console(stderr=True, soft_wrap=True)
@@ -27,7 +29,7 @@ def describe(emb: int = typer.Option(512, help="embedding size E"),
              width: float = typer.Option(1.0, help="channel width multiplier"),
              flops: bool = typer.Option(False, "--flops", help="also multiply-adds per sample of each network "
                                         "and of a training step of each stage (counted over a pass)"),
-             model: str = typer.Option("s2i", help="a registered model (s2i-model models lists them)"),
+             model: str = typer.Option(registry.DEFAULT, help="a registered model (s2i-model models lists them)"),
              latent: int = typer.Option(64, help="a VAE's latent size")) -> None:
     """JSON: conv layers and parameters of each network (with --flops, their multiply-adds)."""
     from s2i_model import models
@@ -46,20 +48,18 @@ def describe(emb: int = typer.Option(512, help="embedding size E"),
 @app.command("models")
 def list_models() -> None:
     """The registered models: name, paper, labels their training reads, stages and presets."""
-    from rich.table import Table
-
     from s2i_model import models
 
-    table = Table("model", "paper", "labels used", "stages", "presets")
+    out = Console(soft_wrap=True, highlight=False)
     for name in models.names():
         try:
             spec = models.get(name)
         except models.RegistryError as e:  # another package's model that cannot be loaded: its line, not a crash
-            table.add_row(name, f"[red]{escape(str(e))}[/red]", "", "", "")
+            out.print(f"{name:<13}[red]{escape(str(e))}[/red]")
             continue
-        table.add_row(name, escape(spec.paper), escape(spec.labels_used), ", ".join(s.name for s in spec.stages),
-                      ", ".join(["paper", *[p for p in spec.presets if p != "paper"]]))
-    Console(soft_wrap=True).print(table)
+        out.print(f"[bold]{name:<13}[/bold]{escape(spec.title)}; paper {escape(spec.paper)}")
+        out.print(f"{'':<13}labels used: {escape(spec.labels_used)}; stages: {', '.join(s.name for s in spec.stages)}; "
+                  f"presets: {', '.join(['paper', *[p for p in spec.presets if p != 'paper']])}")
 
 
 def _check_data(data: str) -> None:
@@ -244,7 +244,7 @@ def train(
 def compare(
     data: str = typer.Option(..., help=_RUNTIME_HELP["data"]),
     runs: Path = typer.Option(..., help="the comparison's folder: RUNS/<model>, RUNS/<reference>, RUNS/report"),
-    models_: str = typer.Option("s2i,aivae,aivaegan,mmgan,sound2scene", "--models",
+    models_: str = typer.Option(",".join(registry.BUILTIN), "--models",
                                 help="registered models, comma-separated (s2i-model models lists them)"),
     references: Optional[str] = typer.Option(None, help="reference rows, comma-separated: real, retrieval-<model> "
                                              "(default: real and retrieval in the space of each model that has one)"),
@@ -546,7 +546,7 @@ def _print_evaluation(res: dict) -> None:
         return "   –  " if v is None else f"{100 * v:5.1f}%"
 
     size = f", E = {res['emb']}" if res.get("emb") is not None else ""
-    console.print(f"{res.get('model', 's2i')}{size}, epoch {res['epoch']}, {res['split']} split, "
+    console.print(f"{res.get('model', registry.DEFAULT)}{size}, epoch {res['epoch']}, {res['split']} split, "
                   f"{res['samples_per_sound']} pictures a sound", highlight=False)
     console.print(f"{'class':<14}{'informativity':>14}{'agreement*':>12}{'R@1*':>8}{'R@5*':>8}{'diversity':>11}", highlight=False)
     for name, r in [*res["per_class"].items(), ("mean", res["mean"])]:

@@ -134,7 +134,10 @@ def record_model(run: str | Path, name: str) -> None:
     """RUN/model.json names the model trained in ``run`` (written before its first stage trains);
     a folder that holds another model is refused."""
     run = Path(run)
-    held = run_model(run) if run.is_dir() and any(run.iterdir()) else None
+    held = _recorded_model(run)
+    if held is None:  # a run from before RUN/model.json: another model's final checkpoint
+        held = next((m for m, file in models.model_files().items()
+                     if (run / file).exists() or checkpoint.previous(run / file).exists()), None)
     if held is not None and held != name:
         raise RunError(f"{run} holds a {held} run: train {name} in another --run")
     if _recorded_model(run) is None:

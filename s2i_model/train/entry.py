@@ -9,6 +9,7 @@ import dataclasses
 import os
 import typing
 from collections.abc import Callable
+from pathlib import Path
 
 from s2i_model import models, run as run_folder
 
@@ -41,9 +42,13 @@ def stage_config(spec: models.ModelSpec, stage: models.Stage, data: str, run: st
 
 
 def train_stage(spec: models.ModelSpec, stage: models.Stage, cfg, log: Callable[[str], None] = print) -> dict:
-    """Train (or resume) one stage: RUN/model.json written first (by rank 0 only under torchrun)."""
+    """Train (or resume) one stage: RUN/model.json written first, under the run folder's lock (a
+    folder another process writes is refused before anything in it is read or written), by rank 0
+    only under torchrun."""
     if os.environ.get("RANK", "0") == "0":
-        run_folder.record_model(cfg.run, spec.name)
+        Path(cfg.run).mkdir(parents=True, exist_ok=True)
+        with run_folder.writing(cfg.run):
+            run_folder.record_model(cfg.run, spec.name)
     return models.resolve(stage.train)(cfg, log=log)
 
 

@@ -9,7 +9,7 @@ from s2i_model.models.aivaegan.config import AivaeganConfig
 MODEL = ModelSpec(
     name="aivaegan",
     title="AIVAEGAN",
-    paper="002: AIVAE / AIVAEGAN (Zhou et al.)",
+    paper="002: Audio-to-Image Cross-Modal Generation (Żelaszczyk & Mańdziuk)",
     labels_used="none (sound-frame pairs only)",
     checkpoint=CHECKPOINTS["aivaegan"],
     load="s2i_model.models.aivae.load:load",

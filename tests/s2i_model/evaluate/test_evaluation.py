@@ -166,7 +166,7 @@ def test_evaluate_measures_informativity_and_the_proxies(judged, tiny_build, tmp
 
 
 def test_evaluate_errors_are_one_line(tmp_path, tiny_build, judged):
-    for args, said in [(["--run", tmp_path], "no trained translator"),
+    for args, said in [(["--run", tmp_path], "no trained s2i (translator.pt)"),
                        (["--run", judged["run"], "--data", tiny_build, "--informativity", tmp_path],
                         "no informativity classifiers"),
                        (["--run", judged["run"], "--data", tiny_build, "--fid-weights", tmp_path / "no.pt"],
