@@ -87,20 +87,17 @@ _RUNTIME_HELP = {
 }
 
 
-def _run_training(what, log_errors_as=1) -> None:
+def _run_training(what) -> None:
     """``what()`` with a training's errors as one line: exit 2 when another process writes the run
-    folder (as for two builds into one folder), 1 for a run or data that cannot serve."""
-    from s2i_model import models
+    folder (as for two builds into one folder), 1 for a run, data or setting that cannot serve."""
     from s2i_model.run import RunError, RunLockError
 
     try:
         what()
     except RunLockError as e:
         _fail(str(e), 2)
-    except (RunError, models.RegistryError) as e:
-        _fail(str(e), log_errors_as)
-    except ValueError as e:
-        _fail(str(e), log_errors_as)
+    except (RunError, ValueError) as e:  # RegistryError is a ValueError
+        _fail(str(e), 1)
 
 
 def _stage_command(spec, stage) -> None:
@@ -258,7 +255,7 @@ def compare(
     """Train what is missing (resume the rest), evaluate every model alike, add the reference rows,
     write RUNS/report: the comparison `make compare` runs. A second run trains and measures nothing."""
     from s2i_model import models
-    from s2i_model.evaluate.suite import CompareConfig, run_comparison
+    from s2i_model.evaluate.suite import CompareConfig, plan, run_comparison
 
     _check_data(data)
     cfg = CompareConfig(data=data, runs=str(runs), models=[m.strip() for m in models_.split(",") if m.strip()],
@@ -266,18 +263,12 @@ def compare(
                         preset=preset, samples=samples, seed=seed, informativity=str(informativity or ""),
                         workers=workers, device=device)
     try:
-        report = run_comparison(cfg, log=lambda m: console.print(m, highlight=False))
+        plan(cfg)  # every model, reference and preset named is checked before anything trains
     except models.RegistryError as e:
         _fail(str(e))
-        return
-    except Exception as e:  # noqa: BLE001 - the same one-line errors as train and evaluate
-        from s2i_model.run import RunError, RunLockError
-
-        if isinstance(e, RunLockError):
-            _fail(str(e), 2)
-        if isinstance(e, (RunError, ValueError, OSError)):
-            _fail(str(e), 1)
-        raise
+    done: list = []
+    _run_training(lambda: done.append(run_comparison(cfg, log=lambda m: console.print(m, highlight=False))))
+    report = done[0]
     print(report)
 
 
