@@ -140,7 +140,8 @@ sweep: setup
 # real-frame classifier kept in RUNS), the reference rows, then RUNS/report; a second run does nothing.
 compare: setup
 	$(BIN)/s2i-model compare --data $(DATA) --runs $(RUNS) --models "$(subst $(space),$(comma),$(strip $(MODELS)))" \
-		--preset $(COMPARE_SIZE) --seed $(SEED) $(if $(strip $(REFERENCES)),--references "$(subst $(space),$(comma),$(strip $(REFERENCES)))") \
+		--preset $(COMPARE_SIZE) --seed $(SEED) $(if $(filter command line environment,$(origin SAMPLES)),--samples $(SAMPLES)) \
+		$(if $(strip $(REFERENCES)),--references "$(subst $(space),$(comma),$(strip $(REFERENCES)))") \
 		$(if $(INFORMATIVITY),--informativity $(INFORMATIVITY))
 
 # what every test needs beyond .venv: the browser (the labelling and live pages) and PortAudio (the
