@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import re
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -108,6 +109,13 @@ def _checked(spec, where: str) -> ModelSpec:
     for s in spec.stages:
         if not dataclasses.is_dataclass(s.config) or not {"data", "run"} <= {f.name for f in dataclasses.fields(s.config)}:
             raise RegistryError(f"{where}: stage {s.name!r}'s config is not a dataclass with data and run fields")
+        try:
+            hints = typing.get_type_hints(s.config)
+        except Exception as e:  # an annotation that names nothing importable
+            raise RegistryError(f"{where}: stage {s.name!r}'s config cannot be read: {e}") from None
+        odd = [f.name for f in dataclasses.fields(s.config) if hints.get(f.name) not in (int, float, str, bool)]
+        if odd:  # every field is a command-line option
+            raise RegistryError(f"{where}: stage {s.name!r}'s config fields {odd} are not int, float, str or bool")
     for preset, stages in spec.presets.items():
         for stage, values in stages.items():
             known = {f.name for f in dataclasses.fields(spec.stage(stage).config)}

@@ -47,6 +47,13 @@ class _Cfg(Runtime):
     size: int = 3
 
 
+@dataclasses.dataclass
+class _Odd(Runtime):
+    data: str = ""
+    run: str = ""
+    sizes: list = dataclasses.field(default_factory=list)
+
+
 def _spec(**kw) -> models.ModelSpec:
     base = dict(name="mine", title="t", paper="p", labels_used="none", checkpoint="mine.pt", load="x:y",
                 stages=(models.Stage("mine", _Cfg, "x:train"),))
@@ -59,6 +66,7 @@ def _spec(**kw) -> models.ModelSpec:
     (dict(checkpoint="../escape.pt"), "not a file name in the run folder"),
     (dict(checkpoint=".lock"), "not a file name in the run folder"),
     (dict(presets={"cpu": {"mine": {"sizes": 4}}}), "lacks"),
+    (dict(stages=(models.Stage("mine", _Odd, "x:train"),)), "are not int, float, str or bool"),
 ])
 def test_a_registration_that_is_not_usable_is_refused(bad, message):
     with pytest.raises(models.RegistryError, match=message):
