@@ -104,12 +104,12 @@ def _stage_command(spec, stage) -> None:
     """`s2i-model train-<stage>`: an option per field of the stage's config, its default the config's."""
     import inspect
 
+    from s2i_model.config import Grids, Runtime
     from s2i_model.train.entry import field_types, stage_config, train_stage
 
     types = field_types(stage.config)
     defaults = {f.name: f.default for f in dataclasses.fields(stage.config)}
-    from s2i_model.config import Grids, Runtime
-
+    # data and run first, then the model's own settings, then how it reads data and uses the machine
     shared = {f.name for f in dataclasses.fields(Runtime)} | {f.name for f in dataclasses.fields(Grids)}
     order = ["data", "run"] + [n for n in types if n not in shared and n not in ("data", "run")] + \
         [n for n in types if n in shared]
@@ -131,10 +131,8 @@ def _stage_command(spec, stage) -> None:
         _check_data(str(options["data"]))
         log = lambda m: console.print(m, highlight=False)  # noqa: E731
         data, run = options.pop("data"), options.pop("run")
-        # an option left at its default is not an override: the config's default (the paper's) stands
-        given = {k: v for k, v in options.items() if v != defaults[k]}
         try:
-            cfg = stage_config(spec, stage, data, run, "paper", given)
+            cfg = stage_config(spec, stage, data, run, "paper", options)
         except ValueError as e:
             _fail(str(e))
             return
