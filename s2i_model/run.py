@@ -134,15 +134,20 @@ def record_model(run: str | Path, name: str) -> None:
     """RUN/model.json names the model trained in ``run`` (written before its first stage trains);
     a folder that holds another model is refused."""
     run = Path(run)
-    held = _recorded_model(run)
-    if held is None:  # a run from before RUN/model.json: another model's final checkpoint
-        held = next((m for m, file in models.model_files().items()
-                     if (run / file).exists() or checkpoint.previous(run / file).exists()), None)
+    recorded = _recorded_model(run)
+    held = recorded if recorded is not None else _checkpoint_model(run)
     if held is not None and held != name:
         raise RunError(f"{run} holds a {held} run: train {name} in another --run")
-    if _recorded_model(run) is None:
-        run.mkdir(parents=True, exist_ok=True)
+    if recorded is None:
         storage.atomic_write(run / MODEL_RECORD, json.dumps({"model": name}))
+
+
+def _checkpoint_model(run: Path) -> str | None:
+    """The built-in model whose final checkpoint (or its previous copy) a run from before
+    RUN/model.json holds; another model's before S2I's, whose run may hold the others' too."""
+    found = [m for m, file in models.model_files().items()
+             if (run / file).exists() or checkpoint.previous(run / file).exists()]
+    return next((m for m in found if m != models.DEFAULT), found[0] if found else None)
 
 
 def _recorded_model(run: Path) -> str | None:
@@ -169,10 +174,7 @@ def run_model(run: str | Path) -> str:
         return read_reference(run)["model"]
     if (named := _recorded_model(run)) is not None:
         return named
-    for name, file in models.model_files().items():
-        if name != models.DEFAULT and ((run / file).exists() or checkpoint.previous(run / file).exists()):
-            return name
-    return models.DEFAULT
+    return _checkpoint_model(run) or models.DEFAULT
 
 
 class Run:
