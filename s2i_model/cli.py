@@ -161,52 +161,39 @@ def _parse_model_options(spec, args: list[str]) -> dict[str, dict]:
     ``--flag`` / ``--no-flag`` for true-or-false fields → {stage: {field: value}}."""
     from s2i_model.train.entry import field_types
 
-    types = {s.name: field_types(s.config) for s in spec.stages}
+    spellings: dict[str, list[tuple[str, str, type, bool]]] = {}  # option → (stage, field, type, flag value)
+    for stage in spec.stages:
+        for field, t in field_types(stage.config).items():
+            if field in ("data", "run"):
+                continue
+            for name in (field, f"{stage.name}_{field}"):
+                spellings.setdefault(name.replace("_", "-"), []).append((stage.name, field, t, True))
+                if t is bool:
+                    spellings.setdefault("no-" + name.replace("_", "-"), []).append((stage.name, field, t, False))
     out: dict[str, dict] = {s.name: {} for s in spec.stages}
     i = 0
     while i < len(args):
-        arg = args[i]
+        arg, i = args[i], i + 1
         if not arg.startswith("--") or len(arg) < 3:
             _fail(f"unexpected argument {arg!r}: options are --name VALUE (s2i-model train-<stage> --help lists them)")
         key, _, inline = arg[2:].partition("=")
-        negated = key.startswith("no-")
-        targets = []
-        for stage, fields in types.items():
-            for candidate in (key, key[3:] if negated else None):
-                if candidate is None:
-                    continue
-                field = candidate.replace("-", "_")
-                if candidate.startswith(stage + "-") and candidate[len(stage) + 1:].replace("-", "_") in fields:
-                    targets.append((stage, candidate[len(stage) + 1:].replace("-", "_"), candidate != key))
-                elif field in fields and field not in ("data", "run"):
-                    targets.append((stage, field, candidate != key))
-        targets = list(dict.fromkeys(targets))
+        targets = list(dict.fromkeys(spellings.get(key, [])))
         if not targets:
             _fail(f"{spec.name} has no option --{key}")
-        i += 1
-        for stage, field, neg in targets:
-            t = types[stage][field]
-            if t is bool:
-                out[stage][field] = not neg
-                continue
-            if neg:
-                _fail(f"--{key}: {field} is not a true-or-false option")
-        if any(types[s][f] is not bool for s, f, _ in targets):
-            if inline:
-                raw = inline
-            elif i < len(args):
-                raw, i = args[i], i + 1
-            else:
+        raw = inline
+        if not inline and any(t is not bool for _, _, t, _ in targets):
+            if i == len(args):
                 _fail(f"--{key} needs a value")
-            for stage, field, _ in targets:
-                t = types[stage][field]
-                if t is bool:
-                    continue
-                try:
-                    out[stage][field] = t(raw)
-                except ValueError:
-                    _fail(f"--{key} takes {'a whole number' if t is int else 'a number' if t is float else 'a text'}, "
-                          f"not {raw!r}")
+            raw, i = args[i], i + 1
+        for stage, field, t, flag in targets:
+            if t is bool:
+                out[stage][field] = flag
+                continue
+            try:
+                out[stage][field] = t(raw)
+            except ValueError:
+                _fail(f"--{key} takes {'a whole number' if t is int else 'a number' if t is float else 'a text'}, "
+                      f"not {raw!r}")
     return out
 
 
