@@ -183,7 +183,8 @@ class Run:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.name = run_model(self.path)
+        self.reference = read_reference(self.path) if (self.path / REFERENCE).is_file() else None
+        self.name = self.reference["model"] if self.reference else run_model(self.path)
         try:
             self.spec = models.get(self.name)
         except models.RegistryError as e:
@@ -198,10 +199,6 @@ class Run:
     def __str__(self) -> str:
         return str(self.path)
 
-    @property
-    def is_reference(self) -> bool:
-        return self.name in models.REFERENCES
-
     def state(self, file: str, device: torch.device | str = "cpu", log=None) -> dict | None:
         """RUN/``file`` loaded once (weights only, `checkpoint.load`), or None when the run holds none."""
         if file not in self._states:
@@ -210,8 +207,8 @@ class Run:
 
     def final(self, device: torch.device | str = "cpu", log=None) -> dict:
         """The model's final checkpoint, its epoch and config checked (a reference row: its record)."""
-        if self.is_reference:
-            record = read_reference(self.path)
+        if self.reference is not None:
+            record = self.reference
             return {"config": {"data": record["data"]}, "epoch": None, "build": record.get("build"), "reference": record}
         state = self.state(self.spec.checkpoint, device, log)
         if state is None:
@@ -223,7 +220,7 @@ class Run:
     @property
     def file(self) -> Path:
         """The file the trained model lives in: its final checkpoint, or a reference row's record."""
-        return self.path / (REFERENCE if self.is_reference else self.spec.checkpoint)
+        return self.path / (REFERENCE if self.reference is not None else self.spec.checkpoint)
 
     def model(self, device: torch.device | str = "auto"):
         """The trained model as a `model.SoundToImage`, through its own loader, built once per device."""
