@@ -319,7 +319,10 @@ MAX_SMALL_JSON_BYTES = 1 << 20  # reference.json
 MAX_POOL_BYTES = 256 << 20  # pool.csv, labels.csv, pool.json
 MAX_EPOCH = 10**7
 MAX_EVALUATED_CLASSES = 1000  # a report draws a bar and a column per class (VGGSound: 309, AudioSet: 527)
-RATIOS = ("informativity", "class_agreement", "retrieval_r1", "retrieval_r5")
+RATIOS = ("informativity", "class_agreement", "class_agreement_full", "frame_r1", "frame_r5")
+LEGACY_RATIOS = {"retrieval_r1": "frame_r1", "retrieval_r5": "frame_r5"}  # their names before issue 27
+MAX_REPLICATES = 10_000
+MAX_FOLDS = 1000
 
 
 def capped_read(path, limit: int, what: str | None = None) -> bytes:
@@ -380,6 +383,7 @@ def _required(obj: Mapping, key: str, where: str):
 def _metric_row(row, what: str, counts: bool) -> dict:
     """A per-class or mean row of evaluation.json: ratios in [0, 1], diversity >= 0, counts whole."""
     row = mapping(row, what)
+    row = {LEGACY_RATIOS.get(k, k): v for k, v in row.items()}
     out = {k: _ratio(row.get(k), f"{what}.{k}") for k in RATIOS if k in row}
     if "diversity" in row:
         out["diversity"] = _optional(row["diversity"], number, f"{what}.diversity", lo=0)
@@ -421,7 +425,10 @@ def evaluation(ev, where: str) -> dict:
                 "mean_epochs": _epochs(hist.get("mean_epochs"), f"{hw}.mean_epochs"),
                 "best_moving_average": number(hist.get("best_moving_average"), f"{hw}.best_moving_average", lo=0, hi=1),
                 "best_window": _epochs(hist.get("best_window"), f"{hw}.best_window"),
-                "window": number(hist.get("window"), f"{hw}.window", lo=1, hi=MAX_EPOCH, integer=True)}
+                "window": number(hist.get("window"), f"{hw}.window", lo=1, hi=MAX_EPOCH, integer=True),
+                "best_moving_average_by_val": _optional(hist.get("best_moving_average_by_val"), number,
+                                                        f"{hw}.best_moving_average_by_val", lo=0, hi=1),
+                "best_window_by_val": _optional(hist.get("best_window_by_val"), _epochs, f"{hw}.best_window_by_val")}
     sep = mapping(ev.get("embedding_separability") or {}, f"{where}: embedding_separability")
     split = _required(ev, "split", where)
     if split not in SPLITS:
@@ -441,12 +448,109 @@ def evaluation(ev, where: str) -> dict:
         "embedding_separability": {k: _ratio(sep.get(k), f"{where}: embedding_separability.{k}")
                                    for k in ("centroid", "nn1")},
         "informativity_judges": _optional(ev.get("informativity_judges"), text, f"{where}: informativity_judges"),
+        "informativity_pool": _optional(ev.get("informativity_pool"), _name_list, f"{where}: informativity_pool"),
         "training": {"pixel_loss_ma50": _optional(training.get("pixel_loss_ma50"), number,
                                                   f"{where}: training.pixel_loss_ma50", lo=0),
                      "informativity_history": hist},
         "grid": _optional(ev.get("grid"), name, f"{where}: grid"),
         "ident": _ident(ev.get("ident"), f"{where}: ident"),
+        "training_seed": _optional(ev.get("training_seed"), number, f"{where}: training_seed", lo=0, hi=2**63,
+                                   integer=True),
+        "judge": _judge_record(ev.get("judge"), f"{where}: judge", classes),
+        "intervals": _intervals(ev.get("intervals"), f"{where}: intervals", classes),
+        "replicates": _replicates(ev.get("replicates"), f"{where}: replicates", classes),
     }
+
+
+def _name_list(value, what: str) -> list[str]:
+    if not isinstance(value, list) or len(value) > MAX_EVALUATED_CLASSES:
+        raise Untrusted(f"{what}: not a list of at most {MAX_EVALUATED_CLASSES} names")
+    return names(value, what)
+
+
+_MEASURES = RATIOS + ("diversity", "frechet_distance", "kernel_distance")
+_PARTS = ("mean", "proxies", "per_class")
+
+
+def _pair(value, what: str) -> list[float] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != 2:
+        raise Untrusted(f"{what}: not a [low, high] pair")
+    lo, hi = (number(v, f"{what}[{i}]") for i, v in enumerate(value))
+    if lo > hi:
+        raise Untrusted(f"{what}: low {lo} is above high {hi}")
+    return [lo, hi]
+
+
+def _by_measure(value, what: str, check) -> dict:
+    """``{measure: check(value)}`` for the measures evaluation.json knows; others are left out."""
+    value = mapping(value, what)
+    return {k: check(v, f"{what}.{k}") for k, v in value.items() if k in _MEASURES}
+
+
+def _by_part(value, what: str, classes: list[str], check) -> dict | None:
+    """evaluation.json's ``intervals`` or ``replicates``: per part (mean, proxies, per_class) a
+    value per measure, checked by ``check``."""
+    if value is None:
+        return None
+    value = mapping(value, what)
+    out = {p: _by_measure(value.get(p) or {}, f"{what}.{p}", check) for p in ("mean", "proxies")}
+    per_class = mapping(value.get("per_class") or {}, f"{what}.per_class")
+    for cls in per_class:
+        if cls not in classes:
+            raise Untrusted(f"{what}.per_class names {_show(cls)}, which is not in classes")
+    out["per_class"] = {c: _by_measure(v, f"{what}.per_class.{c}", check) for c, v in per_class.items()}
+    return out
+
+
+def _intervals(value, what: str, classes: list[str]) -> dict | None:
+    out = _by_part(value, what, classes, _pair)
+    if out is not None:
+        value = mapping(value, what)
+        out["videos"] = _optional(value.get("videos"), number, f"{what}.videos", lo=0, hi=MAX_COUNT, integer=True)
+        out["replicates"] = _optional(value.get("replicates"), number, f"{what}.replicates", lo=0,
+                                      hi=MAX_REPLICATES, integer=True)
+    return out
+
+
+def _replicate_list(value, what: str) -> list:
+    if not isinstance(value, list) or len(value) > MAX_REPLICATES:
+        raise Untrusted(f"{what}: not a list of at most {MAX_REPLICATES} replicates")
+    return [_optional(v, number, f"{what}[{i}]") for i, v in enumerate(value)]
+
+
+def _replicates(value, what: str, classes: list[str]) -> dict | None:
+    out = _by_part(value, what, classes, _replicate_list)
+    if out is not None:
+        lengths = {len(v) for part in ("mean", "proxies") for v in out[part].values()}
+        lengths |= {len(v) for m in out["per_class"].values() for v in m.values()}
+        if len(lengths) > 1:
+            raise Untrusted(f"{what}: replicate lists of different lengths {sorted(lengths)}")
+    return out
+
+
+def _judge_record(value, what: str, classes: list[str]) -> dict | None:
+    """The cross-fitted judges an evaluation used: their folds and held-out accuracies."""
+    if value is None:
+        return None
+    value = mapping(value, what)
+    out = {"folds": number(value.get("folds"), f"{what}.folds", lo=1, hi=MAX_FOLDS, integer=True),
+           "headline": name(value.get("headline"), f"{what}.headline"),
+           "trained_on": text(value.get("trained_on"), f"{what}.trained_on", 300)}
+    for kind in ("blurred", "full"):
+        if kind in value:
+            j = mapping(value[kind], f"{what}.{kind}")
+            per_class = mapping(j.get("per_class") or {}, f"{what}.{kind}.per_class")
+            for cls in per_class:
+                if cls not in classes:
+                    raise Untrusted(f"{what}.{kind}.per_class names {_show(cls)}, which is not in classes")
+            out[kind] = {"blur": number(j.get("blur"), f"{what}.{kind}.blur", lo=1, hi=64, integer=True),
+                         "held_out_accuracy": _ratio(j.get("held_out_accuracy"), f"{what}.{kind}.held_out_accuracy"),
+                         "per_class": {c: _ratio(v, f"{what}.{kind}.per_class.{c}") for c, v in per_class.items()}}
+    if out["headline"] not in out:
+        raise Untrusted(f"{what}: headline {_show(out['headline'])} is not one of its judges")
+    return out
 
 
 def _ident(ident, what: str) -> dict:
@@ -458,16 +562,33 @@ def _ident(ident, what: str) -> dict:
     return {"config": out}
 
 
+REFERENCE_KINDS = ("chance", "lookup", "nearest-sound", "nearest-image", "real")  # s2i_model.models.REFERENCES
+OLD_REFERENCE_KINDS = {"retrieval": "nearest-sound"}  # an earlier name of a kind: what it means now
+
+
 def reference(record, where: str) -> dict:
-    """RUN/reference.json (a retrieval or real-frame row): its kind, and the build and run it
-    names as one-line texts."""
-    record = mapping(record, where)
-    if record.get("model") not in ("retrieval", "real"):
-        raise Untrusted(f"{where}: model {_show(record.get('model'))} is not retrieval or real")
+    """RUN/reference.json (a reference row of s2i_model/evaluate/reference.py): its kind (an
+    earlier name read as the kind it names now), the build and the run it names as one-line texts,
+    its build record an object, and a lookup row's classifier (its description, its train and test
+    sound counts, its test accuracy in [0, 1] or null). Returns a copy with the kind's name of now."""
+    record = dict(mapping(record, where))
+    kind = record.get("model")
+    kind = OLD_REFERENCE_KINDS.get(kind, kind) if isinstance(kind, str) else kind
+    if kind not in REFERENCE_KINDS:
+        raise Untrusted(f"{where}: model {_show(record.get('model'))} is not one of {', '.join(REFERENCE_KINDS)}")
+    record["model"] = kind
     text(record.get("data"), f"{where}: data")
-    if record["model"] == "retrieval":
+    if record.get("build") is not None:
+        mapping(record["build"], f"{where}: build")
+    if kind in ("nearest-sound", "nearest-image"):
         text(record.get("space"), f"{where}: space")
         name(record.get("space_model"), f"{where}: space_model")
+    if kind == "lookup":
+        clf = mapping(record.get("classifier"), f"{where}: classifier")
+        text(clf.get("kind"), f"{where}: classifier.kind", most=200)
+        for k in ("train_sounds", "test_sounds"):
+            number(clf.get(k), f"{where}: classifier.{k}", lo=0, hi=MAX_COUNT, integer=True)
+        _ratio(clf.get("test_accuracy"), f"{where}: classifier.test_accuracy")
     return record
 
 
@@ -497,11 +618,12 @@ def metrics_rows(data: str, where: str) -> list[dict]:
             out["pixel_loss"] = float(row["pixel_loss"])
         if "d_updates" in row:
             out["d_updates"] = int(row["d_updates"])
-        if "informativity" in row:
-            info = row["informativity"]
-            ratio = lambda v: None if v is None else float(v)  # noqa: E731 (checked by metrics_row)
-            out["informativity"] = {"mean": ratio(info.get("mean")),
-                                    "per_class": {c: ratio(v) for c, v in info.get("per_class", {}).items()}}
+        for key in ("informativity", "informativity_val"):
+            if key in row:
+                info = row[key]
+                ratio = lambda v: None if v is None else float(v)  # noqa: E731 (checked by metrics_row)
+                out[key] = {"mean": ratio(info.get("mean")),
+                            "per_class": {c: ratio(v) for c, v in info.get("per_class", {}).items()}}
         rows.pop((out["stage"], out["epoch"]), None)
         rows[(out["stage"], out["epoch"])] = out
     return list(rows.values())
@@ -517,12 +639,26 @@ def image_type(data: bytes) -> str | None:
 
 
 POOL_FILE = re.compile(r"images/([^/]+)/([^/]+)\.png")
+MAX_POOL_RUNS = 10_000  # runs a pool, or the pool of a judges' file, names
+MODEL_NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")  # a registered model's name (s2i_model.models._NAME)
+
+
+def model_name(value, what: str) -> str:
+    """``value`` when it can be a model's name in the registry: lower-case a-z, 0-9, ``-``, ``_``,
+    at most 40 characters, so that it is no path and no markup wherever it is shown."""
+    if not isinstance(value, str) or not MODEL_NAME.fullmatch(value):
+        raise Untrusted(f"{what}: {_show(value)} is not a model name (a-z, 0-9, -, _)")
+    return value
 
 
 def pool_rows(rows: list[dict], where: str) -> list[dict]:
     """POOL/pool.csv rows: ids, classes and keys plain names, ids unique, sample a whole number,
-    and the file ``images/<class>/<name>.png`` made of plain names, so that it stays inside the pool."""
+    and the file ``images/<class>/<name>.png`` made of plain names, so that it stays inside the pool.
+    A pool's rows since issue 27 also name the ``run`` that drew the picture and its ``model``
+    (plain names; the id starts with ``<run>.``, and one run is of one model throughout); an
+    older pool's rows have neither column: pictures of runs the pool does not name."""
     seen: set[str] = set()
+    models: dict[str, str] = {}
     for n, r in enumerate(rows, 2):
         what = f"{where} line {n}"
         for k in ("id", "class", "key"):
@@ -538,6 +674,13 @@ def pool_rows(rows: list[dict], where: str) -> list[dict]:
         if r["id"] in seen:
             raise Untrusted(f"{what}: duplicate id {_show(r['id'])}")
         seen.add(r["id"])
+        if "run" in r or "model" in r:  # the header decides, for every row alike
+            run, model = name(r.get("run"), f"{what}: run"), model_name(r.get("model"), f"{what}: model")
+            if not r["id"].startswith(run + "."):
+                raise Untrusted(f"{what}: id {_show(r['id'])} does not start with its run {_show(run)} and a dot")
+            if models.setdefault(run, model) != model:
+                raise Untrusted(f"{what}: run {_show(run)} is of model {_show(model)} here but "
+                                f"{_show(models[run])} above")
     return rows
 
 
@@ -552,10 +695,33 @@ def pool_meta(meta, where: str) -> dict:
         names(classes, f"{where}: classes")
     if "target" in meta:
         number(meta["target"], f"{where}: target", lo=1, hi=MAX_COUNT, integer=True)
-    for k in ("run", "data", "split"):
+    for k in ("run", "data", "split"):  # run: an older pool's last run (a path), never used
         if k in meta:
             text(meta[k], f"{where}: {k}")
+    if "runs" in meta:  # {run name: {"model": name, "path": text}}, every run that drew its pictures
+        runs = mapping(meta["runs"], f"{where}: runs")
+        if len(runs) > MAX_POOL_RUNS:
+            raise Untrusted(f"{where}: runs names more than {MAX_POOL_RUNS} runs")
+        for run, rec in runs.items():
+            what = f"{where}: runs.{_show(name(run, f'{where}: runs'))}"
+            rec = mapping(rec, what)
+            model_name(rec.get("model"), f"{what}.model")
+            if "path" in rec:
+                text(rec["path"], f"{what}.path")
     return meta
+
+
+def judges_pool(runs, unattributed, where: str) -> tuple[dict[str, str], int]:
+    """What an informativity judges' file says of the pool its judges learnt from: ``pool_runs``,
+    ``{run: model}`` (plain run names, registry-style model names) of the runs whose labelled
+    pictures trained them, and ``pool_unattributed``, how many of those pictures came from an
+    older pool that names no run (a whole number)."""
+    runs = mapping(runs, f"{where}: pool_runs")
+    if len(runs) > MAX_POOL_RUNS:
+        raise Untrusted(f"{where}: pool_runs names more than {MAX_POOL_RUNS} runs")
+    out = {name(run, f"{where}: pool_runs"): model_name(model, f"{where}: pool_runs.{_show(run)}")
+           for run, model in runs.items()}
+    return out, number(unattributed, f"{where}: pool_unattributed", lo=0, hi=MAX_COUNT, integer=True)
 
 
 def _distinct(df, columns: list[str]):
@@ -863,14 +1029,15 @@ def metrics_row(row, where: str) -> Mapping:
         number(row["pixel_loss"], f"{where}: pixel_loss")
     if "d_updates" in row:
         number(row["d_updates"], f"{where}: d_updates", lo=0, hi=MAX_COUNT, integer=True)
-    if "informativity" in row:
-        inf = mapping(row["informativity"], f"{where}: informativity")
-        if inf.get("mean") is not None:
-            number(inf["mean"], f"{where}: informativity.mean", lo=0, hi=1)
-        for c, v in mapping(inf.get("per_class"), f"{where}: informativity.per_class").items():
-            name(c, f"{where}: informativity.per_class key")
-            if v is not None:
-                number(v, f"{where}: informativity.per_class.{c}", lo=0, hi=1)
+    for key in ("informativity", "informativity_val"):  # measured on the test split, and on val
+        if key in row:
+            inf = mapping(row[key], f"{where}: {key}")
+            if inf.get("mean") is not None:
+                number(inf["mean"], f"{where}: {key}.mean", lo=0, hi=1)
+            for c, v in mapping(inf.get("per_class"), f"{where}: {key}.per_class").items():
+                name(c, f"{where}: {key}.per_class key")
+                if v is not None:
+                    number(v, f"{where}: {key}.per_class.{c}", lo=0, hi=1)
     return row
 
 
@@ -889,3 +1056,27 @@ def finite_list(value, what: str, most: int = MAX_EPOCH) -> list[float]:
     if not isinstance(value, list) or len(value) > most:
         raise Untrusted(f"{what}: not a list of at most {most} numbers")
     return finite_vector(value, what)
+
+
+MAX_CURVE_POINTS = 1000
+
+
+def curve(record, where: str) -> dict:
+    """RUN/curve.json (a learning curve of the comparison): the judges' stamp and points of samples
+    seen, seconds and class agreement, each checked."""
+    record = mapping(record, where)
+    stamp = record.get("judges")
+    if stamp is not None and (not isinstance(stamp, list) or len(stamp) > 3):
+        raise Untrusted(f"{where}: judges is not a file stamp")
+    points = record.get("points")
+    if not isinstance(points, list) or len(points) > MAX_CURVE_POINTS:
+        raise Untrusted(f"{where}: points is not a list of at most {MAX_CURVE_POINTS}")
+    out = []
+    for i, p in enumerate(points):
+        p, w = mapping(p, f"{where}: points[{i}]"), f"{where}: points[{i}]"
+        out.append({"epochs": _optional(p.get("epochs"), number, f"{w}.epochs", lo=0, hi=MAX_EPOCH, integer=True),
+                    "samples_seen": number(p.get("samples_seen"), f"{w}.samples_seen", lo=0, hi=MAX_COUNT * 1000,
+                                           integer=True),
+                    "seconds": number(p.get("seconds"), f"{w}.seconds", lo=0, hi=1e9),
+                    **{k: _ratio(p.get(k), f"{w}.{k}") for k in ("class_agreement", "class_agreement_full")}})
+    return {"judges": stamp, "points": out}

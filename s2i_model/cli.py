@@ -47,7 +47,8 @@ def describe(emb: int = typer.Option(512, help="embedding size E"),
 
 @app.command("models")
 def list_models() -> None:
-    """The registered models: name, paper, labels their training reads, stages and presets."""
+    """The registered models: name, paper, labels their training reads, stages, presets and each preset's
+    budget (passes over the train split, every phase)."""
     from s2i_model import models
 
     out = Console(soft_wrap=True, highlight=False)
@@ -60,6 +61,17 @@ def list_models() -> None:
         out.print(f"[bold]{name:<13}[/bold]{escape(spec.title)}; paper {escape(spec.paper)}")
         out.print(f"{'':<13}labels used: {escape(spec.labels_used)}; stages: {', '.join(s.name for s in spec.stages)}; "
                   f"presets: {', '.join(['paper', *[p for p in spec.presets if p != 'paper']])}")
+        budgets = []
+        for preset in ["paper", *[p for p in spec.presets if p != "paper"]]:
+            try:
+                phases = spec.phase_passes(preset)
+            except models.RegistryError:  # a stage that names no epoch field: its budget is not stated
+                budgets.append(f"{preset} not stated")
+                continue
+            split = f" ({' + '.join(map(str, phases.values()))})" if len(phases) > 1 else ""
+            budgets.append(f"{preset} {sum(phases.values())}{split}")
+        if spec.stages:
+            out.print(f"{'':<13}passes over the train split: {', '.join(budgets)}")
 
 
 def _check_data(data: str) -> None:
@@ -222,18 +234,29 @@ def train(
     _run_training(lambda: train_model(spec, data, str(run), preset, options, log))
 
 
+def _seed_list(text: str) -> list[int]:
+    """``--seeds 0,1,2`` (or spaces, as make passes SEEDS="0 1 2") as whole numbers; one line otherwise."""
+    parts = [p for p in text.replace(",", " ").split() if p]
+    if not parts or not all(p.isdigit() and len(p) < 10 for p in parts):
+        _fail(f"--seeds takes whole numbers ≥ 0 separated by commas, not {text!r}")
+    return list(dict.fromkeys(int(p) for p in parts))
+
+
 @app.command()
 def compare(
     data: str = typer.Option(..., help=_RUNTIME_HELP["data"]),
     runs: Path = typer.Option(..., help="the comparison's folder: RUNS/<model>, RUNS/<reference>, RUNS/report"),
     models_: str = typer.Option(",".join(registry.BUILTIN), "--models",
                                 help="registered models, comma-separated (s2i-model models lists them)"),
-    references: Optional[str] = typer.Option(None, help="reference rows, comma-separated: real, retrieval-<model> "
-                                             "(default: real and retrieval in the space of each model that has one)"),
+    references: Optional[str] = typer.Option(None, help="reference rows, comma-separated: real, lookup, chance, "
+                                             "nearest-sound-<model>, nearest-image-<model> (default: all of them, "
+                                             "in the space of each model that has one)"),
     preset: str = typer.Option("paper", help="paper, cpu or test: every model at its own preset of that name"),
     samples: Optional[int] = typer.Option(None, help="pictures per test sound (default: the preset's: paper 10, "
                                           "cpu 4, test 2)"),
-    seed: int = typer.Option(0), informativity: Optional[Path] = typer.Option(None, help="informativity classifiers"),
+    seeds: str = typer.Option("0", help="training seeds, comma-separated: each model is trained and evaluated once "
+                              "per seed, and the report shows means with 95 % intervals over test videos and seeds"),
+    informativity: Optional[Path] = typer.Option(None, help="informativity classifiers"),
     workers: Optional[int] = typer.Option(None, help="DataLoader processes (default: each preset's)"),
     device: str = typer.Option("auto"),
 ) -> None:
@@ -245,7 +268,7 @@ def compare(
     _check_data(data)
     cfg = CompareConfig(data=data, runs=str(runs), models=[m.strip() for m in models_.split(",") if m.strip()],
                         references=None if references is None else [r.strip() for r in references.split(",") if r.strip()],
-                        preset=preset, samples=samples, seed=seed, informativity=str(informativity or ""),
+                        preset=preset, samples=samples, seeds=_seed_list(seeds), informativity=str(informativity or ""),
                         workers=workers, device=device)
     try:
         plan(cfg)  # every model, reference and preset named is checked before anything trains
@@ -260,14 +283,19 @@ def compare(
 
 @app.command()
 def reference(
-    kind: str = typer.Argument(..., help="retrieval (nearest train frames in a model's audio space) or real (the "
-                               "test sound's own frame)"),
+    kind: str = typer.Argument(..., help="chance (a random train frame), lookup (the mean train frame of the class "
+                               "a sound classifier picks), nearest-sound (the frames of the nearest train sounds in "
+                               "a model's audio space; once called retrieval), nearest-image (the train frames "
+                               "nearest to the sound in a model's visual space) or real (the test sound's own frame)"),
     run: Path = typer.Option(..., "--run", "--run-dir", help="the reference's folder (evaluate it like a run)"),
-    space: Optional[Path] = typer.Option(None, help="retrieval: the trained run whose audio space is searched"),
-    data: str = typer.Option("", help="real: the build; retrieval: the build searched (default: the space's)"),
+    space: Optional[Path] = typer.Option(None, help="nearest-sound, nearest-image: the trained run whose space is "
+                                         "searched"),
+    data: str = typer.Option("", help="real, lookup, chance: the build; nearest-*: the build searched (default: "
+                             "the space's)"),
 ) -> None:
-    """A reference row for `make compare`: copying instead of imagining, or the real frames (the
-    ceiling). Writes RUN/reference.json; `evaluate --run RUN` then measures it like a model."""
+    """A reference row for `make compare`, to read the table by: chance, the class-mean lookup,
+    copying instead of imagining (nearest-sound, nearest-image), or the real frames (the ceiling).
+    Writes RUN/reference.json; `evaluate --run RUN` then measures it like a model."""
     from s2i_model.evaluate.reference import write_reference
     from s2i_model.run import RunError
 
@@ -277,8 +305,11 @@ def reference(
         record = write_reference(kind, run, data, space)
     except (RunError, ValueError) as e:
         _fail(str(e), 1)
+    clf = record.get("classifier") or {}
     console.print(f"{run}: {record['model']} reference on {record['data']}"
-                  + (f", in the audio space of {record['space']}" if record.get("space") else ""), highlight=False)
+                  + (f", in the space of {record['space']}" if record.get("space") else "")
+                  + (f", its sound classifier {clf['test_accuracy']:.1%} right on the test split"
+                     if clf.get("test_accuracy") is not None else ""), highlight=False)
 
 
 @app.command()
@@ -418,30 +449,46 @@ def live(
 
 @app.command()
 def sample(
-    run: Path = typer.Option(..., help="a run folder with a trained translator"),
-    out: Path = typer.Option(..., help="the pool folder (created, or grown if it exists)"),
-    data: Optional[str] = typer.Option(None, help="the build (default: the one the run was trained on)"),
+    run: list[Path] = typer.Option(..., help="a run folder with a trained model; repeat --run for several. Each "
+                                   "picture's id starts with its run's folder name (RUN.KEY-sSEED-K), and the "
+                                   "pool records each run's model"),
+    out: Path = typer.Option(..., help="the pool folder (created, or grown if it exists; a pool from before ids "
+                             "named their run cannot be grown)"),
+    data: Optional[str] = typer.Option(None, help="the build (default: the one the runs were trained on)"),
     split: str = typer.Option("val", help="whose sounds to imagine from"),
-    n: int = typer.Option(500, "-n", help="images to add, spread evenly over classes and sounds"),
+    n: int = typer.Option(500, "-n", help="images to add, spread evenly over runs (or models), classes and sounds"),
+    balance: str = typer.Option("runs", help="how -n is shared out: 'runs' (every run the same number of "
+                                "pictures) or 'models' (every model the same number, shared among its runs). The "
+                                "S2I paper kept the same number per model because a model leaves a fingerprint on "
+                                "its pictures that judges would learn instead of the picture's content"),
     target: int = typer.Option(500, help="labels wanted per class and kind (SPEC 3.4: 500 + 500)"),
     seed: int = typer.Option(0, help="another seed adds other pictures to the same pool"),
     device: str = typer.Option("auto"),
     skip_bad_samples: bool = typer.Option(False, help="count, log and skip damaged samples or shards instead of stopping"),
 ) -> None:
-    """Images to label: a pool of pictures generated from a split's sounds."""
+    """Images to label: a pool of pictures generated from a split's sounds by one or several runs."""
     from s2i_data.readers import Build
 
-    from s2i_model.labelling.sampling import sample_pool
+    from s2i_model import run as run_folder
+    from s2i_model.labelling.sampling import BALANCE, sample_pool
 
-    data = data or _run_data(run)
+    if balance not in BALANCE:
+        _fail(f"--balance {balance!r}: use one of {', '.join(BALANCE)}")
+    if not data:
+        builds = {str(_run_data(r)) for r in run}
+        if len(builds) > 1:
+            _fail(f"the runs were trained on different builds ({', '.join(sorted(builds))}): give --data")
+        data = builds.pop()
     _check_data(data)
     try:
         res = sample_pool(run, Build.open(data, skip_bad=skip_bad_samples), split, n, out, seed=seed, target=target,
-                          device=device)
-    except (ValueError, OSError) as e:
+                          device=device, balance=balance)
+    except (ValueError, OSError, run_folder.RunError) as e:
         _fail(str(e))
         return
-    print(f"{res['added']} images added to {out} ({res['total']} in the pool); label them with: s2i-model label {out}")
+    held = ", ".join(f"{m} {k}" for m, k in sorted(res["models"].items()))
+    print(f"{res['added']} images added to {out} ({res['total']} in the pool; by model: {held}); "
+          f"label them with: s2i-model label {out}")
 
 
 @app.command()
@@ -477,10 +524,13 @@ def train_informativity(
     cfg = InformativityConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                               weight_decay=weight_decay, test_fraction=test_fraction, seed=seed)
     try:
-        run_train(labels, out, cfg, device, log=lambda m: console.print(m, highlight=False))
+        summary = run_train(labels, out, cfg, device, log=lambda m: console.print(m, highlight=False))
     except (ValueError, OSError) as e:
         _fail(str(e), 1)
         return
+    said = summary["pool_models"]
+    console.print("judges learnt from pictures of: " + (", ".join(said) if said is not None else
+                  "models the pool does not name (an older pool: its ids name no run)"), highlight=False)
     print(out / "informativity.json")
 
 
@@ -524,19 +574,30 @@ def _print_evaluation(res: dict) -> None:
     size = f", E = {res['emb']}" if res.get("emb") is not None else ""
     console.print(f"{res.get('model', registry.DEFAULT)}{size}, epoch {res['epoch']}, {res['split']} split, "
                   f"{res['samples_per_sound']} pictures a sound", highlight=False)
-    console.print(f"{'class':<14}{'informativity':>14}{'agreement*':>12}{'R@1*':>8}{'R@5*':>8}{'diversity':>11}", highlight=False)
+    console.print(f"{'class':<14}{'informativity':>14}{'agreement*':>12}{'full*':>8}{'fR@1*':>8}{'fR@5*':>8}"
+                  f"{'diversity':>11}", highlight=False)
     for name, r in [*res["per_class"].items(), ("mean", res["mean"])]:
         div = r.get("diversity")
         console.print(f"{name:<14}{pct(r.get('informativity')):>14}{pct(r.get('class_agreement')):>12}"
-                      f"{pct(r.get('retrieval_r1')):>8}{pct(r.get('retrieval_r5')):>8}"
+                      f"{pct(r.get('class_agreement_full')):>8}{pct(r.get('frame_r1')):>8}{pct(r.get('frame_r5')):>8}"
                       f"{'–' if div is None else f'{div:.3f}':>11}", highlight=False)
+    ci = ((res.get("intervals") or {}).get("mean") or {}).get("class_agreement")
+    if ci:
+        console.print(f"class agreement 95 % interval over the {res['intervals'].get('videos')} {res['split']} videos: "
+                      f"{ci[0]:.1%} to {ci[1]:.1%}", highlight=False)
+    judge = res.get("judge") or {}
+    if judge:
+        console.print(f"judges: {judge.get('folds')} folds, never trained on a judged video or a train frame; held-out "
+                      "accuracy on the real frames " + ", ".join(
+                          f"{k} {(judge.get(k) or {}).get('held_out_accuracy', 0):.1%}" for k in ("blurred", "full"))
+                      + f" (headline: {judge.get('headline')})", highlight=False)
     sep = res.get("embedding_separability") or {}
     if sep.get("centroid") is not None:
         console.print(f"ceiling: the {res['split']} sounds' embeddings alone name their class {sep['centroid']:.1%} "
                       f"(nearest class centroid), {sep['nn1']:.1%} (nearest train embedding)", highlight=False)
     p = res["proxies"]
     console.print(f"* proxies (no human labels). Fréchet distance {p['frechet_distance']:.4g}, kernel distance "
-                  f"{p['kernel_distance']:.4g} in the real-frame classifier's features"
+                  f"{p['kernel_distance']:.4g} in the cross-fitted judges' features; fR@k: frame R@k (real frames, not CLIP)"
                   + (f"; Inception FID {p['fid_inception']:.4g}" if "fid_inception" in p else ""), highlight=False)
 
 

@@ -74,9 +74,12 @@ class Numbers:
         return min(a, b), max(a, b)
 
 
+REPLICATES = 40
+
+
 def metric_row(num: Numbers, informativity: bool) -> dict:
     r1, r5 = num.pair()
-    row = {"class_agreement": num.ratio(), "retrieval_r1": r1, "retrieval_r5": r5, "diversity": num.ratio()}
+    row = {"class_agreement": num.ratio(), "frame_r1": r1, "frame_r5": r5, "diversity": num.ratio()}
     row["informativity"] = num.ratio() if informativity else None
     return row
 
@@ -90,7 +93,8 @@ def evaluation(run: Path, data: Path, classes: list[str], model: str, num: Numbe
     sounds = 2
     per_class = {c: {"sounds": sounds, "images": sounds * samples, **metric_row(num, informativity)} for c in classes}
     hist = ({"mean": num.ratio(), "mean_epochs": [1, 3 + k], "best_moving_average": num.ratio(),
-             "best_window": [2, 3 + k], "window": 2} if history else None)
+             "best_window": [2, 3 + k], "window": 2, "best_moving_average_by_val": num.ratio(),
+             "best_window_by_val": [1, 2 + k]} if history else None)
     ev = {"ident": {"config": {"run": str(run), "data": str(data), "split": "test", "samples": samples,
                                "informativity": "judges" if informativity else "", "fid_weights": "",
                                "proxy_cache": str(run.parent / "frame-classifier.pt"), "proxy_epochs": 30, "seed": 0},
@@ -105,6 +109,16 @@ def evaluation(run: Path, data: Path, classes: list[str], model: str, num: Numbe
           "informativity_judges": "judges" if informativity else None,
           "training": {"pixel_loss_ma50": round(0.05 + 0.113 * k + num.ratio() / 10, 6) if epoch else None,
                        "informativity_history": hist}}
+    # bootstrap replicates around each number (what `evaluate` stores), so that the report's
+    # intervals can be checked against the quantiles computed by the test itself
+    spread = __import__("numpy").random.default_rng(100 + k)
+    reps = lambda v, sd: [float(min(1.0, max(0.0, x))) if sd < 0.1 else float(x)  # noqa: E731
+                          for x in spread.normal(v, sd, REPLICATES)]
+    ev["replicates"] = {
+        "mean": {key: reps(v, 0.01) for key, v in ev["mean"].items() if v is not None},
+        "proxies": {key: reps(ev["proxies"][key], 0.2 if key == "frechet_distance" else 0.001)
+                    for key in ("frechet_distance", "kernel_distance")},
+        "per_class": {c: {"class_agreement": reps(row["class_agreement"], 0.02)} for c, row in per_class.items()}}
     if model != "real":
         ev["grid"] = "evaluation-grid.png"
     run.mkdir(parents=True, exist_ok=True)

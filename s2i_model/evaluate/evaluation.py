@@ -1,12 +1,16 @@
 """Evaluation of a trained translator on a split's held-out sounds (SPEC 5).
 
-Every sound gets ``samples`` pictures (test-time dropout). Measured, streaming so that a large
-test split never sits in memory:
+Every sound gets ``samples`` pictures (test-time dropout). Measured, streaming the sounds:
 - informativity per class and mean, when informativity classifiers are given (the paper's metric);
-- proxies that need no labels, named as such: class agreement of a real-frame classifier trained
-  on the train split; Fréchet and kernel distances between generated and real test images in
-  that classifier's feature space; retrieval R@1/R@5 (real test frames nearest to each picture);
-  diversity of the pictures of one sound; with ``fid_weights``, the standard Inception FID.
+- proxies that need no labels, named as such, all by judges that never saw the frames they
+  judge (`crossfit`: real-frame classifiers cross-fitted over the split by video, never trained on
+  a train frame): class agreement (the blurred judges' headline, and the full-resolution judges');
+  Fréchet and kernel distances between generated and real frames in each fold's judge's feature
+  space; frame R@1/R@5 (a real frame of the sound's class among the k nearest real frames of its
+  fold: not CLIP's class-name R@k); diversity of the pictures of one sound; with ``fid_weights``,
+  the standard Inception FID;
+- a 95 % interval on every number (`intervals`: a stratified bootstrap over the split's videos) and
+  the replicates behind it, so that a report can combine seeds.
 RUN/evaluation.json is the result; it is reused when nothing it depends on has changed.
 """
 
@@ -29,11 +33,14 @@ from s2i_model.evaluate.fid import InceptionFeatures, frechet_distance, kernel_d
 from s2i_model.evaluate.history import aggregates, informativity_history, pixel_loss_ma, read_rows
 from s2i_model.imagine import imagine_split
 from s2i_model.evaluate.informativity import FILE as JUDGES_FILE
-from s2i_model.evaluate.informativity import Judges
+from s2i_model.evaluate.informativity import Judges, pool_models
 from s2i_model.evaluate.reference import RealFrames
-from s2i_model.evaluate.realframe import diversity, embed_images, frame_classifier, retrieval_recall, separability
+from s2i_model.evaluate import intervals
+from s2i_model.evaluate.crossfit import FOLDS, HEADLINE, CrossFitted, cross_fitted
+from s2i_model.evaluate.realframe import diversity, frame_hits, separability
 
 RESULT = run_folder.EVALUATION
+JUDGES = "judges.pt"  # the cross-fitted judges of a run evaluated on its own
 
 
 @dataclass
@@ -44,8 +51,10 @@ class EvalConfig:
     samples: int = 10  # pictures per sound
     informativity: str = ""  # folder of informativity classifiers (optional)
     fid_weights: str = ""  # Inception-v3 state dict on disk (optional)
-    proxy_cache: str = ""  # where the real-frame classifier is kept (default RUN/frame-classifier.pt)
+    proxy_cache: str = ""  # where the cross-fitted judges are kept (default RUN/judges.pt)
     proxy_epochs: int = 30
+    folds: int = FOLDS  # folds of the judged split's videos (crossfit.py)
+    judge_seed: int = 0  # the judges' (one set for every row and seed of a comparison)
     seed: int = 0
     batch_sounds: int = 32
     device: str = "auto"
@@ -57,47 +66,56 @@ def _stamp(path: str) -> list:
     return [str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] if p.is_file() else []
 
 
-def measure(pictures, data: Build | str | Path, split: str, proxy: torch.nn.Module, classes: list[str], samples: int,
+def measure(pictures, data: Build | str | Path, split: str, judge, classes: list[str], samples: int,
             norm, device: str, batch_sounds: int = 32, seed: int = 0, judges: Judges | None = None,
-            inception: InceptionFeatures | None = None) -> dict:
+            inception: InceptionFeatures | None = None, replicates: int = intervals.REPLICATES) -> dict:
     """The metrics of any picture maker on a split's sounds, streamed a batch at a time.
 
     ``pictures(mels, real)``: a batch's normalised log-mels [B, 1, 100, 128] (on ``device``) and
     real frames [B, 3, 96, 96] in [-1, 1] → ``samples`` pictures per sound, [B * samples, 3, 96, 96],
     sound by sound. `evaluate` passes the translator (encoder then generator); tests pass makers
-    whose metrics are known (the real frame itself, one picture for every sound). torch is seeded
-    with ``seed`` first and ``pictures`` runs under no_grad. Returns ``per_class``, ``mean`` and
-    ``proxies`` as in evaluation.json, and ``sound_cls`` (the class of each sound, in stream order)."""
+    whose metrics are known (the real frame itself, one picture for every sound). ``judge``: the
+    cross-fitted judges (`crossfit.CrossFitted`: each sound judged by its fold's judges, the
+    distances and frame R@k measured in that fold's space against that fold's real frames), or one
+    classifier for every sound. torch is seeded with ``seed`` first and ``pictures`` runs under
+    no_grad. Returns ``per_class``, ``mean``, ``proxies``, ``intervals`` and ``replicates`` as in
+    evaluation.json (`intervals`: a bootstrap over the split's videos), and ``sound_cls`` (the class
+    of each sound, in stream order)."""
     torch.manual_seed(seed)
+    judge = judge if isinstance(judge, CrossFitted) else CrossFitted.single(judge)
     n = samples
-    acc = {"cls": [], "agree": [], "informative": [], "div": [], "gen_feat": [], "real_feat": [], "real_cls": [],
-           "gen_inc": [], "real_inc": []}
+    acc = {k: [] for k in ("cls", "fold", "keys", "agree", "agree_full", "informative", "div", "gen_feat",
+                           "real_feat", "gen_inc", "real_inc")}
     batch: list = []
 
     def flush() -> None:
         mels = torch.stack([b[0] for b in batch]).to(device)
         real = torch.stack([b[1] for b in batch])
         cls = torch.tensor([b[2] for b in batch])
+        folds = judge.folds([b[3] for b in batch])
         with torch.no_grad():
             imgs = pictures(mels, real).float().cpu()
-            gcls = cls.repeat_interleave(n)
-            acc["agree"].append(torch.cat([proxy(b.to(device)).argmax(1).cpu() for b in imgs.split(256)]) == gcls)
-            acc["gen_feat"].append(embed_images(proxy, imgs, device))
-            acc["real_feat"].append(embed_images(proxy, real, device))
+            gcls, gfold = cls.repeat_interleave(n), folds.repeat_interleave(n)
+            for name, key in ((HEADLINE, "agree"), ("full", "agree_full")):
+                hit = judge.predict(name, imgs, gfold, device) == gcls
+                acc[key].append(hit.view(len(batch), n).float().mean(1))
+            acc["gen_feat"].append(judge.features(imgs, gfold, device))
+            acc["real_feat"].append(judge.features(real, folds, device))
             if inception is not None:
                 acc["gen_inc"].append(torch.cat([inception(b.to(device)).cpu() for b in imgs.split(64)]))
                 acc["real_inc"].append(inception(real.to(device)).cpu())
             if judges is not None:
-                acc["informative"].append(judges.predict(imgs, [classes[c] for c in gcls]))
+                acc["informative"].append(judges.predict(imgs, [classes[c] for c in gcls]).float().view(len(batch), n))
         if n > 1:
             s = imgs.reshape(len(batch), n, *imgs.shape[1:])
             acc["div"] += [diversity(s[i:i + 1]) for i in range(len(batch))]
-        acc["cls"].append(gcls)
-        acc["real_cls"].append(cls)
+        acc["cls"].append(cls)
+        acc["fold"].append(folds)
+        acc["keys"] += [b[3] for b in batch]
         batch.clear()
 
-    for mel, img, cls, _ in ShardStream(data, split, norm, shuffle=False):
-        batch.append((mel, img, cls))
+    for mel, img, cls, key in ShardStream(data, split, norm, shuffle=False):
+        batch.append((mel, img, cls, key))
         if len(batch) == batch_sounds:
             flush()
     if batch:
@@ -105,33 +123,95 @@ def measure(pictures, data: Build | str | Path, split: str, proxy: torch.nn.Modu
     if not acc["cls"]:
         raise ValueError(f"{data}: the {split} split has no samples")
 
-    # ---- per class, then macro means over classes
-    gcls, agree = torch.cat(acc["cls"]), torch.cat(acc["agree"]).float()
-    gen_feat, real_feat, real_cls = torch.cat(acc["gen_feat"]), torch.cat(acc["real_feat"]), torch.cat(acc["real_cls"])
-    recall = _per_class_recall(gen_feat, gcls, real_feat, real_cls)
-    informative = torch.cat(acc["informative"]) if acc["informative"] else None
-    div = torch.tensor(acc["div"]) if acc["div"] else None
+    # ---- per sound: each metric's value for every sound (a sound's pictures averaged)
+    cls, fold = torch.cat(acc["cls"]).numpy(), torch.cat(acc["fold"]).numpy()
+    gen_feat, real_feat = torch.cat(acc["gen_feat"]), torch.cat(acc["real_feat"])
+    hits = _frame_hits(gen_feat, real_feat, torch.from_numpy(cls), torch.from_numpy(fold), n)
+    sound = {"class_agreement": torch.cat(acc["agree"]).numpy(), "class_agreement_full": torch.cat(acc["agree_full"]).numpy(),
+             "frame_r1": hits[1], "frame_r5": hits[5]}
+    if acc["div"]:
+        sound["diversity"] = np.array(acc["div"], float)
+    if acc["informative"]:
+        info = torch.cat(acc["informative"])
+        sound["informativity"] = torch.where(torch.isnan(info).any(1), torch.nan, info.nanmean(1)).numpy()
+
+    # ---- per class, then means over classes (each class counts alike)
     per_class = {}
     for c, name in enumerate(classes):
-        sel = gcls == c
+        sel = cls == c
         if not sel.any():
             continue
-        row = {"sounds": int(sel.sum()) // n, "images": int(sel.sum()), "class_agreement": float(agree[sel].mean()),
-               "retrieval_r1": recall[c][1], "retrieval_r5": recall[c][5]}
-        if div is not None:
-            row["diversity"] = float(div[real_cls == c].mean())
-        if informative is not None:
-            judged = informative[sel]
-            row["informativity"] = float(judged.mean()) if not torch.isnan(judged).any() else None
+        row = {"sounds": int(sel.sum()), "images": int(sel.sum()) * n}
+        for k, v in sound.items():
+            row[k] = None if np.isnan(v[sel]).any() else float(v[sel].mean())
         per_class[name] = row
-    mean = {k: _mean([r.get(k) for r in per_class.values()]) for k in
-            ("informativity", "class_agreement", "retrieval_r1", "retrieval_r5", "diversity")}
-    proxies = {"frechet_distance": frechet_distance(gen_feat.numpy(), real_feat.numpy()),
-               "kernel_distance": kernel_distance(gen_feat.numpy(), real_feat.numpy(), seed=seed),
-               "feature_space": "real-frame classifier (32-d), trained on the train split"}
+    mean = {k: _mean([r.get(k) for r in per_class.values()]) for k in sound}
+
+    def distances(sel: np.ndarray) -> dict[str, float | None]:
+        """Fréchet and kernel distances of the pictures of sounds ``sel`` (indices, repeats allowed)
+        to their real frames, in each fold's space, averaged over folds by real frames."""
+        out = {"frechet_distance": [], "kernel_distance": [], "weight": []}
+        for f in np.unique(fold[sel]):
+            mine = sel[fold[sel] == f]
+            if len(mine) < 2:
+                continue
+            pics = (mine[:, None] * n + np.arange(n)).ravel()
+            g, r = gen_feat[pics].numpy(), real_feat[mine].numpy()
+            out["frechet_distance"].append(frechet_distance(g, r))
+            out["kernel_distance"].append(kernel_distance(g, r, seed=seed))
+            out["weight"].append(len(mine))
+        if not out["weight"]:
+            return {"frechet_distance": None, "kernel_distance": None}
+        return {k: float(np.average(out[k], weights=out["weight"])) for k in ("frechet_distance", "kernel_distance")}
+
+    everyone = np.arange(len(cls))
+    proxies = {**distances(everyone),
+               "feature_space": f"cross-fitted {HEADLINE} judges' 32-d features, each fold in its own space"}
     if inception is not None:
         proxies["fid_inception"] = frechet_distance(torch.cat(acc["gen_inc"]).numpy(), torch.cat(acc["real_inc"]).numpy())
-    return {"per_class": per_class, "mean": mean, "proxies": proxies, "sound_cls": real_cls}
+
+    # ---- 95 % intervals: a stratified bootstrap over the split's videos (the same draws for every model)
+    video_of_key = _videos(data, split)
+    video = np.array([video_of_key.get(k, k) for k in acc["keys"]])
+    draws = intervals.video_draws(video, cls, replicates)
+    reps = {"mean": {k: intervals.replicate(v, cls, draws) for k, v in sound.items()},
+            "proxies": {}, "per_class": {}}
+    dist_reps = [distances(d) for d in draws]
+    for k in ("frechet_distance", "kernel_distance"):
+        reps["proxies"][k] = [r[k] for r in dist_reps]
+    for c, name in enumerate(classes):
+        if name in per_class:
+            reps["per_class"][name] = {k: [intervals.class_mean(sound[k][d][cls[d] == c], cls[d][cls[d] == c])
+                                           for d in draws] for k in PER_CLASS_INTERVALS if k in sound}
+    found = {part: {k: intervals.interval(v) for k, v in reps[part].items()} for part in ("mean", "proxies")}
+    found["per_class"] = {c: {k: intervals.interval(v) for k, v in m.items()} for c, m in reps["per_class"].items()}
+    found["videos"] = len(set(video.tolist()))
+    found["replicates"] = replicates
+    return {"per_class": per_class, "mean": mean, "proxies": proxies, "intervals": found, "replicates": reps,
+            "sound_cls": torch.from_numpy(cls)}
+
+
+PER_CLASS_INTERVALS = ("class_agreement", "informativity")  # the per-class plot's error bars
+
+
+def _videos(data, split: str) -> dict[str, str]:
+    """``{key: video}`` of a split, from the build's manifest (a key it lacks is its own video)."""
+    m = Build.open(data).manifest(["key", "split", "video_id"])
+    m = m[m["split"] == split]
+    return dict(zip(m["key"], m["video_id"]))
+
+
+def _frame_hits(gen_feat, real_feat, cls, fold, n) -> dict[int, np.ndarray]:
+    """Frame R@k per sound: the share of its pictures with a real frame of its class among their k
+    nearest real frames of the same fold (cosine, in that fold's judge's space)."""
+    out = {k: np.zeros(len(cls)) for k in (1, 5)}
+    gcls, gfold = cls.repeat_interleave(n), fold.repeat_interleave(n)
+    for f in fold.unique().tolist():
+        q, g = gfold == f, fold == f
+        got = frame_hits(gen_feat[q], gcls[q], real_feat[g], cls[g])
+        for k in out:
+            out[k][(fold == f).numpy()] = got[k].view(-1, n).float().mean(1).numpy()
+    return out
 
 
 def evaluate(cfg: EvalConfig, force: bool = False, log=print) -> dict:
@@ -173,22 +253,16 @@ def _evaluate(cfg: EvalConfig, run: Path, force: bool, log) -> dict:
     tr = opened.model(cfg.device)
     dev = str(tr.device)
     judges = Judges.load(Path(cfg.informativity), dev) if cfg.informativity else None
-    proxy = frame_classifier(build, len(classes), Path(cfg.proxy_cache) if cfg.proxy_cache else run / "frame-classifier.pt",
-                             cfg.proxy_epochs, cfg.seed, dev)
+    judge = cross_fitted(build, cfg.split, len(classes), Path(cfg.proxy_cache) if cfg.proxy_cache else run / JUDGES,
+                         cfg.folds, cfg.proxy_epochs, cfg.judge_seed, dev, log)
     inception = InceptionFeatures(Path(cfg.fid_weights)).to(dev) if cfg.fid_weights else None
 
     # ---- the translator's pictures of every sound, measured
     n = cfg.samples
     zs: list = []
 
-    def pictures(mels: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        if isinstance(tr, RealFrames):  # the ceiling row: the sound's own frame
-            return tr.pictures_of_real(real, n).float()
-        if hasattr(tr, "embed"):  # the embeddings too, for the ceiling (an embedding draws no noise)
-            zs.append(tr.embed(mels).float().cpu())
-        return tr.sound_pictures(mels, n, seed=None).flatten(0, 1).float().cpu()
-
-    measured = measure(pictures, build, cfg.split, proxy, classes, n, tr.norm, dev, cfg.batch_sounds, cfg.seed,
+    pictures = picture_maker(tr, n, zs)
+    measured = measure(pictures, build, cfg.split, judge, classes, n, tr.norm, dev, cfg.batch_sounds, cfg.seed,
                        judges, inception)
     per_class, mean, proxies = measured["per_class"], measured["mean"], measured["proxies"]
 
@@ -209,9 +283,15 @@ def _evaluate(cfg: EvalConfig, run: Path, force: bool, log) -> dict:
         "model": model,
         # the size of what a model draws from: S2I's embedding, a VAE's latent (None where a model has neither)
         "emb": sizes.get("emb", sizes.get("latent")), "width": sizes.get("width"), "epoch": state.get("epoch"),
+        "training_seed": state["config"].get("seed") if isinstance(state.get("config"), dict) else None,
         "classes": classes, "per_class": per_class, "mean": mean, "proxies": proxies,
+        "judge": judge.held_out, "intervals": measured["intervals"], "replicates": measured["replicates"],
         "embedding_separability": ceiling,
         "informativity_judges": cfg.informativity or None,
+        # the models the judges' pool held pictures of (None: the judges do not say): a report shows
+        # informativity only for these
+        "informativity_pool": sorted(pool_models(Path(cfg.informativity))) if cfg.informativity
+        and pool_models(Path(cfg.informativity)) is not None else None,
         "training": {"pixel_loss_ma50": pixel_loss_ma(rows), "informativity_history": aggregates(hist) or None},
     }
     if not isinstance(tr, RealFrames):  # the real frames are in every grid already
@@ -219,6 +299,28 @@ def _evaluate(cfg: EvalConfig, run: Path, force: bool, log) -> dict:
         result["grid"] = grid.name
     storage.atomic_write(out_path, json.dumps(result, indent=2))
     return result
+
+
+def picture_maker(tr, n: int, zs: list | None = None):
+    """``measure``'s ``pictures`` for a loaded model or reference row; ``zs`` collects the sounds'
+    embeddings where the model has them (the embedding ceiling)."""
+    def pictures(mels: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        if isinstance(tr, RealFrames):  # the ceiling row: the sound's own frame
+            return tr.pictures_of_real(real, n).float()
+        if zs is not None and hasattr(tr, "embed"):  # an embedding draws no noise
+            zs.append(tr.embed(mels).float().cpu())
+        return tr.sound_pictures(mels, n, seed=None).flatten(0, 1).float().cpu()
+    return pictures
+
+
+def agreement(run: Path, data: Build, split: str, judge: CrossFitted, samples: int, seed: int = 0,
+              device: str = "auto") -> dict:
+    """Class agreement (both judges) of a run's pictures of a split, without intervals: a learning
+    curve's point (curve.py)."""
+    tr = run_folder.Run.open(run).model(device)
+    found = measure(picture_maker(tr, samples), data, split, judge, data.classes, samples, tr.norm, str(tr.device),
+                    seed=seed, replicates=0)
+    return {k: found["mean"][k] for k in ("class_agreement", "class_agreement_full")}
 
 
 def _earlier_result(path: Path) -> dict | None:
@@ -249,11 +351,3 @@ def _cached_train_embeddings(run: Path, build: Build, width: int, log) -> dict |
 def _mean(values: list) -> float | None:
     values = [v for v in values if v is not None]
     return float(np.mean(values)) if values else None
-
-
-def _per_class_recall(gen_feat, gcls, real_feat, real_cls) -> dict[int, dict[int, float]]:
-    out = {}
-    for c in gcls.unique().tolist():
-        sel = gcls == c
-        out[c] = retrieval_recall(gen_feat[sel], gcls[sel], real_feat, real_cls)
-    return out

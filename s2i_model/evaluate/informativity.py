@@ -4,6 +4,11 @@ Each class's labelled images are split 80/20 (stratified, by a hash of the image
 labels never moves an image from test to train); the network and optimiser are the paper's.
 Informativity of a translator is then the share of its images that the judge of the sound's
 class calls informative (SPEC 5).
+
+A model leaves a fingerprint on its pictures, so judges that learnt from one model's pictures say
+little of another's: the judges' file records the runs (and their models) whose labelled pictures
+trained them (``pool_runs``, and ``pool_unattributed`` for pictures of an older pool that names no
+run), and `pool_models` reads it back for the evaluation and the report.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -70,6 +76,8 @@ def train_informativity(pool: Path, out: Path, cfg: InformativityConfig = Inform
     if classes is None:
         raise ValueError(f"{pool}/pool.json: missing, or names no classes")
     judges, report = {}, {}
+    seen_runs: dict[str, str] = {}  # {run: model} of the pictures the judges learnt from
+    unattributed = 0  # ... and how many of them an older pool's rows leave without a run
     for name in classes:
         rows = [items[i] for i in sorted(labels) if i in items and items[i]["class"] == name]
         y = torch.tensor([labels[r["id"]] == "informative" for r in rows], dtype=torch.long)
@@ -87,15 +95,24 @@ def train_informativity(pool: Path, out: Path, cfg: InformativityConfig = Inform
         model = _fit(x[~test], y[~test], cfg, device)
         acc = _accuracy(model, x[test], y[test], device)
         judges[name] = model.state_dict()
+        learnt = [r for r, held_out in zip(rows, test.tolist()) if not held_out]
+        seen_runs |= {r["run"]: r["model"] for r in learnt if "run" in r}
+        unattributed += sum("run" not in r for r in learnt)
         report[name] = {"informative": n_pos, "not": n_neg, "train": int((~test).sum()), "test": int(test.sum()),
-                        "test_accuracy": acc}
+                        "test_accuracy": acc,
+                        "models": dict(sorted(Counter(r["model"] for r in learnt if "model" in r).items()))}
+        if any("run" not in r for r in learnt):
+            report[name]["unattributed"] = sum("run" not in r for r in learnt)
         log(f"{name}: {n_pos} informative + {n_neg} not; test accuracy {acc:.1%} on {int(test.sum())} images")
     if not judges:
         raise ValueError(f"{pool}: no class has enough labels (at least {MIN_PER_LABEL} informative and "
                          f"{MIN_PER_LABEL} not): label more with s2i-model label")
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint.save(out / FILE, {"classes": classes, "judges": judges, "config": asdict(cfg), "report": report})
-    summary = {"pool": str(pool), "config": asdict(cfg), "classes": report}
+    seen_runs = dict(sorted(seen_runs.items()))
+    checkpoint.save(out / FILE, {"classes": classes, "judges": judges, "config": asdict(cfg), "report": report,
+                                 "pool_runs": seen_runs, "pool_unattributed": unattributed})
+    summary = {"pool": str(pool), "config": asdict(cfg), "classes": report, "pool_runs": seen_runs,
+               "pool_unattributed": unattributed, "pool_models": _models_said(seen_runs, unattributed)}
     storage.atomic_write(out / "informativity.json", json.dumps(summary, indent=2))
     return summary
 
@@ -130,11 +147,41 @@ def _accuracy(model, x, y, device) -> float:
     return float((pred == y).float().mean())
 
 
-class Judges:
-    """The trained classifiers of a folder written by `train_informativity`."""
+def _models_said(runs: dict[str, str], unattributed: int) -> list[str] | None:
+    """The models the judges learnt from, or None when some of their pictures name no run."""
+    return None if unattributed else sorted(set(runs.values()))
 
-    def __init__(self, classes: list[str], models: dict[str, torch.nn.Module], report: dict) -> None:
-        self.classes, self.models, self.report = classes, models, report
+
+def _pool_record(state: dict, where: Path) -> set[str] | None:
+    """`pool_models` of a loaded judges' file, its fields checked (`untrusted.judges_pool`)."""
+    if "pool_runs" not in state:
+        return None  # judges from before the file said
+    runs, unattributed = untrusted.judges_pool(state["pool_runs"], state.get("pool_unattributed"), str(where))
+    said = _models_said(runs, unattributed)
+    return None if said is None else set(said)
+
+
+def pool_models(folder: Path) -> set[str] | None:
+    """The models whose pictures the judges in ``folder`` (a `train_informativity` output) learnt
+    from: only for these does their informativity mean what it says. None when the file does not
+    say: judges trained before it recorded its pool, or on pictures of an older pool whose ids
+    name no run (they may be of any model). The file may come from another lab: a value that is
+    not a mapping of plain run names to model names (registry-style: a-z, 0-9, -, _), or a count
+    that is not a whole number, is an `untrusted.Untrusted` naming file and field, in one line."""
+    state = checkpoint.load(Path(folder) / FILE, "cpu")
+    if state is None:
+        raise ValueError(f"{folder} holds no informativity classifiers ({FILE}): "
+                         "run s2i-model train-informativity first")
+    return _pool_record(state, Path(folder) / FILE)
+
+
+class Judges:
+    """The trained classifiers of a folder written by `train_informativity`; ``pool_models``: the
+    models their pool's pictures came from (`pool_models`; None: not said)."""
+
+    def __init__(self, classes: list[str], models: dict[str, torch.nn.Module], report: dict,
+                 pool_models: set[str] | None = None) -> None:
+        self.classes, self.models, self.report, self.pool_models = classes, models, report, pool_models
 
     @classmethod
     def load(cls, folder: Path, device: str = "cpu") -> "Judges":
@@ -149,13 +196,14 @@ class Judges:
         untrusted.names(classes, f"{where}: classes")
         judges = untrusted.mapping(state.get("judges"), f"{where}: judges")
         report = untrusted.mapping(state.get("report", {}), f"{where}: report")
+        seen = _pool_record(state, where)
         models = {}
         for name, weights in judges.items():
             if name not in classes:
                 raise untrusted.Untrusted(f"{where}: a judge of {untrusted.printable(str(name))!r}, not one of its classes")
             models[name] = checkpoint.build(lambda: InformativityClassifier(2), weights, f"{where}: judges.{name}")
             models[name] = models[name].to(device).eval()
-        return cls(classes, models, dict(report))
+        return cls(classes, models, dict(report), seen)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, class_names: list[str]) -> torch.Tensor:

@@ -49,8 +49,8 @@ class FrameClassifier(torch.nn.Module):
         self.net = InformativityClassifier(n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = x.shape[-2:]
-        x = F.interpolate(F.avg_pool2d(x, self.blur), size=size, mode="bilinear", align_corners=False)
+        if self.blur > 1:
+            x = F.interpolate(F.avg_pool2d(x, self.blur), size=x.shape[-2:], mode="bilinear", align_corners=False)
         return self.net(x)
 
 
@@ -100,14 +100,21 @@ def embed_images(classifier: FrameClassifier, images: torch.Tensor, device: str 
     return torch.cat(out) if out else torch.zeros(0, 32)
 
 
-def retrieval_recall(query: torch.Tensor, query_cls: torch.Tensor, gallery: torch.Tensor, gallery_cls: torch.Tensor,
-                     ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:
-    """Image → real-frame retrieval by cosine similarity: R@k is the share of generated images
-    with a frame of the sound's class among their k nearest real test frames."""
+def frame_hits(query: torch.Tensor, query_cls: torch.Tensor, gallery: torch.Tensor, gallery_cls: torch.Tensor,
+               ks: tuple[int, ...] = (1, 5)) -> dict[int, torch.Tensor]:
+    """Image → real-frame retrieval by cosine similarity: for each query, whether a frame of its
+    class is among its k nearest gallery frames (``frame R@k``: not CLIP's class-name retrieval)."""
     sim = F.normalize(query.float(), dim=1) @ F.normalize(gallery.float(), dim=1).T
     top = sim.topk(min(max(ks), sim.shape[1]), dim=1).indices
     hit = gallery_cls[top] == query_cls[:, None]
-    return {k: float(hit[:, :k].any(1).float().mean()) for k in ks}
+    return {k: hit[:, :k].any(1) for k in ks}
+
+
+def retrieval_recall(query: torch.Tensor, query_cls: torch.Tensor, gallery: torch.Tensor, gallery_cls: torch.Tensor,
+                     ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:
+    """Frame R@k: the share of generated images with a frame of the sound's class among their k
+    nearest real frames (`frame_hits`)."""
+    return {k: float(v.float().mean()) for k, v in frame_hits(query, query_cls, gallery, gallery_cls, ks).items()}
 
 
 def diversity(images: torch.Tensor) -> float:

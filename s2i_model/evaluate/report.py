@@ -33,7 +33,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from s2i_data import storage, untrusted  # noqa: E402
 
-from s2i_model.evaluate.compare import per_class_bars, plot_text, save_figure  # noqa: E402
+from s2i_model.evaluate.compare import per_class_bars, plot_text, save_figure, short_labels  # noqa: E402
 from s2i_model.evaluate.evaluation import RESULT  # noqa: E402
 from s2i_model.evaluate.history import informativity_history, read_rows  # noqa: E402
 from s2i_model import models  # noqa: E402
@@ -131,9 +131,10 @@ def write_report(root: Path, out: Path, device: str = "auto") -> dict:
         from s2i_model.evaluate.compare import comparison, sort_runs
 
         runs = sort_runs(runs)
-        compared = comparison(runs, out, metric, metric_label, device=device)
+        compared = comparison(runs, out, metric, metric_label, device=device, pool_models=_pool(runs))
         bars = compared.pop("per_class")  # report.json's own field, whichever page draws the plot
-        plots = {"history": _plot_history(runs, out / "history.png"), "per_class": compared["per_class_plot"]}
+        plots = {"per_class": compared["per_class_plot"], "curves": compared["curves_plot"],
+                 "history": _plot_history(runs, out / "history.png")}
     else:
         per_class, bars = per_class_bars(runs, metric, f"Per class: {metric_label}", out / "per-class.png",
                                          label=lambda r: f"E = {r['emb']}", per_item=1.4)
@@ -151,6 +152,15 @@ def write_report(root: Path, out: Path, device: str = "auto") -> dict:
     storage.atomic_write(out / "report.json", json.dumps(report, indent=2))
     storage.atomic_write(out / "index.html", _html_models(report, metric_label) if compared else _html(report, metric_label))
     return report
+
+
+def _pool(runs: list[dict]) -> set[str] | None:
+    """The models the informativity judges' pool held pictures of, as the evaluations recorded it
+    (None: no evaluation says, or they used judges without a record)."""
+    said = [r.get("informativity_pool") for r in runs if r.get("informativity_judges")]
+    if not said or any(p is None for p in said):
+        return None
+    return set().union(*said)
 
 
 def _plot_history(runs: list[dict], path: Path) -> str | None:
@@ -207,8 +217,9 @@ def _html(report: dict, metric_label: str) -> str:
     runs = report["runs"]
     e = html.escape
     head = ["E", "epochs", "informativity (mean)", "informativity during training: mean (epochs)",
-            "informativity during training: best moving average (epochs)", "training pixel loss (MA50)",
-            "class agreement (proxy)", "R@1 (proxy)", "R@5 (proxy)", "Fréchet distance (proxy)",
+            "informativity during training: best moving average (epochs)",
+            "best moving average, window chosen on val (epochs)", "training pixel loss (MA50)",
+            "class agreement (proxy)", "frame R@1 (proxy)", "frame R@5 (proxy)", "Fréchet distance (proxy)",
             "kernel distance (proxy)", "diversity"]
     fid = any("fid_inception" in r["proxies"] for r in runs)
     if fid:
@@ -219,9 +230,10 @@ def _html(report: dict, metric_label: str) -> str:
         rows.append([str(r["emb"]), str(r["epoch"]), _pct(r["mean"].get("informativity")),
                      _span(hist.get("mean"), hist.get("mean_epochs")),
                      _span(hist.get("best_moving_average"), hist.get("best_window")),
+                     _span(hist.get("best_moving_average_by_val"), hist.get("best_window_by_val")),
                      _num(r["training"]["pixel_loss_ma50"]),
-                     _pct(r["mean"].get("class_agreement")), _pct(r["mean"].get("retrieval_r1")),
-                     _pct(r["mean"].get("retrieval_r5")), _num(r["proxies"]["frechet_distance"]),
+                     _pct(r["mean"].get("class_agreement")), _pct(r["mean"].get("frame_r1")),
+                     _pct(r["mean"].get("frame_r5")), _num(r["proxies"]["frechet_distance"]),
                      _num(r["proxies"]["kernel_distance"]), _num(r["mean"].get("diversity"), 3)]
                     + ([_num(r["proxies"].get("fid_inception"))] if fid else []))
     table = _table("summary", head, rows)
@@ -260,47 +272,97 @@ def _count(v) -> str:
     return "–" if v is None else f"{v:,}"
 
 
+class _Markup(str):
+    """A table cell already written as HTML from numbers (`_table` escapes every other cell)."""
+
+
+def _ci(m: dict, pct: bool = True, digits: int = 3) -> str:
+    """A measure and its 95 % interval as one short cell, the interval on a line of its own: the
+    text "56.2 [50.1, 62.0]"."""
+    v, ci = m.get("value"), m.get("interval")
+    if v is None:
+        return m.get("note") and "n/a" or "–"
+    f = (lambda x: f"{100 * x:.1f}") if pct else (lambda x: f"{x:.{digits}g}")
+    if not ci:
+        return f(v)
+    return _Markup(f'{html.escape(f(v))}<span class=ci> [{html.escape(f(ci[0]))}, {html.escape(f(ci[1]))}]</span>')
+
+
+FOOTNOTES = {
+    "cls": "class agreement (%): the share of pictures whose class the cross-fitted judges read as the sound's; "
+           "blurred (the headline) and full resolution",
+    "frame": "frame R@k (%): a real frame of the sound's class among the k real frames of its fold nearest to the "
+             "picture in the judge's space; not the CLIP class-name R@k of Sound2Scene's paper",
+    "dist": "Fréchet and kernel distances between the pictures and the real frames in each fold's judge's 32-d "
+            "features, averaged over folds",
+    "budget": "samples seen: train samples drawn by every stage (RUN/metrics.jsonl), mean over seeds; time: the sum of "
+              "every logged epoch",
+}
+
+
 def _html_models(report: dict, metric_label: str) -> str:
     runs, cmp = report["runs"], report["comparison"]
     e = html.escape
-    head = ["model", "run", "labels used in training", "epochs", "informativity (mean)", "class agreement (proxy)",
-            "Fréchet distance (proxy)", "kernel distance (proxy)", "R@1 (proxy)", "R@5 (proxy)", "diversity",
-            "parameters", "training time", "training samples/s"]
+    rows = cmp["rows"]
+    labels = {r["model"]: r["labels_used"] for r in rows}
+    marks = {text: "*" * (i + 1) for i, text in enumerate(dict.fromkeys(labels.values()))}
+    head = ["row", "seeds", "class agr. blurred", "class agr. full", "frame R@1", "frame R@5", "Fréchet", "kernel",
+            "diversity", "informativity", "samples seen", "time", "params", "labels"]  # short: a laptop's width
     table = _table("models", head, [
-        [r["model"], r["name"], r["labels_used"], "–" if r["epoch"] is None else str(r["epoch"]), _pct(r["informativity"]), _pct(r["class_agreement"]),
-         _num(r["frechet_distance"]), _num(r["kernel_distance"]), _pct(r["retrieval_r1"]), _pct(r["retrieval_r5"]),
-         _num(r["diversity"], 3), _count(r["parameters"]), _seconds(r["training_seconds"]),
-         _num(r["samples_per_s"], 3)] for r in cmp["rows"]])
+        [r["name"], str(len(r["seeds"])), _ci(r["class_agreement"]), _ci(r["class_agreement_full"]),
+         _ci(r["frame_r1"]), _ci(r["frame_r5"]), _ci(r["frechet_distance"], False, 2),
+         _ci(r["kernel_distance"], False, 2), _ci(r["diversity"], False, 2), _ci(r["informativity"]),
+         _count(None if r["training_samples"] is None else round(r["training_samples"])),
+         _seconds(r["training_seconds"]), _count(r["parameters"]),
+         short_labels(r["labels_used"]) + marks[r["labels_used"]]] for r in rows])
+    notes = "".join(f"<li>{e(mark)} labels used: {e(text)}</li>" for text, mark in marks.items())
+    notes += "".join(f"<li>{e(v)}</li>" for v in FOOTNOTES.values())
+    unjudged = [r["name"] for r in rows if r["informativity"].get("note")]
+    if unjudged:
+        notes += f"<li>informativity n/a: judges not trained on this model ({e(', '.join(unjudged))})</li>"
+    judge = cmp.get("judge") or {}
+    judges = ("<p>Judges: " + e(str(judge.get("folds"))) + " folds over the test videos, each trained on "
+              + e(judge.get("trained_on", "")) + ". Held-out accuracy on the real test frames: "
+              + "; ".join(f"{e(k)} {_pct((judge.get(k) or {}).get('held_out_accuracy'))}" for k in ("blurred", "full"))
+              + f". Headline: {e(str(judge.get('headline')))} (a full-resolution judge reads the texture of generated "
+              "pictures more than what they show).</p>") if judge else \
+        "<p class=note>These evaluations name no cross-fitted judges (made before issue 27).</p>"
+    names = [r["name"] for r in rows]
+    order = _table("orders", ["class agr. blurred"] + names, [
+        [a] + ["" if a == b else {"above": ">", "below": "<"}.get(cmp["orders"][a][b], "≈") for b in names]
+        for a in names])
     classes = runs[0]["classes"]
-    metric = report["metric"]
-    per_class = _table("per-class", ["run"] + classes + ["mean"],
-                       [[r["name"]] + [_pct((r["per_class"].get(c) or {}).get(metric)) for c in classes]
-                        + [_pct(r["mean"].get(metric))] for r in runs])
+    means = {r["name"]: r.get(report["metric"], {}).get("value") for r in rows}
+    per_class = _table("per-class", ["row"] + classes + ["mean"], [
+        [name] + [_pct(v / 100) for v in heights] + [_pct(means.get(name))]
+        for name, heights in report["per_class"]["bars"].items()])
     plots = "".join(f'<figure><img src="{_src(f)}" alt="{e(k)}"></figure>' for k, f in report["plots"].items())
     grid = cmp["grid"]
     own = "".join(f'<h3>{e(r["name"])}</h3><img class="grid" src="{_src(r["grid_file"])}" alt="grid {e(r["name"])}">'
                   for r in runs if r.get("grid_file"))
-    note = ("" if metric == "informativity" else
+    note = ("" if report["metric"] == "informativity" else
             "<p class=note>No informativity classifiers were given: the per-class table and plots show the "
             "class-agreement proxy, which over-reports (SPEC 5).</p>")
     if not cmp["same_evaluation"]:
-        note += ("<p class=note>These runs were not evaluated alike (build, split, pictures per sound, seed or "
-                 "real-frame classifier differ): their numbers are not comparable. make compare evaluates every "
-                 "model the same way.</p>")
+        note += ("<p class=note>These runs were not evaluated alike (build, split, pictures per sound or judges "
+                 "differ): their numbers are not comparable. make compare evaluates every model the same way.</p>")
     return f"""<!doctype html><html lang=en><head><meta charset=utf-8><title>s2i models compared</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#f3f3f3}}figure{{display:inline-block;margin:0 1em 1em 0}}
-img{{max-width:100%}}.grid{{image-rendering:pixelated}}.note{{color:#8a4b00}}</style></head><body>
+<style>body{{font-family:system-ui,sans-serif;margin:1em;max-width:1260px}}table{{border-collapse:collapse;margin:.5em 0;font-size:12px}}
+td,th{{border:1px solid #ccc;padding:2px 4px;text-align:right;white-space:nowrap}}th{{background:#f3f3f3;white-space:normal}}
+td:first-child{{text-align:left}}.ci{{display:block;font-size:10px;color:#555}}figure{{display:inline-block;margin:0 1em 1em 0}}
+img{{max-width:100%}}.grid{{image-rendering:pixelated}}.note{{color:#8a4b00}}ul.foot{{font-size:12px;color:#444}}</style></head><body>
 <h1>Sound-to-image models compared</h1>
-<p>{len(runs)} runs on {e(runs[0]["data"])}, split <b>{e(runs[0]["split"])}</b>, {e(str(runs[0]["samples_per_sound"]))}
-pictures per sound, seed {e(str(runs[0]["evaluated_with"].get("seed")))}. Proxies need no human labels and are named
-as such; the distances are measured in the real-frame classifier's feature space. Parameters: the networks
-that draw a picture from a sound (training-only networks such as discriminators are not counted); training
-time and samples/s: the sum over every logged epoch of every stage (RUN/metrics.jsonl).</p>
-{note}<h2>Models</h2>{table}<h2>Per class: {e(metric_label)}</h2>{per_class}<h2>Plots</h2>{plots}
+<p>{len(rows)} rows ({len(runs)} runs) on {e(runs[0]["data"])}, split <b>{e(runs[0]["split"])}</b>,
+{e(str(runs[0]["samples_per_sound"]))} pictures per sound. Every number is the mean over the row's seeds with its 95 %
+interval in brackets (a bootstrap over the test videos, stratified by class, and over seeds). Proxies need no human
+labels and are named as such.</p>{judges}
+{note}<h2>Models</h2>{table}<ul class=foot>{notes}</ul>
+<h2>Order</h2><p>Row against column on the headline class agreement: &gt; or &lt; only where the two 95 % intervals do
+not overlap; ≈: not separable.</p>{order}
+<h2>Per class: {e(metric_label)}</h2>{per_class}<h2>Plots</h2>{plots}
 <h2>The same test sounds, every model</h2><p>Each row: a held-out test sound's real frame, then
 {e(str(grid["pictures_per_model"]))} pictures from each model in this order: {e(", ".join(grid["columns"][1:]))}
-(seed {e(str(grid["seed"]))}).</p><img class="grid" id="side-by-side" src="{_src(grid["file"])}" alt="side by side">
+(seed {e(str(grid["seed"]))}, each row's first seed).</p><img class="grid" id="side-by-side" src="{_src(grid["file"])}" alt="side by side">
 <h2>Each run's evaluation grid</h2>{own}
 </body></html>"""
 
@@ -314,4 +376,5 @@ def _src(file: str) -> str:
 def _table(tid: str, head: list[str], rows: list[list[str]]) -> str:
     e = html.escape
     return (f'<table id="{tid}"><thead><tr>' + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr></thead><tbody>"
-            + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows) + "</tbody></table>")
+            + "".join("<tr>" + "".join(f"<td>{c if isinstance(c, _Markup) else e(c)}</td>" for c in row) + "</tr>"
+                      for row in rows) + "</tbody></table>")

@@ -10,6 +10,14 @@ that lie inside the pool when they are read and are the pictures `sample` made (
 content, whatever their names). Every answer says ``nosniff`` (a browser never guesses a type
 other than the one sent), and the page comes with a Content-Security-Policy that lets nothing but
 its own inline script and style run (`security_headers`, shared with the live page).
+
+Labelling is blind to the model (issue 27's pools name the run in every id, ``RUN.KEY-sSEED-K``,
+and a model leaves a fingerprint on its pictures that a labeller who knew the source could learn
+to see): nothing the browser gets names a picture's run, model, key or file. Each picture is known
+to the page by an opaque id drawn at random when the server starts (`opaque_ids`), its image is
+``/picture/<opaque id>``, and a label posted for an opaque id is stored against the real id
+(labels.csv is as before). The pictures are shown in a fixed shuffled order (`shown_order`),
+whereas pool.csv holds each run's pictures together.
 """
 
 from __future__ import annotations
@@ -19,11 +27,12 @@ import hashlib
 import ipaddress
 import json
 import re
+import secrets
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from s2i_data import untrusted
 
@@ -38,6 +47,8 @@ MAX_BODY = 4096
 MAX_DRAIN = 1 << 20
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 WILDCARD = ("", "0.0.0.0", "::")
+PICTURE = "/picture/"  # + a picture's opaque id: its image
+ORDER_SEED = "labelling order 1"  # fixed: the same pool is shown in the same order every time
 
 
 
@@ -70,6 +81,27 @@ def allowed_hosts(bind: str) -> tuple[bool, set[str]]:
     return any_ip, hosts
 
 
+def shown_order(rows: list[dict]) -> list[dict]:
+    """Pool rows in the order the page shows them: a shuffle with a fixed seed (sorted by a hash
+    of the seed and the id), so that the runs and models of a pool, which pool.csv holds together,
+    come interleaved, and a labeller cannot tell a picture's source by where it comes. It depends
+    on the ids alone, not on pool.csv's order, and a grown pool keeps its pictures' order."""
+    return sorted(rows, key=lambda r: hashlib.sha256(f"{ORDER_SEED}:{r['id']}".encode()).digest())
+
+
+def opaque_ids(ids: list[str]) -> dict[str, str]:
+    """{real id: opaque id}: for each picture a random token (16 hex digits, no two alike), new
+    for every server, by which the page knows it; nothing of the real id (run, model, key) is in it."""
+    out: dict[str, str] = {}
+    taken: set[str] = set()
+    for id in ids:
+        while (token := secrets.token_hex(8)) in taken:
+            pass
+        taken.add(token)
+        out[id] = token
+    return out
+
+
 def _hashes(page: bytes, tag: str) -> str:
     """CSP sources for each inline ``<tag>`` element of ``page``: the SHA-256 of its text (with the
     line ends a browser's parser makes of it, so that a checkout with CRLF still matches)."""
@@ -100,16 +132,20 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, pool: Path, address: tuple[str, int]):
         self.pool = Path(pool).resolve()
-        self.rows = read_pool(self.pool)
+        self.rows = shown_order(read_pool(self.pool))
         self.ids = {r["id"] for r in self.rows}
+        # The browser sees only the opaque ids; a label posted for one is stored against the real one.
+        self.opaque = opaque_ids([r["id"] for r in self.rows])
+        self.real = {token: id for id, token in self.opaque.items()}
         meta = pool_meta(self.pool)
         self.target = int(meta.get("target", DEFAULT_TARGET))
         self.classes = list(count_progress(self.rows, {}, meta.get("classes", []), self.target))
         self.label_problems: list[str] = []
         read_labels(self.pool, self.label_problems)
-        # Only the files pool.csv lists are served; whether they lie inside the pool is checked when
-        # each is read, since a file can be swapped for a symlink while the server runs.
-        self.files = {"/" + r["file"]: r["file"] for r in self.rows}
+        # Only the files pool.csv lists are served, each by its picture's opaque id; whether they lie
+        # inside the pool is checked when each is read, since a file can be swapped for a symlink
+        # while the server runs.
+        self.files = {PICTURE + self.opaque[r["id"]]: r["file"] for r in self.rows}
         self.any_ip, self.hosts = allowed_hosts(address[0])
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
@@ -157,8 +193,8 @@ class _Server(ThreadingHTTPServer):
 
     def state(self) -> dict:
         labels = read_labels(self.pool, [])  # malformed lines were reported at start
-        items = [{"id": r["id"], "class": r["class"], "src": quote("/" + r["file"]), "label": labels.get(r["id"])}
-                 for r in self.rows]
+        items = [{"id": self.opaque[r["id"]], "class": r["class"], "src": PICTURE + self.opaque[r["id"]],
+                  "label": labels.get(r["id"])} for r in self.rows]
         return {"items": items, "classes": self.classes, "target": self.target,
                 "progress": count_progress(self.rows, labels, self.classes, self.target)}
 
@@ -261,9 +297,14 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(400, "bad JSON: " + str(e).splitlines()[0])
         if not isinstance(msg, dict):
             return self._error(400, 'expected {"id": ..., "label": ...}')
+        # The page names a picture by its opaque id; the real one is never sent, nor echoed back.
+        token = msg.get("id")
+        id = self.server.real.get(token) if isinstance(token, str) else None
+        if id is None:
+            return self._error(400, "unknown picture: not one this server showed (reload the page)")
         try:
-            append_label(self.server.pool, msg.get("id"), msg.get("label"), self.server.ids)
-        except (ValueError, TypeError) as e:  # TypeError: an id that cannot be looked up, such as a list
+            append_label(self.server.pool, id, msg.get("label"), self.server.ids)
+        except (ValueError, TypeError) as e:  # TypeError: a label that cannot be compared, should one be
             return self._error(400, str(e).splitlines()[0])
         except OSError as e:
             return self._error(500, f"label not saved: {e.strerror or e}")

@@ -9,6 +9,12 @@ Pools travel between labs: pool.csv and pool.json are checked against their sche
 (`untrusted.pool_rows`, `untrusted.pool_meta`: ids, classes and keys plain names, every file
 ``images/<class>/<name>.png``), a file that breaks it is refused with one line naming file and
 line, and appends never follow a link left in a journal's place (`storage.open_append`).
+
+Each picture names the run that drew it (issue 27): its id is ``<run>.<key>-s<seed>-<k>`` and its
+row has ``run`` and ``model`` columns (pool.json's ``runs`` gives each run's model and folder), so
+judges trained on the pool can say which models' pictures they learnt from. An older pool (ids
+without a run, no such columns) stays readable, labellable and trainable: its pictures count as
+of an unknown model, and `sample` refuses to grow it.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ LABELS = ("informative", "not")
 HEADER = "id,label,time\n"
 DEFAULT_TARGET = 500
 POOL_CSV = "pool.csv"
-POOL_FIELDS = ("id", "file", "class", "key", "sample")
+POOL_FIELDS = ("id", "file", "class", "key", "sample", "run", "model")  # an older pool's: the first five
 
 # One server, many handler threads: appends must not interleave.
 _write_lock = threading.Lock()
@@ -48,6 +54,15 @@ def read_pool(pool: Path) -> list[dict]:
     except csv.Error as e:
         raise untrusted.Untrusted(f"{path}: not a CSV table ({e})") from None
     return untrusted.pool_rows(rows, str(path))
+
+
+def pool_fields(pool: Path) -> list[str]:
+    """The columns pool.csv's header names (empty for an empty file): `POOL_FIELDS`, or for an
+    older pool, whose ids name no run, the first five of them."""
+    try:
+        return next(csv.reader(io.StringIO(_text(Path(pool) / POOL_CSV), newline="")), [])
+    except csv.Error as e:
+        raise untrusted.Untrusted(f"{Path(pool) / POOL_CSV}: not a CSV table ({e})") from None
 
 
 def pool_meta(pool: Path) -> dict:

@@ -26,7 +26,9 @@ from importlib import metadata
 GROUP = "s2i.models"
 BUILTIN = ("s2i", "aivae", "aivaegan", "mmgan", "sound2scene")
 DEFAULT = "s2i"  # the model of a run folder or evaluation from before models were named
-REFERENCES = ("retrieval", "real")  # reference rows (evaluate/reference.py): registered, never trained
+# reference rows (evaluate/reference.py): registered, never trained; table order, floor to ceiling
+REFERENCES = ("chance", "lookup", "nearest-sound", "nearest-image", "real")
+OLD_REFERENCES = {"retrieval": "nearest-sound"}  # earlier names of a reference row: what they mean now
 PRESETS = ("paper", "cpu", "test")
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
 
@@ -45,6 +47,16 @@ class Stage:
     train: str | Callable  # "module:function" or the function: (config, log) -> last state
     help: str = ""
     options: Mapping[str, str] = field(default_factory=dict)  # field name -> its --help text
+    # the config's int fields that count its phases' epochs, in training order (s2i's translator: its
+    # ``epochs``; a three-phase stage names three); an epoch is one pass over the train split, so they
+    # state the stage's budget (`ModelSpec.passes`). None: ``("epochs",)`` where the config has that field
+    epoch_fields: tuple[str, ...] | None = None
+
+    def phase_fields(self) -> tuple[str, ...]:
+        """The fields that count this stage's epochs (none: its budget is not stated)."""
+        if self.epoch_fields is not None:
+            return tuple(self.epoch_fields)
+        return ("epochs",) if "epochs" in {f.name for f in dataclasses.fields(self.config)} else ()
 
 
 @dataclass(frozen=True)
@@ -58,7 +70,10 @@ class ModelSpec:
     stages: tuple[Stage, ...] = ()  # none: a reference row (nothing is trained)
     presets: Mapping[str, Mapping[str, Mapping[str, object]]] = field(default_factory=dict)  # preset -> stage -> field -> value
     describe: str | Callable | None = None  # "module:function": (emb=, width=, latent=, flops=, model=) -> JSON for describe
-    retrieval_space: bool = False  # its sounds' embedding is a space `make compare` builds a retrieval row in
+    retrieval_space: bool = False  # its sounds' embedding is a space `make compare` builds a nearest-sound row in
+    # its loaded model's `embed_image` puts frames in the space its `embed` maps sounds to: `make
+    # compare` builds a nearest-image row there (Sound2Scene's baseline C)
+    image_space: bool = False
 
     def stage(self, name: str) -> Stage:
         for s in self.stages:
@@ -74,13 +89,45 @@ class ModelSpec:
             raise RegistryError(f"{self.name} has no preset {name!r} (it has: {', '.join(['paper', *self.presets])})")
         return {s.name: dict(self.presets[name].get(s.name, {})) for s in self.stages}
 
+    def phase_passes(self, preset: str) -> dict[str, int]:
+        """Passes over the train split each phase trains under ``preset``, in training order:
+        ``{"stage.field": epochs}`` (the preset's value, else the config's default). A phase with
+        early stopping (Sound2Scene's audio stage) may stop before its count: the count is its budget."""
+        settings = self.preset(preset)
+        out: dict[str, int] = {}
+        for s in self.stages:
+            fields = s.phase_fields()
+            if not fields:
+                raise RegistryError(f"{self.name}: stage {s.name!r} names no epoch fields (Stage.epoch_fields): "
+                                    "its budget is not stated")
+            defaults = {f.name: f.default for f in dataclasses.fields(s.config)}
+            for f in fields:
+                out[f"{s.name}.{f}"] = int(settings[s.name].get(f, defaults[f]))
+        return out
+
+    def passes(self, preset: str) -> int:
+        """Passes over the train split that ``preset`` trains, every stage and phase summed: its budget in
+        training samples seen is this times the train split's size (docs/models.md, "Budgets")."""
+        return sum(self.phase_passes(preset).values())
+
 
 _REGISTRY: dict[str, ModelSpec] = {}
 # The comparison's reference rows: run folders holding RUN/reference.json, evaluated like models.
 _REFERENCE_ROWS = {
-    "retrieval": ModelSpec("retrieval", "the train frames of the nearest train sounds in a model's audio space",
-                           "ours: audio-to-audio retrieval", "none (copies train frames; the space is its model's)",
-                           "reference.json", "s2i_model.evaluate.reference:load_reference"),
+    "chance": ModelSpec("chance", "a train frame drawn at random for each picture: what a picture that ignores the sound "
+                        "scores", "ours: chance", "none (draws train frames at random)", "reference.json",
+                        "s2i_model.evaluate.reference:load_reference"),
+    "lookup": ModelSpec("lookup", "the mean train frame of the class a sound classifier picks for the sound",
+                        "ours: class-mean lookup", "class labels (its sound classifier learns the train sounds' "
+                        "classes; the pictures are class means of train frames)", "reference.json",
+                        "s2i_model.evaluate.reference:load_reference"),
+    "nearest-sound": ModelSpec("nearest-sound", "the train frames of the nearest train sounds in a model's audio space",
+                               "ours: audio-to-audio retrieval", "none (copies train frames; the space is its model's)",
+                               "reference.json", "s2i_model.evaluate.reference:load_reference"),
+    "nearest-image": ModelSpec("nearest-image", "the train frames nearest to the sound's embedding in a model's visual "
+                               "space", "003: Sound2Scene's baseline (C), retrieval",
+                               "none (copies train frames; the spaces are its model's)", "reference.json",
+                               "s2i_model.evaluate.reference:load_reference"),
     "real": ModelSpec("real", "the test sound's own frame: the ceiling of every measure", "ours",
                       "none (the test sound's own frame: the ceiling)", "reference.json",
                       "s2i_model.evaluate.reference:load_reference"),
@@ -116,6 +163,10 @@ def _checked(spec, where: str) -> ModelSpec:
         odd = [f.name for f in dataclasses.fields(s.config) if hints.get(f.name) not in (int, float, str, bool)]
         if odd:  # every field is a command-line option
             raise RegistryError(f"{where}: stage {s.name!r}'s config fields {odd} are not int, float, str or bool")
+        if s.epoch_fields is not None and (isinstance(s.epoch_fields, str)
+                                           or any(hints.get(f) is not int for f in s.epoch_fields)):
+            raise RegistryError(f"{where}: stage {s.name!r}'s epoch_fields {s.epoch_fields!r} are not int fields "
+                                "of its config")
     for preset, stages in spec.presets.items():
         for stage, values in stages.items():
             known = {f.name for f in dataclasses.fields(spec.stage(stage).config)}
@@ -156,8 +207,9 @@ def get(name: str) -> ModelSpec:
         return _REGISTRY[name]
     if name in BUILTIN:
         return register(importlib.import_module(f"{__name__}.{name}").MODEL)
-    if name in REFERENCES:
-        return register(_REFERENCE_ROWS[name])
+    if name in REFERENCES or name in OLD_REFERENCES:
+        name = OLD_REFERENCES.get(name, name)  # an older row's evaluation.json names its kind as it was called then
+        return _REGISTRY.get(name) or register(_REFERENCE_ROWS[name])
     ep = _entry_points().get(name)
     if ep is None:
         raise RegistryError(f"unknown model {name!r}: the models are {', '.join(names())}")

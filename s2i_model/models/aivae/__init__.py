@@ -10,10 +10,13 @@ from s2i_model.models import ModelSpec, Stage
 from s2i_model.models.aivae.config import AivaeConfig
 
 CHECKPOINTS = {"aivae": "aivae.pt", "aivaegan": "aivaegan.pt"}
-OPTIONS = {"latent": "latent size (the paper's 64)", "width": "channel width multiplier (1.0: the paper's widths)"}
-# cpu: width 1/16 and Adam at the paper's 1e-3, 20 epochs (docs/models.md)
-CPU = {"width": 0.0625, "epochs": 20, "batch_size": 16, "workers": 2, "grid_every": 5}
-TEST = {"width": 0.0625, "epochs": 1, "batch_size": 8, "workers": 0, "grid_every": 1}
+OPTIONS = {"latent": "latent size (the paper's 64)", "width": "channel width multiplier (1.0: the paper's widths)",
+           "balance": "paper: the reconstruction sum × 784/(C·H·W), the paper's ratios to KL and α·GAN; "
+                      "sum: every value summed (runs before the option)"}
+# cpu: width 1/16 and Adam at the paper's 1e-3, 60 epochs: the comparison's equal budget of 60 passes
+# over the train split (docs/models.md, "Budgets")
+CPU = {"width": 0.0625, "epochs": 60, "batch_size": 16, "workers": 2, "grid_every": 10}
+TEST = {"width": 0.0625, "epochs": 4, "batch_size": 8, "workers": 0, "grid_every": 4}  # 4: a learning curve's points
 
 MODEL = ModelSpec(
     name="aivae",

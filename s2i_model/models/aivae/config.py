@@ -8,6 +8,8 @@ from typing import ClassVar
 
 from s2i_model.config import Grids, Runtime
 
+BALANCES = ("paper", "sum")  # AivaeConfig.balance; a checkpoint without the field: "sum"
+
 
 @dataclass
 class AivaeConfig(Runtime, Grids):
@@ -23,6 +25,15 @@ class AivaeConfig(Runtime, Grids):
     lr: float = 1e-3
     beta1: float = 0.9  # Adam's default: the paper names Adam and no betas
     grid_every: int = 10  # epochs between image grids of fixed validation sounds (ours)
+    # reconstruction : KL (: α·GAN) weighting (docs/models.md, "Balance"): "paper" scales the
+    # per-picture sum of −log p(i|f) by 784/(C·H·W), the paper's 28×28 sum, so the terms keep the
+    # paper's ratios; "sum" sums every value (35× the weight on 96×96×3; every run before the option)
+    balance: str = "paper"
+
+    def check(self) -> None:
+        """Settings a command line can get wrong, refused before anything trains (one line)."""
+        if self.balance not in BALANCES:
+            raise ValueError(f"--balance must be {' or '.join(BALANCES)}, not {self.balance!r}")
 
     def to_dict(self) -> dict:
         return {"model": self.model, **dataclasses.asdict(self)}

@@ -2,6 +2,9 @@
 
 AIVAE minimises the ELBO of eq. (3): −log p(i|f) (a Bernoulli likelihood of the picture, the
 paper's sigmoid output: binary cross-entropy summed over pixels, per sample) + KL(q(f|a) ‖ N(0, I)).
+``--balance paper`` (the default) scales that sum by 784/(C·H·W), the paper's 28×28 pictures
+against our 96×96×3, so reconstruction, KL and α·GAN keep the paper's ratios; ``--balance sum``
+leaves it whole, as every run before the option did (docs/models.md, "Balance").
 AIVAEGAN adds an unconditional image discriminator D (eq. 4): each batch D takes one step on
 real frames against the generator's pictures, then the generator (encoder + decoder) one step on
 the non-saturating GAN term + α·reconstruction + KL, with D frozen as in the S2I translator
@@ -25,7 +28,7 @@ import torch.nn.functional as F
 from s2i_data import untrusted
 
 from s2i_model import checkpoint
-from s2i_model.models.aivae.config import AivaeConfig
+from s2i_model.models.aivae.config import BALANCES, AivaeConfig
 from s2i_model.models.aivaegan.config import AivaeganConfig
 from s2i_model.data import Normalizer, ShardStream
 from s2i_model.models.aivae.nets import MODELS, ImageDiscriminator, kl_divergence, to_picture
@@ -42,13 +45,25 @@ from s2i_model.train.gan import draw_grid, frozen, grid_sounds
 
 
 ALPHAS = (0.2, 0.5, 1.0, 2.0)
+PAPER_VALUES = 28 * 28  # the values of one of the paper's pictures (a grey MNIST digit)
 
 
-def reconstruction(logits: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+def reconstruction_scale(balance: str, values: int) -> float:
+    """The weight on the reconstruction sum of a picture of ``values`` values (C·H·W): "paper"
+    784 / values, so the term is the paper's 784-value sum at the same error per value; "sum" 1."""
+    if balance not in BALANCES:
+        raise ValueError(f"--balance must be {' or '.join(BALANCES)}, not {balance!r}")
+    return PAPER_VALUES / values if balance == "paper" else 1.0
+
+
+def reconstruction(logits: torch.Tensor, image: torch.Tensor, balance: str) -> torch.Tensor:
     """−log p(i|f) under the paper's sigmoid (Bernoulli) decoder: cross-entropy against the frame
-    rescaled to [0, 1], summed over pixels, mean over the batch."""
+    rescaled to [0, 1], summed over pixels, mean over the batch; times 784/(C·H·W) under
+    ``balance="paper"`` (`reconstruction_scale`)."""
     target = (image + 1) / 2
-    return F.binary_cross_entropy_with_logits(logits.float(), target, reduction="sum") / image.shape[0]
+    total = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="sum") / image.shape[0]
+    scale = reconstruction_scale(balance, image[0].numel())
+    return total if scale == 1.0 else total * scale  # "sum": every run before the option, bit for bit
 
 
 class _Pictures(torch.nn.Module):
@@ -76,6 +91,7 @@ def train_vae(cfg: AivaeConfig, log=print) -> dict:
         raise ValueError(f"--alpha must be at least 0 (the paper's: {', '.join(f'{a:g}' for a in ALPHAS)}), not {cfg.alpha:g}")
     if cfg.latent < 1 or cfg.width <= 0:
         raise ValueError("--latent must be at least 1 and --width above 0")
+    cfg.check()  # --balance
     seed_everything(cfg.seed + d.rank)
     build = open_build(cfg)
     norm = Normalizer.from_build(build)
@@ -117,6 +133,13 @@ def train_vae(cfg: AivaeConfig, log=print) -> dict:
     if start >= cfg.epochs:
         log(f"{kind} already trained for {start} epochs in {run}: nothing to do")
         return state
+    if state is not None:  # a run goes on with the balance it began with; before the option: "sum"
+        trained_with = untrusted.mapping(state.get("config"), f"{path}: config").get("balance", "sum")
+        if trained_with not in BALANCES:
+            raise TrainingError(f"{path}: config.balance is not {' or '.join(BALANCES)}")
+        if trained_with != cfg.balance:
+            raise TrainingError(f"{path} was trained with --balance {trained_with}, not {cfg.balance}; "
+                                "use the same or another --run")
     held = resident.hold(cfg.data_on_device, {"train": train_ds, "val": val_ds}, device, mel=True, image=True,
                          workers=cfg.workers, log=log)
     metrics = MetricsLog(run, kind, start) if d.main else None
@@ -148,7 +171,7 @@ def train_vae(cfg: AivaeConfig, log=print) -> dict:
             mel, img = mel.to(device, non_blocking=True), img.to(device, non_blocking=True)
             with autocast(device, cfg.precision):
                 logits, mu, logvar = vae(mel)
-                recon = reconstruction(logits, img)
+                recon = reconstruction(logits, img, cfg.balance)
                 kl = kl_divergence(mu.float(), logvar.float())
             adv = torch.zeros((), device=device)
             if gan:
@@ -184,7 +207,7 @@ def train_vae(cfg: AivaeConfig, log=print) -> dict:
                 mel, img = mel.to(device), img.to(device)
                 with autocast(device, cfg.precision):
                     logits, mu, logvar = distributed.unwrap(vae)(mel)
-                vrec += reconstruction(logits, img).item() * mel.shape[0]
+                vrec += reconstruction(logits, img, cfg.balance).item() * mel.shape[0]
                 vkl += kl_divergence(mu.float(), logvar.float()).item() * mel.shape[0]
                 vn += mel.shape[0]
 

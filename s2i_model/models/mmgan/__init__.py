@@ -29,9 +29,12 @@ MODEL = ModelSpec(
                    "lr": "the cGANs' G and D learning rate (pix2pix)",
                    "d_weight": "weight of the Ds' loss (the paper's 0.001)",
                    "l1_weight": "pix2pix's λ on the L1 to each target",
-                   "grid_every": "cGAN epochs between validation image grids (0: none)"}),),
-    presets={"cpu": {"mmgan": {"width": 0.0625, "epochs_features": 5, "epochs_multimodal": 5, "epochs": 20,
-                               "batch_size": 8, "lr": 1e-3, "workers": 2, "grid_every": 5}},
+                   "grid_every": "cGAN epochs between validation image grids (0: none)"},
+                  epoch_fields=("epochs_features", "epochs_multimodal", "epochs")),),
+    # cpu: the comparison's equal budget, 60 passes (docs/models.md, "Budgets"), split 1:1:4 as its
+    # learning test's 5 + 5 + 20
+    presets={"cpu": {"mmgan": {"width": 0.0625, "epochs_features": 10, "epochs_multimodal": 10, "epochs": 40,
+                               "batch_size": 8, "lr": 1e-3, "workers": 2, "grid_every": 10}},
              "test": {"mmgan": {"width": 0.0625, "epochs_features": 1, "epochs_multimodal": 1, "epochs": 1,
                                 "batch_size": 8, "workers": 0, "grid_every": 1}}},
     describe="s2i_model.models.mmgan.nets:describe",

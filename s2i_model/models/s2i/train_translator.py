@@ -228,6 +228,9 @@ def train_translator(cfg: TranslatorConfig, log=print) -> dict:
         if judges is not None and len(emb["test"]["keys"]) and (epoch + 1) % cfg.informativity_every == 0:
             row["informativity"] = judge_generator(distributed.unwrap(G), emb["test"]["emb"], emb["test"]["cls"], classes, judges,
                                                    cfg.informativity_samples, cfg.seed)
+            if len(emb["val"]["keys"]):  # the same on val: the best moving average selected without the test split
+                row["informativity_val"] = judge_generator(distributed.unwrap(G), emb["val"]["emb"], emb["val"]["cls"],
+                                                           classes, judges, cfg.informativity_samples, cfg.seed)
         metrics.write(row)
         log(f"translator epoch {epoch + 1}/{cfg.epochs}: pixel {row['pixel_loss']:.4f} adv {row['adv_loss']:.4f} "
             f"D {row['d_loss']:.4f} ({row['samples_per_s']:.1f} samples/s)"

@@ -20,6 +20,11 @@ class Sound2SceneModel(VaeModel):
         """The audio features (unit norm) of normalised log-mels: where sounds land in the visual space."""
         return self.vae.audio_encoder(mels.to(self.device))
 
+    @torch.no_grad()
+    def embed_image(self, images: torch.Tensor) -> torch.Tensor:
+        """The frame encoder's features (unit norm) of frames in [-1, 1]: the visual space itself."""
+        return self.vae.frame_encoder(images.to(self.device))
+
 
 def load(run: run_folder.Run, device: torch.device) -> Sound2SceneModel:
     """The registry's loader (`ModelSpec.load`): only a run whose audio stage has begun."""

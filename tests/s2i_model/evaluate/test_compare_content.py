@@ -107,6 +107,8 @@ def shows(cell: str, want, kind: str) -> bool:
         return cell == "–"
     if kind == "text":
         return cell == str(want)
+    if kind == "check":
+        return want(cell)
     if kind == "pct":
         got = pct(cell)
         return got is not None and abs(got - want) <= 0.0005 + 1e-9
@@ -122,10 +124,41 @@ def shows(cell: str, want, kind: str) -> bool:
     return cell != "–" and math.isclose(float(cell), want, rel_tol=0.6 * 10 ** (1 - digits))
 
 
+def ci_cell(cell: str, scale: float) -> tuple[float, list[float] | None]:
+    """"12.3 [11.0, 13.5]" → (0.123, [0.110, 0.135]) with ``scale`` 100 (a ratio printed in %),
+    or a number and its interval as printed (``scale`` 1)."""
+    m = re.fullmatch(r"(\S+)(?: \[(\S+), (\S+)\])?", cell)
+    assert m and cell not in ("–", "n/a"), cell
+    value = float(m.group(1)) / scale
+    return value, None if m.group(2) is None else [float(m.group(2)) / scale, float(m.group(3)) / scale]
+
+
+def shows_ci(cell: str, want: float | None, reps: list | None, kind: str) -> bool:
+    """Whether ``cell`` is ``want`` with the 95 % interval of ``reps`` (its 2.5 and 97.5 % quantiles,
+    computed here with numpy), as printed: ratios to 0.1 %, other numbers to 2 significant digits."""
+    import numpy as np
+
+    if want is None:
+        return cell in ("–", "n/a")
+    scale = 100 if kind == "pct" else 1
+    value, ci = ci_cell(cell, scale)
+    close = (lambda a, b: abs(a - b) <= 0.0005 + 1e-9) if kind == "pct" else \
+        (lambda a, b: math.isclose(a, b, rel_tol=0.05, abs_tol=1e-12))
+    if not close(value, want):
+        return False
+    if reps is None:
+        return ci is None
+    lo, hi = np.quantile(np.array(reps, float), [0.025, 0.975])
+    return ci is not None and close(ci[0], lo) and close(ci[1], hi)
+
+
 def check_row(row: dict[str, str], want: dict[str, tuple], where: str) -> None:
     for head, (value, kind) in want.items():
         assert head in row, (where, head, list(row))
-        assert shows(row[head], value, kind), (where, head, row[head], value)
+        if kind.startswith("ci-"):
+            assert shows_ci(row[head], value[0], value[1], kind[3:]), (where, head, row[head], value[0])
+        else:
+            assert shows(row[head], value, kind), (where, head, row[head], value)
 
 
 # ---- one model, four embedding sizes: the embedding-size report ---------------------------------
@@ -153,7 +186,7 @@ def sizes(tmp_path_factory) -> dict:
 
 def shown(ev: dict, metric: str) -> dict[str, float]:
     """The ratios a row of the report shows (printed to 0.1 %), by where they come from."""
-    out = {f"mean.{k}": ev["mean"][k] for k in ("class_agreement", "retrieval_r1", "retrieval_r5", "diversity")}
+    out = {f"mean.{k}": ev["mean"][k] for k in ("class_agreement", "frame_r1", "frame_r5", "diversity")}
     out |= {f"per_class.{c}": ev["per_class"][c][metric] for c in CLASSES}
     if metric == "informativity":
         out["mean.informativity"] = ev["mean"]["informativity"]
@@ -186,9 +219,11 @@ def size_row_wanted(ev: dict) -> dict[str, tuple]:
             "informativity during training: mean (epochs)": ((hist["mean"], hist["mean_epochs"]), "span"),
             "informativity during training: best moving average (epochs)":
                 ((hist["best_moving_average"], hist["best_window"]), "span"),
+            "best moving average, window chosen on val (epochs)":
+                ((hist["best_moving_average_by_val"], hist["best_window_by_val"]), "span"),
             "training pixel loss (MA50)": (t["pixel_loss_ma50"], "num4"),
-            "class agreement (proxy)": (m["class_agreement"], "pct"), "R@1 (proxy)": (m["retrieval_r1"], "pct"),
-            "R@5 (proxy)": (m["retrieval_r5"], "pct"), "Fréchet distance (proxy)": (p["frechet_distance"], "num4"),
+            "class agreement (proxy)": (m["class_agreement"], "pct"), "frame R@1 (proxy)": (m["frame_r1"], "pct"),
+            "frame R@5 (proxy)": (m["frame_r5"], "pct"), "Fréchet distance (proxy)": (p["frechet_distance"], "num4"),
             "kernel distance (proxy)": (p["kernel_distance"], "num4"), "diversity": (m["diversity"], "num3")}
 
 
@@ -200,7 +235,7 @@ def test_the_size_tables_show_each_runs_own_numbers_column_by_column(sizes):
     for row in summary:
         ev = by_emb[int(row["E"])]
         check_row(row, size_row_wanted(ev), f"summary E = {row['E']}")
-        assert pct(row["R@5 (proxy)"]) >= pct(row["R@1 (proxy)"]), row
+        assert pct(row["frame R@5 (proxy)"]) >= pct(row["frame R@1 (proxy)"]), row
     per_class = tables["per-class"]
     assert [r["E"] for r in per_class] == [str(e) for e in SIZES]
     for row in per_class:
@@ -217,7 +252,7 @@ def test_the_size_report_json_holds_each_runs_own_numbers(sizes):
         ev = sizes["evs"][r["name"]]
         for key in ("emb", "epoch", "classes", "per_class", "mean", "proxies", "training", "samples_per_sound"):
             assert r[key] == ev[key], (r["name"], key)
-        assert r["mean"]["retrieval_r5"] >= r["mean"]["retrieval_r1"]
+        assert r["mean"]["frame_r5"] >= r["mean"]["frame_r1"]
         # history.png's curve: the run's own informativity per translator epoch (metrics.jsonl)
         assert r["history"]["epochs"] == [1, 2, 3] and r["history"]["raw"] == sizes["history"][r["name"]], r["name"]
 
@@ -240,15 +275,16 @@ def test_the_per_class_bars_are_each_runs_per_class_numbers(sizes):
     assert (sizes["out"] / "per-class.png").stat().st_size > 0
 
 
-# ---- several models and the two reference rows: the comparison -----------------------------------
+# ---- several models and the reference rows: the comparison -----------------------------------------
 
-MODELS = [("s2i", "s2i"), ("aivae", "aivae"), ("retrieval-s2i", "retrieval"), ("real", "real")]  # table order
+MODELS = [("s2i", "s2i"), ("aivae", "aivae"), ("chance", "chance"), ("lookup", "lookup"),
+          ("nearest-sound-s2i", "nearest-sound"), ("real", "real")]  # table order
 
 
 @pytest.fixture(scope="module")
 def models(tiny_build, tmp_path_factory) -> dict:
     """What `make compare` leaves before its report, trained by nobody: S2I and AIVAE runs holding
-    untrained nets, the retrieval row in S2I's space and the real-frame row, each evaluated by hand
+    untrained nets, the chance, lookup, nearest-sound (in S2I's space) and real-frame rows, each evaluated by hand
     with distinct numbers and no informativity (the metric is class agreement); then the report,
     written by the command `s2i-model report`.
     Written in an order other than the table's, so the report must sort them."""
@@ -257,8 +293,9 @@ def models(tiny_build, tmp_path_factory) -> dict:
     num = Numbers(seed=2)
     s2i_run(tiny_build, runs / "s2i")
     vae_run(tiny_build, runs / "aivae")
-    write_reference("retrieval", runs / "retrieval-s2i", space=runs / "s2i")
-    write_reference("real", runs / "real", data=str(tiny_build))
+    write_reference("nearest-sound", runs / "nearest-sound-s2i", space=runs / "s2i")
+    for kind in ("real", "chance", "lookup"):
+        write_reference(kind, runs / kind, data=str(tiny_build))
     evs, costs = {}, {}
     for k, (name, model) in enumerate(reversed(MODELS)):
         trained = model in ("s2i", "aivae")
@@ -290,30 +327,33 @@ def parameters(model: str) -> int:
 
     encoder = count(AudioAutoencoder(EMB, WIDTH).encoder)
     return {"s2i": encoder + count(DenseGenerator(EMB, WIDTH)), "aivae": count(VAES["aivae"](EMB, WIDTH)),
-            "retrieval": encoder, "real": 0}[model]
+            "nearest-sound": encoder, "real": 0, "chance": 0,
+            "lookup": 2 * 128 * len(CLASSES) + len(CLASSES)}[model]  # its classifier: 2 × 128 numbers → classes
 
 
 def model_row_wanted(name: str, model: str, ev: dict, cost: dict | None) -> dict[str, tuple]:
-    m, p = ev["mean"], ev["proxies"]
+    m, p, reps = ev["mean"], ev["proxies"], ev["replicates"]
     seconds = cost["training_seconds"] if cost else None
-    return {"model": (model, "text"), "run": (name, "text"),
-            "labels used in training": (run_folder.labels_used(model), "text"),
-            "epochs": (ev["epoch"], "text"), "informativity (mean)": (None, "pct"),
-            "class agreement (proxy)": (m["class_agreement"], "pct"),
-            "Fréchet distance (proxy)": (p["frechet_distance"], "num4"),
-            "kernel distance (proxy)": (p["kernel_distance"], "num4"),
-            "R@1 (proxy)": (m["retrieval_r1"], "pct"), "R@5 (proxy)": (m["retrieval_r5"], "pct"),
-            "diversity": (m["diversity"], "num3"), "parameters": (parameters(model), "count"),
-            "training time": (seconds, "seconds"),
-            "training samples/s": (cost["training_samples"] / seconds if cost else None, "num3")}
+    short = run_folder.labels_used(model).split(" (")[0]
+    return {"row": (name, "text"), "seeds": ("1", "text"),
+            "class agr. blurred": ((m["class_agreement"], reps["mean"]["class_agreement"]), "ci-pct"),
+            "frame R@1": ((m["frame_r1"], reps["mean"]["frame_r1"]), "ci-pct"),
+            "frame R@5": ((m["frame_r5"], reps["mean"]["frame_r5"]), "ci-pct"),
+            "Fréchet": ((p["frechet_distance"], reps["proxies"]["frechet_distance"]), "ci-num"),
+            "kernel": ((p["kernel_distance"], reps["proxies"]["kernel_distance"]), "ci-num"),
+            "diversity": ((m["diversity"], reps["mean"]["diversity"]), "ci-num"),
+            "informativity": ((None, None), "ci-pct"), "params": (parameters(model), "count"),
+            "time": (seconds, "seconds"),
+            "samples seen": (cost["training_samples"] if cost else None, "count"),
+            "labels": (lambda cell: cell.rstrip("*") == short, "check")}
 
 
 def test_the_models_table_shows_each_runs_own_numbers_column_by_column(models):
     rows = page_tables(models["out"] / "index.html")["models"]
-    assert [(r["run"], r["model"]) for r in rows] == MODELS
+    assert [r["row"] for r in rows] == [name for name, _ in MODELS]
     for row, (name, model) in zip(rows, MODELS):
         check_row(row, model_row_wanted(name, model, models["evs"][name], models["costs"].get(name)), name)
-        assert pct(row["R@5 (proxy)"]) >= pct(row["R@1 (proxy)"]), row
+        assert ci_cell(row["frame R@5"], 100)[0] >= ci_cell(row["frame R@1"], 100)[0], row
 
 
 def test_the_comparison_rows_in_report_json_are_each_runs_own_numbers(models):
@@ -321,12 +361,12 @@ def test_the_comparison_rows_in_report_json_are_each_runs_own_numbers(models):
     assert [(r["name"], r["model"]) for r in rows] == MODELS
     for r in rows:
         ev, cost = models["evs"][r["name"]], models["costs"].get(r["name"])
-        for key in ("class_agreement", "retrieval_r1", "retrieval_r5", "diversity"):
-            assert r[key] == ev["mean"][key], (r["name"], key)
+        for key in ("class_agreement", "frame_r1", "frame_r5", "diversity"):
+            assert r[key]["value"] == ev["mean"][key], (r["name"], key)
         for key in ("frechet_distance", "kernel_distance"):
-            assert r[key] == ev["proxies"][key], (r["name"], key)
-        assert r["informativity"] is None and r["epoch"] == ev["epoch"] and r["emb"] == ev["emb"]
-        assert r["retrieval_r5"] >= r["retrieval_r1"]
+            assert r[key]["value"] == ev["proxies"][key], (r["name"], key)
+        assert r["informativity"]["value"] is None and r["epoch"] == ev["epoch"] and r["emb"] == ev["emb"]
+        assert r["frame_r5"]["value"] >= r["frame_r1"]["value"]
         assert r["parameters"] == parameters(r["model"]), r["name"]
         assert r["training_seconds"] == (cost["training_seconds"] if cost else None), r["name"]
         assert r["training_samples"] == (cost["training_samples"] if cost else None), r["name"]
@@ -334,18 +374,30 @@ def test_the_comparison_rows_in_report_json_are_each_runs_own_numbers(models):
 
 
 def test_the_reference_rows_are_there_and_say_what_they_are(models):
-    """The ceiling (the real frames) and the copying baseline (retrieval) each have their row, last,
-    labelled as such, training nothing; the learnt models say they used no class label."""
-    rows = {r["run"]: r for r in page_tables(models["out"] / "index.html")["models"]}
-    assert rows["real"]["model"] == "real" and "ceiling" in rows["real"]["labels used in training"]
-    assert rows["retrieval-s2i"]["model"] == "retrieval" and "copies train frames" in rows["retrieval-s2i"]["labels used in training"]
-    for name in ("real", "retrieval-s2i"):
-        assert rows[name]["epochs"] == rows[name]["training time"] == "–", rows[name]
-    assert rows["real"]["parameters"] == "0"
+    """The ceiling (the real frames), chance, the class-mean lookup and the copying baseline
+    (nearest-sound) each have their row, after the models, labelled as such, training nothing; the
+    lookup says it learns from class labels; the learnt models say they used no class label."""
+    rows = {r["row"]: r for r in page_tables(models["out"] / "index.html")["models"]}
+    page = (models["out"] / "index.html").read_text()
+
+    def labels(name: str) -> str:  # the cell's short word, its marks leading to the footnote's whole text
+        cell = rows[name]["labels"]
+        marks = cell[len(cell.rstrip("*")):]
+        found = re.search(rf"<li>{re.escape(marks)} labels used: ([^<]*)</li>", page)
+        assert found and cell.rstrip("*") == found.group(1).split(" (")[0], (name, cell)
+        return found.group(1)
+
+    assert "ceiling" in labels("real")
+    assert "copies train frames" in labels("nearest-sound-s2i")
+    assert labels("chance").startswith("none") and rows["chance"]["params"] == "0"
+    assert labels("lookup").startswith("class labels")
+    for name in ("real", "nearest-sound-s2i", "chance", "lookup"):
+        assert rows[name]["samples seen"] == rows[name]["time"] == "–", rows[name]
+    assert rows["real"]["params"] == "0"
     for name in ("s2i", "aivae"):
-        assert rows[name]["labels used in training"] == "none (sound-frame pairs only)"
+        assert labels(name) == "none (sound-frame pairs only)"
     columns = models["saved"]["comparison"]["grid"]["columns"]
-    assert columns == ["real", "s2i", "aivae", "retrieval (retrieval-s2i)"]  # the real frames are the first column
+    assert columns == ["real", "s2i", "aivae", "chance", "lookup", "nearest-sound (nearest-sound-s2i)"]  # real first
 
 
 def test_the_models_per_class_table_and_bars_are_each_runs_per_class_numbers(models):
@@ -353,11 +405,11 @@ def test_the_models_per_class_table_and_bars_are_each_runs_per_class_numbers(mod
     assert saved["metric"] == "class_agreement"
     check_bars(saved, models["evs"], "class_agreement")
     rows = page_tables(models["out"] / "index.html")["per-class"]
-    assert [r["run"] for r in rows] == [name for name, _ in MODELS]
+    assert [r["row"] for r in rows] == [name for name, _ in MODELS]
     for row in rows:
-        ev = models["evs"][row["run"]]
+        ev = models["evs"][row["row"]]
         want = {c: (ev["per_class"][c]["class_agreement"], "pct") for c in CLASSES}
-        check_row(row, {**want, "mean": (ev["mean"]["class_agreement"], "pct")}, f"per-class {row['run']}")
+        check_row(row, {**want, "mean": (ev["mean"]["class_agreement"], "pct")}, f"per-class {row['row']}")
 
 
 def test_the_side_by_side_grid_shows_each_models_own_pictures_of_the_same_sounds(models, tiny_build):
@@ -388,7 +440,7 @@ def test_the_side_by_side_grid_shows_each_models_own_pictures_of_the_same_sounds
 
     for i, (_, frame, _, _) in enumerate(sounds):
         assert np.array_equal(cell(i, 0), as_image(frame)), f"real frame of row {i}"
-    for m, name in enumerate(["s2i", "aivae", "retrieval-s2i"]):
+    for m, name in enumerate(["s2i", "aivae", "chance", "lookup", "nearest-sound-s2i"]):
         model = run_folder.load_model(models["out"].parent / "runs" / name, "cpu")
         pics = model.sound_pictures(torch.stack([model.norm(mel) for mel, *_ in sounds]), n, seed)
         for i in range(len(sounds)):
@@ -397,15 +449,16 @@ def test_the_side_by_side_grid_shows_each_models_own_pictures_of_the_same_sounds
 
 
 def test_runs_not_evaluated_alike_are_flagged(models, tmp_path):
-    """The same runs with one evaluated under another seed: the page says their numbers are not
-    comparable (and says nothing of the kind when they were evaluated alike)."""
+    """The same runs with one judged by other judges: the page says their numbers are not
+    comparable (and says nothing of the kind when they were evaluated alike; seeds may differ, as
+    the seeds of one comparison do)."""
     import shutil
 
     assert "not evaluated alike" not in (models["out"] / "index.html").read_text()
     runs = tmp_path / "runs"
     shutil.copytree(models["out"].parent / "runs", runs)
     ev = json.loads((runs / "aivae" / "evaluation.json").read_text())
-    ev["ident"]["config"]["seed"] = 1
+    ev["ident"]["config"]["proxy_cache"] = "/elsewhere/judges.pt"
     (runs / "aivae" / "evaluation.json").write_text(json.dumps(ev))
     report = write_report(runs, tmp_path / "report", device="cpu")
     assert report["comparison"]["same_evaluation"] is False

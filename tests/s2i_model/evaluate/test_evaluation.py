@@ -151,9 +151,9 @@ def test_evaluate_measures_informativity_and_the_proxies(judged, tiny_build, tmp
     assert list(ev["per_class"]) == classes
     for name, r in ev["per_class"].items():
         assert r["images"] == 3 * r["sounds"] > 0
-        for k in ("informativity", "class_agreement", "retrieval_r1", "retrieval_r5"):
+        for k in ("informativity", "class_agreement", "frame_r1", "frame_r5"):
             assert 0.0 <= r[k] <= 1.0, (name, k)
-        assert r["retrieval_r5"] >= r["retrieval_r1"] and r["diversity"] > 0  # dropout makes them differ
+        assert r["frame_r5"] >= r["frame_r1"] and r["diversity"] > 0  # dropout makes them differ
     assert ev["mean"]["informativity"] == pytest.approx(np.mean([r["informativity"] for r in ev["per_class"].values()]))
     assert ev["proxies"]["frechet_distance"] > 0 and ev["proxies"]["fid_inception"] > 0
     assert (run / ev["grid"]).is_file()
@@ -253,7 +253,7 @@ def test_pictures_that_are_the_real_frames_score_as_the_real_frames(tiny_build, 
         row = m["per_class"][name]
         # class agreement is the judge's accuracy on the real test frames, class by class
         assert row["class_agreement"] == float((pred[cls == c] == c).float().mean()), name
-        assert row["retrieval_r1"] == row["retrieval_r5"] == 1.0, name  # each picture finds its own frame
+        assert row["frame_r1"] == row["frame_r5"] == 1.0, name  # each picture finds its own frame
     assert m["mean"]["class_agreement"] == pytest.approx(np.mean([float((pred[cls == c] == c).float().mean())
                                                                   for c in range(5)]), abs=1e-12)
     # Fréchet distance of a set to itself is 0. The only error is scipy's sqrtm of Σ² for a Σ of
@@ -284,13 +284,13 @@ def test_one_picture_for_every_sound_scores_as_chance(tiny_build, frame_judge):
         row = m["per_class"][name]
         assert row["images"] == 2 * row["sounds"] == 2 * int((cls == c).sum())
         assert row["class_agreement"] == float(c == named), name  # all its pictures agree, or none
-        assert row["retrieval_r1"] == float(c == nearest[0]), name
-        assert row["retrieval_r5"] == float(c in nearest[:5]), name
+        assert row["frame_r1"] == float(c == nearest[0]), name
+        assert row["frame_r5"] == float(c in nearest[:5]), name
         assert row["diversity"] == pytest.approx(0.0, abs=1e-7)  # two identical pictures per sound
     # over all pictures, agreement is exactly the share of test sounds of the class it is named
     agree = sum(m["per_class"][n]["class_agreement"] * m["per_class"][n]["images"] for n in classes)
     assert agree / (2 * len(cls)) == pytest.approx(int((cls == named).sum()) / len(cls), abs=1e-12)
-    assert m["mean"]["class_agreement"] == m["mean"]["retrieval_r1"] == pytest.approx(1 / 5)  # chance: 5 classes
+    assert m["mean"]["class_agreement"] == m["mean"]["frame_r1"] == pytest.approx(1 / 5)  # chance: 5 classes
     # the pictures' covariance is 0: the distance is the means' gap plus the real frames' spread
     want = float(((feats.mean(0) - mine) ** 2).sum() + np.trace(np.cov(feats, rowvar=False)))
     assert m["proxies"]["frechet_distance"] == pytest.approx(want, rel=1e-6)

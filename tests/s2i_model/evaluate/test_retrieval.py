@@ -1,4 +1,4 @@
-"""Retrieval, computed again independently: the retrieval row's pictures of a whole batch of test
+"""Retrieval, computed again independently: the nearest-sound row's pictures of a whole batch of test
 sounds are the frames of their nearest train sounds in the encoder's space (torch.cdist over the
 embeddings, in order), and R@k (realframe.retrieval_recall, and per class as `evaluate` measures
 it) is a cosine k-nearest-neighbour count done here by brute force in numpy."""
@@ -28,20 +28,20 @@ def as_bytes(pictures: torch.Tensor) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def retrieval(tiny_build, tmp_path_factory) -> dict:
-    """The retrieval row in an (untrained, seeded) S2I's space, loaded as `evaluate` loads it; and
+    """The nearest-sound row in an (untrained, seeded) S2I's space, loaded as `evaluate` loads it; and
     that S2I's encoder rebuilt here from its checkpoint, with the split's sounds and frames."""
     from s2i_model.models.s2i.nets import AudioAutoencoder
 
     root = tmp_path_factory.mktemp("retrieval")
     space = s2i_run(tiny_build, root / "s2i", seed=3)
-    write_reference("retrieval", root / "retrieval-s2i", space=space)
+    write_reference("nearest-sound", root / "nearest-sound-s2i", space=space)
     state = checkpoint.load(space / "autoencoder.pt")
     ae = AudioAutoencoder(state["config"]["emb"], state["config"]["width"])
     ae.load_state_dict(state["model"])
     split = {name: load_split(tiny_build, name) for name in ("train", "test")}  # the build's normaliser, as saved
     with torch.no_grad():
         z = {name: ae.encoder.eval()(mels).flatten(1) for name, (mels, *_) in split.items()}
-    return {"model": run_folder.load_model(root / "retrieval-s2i", "cpu"), "z": z, "split": split}
+    return {"model": run_folder.load_model(root / "nearest-sound-s2i", "cpu"), "z": z, "split": split}
 
 
 def test_a_batch_of_sounds_retrieves_the_frames_of_its_nearest_train_sounds_in_order(retrieval):
@@ -162,7 +162,7 @@ def test_evaluate_measures_recall_per_class_as_a_cosine_knn_over_the_real_test_f
         sel = gen_cls == c
         for k in (1, 5):
             want = recall_by_hand(gen[sel], gen_cls[sel], gallery, real_cls.numpy(), k)
-            assert m["per_class"][name][f"retrieval_r{k}"] == pytest.approx(want, abs=1e-12), (name, k)
-    r1 = [m["per_class"][n]["retrieval_r1"] for n in CLASSES]
-    r5 = [m["per_class"][n]["retrieval_r5"] for n in CLASSES]
+            assert m["per_class"][name][f"frame_r{k}"] == pytest.approx(want, abs=1e-12), (name, k)
+    r1 = [m["per_class"][n]["frame_r1"] for n in CLASSES]
+    r5 = [m["per_class"][n]["frame_r5"] for n in CLASSES]
     assert r1 != r5 and len(set(r1)) > 1, (r1, r5)  # the case tells R@1 from R@5 and one class from another

@@ -16,14 +16,30 @@ import pytest
 from PIL import Image
 
 from s2i_data.untrusted import Untrusted
-from s2i_model.labelling.server import make_server
+from s2i_model.labelling.server import PICTURE, make_server, shown_order
 from s2i_model.labelling.store import append_label, progress, read_labels, read_pool
 
 from childprocs import ctrl_c_as_at_a_terminal
 
 CLASSES = ["baby", "dog", "rail"]
 COLOURS = {"baby": (230, 180, 170), "dog": (150, 110, 60), "rail": (90, 100, 120)}
-IDS = [f"{c}_{k:03d}-clip_0001-{k}" for c in CLASSES for k in range(4)]
+
+
+def shown_class_by_class() -> list[str]:
+    """Four ids per class, their clip numbers chosen so that the page, which shows a pool in its own
+    fixed shuffled order (`shown_order`), shows them class by class: the page tests read in order."""
+    ids: list[str] = []
+    for c in CLASSES:
+        for k in range(4):
+            n = 1
+            while shown_order([{"id": i} for i in [*ids, f"{c}_{k:03d}-clip_{n:04d}-{k}"]])[-1]["id"] != \
+                    f"{c}_{k:03d}-clip_{n:04d}-{k}":
+                n += 1
+            ids.append(f"{c}_{k:03d}-clip_{n:04d}-{k}")
+    return ids
+
+
+IDS = shown_class_by_class()
 B0, B1, B2, B3, D0, D1, D2, D3, R0, R1, R2, R3 = IDS
 
 
@@ -125,6 +141,13 @@ class Running:
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
+    def token(self, id: str) -> str:
+        """The opaque id by which the page knows picture ``id`` (from the server's table: in-process)."""
+        return self.server.opaque[id]
+
+    def src(self, id: str) -> str:
+        return PICTURE + self.token(id)
+
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
@@ -148,9 +171,10 @@ def running(pool):
 
 
 def test_images_are_served_and_nothing_else(running, pool):
-    status, body = running.request("GET", f"/images/dog/{D1}.png")
+    status, body = running.request("GET", running.src(D1))
     assert status == 200 and body == (pool / f"images/dog/{D1}.png").read_bytes()
-    for path in ["/images/../pool.csv", "/images/%2e%2e/pool.csv", "/images/..%2fpool.csv", "/images/dog/../../secret.txt",
+    for path in [f"/images/dog/{D1}.png", f"/picture/{D1}", "/picture/", running.src(D1) + "/../../pool.csv",  # by opaque id only
+                 "/images/../pool.csv", "/images/%2e%2e/pool.csv", "/images/..%2fpool.csv", "/images/dog/../../secret.txt",
                  "/images/%2e%2e/%2e%2e/etc/passwd", "/pool.csv", "/labels.csv", "/secret.txt", "//etc/passwd",
                  "/images/dog/", f"/images/dog/{D1}.png/../../../pool.json"]:
         status, body = running.request("GET", path)
@@ -172,14 +196,15 @@ def test_pool_entry_outside_the_pool_refuses_the_pool(tmp_path):
 def test_state_and_label_api(running, pool):
     status, body = running.request("GET", "/api/state")
     state = json.loads(body)
-    assert status == 200 and [i["id"] for i in state["items"]] == IDS and state["classes"] == CLASSES
-    assert state["items"][4] == {"id": D0, "class": "dog", "src": f"/images/dog/{D0}.png", "label": None}
+    assert status == 200 and [running.server.real[i["id"]] for i in state["items"]] == IDS and state["classes"] == CLASSES
+    assert state["items"][4] == {"id": running.token(D0), "class": "dog", "src": running.src(D0), "label": None}
     post = lambda msg: running.request("POST", "/api/label", json.dumps(msg).encode(), {"Content-Type": "application/json"})
-    status, body = post({"id": D0, "label": "informative"})
+    status, body = post({"id": running.token(D0), "label": "informative"})
     assert status == 200
     assert json.loads(body)["progress"]["dog"] == {"informative": 1, "not": 0, "unlabelled": 3, "target": 5}
-    for msg, words in [({"id": "cat_1", "label": "not"}, b"unknown id 'cat_1'"), ({"id": D1, "label": "yes"}, b"unknown label 'yes'"),
-                       ([D1, "not"], b"expected"), ({"label": "not"}, b"unknown id None")]:
+    for msg, words in [({"id": "cat_1", "label": "not"}, b"unknown picture"), ({"id": D1, "label": "not"}, b"unknown picture"),
+                       ({"id": running.token(D1), "label": "yes"}, b"unknown label 'yes'"),
+                       ([D1, "not"], b"expected"), ({"label": "not"}, b"unknown picture")]:
         status, body = post(msg)
         assert status == 400 and words in body and body.count(b"\n") == 1, (msg, body)
     status, body = running.request("POST", "/api/label", b"{not json", {"Content-Type": "application/json"})
@@ -194,7 +219,7 @@ def test_stopped_server_takes_no_label_on_a_connection_opened_before(pool):
     app.request("GET", "/api/state")
     app.stop()
     with pytest.raises(OSError):
-        spare.request("POST", "/api/label", json.dumps({"id": D0, "label": "not"}), {"Content-Type": "application/json"})
+        spare.request("POST", "/api/label", json.dumps({"id": app.token(D0), "label": "not"}), {"Content-Type": "application/json"})
         spare.getresponse()
     assert read_labels(pool) == {}
 
@@ -226,7 +251,7 @@ def test_serve_prints_url_and_stops_cleanly_on_ctrl_c(pool):
 
 def test_post_needs_json_from_this_page_at_this_address(running, pool):
     P = running.port
-    body = json.dumps({"id": B0, "label": "informative"}).encode()
+    body = json.dumps({"id": running.token(B0), "label": "informative"}).encode()
     json_ct = {"Content-Type": "application/json"}
     assert running.request("POST", "/api/label", body, json_ct)[0] == 200
     before = (pool / "labels.csv").read_bytes()
@@ -251,13 +276,14 @@ def test_post_needs_json_from_this_page_at_this_address(running, pool):
     for headers in [json_ct | {"Origin": f"http://127.0.0.1:{P}"},
                     {"Content-Type": "application/json; charset=utf-8", "Host": f"localhost:{P}", "Origin": f"http://LOCALHOST:{P}"},
                     json_ct | {"Host": f"[::1]:{P}", "Origin": f"http://[::1]:{P}"}]:
-        assert running.request("POST", "/api/label", json.dumps({"id": B1, "label": "not"}).encode(), headers)[0] == 200, headers
+        assert running.request("POST", "/api/label", json.dumps({"id": running.token(B1), "label": "not"}).encode(),
+                               headers)[0] == 200, headers
     assert label_lines(pool) == [(B0, "informative")] + [(B1, "not")] * 3
 
 
 def test_get_answers_only_to_this_servers_address(running, pool):
     P = running.port
-    paths = ["/", "/api/state", f"/images/dog/{D1}.png", "/nowhere"]
+    paths = ["/", "/api/state", running.src(D1), "/nowhere"]
     for host in [f"evil.example:{P}", "evil.example", f"127.0.0.1.evil.example:{P}", f"localhost:{P + 1}"]:
         for path in paths:
             status, body = running.request("GET", path, headers={"Host": host})
@@ -278,7 +304,7 @@ def test_another_bound_host_is_the_one_accepted(pool):
         for host, status in [("127.0.0.1", 200), ("192.0.2.7", 200), ("[2001:db8::7]", 200), ("localhost", 200),
                              ("evil.example", 403), ("192.0.2.7.nip.io", 403)]:
             assert app.request("GET", "/api/state", headers={"Host": f"{host}:{app.port}"})[0] == status, host
-        body = json.dumps({"id": B0, "label": "not"}).encode()
+        body = json.dumps({"id": app.token(B0), "label": "not"}).encode()
         assert app.request("POST", "/api/label", body, {"Content-Type": "application/json", "Host": f"192.0.2.7:{app.port}",
                                                         "Origin": f"http://203.0.113.9:{app.port}"})[0] == 403
         assert read_labels(pool) == {}
@@ -350,18 +376,18 @@ def test_a_file_swapped_for_a_symlink_out_of_the_pool_is_not_served(running, poo
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "elsewhere" / f"{R0}.png").write_bytes(b"SECRET folder outside the pool")
     image = pool / f"images/dog/{D1}.png"
-    assert running.request("GET", f"/images/dog/{D1}.png")[0] == 200  # the server has seen it as a plain file
+    assert running.request("GET", running.src(D1))[0] == 200  # the server has seen it as a plain file
     image.unlink()
     image.symlink_to(secret)
     (pool / "images/rail").rename(pool / "rail-moved")
     (pool / "images/rail").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     (pool / f"images/dog/{D2}.png").unlink()
     (pool / f"images/dog/{D2}.png").symlink_to(Path("..") / "baby" / f"{B0}.png")  # a link within the pool is fine
-    for path in [f"/images/dog/{D1}.png", f"/images/rail/{R0}.png"]:
+    for path in [running.src(D1), running.src(R0)]:
         status, body = running.request("GET", path)
         assert status in (403, 404) and b"SECRET" not in body, (path, status, body)
-    assert running.request("GET", f"/images/dog/{D2}.png") == (200, (pool / f"images/baby/{B0}.png").read_bytes())
-    assert running.request("GET", f"/images/dog/{D0}.png")[0] == 200
+    assert running.request("GET", running.src(D2)) == (200, (pool / f"images/baby/{B0}.png").read_bytes())
+    assert running.request("GET", running.src(D0))[0] == 200
 
 
 def test_malformed_label_lines_are_skipped_and_reported_with_their_line_number(pool):
@@ -386,7 +412,8 @@ def test_malformed_label_lines_are_skipped_and_reported_with_their_line_number(p
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         conn.request("GET", "/api/state")
         state = json.loads(conn.getresponse().read())
-        assert {i["id"]: i["label"] for i in state["items"] if i["label"]} == {B0: "informative", B1: "not"}
+        assert [i["label"] for i in state["items"][:3]] == ["informative", "not", None]  # B0, B1, B2: shown first
+        assert sum(1 for i in state["items"] if i["label"]) == 2
     finally:
         p.kill()
         p.communicate(timeout=10)
@@ -410,17 +437,18 @@ class Page:
         # A short poll: the page moves on once the server has answered, a few ms after the key.
         self.wait = lambda what, cond: WebDriverWait(driver, 5, poll_frequency=0.02).until(lambda _: cond(), message=what)
 
-    def open(self, url: str):
-        self.d.get(url)
+    def open(self, app: Running):
+        self.opaque, self.real = app.server.opaque, app.server.real  # the page knows pictures by opaque ids only
+        self.d.get(app.url)
         self.wait("page loaded", lambda: self.d.execute_script("return document.body.dataset.ready") == "1")
 
     def text(self, css: str) -> str:
         return self.d.find_element(self.By.CSS_SELECTOR, css).text
 
     def at(self, id: str, position: str | None = None):
-        self.wait(f"at {id} (is at {self.text('#id')})", lambda: self.text("#id") == id)
+        self.wait(f"at {id} (is at {self.real.get(self.text('#id'))})", lambda: self.text("#id") == self.opaque[id])
         assert self.text("#class") == id.split("_")[0]
-        assert self.d.find_element(self.By.ID, "image").get_attribute("src").endswith(f"/{id}.png")
+        assert self.d.find_element(self.By.ID, "image").get_attribute("src").endswith(PICTURE + self.opaque[id])
         if position:
             assert self.text("#position") == position
 
@@ -448,7 +476,7 @@ def test_page_labels_by_click_and_key_resumes_and_survives_restart(driver, pool,
     page = Page(driver)
     app = Running(pool)
     try:
-        page.open(app.url)
+        page.open(app)
         page.at(B0, "1 / 12")
         assert driver.execute_script("return document.querySelector('#image').naturalWidth") == 96  # really loaded
         assert page.text("#current") == "unlabelled" and not driver.find_element(page.By.ID, "done").is_displayed()
@@ -485,7 +513,7 @@ def test_page_labels_by_click_and_key_resumes_and_survives_restart(driver, pool,
         driver.refresh()                     # the class filter is kept in the address
         page.wait("reloaded", lambda: driver.execute_script("return document.body.dataset.ready") == "1")
         page.at(R1, "2 / 4")
-        page.open(app.url)                   # all classes: resume at the first unlabelled image
+        page.open(app)                   # all classes: resume at the first unlabelled image
         page.at(D0, "5 / 12")
         assert page.table() == expected
 
@@ -513,7 +541,7 @@ def test_page_labels_by_click_and_key_resumes_and_survives_restart(driver, pool,
 
     app = Running(pool)                      # a fresh server on another port, same pool
     try:
-        page.open(app.url)
+        page.open(app)
         page.at(D0, "5 / 12")
         assert page.table() == expected
         page.choose("dog")

@@ -59,7 +59,7 @@ def test_every_answer_says_nosniff_and_the_page_has_a_policy_without_unsafe_inli
 
     app = Running(pool)
     try:
-        answers = {"page": get(app, "/"), "state": get(app, "/api/state"), "image": get(app, f"/images/dog/{D1}.png"),
+        answers = {"page": get(app, "/"), "state": get(app, "/api/state"), "image": get(app, app.src(D1)),
                    "missing": get(app, "/pool.csv"), "favicon": get(app, "/favicon.ico"),
                    "wrong host": get(app, "/", headers={"Host": "evil.example"}),
                    "bad post": get(app, "/api/label", "POST", b"{}", {"Content-Type": "text/plain"}),
@@ -81,7 +81,7 @@ def test_the_page_runs_under_its_policy_and_an_injected_script_does_not(pool, ch
     app = Running(pool)
     try:
         page = Page(chromium)
-        page.open(app.url)  # its own inline script ran: it set data-ready
+        page.open(app)  # its own inline script ran: it set data-ready
         page.at(B0, "1 / 12")
         # its own inline style applied
         assert chromium.execute_script("return getComputedStyle(document.querySelector('header')).backgroundColor") \
@@ -93,7 +93,7 @@ def test_the_page_runs_under_its_policy_and_an_injected_script_does_not(pool, ch
             s.textContent = "document.title = 'pwned'";
             document.body.appendChild(s);""")
         page.wait("violation reported", lambda: chromium.execute_script("return window.blocked") >= 1)
-        assert chromium.title == "s2i informativity labelling"
+        assert chromium.title == "Informativity labelling"
     finally:
         app.stop()
 
@@ -105,9 +105,9 @@ def test_only_pictures_are_served_by_their_content_not_their_name(pool):
     (pool / f"images/dog/{D2}.png").write_bytes(jpeg.getvalue())
     app = Running(pool)
     try:
-        status, _, body = get(app, f"/images/dog/{D1}.png")
+        status, _, body = get(app, app.src(D1))
         assert status == 404 and b"<script>" not in body
-        status, headers, body = get(app, f"/images/dog/{D2}.png")
+        status, headers, body = get(app, app.src(D2))
         assert status == 200 and headers["Content-Type"] == "image/jpeg" and body == jpeg.getvalue()
     finally:
         app.stop()

@@ -64,11 +64,11 @@ def test_compare_trains_evaluates_and_reports_it_beside_s2i(compared):
     runs, _ = compared
     rows = json.loads((runs / "report" / "report.json").read_text())["comparison"]["rows"]
     assert [(r["model"], r["name"]) for r in rows] == [
-        ("s2i", "s2i"), ("tiny", "tiny"), ("retrieval", "retrieval-s2i"), ("retrieval", "retrieval-tiny"),
-        ("real", "real")]
+        ("s2i", "s2i"), ("tiny", "tiny"), ("chance", "chance"), ("lookup", "lookup"),
+        ("nearest-sound", "nearest-sound-s2i"), ("nearest-sound", "nearest-sound-tiny"), ("real", "real")]
     tiny = rows[1]
     assert tiny["epoch"] == 2 and tiny["labels_used"] == "none (sound-frame pairs only)"
-    assert 0.0 <= tiny["class_agreement"] <= 1.0 and tiny["training_samples"] > 0
+    assert 0.0 <= tiny["class_agreement"]["value"] <= 1.0 and tiny["training_samples"] > 0
     # its parameters, counted by the report, are those of its one linear layer: 128 → 3 × 12 × 12
     assert tiny["parameters"] == 128 * 3 * 12 * 12 + 3 * 12 * 12
     assert json.loads((runs / "tiny" / "model.json").read_text()) == {"model": "tiny"}

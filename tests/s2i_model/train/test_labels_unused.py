@@ -108,10 +108,10 @@ def mmgan(data: Path, run: Path) -> dict:
 
 
 TRAINERS = {"s2i": s2i, "aivae": aivae, "aivaegan": aivaegan, "sound2scene": sound2scene, "mmgan": mmgan}
-NOT_TRAINED = {"retrieval", "real"}  # copies of train or test frames: nothing learns
+NOT_TRAINED = set(models.REFERENCES)  # reference rows: no generator learns (the lookup's class labels are its point)
 LABELS_USED = {n: models.get(n).labels_used for n in models.names(include_references=True)}
 NO_LABELS = sorted(m for m, said in LABELS_USED.items() if said.startswith("none") and m not in NOT_TRAINED)
-LABELS = sorted(m for m, said in LABELS_USED.items() if not said.startswith("none"))
+LABELS = sorted(m for m, said in LABELS_USED.items() if not said.startswith("none") and m not in NOT_TRAINED)
 
 
 def differing(a: dict, b: dict) -> list[str]:
