@@ -327,8 +327,18 @@ MAX_FOLDS = 1000
 
 def capped_read(path, limit: int, what: str | None = None) -> bytes:
     """A shared file's bytes, refused when it holds more than ``limit``: nothing read from a run
-    or pool can fill the memory, whatever it is (a huge file, /dev/zero behind a link)."""
-    with open(path, "rb") as f:
+    or pool can fill the memory, whatever it is (a huge file). A link left in the file's place
+    (to /dev/zero, to a file elsewhere), a FIFO or a device is refused in one line, never followed
+    or waited on (`storage.open_regular`); FileNotFoundError when there is nothing."""
+    from s2i_data import storage
+
+    try:
+        f = storage.open_regular(path)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise Untrusted(f"{e}; a shared file must be a regular file of its own") from None
+    with f:
         data = f.read(limit + 1)
     if len(data) > limit:
         raise Untrusted(f"{what or path}: more than {limit >> 20} MB; refusing to read it")
@@ -549,7 +559,7 @@ def _judge_record(value, what: str, classes: list[str]) -> dict | None:
                          "held_out_accuracy": _ratio(j.get("held_out_accuracy"), f"{what}.{kind}.held_out_accuracy"),
                          "per_class": {c: _ratio(v, f"{what}.{kind}.per_class.{c}") for c, v in per_class.items()}}
     if out["headline"] not in out:
-        raise Untrusted(f"{what}: headline {_show(out['headline'])} is not one of its judges")
+        raise Untrusted(f"{what}.headline {_show(out['headline'])} is not one of its judges")
     return out
 
 

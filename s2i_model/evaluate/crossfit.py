@@ -151,16 +151,24 @@ def cross_fitted(data: str | Path | Build, split: str, n_classes: int, cache: Pa
     build = Build.open(data)
     ident = {"data": str(build), "fingerprint": build.fingerprint, "split": split, "classes": n_classes,
              "folds": k, "epochs": epochs, "seed": seed, "blurs": BLURS}
+    def built(states: dict) -> dict:
+        return {name: [checkpoint.build(lambda b=BLURS[name]: FrameClassifier(n_classes, b), s,
+                                        f"{cache}: {name}[{f}]").to(device).eval() for f, s in enumerate(states[name])]
+                for name in BLURS}
+
     stored = _cached(cache, ident, device) if cache is not None else None
-    if stored is None:
+    judges = None
+    if stored is not None:
+        states, record = stored
+        try:  # a cache of other shapes (edited, or not ours) is fitted again, not loaded
+            judges = built(states)
+        except (checkpoint.CheckpointError, untrusted.Untrusted) as e:
+            print(f"warning: {e}; fitting the judges again", file=sys.stderr)
+    if judges is None:
         states, record = fit(build, split, n_classes, k, epochs, seed, device, log)
         if cache is not None:
             checkpoint.save(cache, {"ident": ident, "states": states, "record": record})
-    else:
-        states, record = stored
-    judges = {name: [checkpoint.build(lambda b=BLURS[name]: FrameClassifier(n_classes, b), s,
-                                      f"{cache}: {name}[{f}]").to(device).eval() for f, s in enumerate(states[name])]
-              for name in BLURS}
+        judges = built(states)
     manifest = build.manifest(["key", "split", "class_index", "video_id"])
     mine = manifest[manifest["split"] == split]
     videos = dict(zip(mine["video_id"], mine["class_index"].astype(int)))

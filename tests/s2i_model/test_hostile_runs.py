@@ -330,14 +330,17 @@ def evaluated(runs, tiny_build, tmp_path_factory) -> Path:
     return run
 
 
-def test_a_hostile_frame_classifier_cache_is_trained_again(evaluated, tiny_build, tmp_path, capsys):
-    run = edited_copy({"frame-classifier.pt": evaluated}, "frame-classifier.pt",
-                      lambda s: s["model"].update({first_float(s["model"]): torch.zeros(2, 2)}), tmp_path)
+def test_a_hostile_judges_cache_is_fitted_again(evaluated, tiny_build, tmp_path, capsys):
+    """RUN/judges.pt (the cross-fitted judges) with a tensor of another shape: a warning, the judges
+    fitted again in its place, the evaluation done."""
+    run = edited_copy({"judges.pt": evaluated}, "judges.pt",
+                      lambda s: s["states"]["blurred"][1].update({first_float(s["states"]["blurred"][1]): torch.zeros(2, 2)}),
+                      tmp_path)
     (run / "evaluation.json").unlink()
     code, err = cli("evaluate", "--run", run, "--data", tiny_build, "--samples", "2", "--device", "cpu", capsys=capsys)
-    assert code == 0 and "training the frame classifier again" in err, err
-    trained = checkpoint.load(run / "frame-classifier.pt")["model"]
-    assert trained[first_float(trained)].dim() == 4  # a convolution's weights again, in the cache's place
+    assert code == 0 and "fitting the judges again" in err, err
+    fitted = checkpoint.load(run / "judges.pt")["states"]["blurred"][1]
+    assert fitted[first_float(fitted)].dim() == 4  # a convolution's weights again, in the cache's place
 
 
 def judges_state() -> dict:

@@ -108,6 +108,29 @@ HOSTILE = {
     "seed as text": ("evaluation.json", {"ident": {"config": {"seed": "<script>"}}}, "ident.config.seed"),
     "no proxies": ("evaluation.json", {"proxies": None}, "proxies"),
     "too many classes": ("evaluation.json", {"classes": [f"c{i}" for i in range(1001)], "per_class": {}}, "classes"),
+    # issue 27's fields: intervals, bootstrap replicates, the judges' record, the informativity pool
+    "interval upside down": ("evaluation.json", {"intervals": {"mean": {"class_agreement": [0.9, 0.1]}}},
+                             "intervals.mean.class_agreement"),
+    "interval as text": ("evaluation.json", {"intervals": {"proxies": {"frechet_distance": "<b>"}}},
+                         "intervals.proxies.frechet_distance"),
+    "interval of no class": ("evaluation.json", {"intervals": {"per_class": {"cat": {}}}}, "intervals.per_class"),
+    "a billion replicates": ("evaluation.json", {"replicates": {"mean": {"class_agreement": [0.5] * 10_001}}},
+                             "replicates.mean.class_agreement"),
+    "replicate as script": ("evaluation.json", {"replicates": {"mean": {"class_agreement": ["<script>"]}}},
+                            "replicates.mean.class_agreement[0]"),
+    "replicates of two lengths": ("evaluation.json", {"replicates": {"mean": {"class_agreement": [0.5] * 3,
+                                                                              "frame_r1": [0.5] * 4}}},
+                                  "replicates"),
+    "judge headline no judge": ("evaluation.json", {"judge": {"folds": 3, "headline": "<b>", "trained_on": "val"}},
+                                "judge.headline"),
+    "judge trained on over lines": ("evaluation.json", {"judge": {"folds": 3, "headline": "blurred",
+                                                                  "trained_on": "val\n<script>"}}, "judge.trained_on"),
+    "judge accuracy above one": ("evaluation.json", {"judge": {
+        "folds": 3, "headline": "blurred", "trained_on": "val",
+        "blurred": {"blur": 4, "held_out_accuracy": 2.0, "per_class": {}}}}, "judge.blurred.held_out_accuracy"),
+    "pool model a path": ("evaluation.json", {"informativity_pool": ["../s2i"]}, "informativity_pool[0]"),
+    "pool a string": ("evaluation.json", {"informativity_pool": "s2i"}, "informativity_pool"),
+    "training seed as text": ("evaluation.json", {"training_seed": "<b>"}, "training_seed"),
 }
 
 
@@ -232,3 +255,44 @@ def test_a_grids_folder_that_leads_out_is_refused(tmp_path):
     with pytest.raises(OSError, match="leads outside"):
         write_report(runs, out)
     assert list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize("bad,field", [
+    ({"judges": None, "points": "<script>"}, "points"),
+    ({"judges": None, "points": [{"samples_seen": -1, "seconds": 1}]}, "points[0].samples_seen"),
+    ({"judges": None, "points": [{"samples_seen": 4, "seconds": 1, "class_agreement": 3}]}, "points[0].class_agreement"),
+    ({"judges": None, "points": [{"samples_seen": 4, "seconds": float("nan")}]}, "points[0].seconds"),
+    ({"judges": None, "points": [{"samples_seen": 4, "seconds": 1}] * 1001}, "points"),
+    ({"judges": "x" * 10, "points": []}, "judges"),
+])
+def test_a_hostile_learning_curve_is_refused_in_one_line(tmp_path, bad, field):
+    """RUN/curve.json (the comparison's learning curve) from somebody else: checked before use."""
+    from s2i_model.evaluate import curve
+
+    (tmp_path / "curve.json").write_text(json.dumps(bad))
+    with pytest.raises(Untrusted, match="curve.json") as err:
+        curve.read(tmp_path)
+    assert field in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["link to a file elsewhere", "link to /dev/zero", "fifo"])
+def test_an_evaluation_that_is_not_a_file_of_its_own_is_refused_without_waiting(tmp_path, kind):
+    """evaluation.json left as a link (to another lab's file, to an endless device) or a FIFO (a
+    reader would wait for ever) is refused in one line, and the report writes nothing."""
+    runs = tmp_path / "runs"
+    run = evaluated_run(runs, "shared", 64)
+    path = run / "evaluation.json"
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_bytes(path.read_bytes())
+    path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(elsewhere if kind.endswith("elsewhere") else "/dev/zero")
+    done = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                           "from s2i_model.evaluate.report import write_report; "
+                           "write_report(Path(sys.argv[1]), Path(sys.argv[2]))", str(runs), str(tmp_path / "report")],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])})
+    assert done.returncode != 0 and "regular file" in done.stderr, done.stderr[-500:]
+    assert not (tmp_path / "report").exists()
