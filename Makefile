@@ -132,7 +132,7 @@ sweep: setup
 	set -e; for e in $(EMBS); do \
 		$(MAKE) --no-print-directory -o setup train EMB=$$e RUN=$(RUNS)/emb$$e; \
 		$(BIN)/s2i-model evaluate --run $(RUNS)/emb$$e --data $(DATA) --samples $(SAMPLES) \
-			--proxy-cache $(RUNS)/frame-classifier.pt $(if $(INFORMATIVITY),--informativity $(INFORMATIVITY)); \
+			--proxy-cache $(RUNS)/judges.pt $(if $(INFORMATIVITY),--informativity $(INFORMATIVITY)); \
 	done
 	$(BIN)/s2i-model report $(RUNS) -o $(RUNS)/report
 

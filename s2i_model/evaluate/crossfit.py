@@ -198,3 +198,31 @@ def _cached(cache: Path, ident: dict, device) -> tuple[dict, dict] | None:
     except untrusted.Untrusted as e:
         print(f"warning: {e}; fitting the judges again", file=sys.stderr)
         return None
+
+
+class Ensemble(torch.nn.Module):
+    """One kind of the cross-fitted judges as one classifier: the mean of the folds' probabilities
+    (log), for a reader that has no fold to ask (the live view's class line)."""
+
+    def __init__(self, judges: list[torch.nn.Module]) -> None:
+        super().__init__()
+        self.judges = torch.nn.ModuleList(judges)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([j(x).exp() for j in self.judges]).mean(0).log()
+
+
+def load_ensemble(path: Path, device="cpu") -> tuple[Ensemble, dict]:
+    """The headline judges of a ``judges.pt`` (`cross_fitted`'s cache) as an `Ensemble`, and the
+    ident they were fitted with; every stored tensor checked against the network first."""
+    state = checkpoint.load(path, device)
+    if not isinstance(state, dict):
+        raise untrusted.Untrusted(f"{path}: not the judges of s2i-model evaluate")
+    ident = untrusted.mapping(state.get("ident"), f"{path}: ident")
+    n = untrusted.number(ident.get("classes"), f"{path}: ident.classes", lo=1, hi=untrusted.MAX_CLASSES, integer=True)
+    states = untrusted.mapping(state.get("states"), f"{path}: states").get(HEADLINE)
+    if not isinstance(states, list) or not 1 <= len(states) <= untrusted.MAX_FOLDS:
+        raise untrusted.Untrusted(f"{path}: states.{HEADLINE} is not a list of judges")
+    judges = [checkpoint.build(lambda: FrameClassifier(n, BLURS[HEADLINE]), s, f"{path}: {HEADLINE}[{f}]")
+              for f, s in enumerate(states)]
+    return Ensemble(judges).to(device).eval(), dict(ident)

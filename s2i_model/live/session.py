@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from s2i_data import untrusted
 from s2i_data.untrusted import path_shown
 
 from s2i_model import checkpoint
@@ -22,7 +23,8 @@ from s2i_model.live.server import Hub, start_server
 from s2i_model.live.sources import open_source
 from s2i_model.live.window import Windower
 
-FRAME_CLASSIFIER = "frame-classifier.pt"  # where `s2i-model evaluate` keeps it in a run
+FRAME_CLASSIFIER = "frame-classifier.pt"  # where `s2i-model evaluate` kept it in a run before issue 27
+JUDGES = "judges.pt"  # the cross-fitted judges `s2i-model evaluate` keeps in a run (evaluate/crossfit.py)
 
 
 class LiveError(Exception):
@@ -86,7 +88,17 @@ def load_classifier(run: Path, path: str | None, model, device) -> tuple[torch.n
     if not file.exists():
         if path:
             raise LiveError(f"{file}: no such classifier")
-        return None, None
+        judges = run / JUDGES
+        if not judges.exists():
+            return None, None
+        from s2i_model.evaluate.crossfit import load_ensemble
+
+        try:  # the cross-fitted judges `evaluate` keeps since issue 27, as one classifier
+            clf, ident = load_ensemble(judges, device)
+        except (checkpoint.CheckpointError, untrusted.Untrusted) as e:
+            raise LiveError(f"{judges} is not the judges of s2i-model evaluate: {e}") from None
+        n = int(ident["classes"])
+        return clf, class_names(run, ident, model) or [f"class {k}" for k in range(n)]
     state = checkpoint.load(file, device)
     try:
         ident = state["ident"]
