@@ -207,13 +207,14 @@ def per_class_bars(runs: list[dict], metric: str, title: str, path: Path, label=
     classes = runs[0]["classes"]
     fig, ax = plt.subplots(figsize=(figure_width(per_item, len(classes)), 4))
     width = 0.8 / len(runs)
+    colours = plt.get_cmap("tab20" if len(runs) > 10 else "tab10")  # a colour of its own for each bar of a class
     drawn = {}
     for i, r in enumerate(runs):
         vals = [100 * ((r["per_class"].get(c) or {}).get(metric) or 0) for c in classes]
         errors = r.get("errors") or {}
         err = [[max(0.0, v - 100 * errors[c][0]) if errors.get(c) else 0 for c, v in zip(classes, vals)],
                [max(0.0, 100 * errors[c][1] - v) if errors.get(c) else 0 for c, v in zip(classes, vals)]]
-        bars = ax.bar([k + i * width for k in range(len(classes))], vals, width, label=label(r),
+        bars = ax.bar([k + i * width for k in range(len(classes))], vals, width, label=label(r), color=colours(i % colours.N),
                       yerr=err if errors else None, capsize=2 if errors else 0, error_kw={"elinewidth": 0.8})
         drawn[r["name"]] = [float(b.get_height()) for b in bars]
     ax.set_xticks([k + 0.4 - width / 2 for k in range(len(classes))], [plot_text(c) for c in classes])

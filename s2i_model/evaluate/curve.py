@@ -86,6 +86,9 @@ def train_with_curve(spec: models.ModelSpec, run: Path, preset: str, options: di
             log(f"{run}: trained past epoch {epochs} of {stage} already: that point of its curve is left out")
             continue
         samples, seconds = spent(run)
+        if epochs is not None and any(p["samples_seen"] == samples for p in curve["points"]):
+            log(f"{run}: no training since the last point (its last stage stopped early): no point at epoch {epochs}")
+            continue
         point = {"epochs": epochs, "samples_seen": samples, "seconds": round(seconds, 3), **judge(run)}
         curve["points"] = sorted([p for p in curve["points"] if p["epochs"] != epochs] + [point],
                                  key=lambda p: (p["samples_seen"], p["epochs"] or 0))

@@ -300,12 +300,16 @@ FOOTNOTES = {
 }
 
 
+def _superscript(n: int) -> str:
+    return str(n).translate(str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹"))
+
+
 def _html_models(report: dict, metric_label: str) -> str:
     runs, cmp = report["runs"], report["comparison"]
     e = html.escape
     rows = cmp["rows"]
     labels = {r["model"]: r["labels_used"] for r in rows}
-    marks = {text: "*" * (i + 1) for i, text in enumerate(dict.fromkeys(labels.values()))}
+    marks = {text: _superscript(i + 1) for i, text in enumerate(dict.fromkeys(labels.values()))}
     head = ["row", "seeds", "class agr. blurred", "class agr. full", "frame R@1", "frame R@5", "Fréchet", "kernel",
             "diversity", "informativity", "samples seen", "time", "params", "labels"]  # short: a laptop's width
     table = _table("models", head, [

@@ -163,6 +163,8 @@ def saved_best(best, model: Sound2Scene, path: Path) -> dict | None:
     untrusted.tensor_shapes(model.audio_encoder.state_dict(), best.get("audio_encoder"), f"{path}: best.audio_encoder")
     if not isinstance(best.get("stopped", False), bool):
         raise untrusted.Untrusted(f"{path}: best.stopped is not true or false")
+    if best.get("last_encoder") is not None:  # the last epoch's weights, kept when it finished without stopping
+        untrusted.tensor_shapes(model.audio_encoder.state_dict(), best["last_encoder"], f"{path}: best.last_encoder")
     return best
 
 
@@ -194,6 +196,11 @@ def train_sound2scene(cfg: Sound2SceneConfig, log=print) -> dict:
     if state is not None:
         checkpoint.load_into(model, state.get("nets"), f"{path}: nets")
         best = saved_best(state.get("best"), model, path)
+        if best and best.get("last_encoder") is not None and STAGES[stage_i] == "audio" \
+                and start < cfg.stage_epochs("audio") and not best.get("stopped"):
+            # given more epochs than it finished with (a learning curve's next point): on from its last
+            # weights, as if it had not paused; the best so far stays the one to beat
+            model.audio_encoder.load_state_dict(best.pop("last_encoder"))
     if start >= cfg.stage_epochs(STAGES[stage_i]) or (STAGES[stage_i] == "audio" and best and best.get("stopped")):
         log(f"sound2scene already trained ({', '.join(f'{s} {cfg.stage_epochs(s)}' for s in STAGES)} epochs) in "
             f"{run}: nothing to do")
@@ -337,8 +344,11 @@ def train_sound2scene(cfg: Sound2SceneConfig, log=print) -> dict:
                 stop = best is not None and epoch + 1 - best["epoch"] >= cfg.patience
                 row["best_epoch"] = best["epoch"] if best else None
                 if (stop or epoch + 1 == epochs) and best is not None:
+                    if stop:
+                        best["stopped"] = True
+                    else:  # its epochs done, not stopped: a run given more epochs goes on from the last weights
+                        best["last_encoder"] = copy.deepcopy(distributed.unwrap(net).state_dict())
                     model.audio_encoder.load_state_dict(best["audio_encoder"])
-                    best["stopped"] = True
             rng = distributed.rng_for_checkpoint(d, rng_state())
             if d.main:
                 metrics.write(row)

@@ -345,7 +345,7 @@ def model_row_wanted(name: str, model: str, ev: dict, cost: dict | None) -> dict
             "informativity": ((None, None), "ci-pct"), "params": (parameters(model), "count"),
             "time": (seconds, "seconds"),
             "samples seen": (cost["training_samples"] if cost else None, "count"),
-            "labels": (lambda cell: cell.rstrip("*") == short, "check")}
+            "labels": (lambda cell: cell.rstrip("⁰¹²³⁴⁵⁶⁷⁸⁹") == short, "check")}
 
 
 def test_the_models_table_shows_each_runs_own_numbers_column_by_column(models):
@@ -382,9 +382,9 @@ def test_the_reference_rows_are_there_and_say_what_they_are(models):
 
     def labels(name: str) -> str:  # the cell's short word, its marks leading to the footnote's whole text
         cell = rows[name]["labels"]
-        marks = cell[len(cell.rstrip("*")):]
+        marks = cell[len(cell.rstrip("⁰¹²³⁴⁵⁶⁷⁸⁹")):]
         found = re.search(rf"<li>{re.escape(marks)} labels used: ([^<]*)</li>", page)
-        assert found and cell.rstrip("*") == found.group(1).split(" (")[0], (name, cell)
+        assert found and cell.rstrip("⁰¹²³⁴⁵⁶⁷⁸⁹") == found.group(1).split(" (")[0], (name, cell)
         return found.group(1)
 
     assert "ceiling" in labels("real")

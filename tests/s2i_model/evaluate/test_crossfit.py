@@ -82,3 +82,21 @@ def test_the_real_frames_row_is_the_judges_held_out_accuracy(tiny_build):
         for c, row in found["per_class"].items():
             assert row[key] == pytest.approx(held["per_class"][c]), (name, c)
         assert found["mean"][key] == pytest.approx(held["held_out_accuracy"])
+
+
+@pytest.mark.slow
+def test_the_distances_lie_inside_their_intervals(learning_data):
+    """Four pictures a sound, each a real frame of the batch drawn at random (as the chance row draws), on the learning
+    data (6 test videos a class): a resample repeats videos, which raises both distances, so the
+    raw replicates lie above the value; shifted by the bootstrap's bias estimate, each interval
+    holds its value. (Any feature space shows it: one untrained judge.)"""
+    from s2i_model.evaluate.realframe import FrameClassifier
+
+    build = Build.open(learning_data)
+    torch.manual_seed(0)
+    judge = FrameClassifier(len(build.classes)).eval()
+    found = measure(lambda mels, real: real[torch.randint(len(real), (4 * len(real),))], build, "test", judge, build.classes, 4,
+                    Normalizer.from_build(build), "cpu", batch_sounds=64, replicates=100)
+    for k in ("frechet_distance", "kernel_distance"):
+        lo, hi = found["intervals"]["proxies"][k]
+        assert lo < hi and lo <= found["proxies"][k] <= hi, (k, lo, found["proxies"][k], hi)

@@ -25,7 +25,7 @@ def test_every_builtin_model_trains_the_same_passes_at_cpu():
         for preset in models.PRESETS:
             phases = spec.phase_passes(preset)
             assert sum(phases.values()) == spec.passes(preset) and all(v >= 1 for v in phases.values())
-        assert spec.passes("test") <= 3  # the test presets stay tiny
+        assert spec.passes("test") <= 5  # the test presets stay tiny (S2I's 1 + 4: a learning curve's four points)
 
 
 @dataclasses.dataclass

@@ -5,6 +5,8 @@ bad input gets one line and a non-zero exit."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 import math
 import subprocess
@@ -80,6 +82,24 @@ def test_resume_inside_and_between_stages_reaches_the_uninterrupted_state(tiny_b
         [{k: v for k, v in r.items() if k not in drop} for r in straight]
     assert all(math.isfinite(rows[2][k]) for k in ("d_loss", "g_loss", "val_d_real", "val_d_fake"))
     assert all(math.isfinite(rows[3][k]) for k in ("infonce", "pair_acc", "val_infonce", "val_pair_acc"))
+
+
+def test_more_audio_epochs_go_on_from_the_last_weights_as_one_run(tiny_build, tmp_path):
+    """A run that finished its audio epochs without stopping early, given more (a learning curve's
+    next point), goes on from its last epoch's weights, not from the best encoder it swapped in:
+    its rows and its final checkpoint are those of one run trained to the larger count."""
+    straight, stepped = tmp_path / "straight", tmp_path / "stepped"
+    a = train_sound2scene(replace(cfg(tiny_build, straight, 1, 1, 4, patience=10), grid_every=0), **QUIET)
+    first = train_sound2scene(replace(cfg(tiny_build, stepped, 1, 1, 2, patience=10), grid_every=0), **QUIET)
+    assert first["best"].get("last_encoder") is not None and not first["best"].get("stopped")
+    b = train_sound2scene(replace(cfg(tiny_build, stepped, 1, 1, 4, patience=10), grid_every=0), **QUIET)
+    drop = ("seconds", "samples_per_s")
+    rows = [[{k: v for k, v in json.loads(x).items() if k not in drop} for x in (r / "metrics.jsonl").read_text().splitlines()]
+            for r in (straight, stepped)]
+    assert [r["epoch"] for r in rows[1] if r["stage"] == "sound2scene-audio"] == [1, 2, 3, 4]
+    assert rows[0] == rows[1]
+    assert same_weights(a["nets"], b["nets"]) and a["best"]["epoch"] == b["best"]["epoch"]
+    assert same_weights(a["best"]["audio_encoder"], b["best"]["audio_encoder"])
 
 
 def test_early_stopping_keeps_the_best_audio_encoder(tiny_build, s2s_run, tmp_path):
