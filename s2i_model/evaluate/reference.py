@@ -59,22 +59,8 @@ class NearestSound:
     @classmethod
     def load(cls, space_run: Path, data: str, device: str = "auto", batch: int = 256) -> "NearestSound":
         space = run_folder.load_model(space_run, device)
-        frames, embs, mels = [], [], []
-
-        def flush() -> None:
-            embs.append(sound_embedding(space, torch.stack(mels)).cpu())
-            mels.clear()
-
-        for mel, img, _, _ in ShardStream(Build.open(data), "train", space.norm, shuffle=False):
-            frames.append(img.add(1).mul(127.5).round().to(torch.uint8))
-            mels.append(mel)
-            if len(mels) == batch:
-                flush()
-        if mels:
-            flush()
-        if not frames:
-            raise run_folder.RunError(f"{data}: the train split has no samples to retrieve from")
-        return cls(space, torch.stack(frames), torch.cat(embs), run_folder.build_record({"build": space.build}))
+        frames, embs = _train_index(data, space.norm, lambda mels: sound_embedding(space, mels), 0, batch)
+        return cls(space, frames, embs, run_folder.build_record({"build": space.build}))
 
     @property
     def window(self) -> tuple[float, int]:
@@ -115,6 +101,27 @@ def _as_bytes(img: torch.Tensor) -> torch.Tensor:
     return img.add(1).mul(127.5).round().to(torch.uint8)
 
 
+def _train_index(data: str, norm, embed, part: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every train frame (uint8) and ``embed`` of its sound (``part`` 0: the normalised log-mel) or
+    of the frame itself (``part`` 1), in batches of ``batch``: what a copying row searches."""
+    frames, embs, pending = [], [], []
+
+    def flush() -> None:
+        embs.append(embed(torch.stack(pending)).cpu())
+        pending.clear()
+
+    for sample in _train_split(Build.open(data), norm):
+        frames.append(_as_bytes(sample[1]))
+        pending.append(sample[part])
+        if len(pending) == batch:
+            flush()
+    if pending:
+        flush()
+    if not frames:
+        raise run_folder.RunError(f"{data}: the train split has no samples to retrieve from")
+    return torch.stack(frames), torch.cat(embs)
+
+
 class NearestImage:
     """The nearest-image row (Sound2Scene's baseline C): n pictures of a sound are the n train
     frames whose visual embeddings (``space.embed_image``) are nearest, by cosine, to the sound's
@@ -129,24 +136,13 @@ class NearestImage:
         space = run_folder.load_model(space_run, device)
         if not hasattr(space, "embed_image") or not hasattr(space, "embed"):
             raise run_folder.RunError(f"the model in {space_run} maps no sounds into an image space")
-        frames, embs, imgs = [], [], []
-
-        def flush() -> None:
+        def embed(imgs: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                embs.append(space.embed_image(torch.stack(imgs).to(space.device)).float().flatten(1).cpu())
-            imgs.clear()
+                return space.embed_image(imgs.to(space.device)).float().flatten(1)
 
-        for _, img, _ in _train_split(Build.open(data), space.norm):
-            frames.append(_as_bytes(img))
-            imgs.append(img)
-            if len(imgs) == batch:
-                flush()
-        if imgs:
-            flush()
-        if not frames:
-            raise run_folder.RunError(f"{data}: the train split has no frames to retrieve")
-        index = torch.nn.functional.normalize(torch.cat(embs), dim=1)
-        return cls(space, torch.stack(frames), index, run_folder.build_record({"build": space.build}))
+        frames, embs = _train_index(data, space.norm, embed, 1, batch)
+        return cls(space, frames, torch.nn.functional.normalize(embs, dim=1),
+                   run_folder.build_record({"build": space.build}))
 
     @property
     def window(self) -> tuple[float, int]:
