@@ -171,7 +171,7 @@ def measure(pictures, data: Build | str | Path, split: str, judge, classes: list
         proxies["fid_inception"] = frechet_distance(torch.cat(acc["gen_inc"]).numpy(), torch.cat(acc["real_inc"]).numpy())
 
     # ---- 95 % intervals: a stratified bootstrap over the split's videos (the same draws for every model)
-    video_of_key = _videos(data, split)
+    video_of_key = judge.video_of_key or _videos(data, split)  # the judges' folds were cut from the same manifest
     video = np.array([video_of_key.get(k, k) for k in acc["keys"]])
     draws = intervals.video_draws(video, cls, replicates)
     reps = {"mean": {k: intervals.replicate(v, cls, draws) for k, v in sound.items()},
