@@ -26,7 +26,6 @@ from s2i_model import run as run_folder
 from s2i_model import models as registry
 from s2i_model.data import ShardStream, tensor_to_image
 from s2i_model.evaluate import curve, intervals
-from s2i_model.evaluate.history import log_rows
 from s2i_model.grid import LABEL_W, PAD, save_grid
 
 HEADER = 18  # px above the grid naming each model's columns
@@ -40,11 +39,9 @@ DISTANCES = ("frechet_distance", "kernel_distance")
 def training_cost(run: Path) -> dict:
     """Training time (sum of every stage's epoch ``seconds``) and samples seen (every stage's epoch
     ``samples``) and samples per second over it, from RUN/metrics.jsonl."""
-    rows = [r for r in log_rows(run) if "seconds" in r]
-    seconds = float(sum(r["seconds"] for r in rows))
-    samples = int(sum(r.get("samples", 0) for r in rows))
-    return {"training_seconds": seconds if rows else None, "training_samples": samples if rows else None,
-            "samples_per_s": samples / seconds if rows and seconds > 0 else None}
+    samples, seconds, trained = curve.spent(run)
+    return {"training_seconds": seconds if trained else None, "training_samples": samples if trained else None,
+            "samples_per_s": samples / seconds if trained and seconds > 0 else None}
 
 
 def plot_text(label: str) -> str:

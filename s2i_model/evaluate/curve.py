@@ -40,10 +40,11 @@ def targets(spec: models.ModelSpec, preset: str, options: dict | None = None) ->
     return last.name, sorted({max(1, math.ceil(f * total)) for f in FRACTIONS})
 
 
-def spent(run: Path) -> tuple[int, float]:
-    """(samples, seconds) the run has trained on so far, every stage's logged epochs summed."""
+def spent(run: Path) -> tuple[int, float, bool]:
+    """(samples, seconds) the run has trained on so far, every stage's logged epochs summed, and
+    whether it has logged any epoch."""
     rows = [r for r in log_rows(run) if "seconds" in r]
-    return int(sum(r.get("samples", 0) for r in rows)), float(sum(r["seconds"] for r in rows))
+    return int(sum(r.get("samples", 0) for r in rows)), float(sum(r["seconds"] for r in rows)), bool(rows)
 
 
 def read(run: Path) -> dict:
@@ -85,7 +86,7 @@ def train_with_curve(spec: models.ModelSpec, run: Path, preset: str, options: di
         if epochs is not None and (reached is None or reached > epochs):  # trained past it before the curve began
             log(f"{run}: trained past epoch {epochs} of {stage} already: that point of its curve is left out")
             continue
-        samples, seconds = spent(run)
+        samples, seconds, _ = spent(run)
         if epochs is not None and any(p["samples_seen"] == samples for p in curve["points"]):
             log(f"{run}: no training since the last point (its last stage stopped early): no point at epoch {epochs}")
             continue
