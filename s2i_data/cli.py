@@ -296,6 +296,8 @@ def synth(
     classes: str = typer.Option("baby,dog,rail,fireworks,water", help="classes to make"),
     seed: int = typer.Option(0, help="seed: the same seed gives the same files"),
     workers: int = typer.Option(0, help="parallel encoders (0: all cores)"),
+    preset: str = typer.Option("default", help="default, or factors: colour never names the class and each "
+                               "class's factors are heard and seen (ROOT/factors.csv; docs/data.md)"),
 ) -> None:
     """Make the built-in synthetic audiovisual data set (real H.264 + AAC MP4 files)."""
     from .synth import synth as run_synth
@@ -303,7 +305,7 @@ def synth(
     try:
         paths = run_synth(out, videos_per_class=videos_per_class,
                           classes=[c.strip() for c in classes.split(",") if c.strip()], seed=seed,
-                          workers=workers or None)
+                          workers=workers or None, preset=preset)
     except (ValueError, RuntimeError) as e:
         _fail(str(e))
         return
