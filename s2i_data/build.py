@@ -7,6 +7,10 @@ finished shard: the resume marker). Re-running the same command skips sources an
 finishes the shards without a stats file and rebuilds the manifests from the stats files; on a
 build that is already complete it writes nothing at all. ``_build/lock`` (a folder) or
 ``_build/lease.json`` (a URL) keeps a second build out while one runs (see `lock`).
+
+A folder source's ``ROOT/factors.csv`` (issue 28) is read and checked before the lock is taken;
+its values join the probe table as ``factor_<name>`` columns, `plan` copies them onto every
+sample, and so they reach the manifests, each KEY.json and, through the plan, a resumed build.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import __version__, lock, media, plan, shards, storage, untrusted
+from . import __version__, factors, lock, media, plan, shards, storage, untrusted
 from .classes import resolve_classes
 from .config import BuildConfig
 from .executors import default_workers, make_executor
@@ -88,12 +92,19 @@ def _write_parquet(path: Path, df: pd.DataFrame) -> None:
 
 # ----------------------------------------------------------------------------- sources
 
-def collect_items(cfg: BuildConfig, class_infos) -> list[VideoItem]:
+def collect_items(cfg: BuildConfig, class_infos,
+                  sidecar: factors.Sidecar | None = None) -> tuple[list[VideoItem], dict[str, dict[str, float]]]:
+    """The source's items (at most ``cfg.limit`` usable ones a class), and with a folder source's
+    ``sidecar`` (ROOT/factors.csv) each matched video's factor values by video id; a video of a
+    class with factors but no row is an item with a reason, before the limit picks."""
+    values: dict[str, dict[str, float]] = {}
     if cfg.source == "folders":
-        from .sources.folders import prepare_folders, prepare_remote_folders
+        from .sources.folders import factor_items, prepare_folders, prepare_remote_folders
 
         items = (prepare_remote_folders(cfg.root, class_infos) if storage.is_remote(cfg.root)
                  else prepare_folders(Path(cfg.root), class_infos))
+        if sidecar is not None:
+            items, values = factor_items(items, cfg.root, sidecar, cfg.classes)
     elif cfg.source == "audioset":
         from .sources.audioset import prepare_audioset
 
@@ -113,7 +124,56 @@ def collect_items(cfg: BuildConfig, class_infos) -> list[VideoItem]:
             order = np.argsort(plan.video_hash(pd.Series([it.video_id for it in mine]), cfg.seed, "limit"))
             kept += [mine[i] for i in order[: cfg.limit]]
         items = kept + [it for it in items if it.reason is not None]
-    return items
+    return items, values
+
+
+def root_factors(cfg: BuildConfig) -> factors.Sidecar | None:
+    """A folder source's ``ROOT/factors.csv`` checked whole (`sources.folders.read_factors`), None
+    without one (or for another source); a bad file is one line, raised before anything is written."""
+    if cfg.source != "folders":
+        return None
+    from .sources.folders import read_factors
+
+    try:
+        return read_factors(cfg.root)
+    except (untrusted.Untrusted, OSError, ValueError) as e:  # ValueError: an fsspec URL it cannot open
+        raise BuildError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+
+
+def factor_record(cfg: BuildConfig, sidecar: factors.Sidecar | None) -> dict | None:
+    """build.json's ``factors``: the preset and the columns the samples carry (its factors of the
+    build's classes, in the preset's order); None for a build without factors.csv."""
+    if sidecar is None:
+        return None
+    return {"preset": sidecar.preset, "columns": [f.column for f in factors.of_classes(sidecar.preset, cfg.classes)]}
+
+
+def check_factor_record(dest: str, cfg: BuildConfig, sidecar: factors.Sidecar | None) -> None:
+    """Refuse to resume (or call complete) a build at ``dest`` planned without the factors that
+    ROOT/factors.csv now gives, or with another preset or other columns: its plan holds the values
+    it was planned with, and no others would reach its samples. (A factors.csv gone since is no
+    reason: the plan keeps the values.) Reads only."""
+    if sidecar is None:
+        return
+    try:
+        old = storage.read_json(storage.join(dest, "build.json"))
+    except (OSError, ValueError):  # none yet, or not ours: check_output says which
+        return
+    new = factor_record(cfg, sidecar)
+    recorded = old.get("factors") if isinstance(old, dict) else None
+    if isinstance(old, dict) and old.get("fingerprint") == cfg.fingerprint() and recorded != new:
+        was = f"with factors {json.dumps(recorded, sort_keys=True)}" if recorded is not None else "without factors"
+        raise BuildError(f"{dest} was planned {was}, but {storage.join(cfg.root, factors.SIDECAR)} now gives "
+                         f"{json.dumps(new, sort_keys=True)}; choose another --out")
+
+
+def add_factor_columns(probes: pd.DataFrame, values: dict[str, dict[str, float]], columns: list[str]) -> pd.DataFrame:
+    """The probe table with a float64 column per factor: each video's value, NaN where it has none
+    (another class's factor, a video skipped for lack of a row)."""
+    probes = probes.copy()
+    for c in columns:
+        probes[c] = np.array([values.get(v, {}).get(c, np.nan) for v in probes["video_id"]], np.float64)
+    return probes
 
 
 def _utf8(text: str) -> bool:
@@ -248,17 +308,26 @@ def _saved_config(build_json: Path) -> BuildConfig:
 
 def read_plan(work: Path, cfg: BuildConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(probes, samples) of a build being resumed, checked whole (`untrusted.plan_tables`) before
-    a path is formed from them: an edited plan must not make a build write outside its folder."""
+    a path is formed from them: an edited plan must not make a build write outside its folder. A
+    build of factors (its build.json's ``factors``) keeps them: the plan's factor columns are
+    checked too (`untrusted.factor_columns`), and the manifests are made from them again."""
     probes = pd.read_parquet(work / "probe.parquet")
     samples = pd.read_parquet(work / "plan.parquet")
     try:
         untrusted.plan_tables(samples, probes, str(work), cfg.classes, cfg.segment_seconds)
+        where = str(work.parent / "build.json")
+        build_json = untrusted.mapping(untrusted.json_value((work.parent / "build.json").read_bytes(), where), where)
+        if "factors" in build_json:
+            fs = untrusted.build_factors(build_json["factors"], f"{where}: factors")
+            untrusted.factor_columns(samples, f"{work}/plan.parquet", fs)
+            untrusted.factor_columns(probes, f"{work}/probe.parquet", fs, key="video_id",
+                                     rows=(probes["status"] == "ok").to_numpy())
     except untrusted.Untrusted as e:
         raise BuildError(f"{e}; not resumed (remove {work} to plan afresh)") from None
     return probes, samples
 
 
-def build_info(cfg: BuildConfig) -> dict:
+def build_info(cfg: BuildConfig, factor_rec: dict | None = None) -> dict:
     md = importlib.metadata
     versions = {}
     for pkg in ("numpy", "pandas", "pyarrow", "webdataset", "pillow", "soundfile", "imageio-ffmpeg"):
@@ -277,6 +346,8 @@ def build_info(cfg: BuildConfig) -> dict:
         from .sources.vggsound import SPLIT_RULE
 
         info["split_rule"] = SPLIT_RULE
+    if factor_rec is not None:  # a build of within-class factors (ROOT/factors.csv, issue 28)
+        info["factors"] = factor_rec
     return info
 
 
@@ -291,7 +362,7 @@ def make_tasks(samples: pd.DataFrame, probes: pd.DataFrame) -> list[shards.Shard
             info = by_video.loc[vid]
             videos.append({"video_id": vid, "source": info["source"],
                            "probe": media.Probe.from_row(info).as_row(),
-                           "samples": [{k: _plain(v) for k, v in r.items()} for r in rows.to_dict("records")]})
+                           "samples": [{k: _meta(k, v) for k, v in r.items()} for r in rows.to_dict("records")]})
         tasks.append(shards.ShardTask(name=name, videos=videos, order=part["key"].tolist()))
     # Big shards first: the last worker to finish is then not the one that started the biggest.
     tasks.sort(key=lambda t: -len(t.order))
@@ -300,6 +371,15 @@ def make_tasks(samples: pd.DataFrame, probes: pd.DataFrame) -> list[shards.Shard
 
 def _plain(v):
     return v.item() if isinstance(v, np.generic) else v
+
+
+def _meta(column: str, v):
+    """A manifest value as KEY.json holds it: an empty factor (NaN in the manifest) is null, so
+    that the JSON stays standard."""
+    v = _plain(v)
+    if column.startswith(factors.COLUMN_PREFIX) and isinstance(v, float) and math.isnan(v):
+        return None
+    return v
 
 
 def shard_config(cfg: BuildConfig) -> dict:
@@ -470,6 +550,8 @@ def _build(cfg: BuildConfig, executor, progress) -> BuildResult:
     cfg = validate(cfg)
     _refuse_foreign(cfg)
     remote = storage.is_remote(cfg.out)
+    sidecar = root_factors(cfg)  # a bad ROOT/factors.csv: one line, before the lock is taken
+    check_factor_record(cfg.out, cfg, sidecar)
     # A complete build at a URL is recognised by reading alone: taking the lease would write.
     if remote and finished(cfg.out, cfg):
         return finished_result(cfg.out, cfg)
@@ -479,14 +561,14 @@ def _build(cfg: BuildConfig, executor, progress) -> BuildResult:
     except lock.LockError as e:
         raise BuildError(str(e)) from None
     try:
-        result = _build_locked(cfg, executor, progress, guard)
+        result = _build_locked(cfg, executor, progress, guard, sidecar)
     finally:
         guard.release()
     result.warnings = guard.warnings + result.warnings
     return result
 
 
-def _build_locked(cfg: BuildConfig, executor, progress, guard) -> BuildResult:
+def _build_locked(cfg: BuildConfig, executor, progress, guard, sidecar: factors.Sidecar | None = None) -> BuildResult:
     cfg, out, resuming = _open_output(cfg)
     dest = cfg.out if storage.is_remote(cfg.out) else str(out)  # where shards and manifests go
     if resuming and finished(dest, cfg):
@@ -503,10 +585,13 @@ def _build_locked(cfg: BuildConfig, executor, progress, guard) -> BuildResult:
     if planned is not None:
         probes, samples = planned
     else:
-        items = collect_items(cfg, None if cfg.source == "vggsound" else resolve_classes(cfg.classes))
+        items, values = collect_items(cfg, None if cfg.source == "vggsound" else resolve_classes(cfg.classes), sidecar)
         (work / "shards").mkdir(parents=True, exist_ok=True)
         progress.start("probe", len(items))
         probes = probe_items(items, workers, on_probe=lambda: progress.advance("probe"))
+        factor_rec = factor_record(cfg, sidecar)
+        if factor_rec is not None:
+            probes = add_factor_columns(probes, values, factor_rec["columns"])
         if cfg.source == "vggsound":  # its own test split, and videos that must stay together
             from .sources import vggsound
 
@@ -517,7 +602,7 @@ def _build_locked(cfg: BuildConfig, executor, progress, guard) -> BuildResult:
         _write_parquet(work / "plan.parquet", samples)
         _write_json(work / "balance.json", report)
         # build.json last: its presence with this fingerprint is what marks the plan as complete.
-        _write_json(out / "build.json", build_info(cfg))
+        _write_json(out / "build.json", build_info(cfg, factor_rec))
         if dest != str(out):
             _publish(out, dest, PLAN_FILES)
 
@@ -577,7 +662,7 @@ def assemble(out: Path, cfg: BuildConfig, probes: pd.DataFrame, samples: pd.Data
     videos.loc[hit, "status"] = "failed"
     videos.loc[hit, "reason"] = videos.loc[hit, "video_id"].map(video_fail)
     pending = set(samples["shard"]) - done_shards
-    videos_out = videos[plan.VIDEO_COLUMNS]
+    videos_out = videos[plan.VIDEO_COLUMNS + plan.factor_columns(videos)]
     _write_parquet(out / "manifest.parquet", manifest)
     _write_parquet(out / "videos.parquet", videos_out)
 

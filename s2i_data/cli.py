@@ -254,8 +254,11 @@ def inspect(
     split: str = typer.Option("train", help="split to draw the sheet from"),
     shard_url: str = typer.Option("", help='open shards through a template, e.g. "pipe:curl -s https://host/b/{shard}"'),
     cache_dir: str = typer.Option("", help="keep remote shards here after their first read"),
+    colour_judge: bool = typer.Option(False, help="how far a frame's mean colour alone names its class "
+                                      "(nearest class-mean colour of the train frames, judged on the test frames)"),
 ) -> None:
     """Counts per split × class, failures, and a contact sheet to look at."""
+    from .inspect import colour_judge as judge_colour
     from .inspect import contact_sheet, summary
 
     _check_build(path)
@@ -272,6 +275,14 @@ def inspect(
         for (status, reason), n in problems.groupby(["status", "reason"]).size().items():
             table.add_row(status, reason, str(n))
         out_console.print(table)
+    if colour_judge:
+        try:
+            found = judge_colour(path)
+        except (OSError, ValueError) as e:
+            _fail(f"{path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", 1)
+            return
+        out_console.print(f"mean-colour judge: {found['accuracy']:.1%} of {found['frames']} test frames "
+                          f"(chance {found['chance']:.0%})", highlight=False)
     if png:
         damaged: list[str] = []  # shards and samples that do not read: named, left off the sheet
         failure = None

@@ -51,7 +51,7 @@ PRESETS: dict[str, tuple[Factor, ...]] = {
         _u("dog_distance", "dog", "barks' peak level falls from 0.95 to 0.12 of full scale",
            "the dog stands higher in the frame, nearer the horizon (feet from 0.92 to 0.62 of the height)"),
         _u("rail_spacing", "rail", "the clack period grows from 0.22 to 0.55 s (fixed speed)",
-           "the carriages' seams (and their windows) lie from 36 to 90 px apart"),
+           "the carriages (a seam and one window each) are 36 to 90 px long"),
         _u("rail_height", "rail", "the rumble's hum falls from 130 to 45 Hz",
            "the train's band grows from 0.22 to 0.62 of the frame height"),
         Factor("fireworks_count", "fireworks", COUNT, 1, 3,
@@ -62,7 +62,7 @@ PRESETS: dict[str, tuple[Factor, ...]] = {
         _u("water_density", "water", "the noise's upper edge rises from 1.2 to 6 kHz (brighter)",
            "the waves' wavelength shrinks from 40 to 9 px (denser)"),
         _u("water_roughness", "water", "the level rises from 0.12 to 0.95 and droplets grow more frequent",
-           "the waves' contrast grows from 0.08 to 0.45 and crests glint"),
+           "the crests grow brighter (0.15 to 1 of the way to the light colour) and glint"),
     ),
 }
 

@@ -32,6 +32,43 @@ def summary(build: Build | str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return counts, videos[videos["status"] != "ok"]
 
 
+def _decoded(build: Build, split: str, report):
+    """(key, sample) of every readable sample of a split's shards; damage goes to ``report``."""
+    shards = build.shards(split)
+    for raw in iter_raw([u for _, u in shards], build.cache_dir, on_shard_error=report,
+                        names={u: name for name, u in shards}, contract=build.contract):
+        try:
+            yield raw["__key__"], decode_sample(raw, build.contract)
+        except SampleError as e:
+            report(e)
+
+
+def colour_judge(build: Build | str | Path, learn: str = "train", judge: str = "test") -> dict:
+    """How far a frame's mean colour alone names its class: each ``judge`` frame given the class
+    whose ``learn`` frames' mean colour is nearest (RGB). Near chance means the class must be told
+    by shape and texture (the factors preset asks <= 35 % with five classes); far above it, a
+    model can score class agreement by painting the class's colour."""
+    build = Build.open(build)
+    cls_of = dict(build.manifest(["key", "class"]).itertuples(index=False, name=None))
+
+    def means(split: str) -> tuple[np.ndarray, list[str]]:
+        x, y = [], []
+        for key, sample in _decoded(build, split, lambda e: None):
+            if key in cls_of:
+                x.append(sample["image"].reshape(-1, 3).astype(np.float64).mean(0) / 255.0)
+                y.append(cls_of[key])
+        return np.array(x).reshape(-1, 3), y
+
+    (xl, yl), (xj, yj) = means(learn), means(judge)
+    classes = [c for c in build.classes if c in set(yl)]
+    if not classes or not yj:
+        raise ValueError(f"{build}: no readable frames in the {learn} or {judge} split")
+    centre = np.stack([xl[np.array(yl) == c].mean(0) for c in classes])
+    picked = np.argmin(((xj[:, None] - centre[None]) ** 2).sum(-1), 1)
+    accuracy = float(np.mean([classes[p] == y for p, y in zip(picked, yj)]))
+    return {"accuracy": accuracy, "chance": 1.0 / len(build.classes), "frames": len(yj)}
+
+
 def contact_sheet(build: Build | str | Path, png: Path, per_class: int = 6, split: str = "train",
                   shard_url: str | None = None, cache_dir: str | None = None,
                   problems: list[str] | None = None) -> Path:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .config import BuildConfig
+from .factors import COLUMN_PREFIX
 
 SPLITS = ("train", "val", "test")
 
@@ -22,6 +23,12 @@ VIDEO_COLUMNS = ["video_id", "source", "class", "split", "status", "reason", "du
                  "width", "height", "audio_rate", "audio_channels", "segments"]
 SAMPLE_COLUMNS = ["key", "split", "shard", "class", "class_index", "video_id", "segment_index",
                   "start_s", "end_s", "source"]
+
+
+def factor_columns(table: pd.DataFrame) -> list[str]:
+    """The within-class factor columns (``factor_<name>``, issue 28) a probe or videos table holds:
+    a sample carries its video's, after the contract's columns."""
+    return [c for c in table.columns if isinstance(c, str) and c.startswith(COLUMN_PREFIX)]
 
 
 def video_hash(video_ids: pd.Series, seed: int, salt: str = "") -> np.ndarray:
@@ -107,7 +114,8 @@ def plan(videos: pd.DataFrame, cfg: BuildConfig) -> tuple[pd.DataFrame, pd.DataF
 
     ``videos`` has one row per input with at least video_id, source, class, status, reason,
     window_start_s, window_end_s. Returns (videos with split/segments filled, samples, balance
-    report). Samples hold every selected segment with its shard; shards contain whole videos.
+    report). Samples hold every selected segment with its shard, and the factor columns of its
+    video when ``videos`` has them (`factor_columns`); shards contain whole videos.
     """
     videos = videos.copy()
     videos["segments"] = 0
@@ -156,6 +164,8 @@ def plan(videos: pd.DataFrame, cfg: BuildConfig) -> tuple[pd.DataFrame, pd.DataF
             empty[c] = empty[c].astype(np.int64)
         for c in ("start_s", "end_s"):
             empty[c] = empty[c].astype(np.float64)
+        for c in factor_columns(videos):
+            empty[c] = pd.Series(dtype=np.float64)
         return videos, empty, report
     picked = pd.concat(chosen)
 
@@ -173,10 +183,13 @@ def plan(videos: pd.DataFrame, cfg: BuildConfig) -> tuple[pd.DataFrame, pd.DataF
     samples["end_s"] = samples["start_s"] + cfg.segment_seconds
     samples["key"] = samples["video_id"] + "_" + samples["segment_index"].map("{:04d}".format)
     samples["shard"] = _assign_shards(samples, cfg)
+    factors = factor_columns(videos)
+    for c in factors:  # a video's factor values, on each of its samples (NaN: another class's factor)
+        samples[c] = rows[c].to_numpy(np.float64)
     # Inside a shard, samples are written in a hashed order so classes and videos interleave.
     samples["order"] = _mix(video_hash(samples["key"], cfg.seed, "order"), np.zeros(len(samples), np.int64))
     samples = samples.sort_values(["split", "shard", "order"], kind="stable").drop(columns="order")
-    samples = samples[SAMPLE_COLUMNS].reset_index(drop=True)
+    samples = samples[SAMPLE_COLUMNS + factors].reset_index(drop=True)
 
     used = samples.groupby("video_id").size()
     videos["segments"] = videos["video_id"].map(used).fillna(0).astype(int)

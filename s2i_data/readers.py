@@ -154,6 +154,20 @@ class Build:
         return int(self.config["image_size"])
 
     @property
+    def factors(self) -> tuple:
+        """The within-class factors (`s2i_data.factors.Factor`, issue 28) every sample of this build
+        carries as a manifest column ``factor_<name>`` (and a KEY.json field), from build.json's
+        ``factors`` record (checked when the build was opened: a preset defined in code, columns of
+        it); ``()`` for a build without factors."""
+        rec = self.build_json.get("factors")
+        if rec is None:
+            return ()
+        try:
+            return untrusted.build_factors(rec, f"{self.file('build.json')}: factors")
+        except untrusted.Untrusted as e:
+            raise SampleError(str(e)) from None
+
+    @property
     def contract(self) -> "Contract":
         return Contract(frames=int(round(self.segment_seconds * 100)), image_size=self.image_size,
                         sample_rate=self.sample_rate)
@@ -174,9 +188,12 @@ class Build:
         """(name, URL) of the shards of ``split`` (all with None), reached as this build says."""
         return shard_list(self.location, split, self.shard_url)
 
-    def manifest(self, columns: list[str] | None = None, name: str = "manifest.parquet"):
+    def manifest(self, columns: list[str] | None = None, name: str = "manifest.parquet", check_factors: bool = True):
         """A table of the build; manifest.parquet and videos.parquet checked whole against the
-        contract (`untrusted.samples_table`, `untrusted.videos_table`) before any row is used."""
+        contract (`untrusted.samples_table`, `untrusted.videos_table`) before any row is used, and
+        in a build of factors (unless ``check_factors`` is False: verify reports each problem
+        itself) every row's factor values too (`untrusted.factor_columns`; videos.parquet's usable
+        rows)."""
         checks = {"manifest.parquet": lambda t: untrusted.samples_table(t, self.file(name), self.classes,
                                                                          self.segment_seconds),
                   "videos.parquet": lambda t: untrusted.videos_table(t, self.file(name), self.classes)}
@@ -184,6 +201,10 @@ class Build:
         if name in checks:
             try:
                 checks[name](table)
+                if check_factors and self.factors:
+                    video = name == "videos.parquet"
+                    untrusted.factor_columns(table, self.file(name), self.factors, key="video_id" if video else "key",
+                                             rows=(table["status"] == "ok").to_numpy() if video else None)
             except untrusted.Untrusted as e:
                 raise SampleError(str(e)) from None
             if columns is not None:

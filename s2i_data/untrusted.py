@@ -146,6 +146,8 @@ def build_settings(build_json, where: str) -> dict:
            hi=MAX_SEGMENT_SECONDS)
     number(cfg.get("image_size"), f"{where}: config.image_size", lo=8, hi=MAX_IMAGE_SIZE, integer=True)
     number(cfg.get("sample_rate", 16000), f"{where}: config.sample_rate", lo=8000, hi=MAX_SAMPLE_RATE, integer=True)
+    if "factors" in build_json:  # a build of within-class factors (issue 28)
+        build_factors(build_json["factors"], f"{where}: factors")
     fp = build_json.get("fingerprint")
     if fp is not None and not (isinstance(fp, str) and re.fullmatch(r"[0-9a-zA-Z]{1,128}", fp)):
         raise Untrusted(f"{where}: fingerprint {_show(fp)} is not a hex digest")
@@ -469,6 +471,7 @@ def evaluation(ev, where: str) -> dict:
         "judge": _judge_record(ev.get("judge"), f"{where}: judge", classes),
         "intervals": _intervals(ev.get("intervals"), f"{where}: intervals", classes),
         "replicates": _replicates(ev.get("replicates"), f"{where}: replicates", classes),
+        "factors": _factor_block(ev.get("factors"), f"{where}: factors", classes, ev.get("replicates")),
     }
 
 
@@ -535,9 +538,131 @@ def _replicates(value, what: str, classes: list[str]) -> dict | None:
     if out is not None:
         lengths = {len(v) for part in ("mean", "proxies") for v in out[part].values()}
         lengths |= {len(v) for m in out["per_class"].values() for v in m.values()}
+        factors = mapping(value, what).get("factors")
+        if factors is not None:  # issue 28: factor agreement's replicates
+            out["factors"] = _factor_replicates(factors, f"{what}.factors")
+            lengths |= {len(out["factors"]["mean"])}
+            lengths |= {len(v) for m in out["factors"]["per_factor"].values() for v in m.values()}
         if len(lengths) > 1:
             raise Untrusted(f"{what}: replicate lists of different lengths {sorted(lengths)}")
     return out
+
+
+# issue 28: factor agreement (s2i_model/evaluate/factors.py): per within-class factor a Spearman
+# correlation in [-1, 1] (and a counted factor's accuracy in [0, 1]), their mean, intervals, and
+# the factor readers' held-out quality
+MAX_EVALUATED_FACTORS = 1000
+FACTOR_KINDS = ("continuous", "count")
+
+
+def _correlation(value, what: str):
+    return _optional(value, number, what, lo=-1, hi=1)
+
+
+def _bounded_pair(value, what: str, lo: float, hi: float) -> list[float] | None:
+    pair = _pair(value, what)
+    if pair is not None and (pair[0] < lo or pair[1] > hi):
+        raise Untrusted(f"{what}: {pair} is not within [{lo:g}, {hi:g}]")
+    return pair
+
+
+def _factor_names(value, what: str) -> Mapping:
+    """``{factor name: entry}``: at most `MAX_EVALUATED_FACTORS`, every name a plain name."""
+    value = mapping(value, what)
+    if len(value) > MAX_EVALUATED_FACTORS:
+        raise Untrusted(f"{what}: more than {MAX_EVALUATED_FACTORS} factors")
+    for k in value:
+        name(k, f"{what} name")
+    return value
+
+
+def _factor_kind(value, what: str) -> str:
+    if value not in FACTOR_KINDS:
+        raise Untrusted(f"{what}: {_show(value)} is not one of {', '.join(FACTOR_KINDS)}")
+    return value
+
+
+def _factor_class(value, what: str, classes: list[str]) -> str:
+    if name(value, what) not in classes:
+        raise Untrusted(f"{what}: {_show(value)} is not in classes")
+    return value
+
+
+def _factor_block(value, what: str, classes: list[str], replicates) -> dict | None:
+    """evaluation.json's ``factors``: ``mean`` (factor agreement, in [-1, 1] or null) and its
+    ``interval``; ``per_factor``, per factor its class (one of ``classes``), kind, sounds, Spearman
+    and interval (a counted factor also its accuracy and interval, in [0, 1]); ``readers``, how the
+    factor readers were fitted and how well they read the val frames. The names of
+    ``replicates.factors`` must be factors of this block."""
+    if value is None:
+        return None
+    value = mapping(value, what)
+    per_factor = {}
+    for f, entry in _factor_names(_required(value, "per_factor", what), f"{what}.per_factor").items():
+        w = f"{what}.per_factor.{f}"
+        entry = mapping(entry, w)
+        kind = _factor_kind(entry.get("kind"), f"{w}.kind")
+        row = {"class": _factor_class(entry.get("class"), f"{w}.class", classes), "kind": kind,
+               "sounds": number(entry.get("sounds"), f"{w}.sounds", lo=0, hi=MAX_COUNT, integer=True),
+               "spearman": number(entry.get("spearman"), f"{w}.spearman", lo=-1, hi=1),
+               "interval": _bounded_pair(entry.get("interval"), f"{w}.interval", -1, 1)}
+        if kind == "count":
+            row["accuracy"] = _ratio(entry.get("accuracy"), f"{w}.accuracy")
+            row["accuracy_interval"] = _bounded_pair(entry.get("accuracy_interval"), f"{w}.accuracy_interval", 0, 1)
+        per_factor[f] = row
+    readers = mapping(value.get("readers") or {}, f"{what}.readers")
+    checked = {}
+    for f, entry in _factor_names(readers.get("per_factor") or {}, f"{what}.readers.per_factor").items():
+        w = f"{what}.readers.per_factor.{f}"
+        entry = mapping(entry, w)
+        kind = _factor_kind(entry.get("kind"), f"{w}.kind")
+        checked[f] = {"class": _factor_class(entry.get("class"), f"{w}.class", classes), "kind": kind,
+                      **{k: number(entry.get(k), f"{w}.{k}", lo=0, hi=MAX_COUNT, integer=True)
+                         for k in ("train_frames", "val_frames")},
+                      "val_spearman": _correlation(entry.get("val_spearman"), f"{w}.val_spearman")}
+        if kind == "count":
+            checked[f]["val_accuracy"] = _ratio(entry.get("val_accuracy"), f"{w}.val_accuracy")
+    out_readers = {"per_factor": checked}
+    for k in ("trained_on", "checked_on"):
+        if k in readers:
+            out_readers[k] = text(readers[k], f"{what}.readers.{k}", 300)
+    for k in ("epochs", "batch"):
+        if k in readers:
+            out_readers[k] = number(readers[k], f"{what}.readers.{k}", lo=0, hi=MAX_EPOCH, integer=True)
+    if "seed" in readers:
+        out_readers["seed"] = number(readers["seed"], f"{what}.readers.seed", lo=0, hi=2**63, integer=True)
+    if "alpha" in readers:
+        out_readers["alpha"] = number(readers["alpha"], f"{what}.readers.alpha", lo=0, hi=1e6)
+    if "reader" in readers:
+        out_readers["reader"] = text(readers["reader"], f"{what}.readers.reader", 100)
+    reps = replicates.get("factors") if isinstance(replicates, Mapping) else None
+    if isinstance(reps, Mapping):  # its shape checked by `_replicates`; its names must be factors of this block
+        for f in reps.get("per_factor") or {}:
+            if f not in per_factor:
+                raise Untrusted(f"{what}: replicates.factors.per_factor names {_show(f)}, which is not in per_factor")
+    return {"mean": _correlation(value.get("mean"), f"{what}.mean"),
+            "interval": _bounded_pair(value.get("interval"), f"{what}.interval", -1, 1),
+            "per_factor": per_factor, "readers": out_readers}
+
+
+def _factor_replicates(value, what: str) -> dict:
+    """``replicates.factors``: the mean's replicates and, per factor, its Spearman's (in [-1, 1])
+    and a counted factor's accuracy's (in [0, 1])."""
+    value = mapping(value, what)
+    mean = _replicate_list(value.get("mean"), f"{what}.mean")
+    for i, v in enumerate(mean):
+        _correlation(v, f"{what}.mean[{i}]")
+    per_factor = {}
+    for f, entry in _factor_names(value.get("per_factor") or {}, f"{what}.per_factor").items():
+        entry = mapping(entry, f"{what}.per_factor.{f}")
+        row = {}
+        for k, lo in (("spearman", -1), ("accuracy", 0)):
+            if k in entry:
+                row[k] = _replicate_list(entry[k], f"{what}.per_factor.{f}.{k}")
+                for i, v in enumerate(row[k]):
+                    _optional(v, number, f"{what}.per_factor.{f}.{k}[{i}]", lo=lo, hi=1)
+        per_factor[f] = row
+    return {"mean": mean, "per_factor": per_factor}
 
 
 def _judge_record(value, what: str, classes: list[str]) -> dict | None:
@@ -572,7 +697,7 @@ def _ident(ident, what: str) -> dict:
     return {"config": out}
 
 
-REFERENCE_KINDS = ("chance", "lookup", "nearest-sound", "nearest-image", "real")  # s2i_model.models.REFERENCES
+REFERENCE_KINDS = ("chance", "lookup", "nearest-sound", "nearest-image", "shuffled", "real")  # s2i_model.models.REFERENCES
 OLD_REFERENCE_KINDS = {"retrieval": "nearest-sound"}  # an earlier name of a kind: what it means now
 
 
@@ -855,6 +980,193 @@ def plan_tables(samples, probes, where: str, classes: list[str], segment_seconds
         if usable.at[vid, "source"] != source or usable.at[vid, "class"] != cls:
             raise Untrusted(f"{where}/plan.parquet: row {i} source or class differs from probe.parquet's for {_show(vid)}")
     return samples, probes
+
+
+# --- within-class factors (issue 28): ROOT/factors.csv, build.json's record, the tables' columns
+# A data folder's factors.csv is somebody else's file like any other: its values become manifest
+# columns and KEY.json fields, its class and video names are matched against files. The factors
+# themselves (which exist, their class, kind and range) come from code (`s2i_data.factors`), never
+# from the file; the file only supplies values, each checked against its factor's definition.
+
+MAX_FACTOR_BYTES = 32 << 20  # ROOT/factors.csv: a row of ~100 bytes a video, 300 000 videos
+MAX_FACTOR_ROWS = 1_000_000
+FACTOR_KEYS = ("preset", "class", "video")
+_DECIMAL = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")  # no nan, inf, hex or 1_0
+
+
+def factor_preset(value, what: str) -> str:
+    """``value`` when it names a factor preset defined in `s2i_data.factors`."""
+    from s2i_data import factors
+
+    if not isinstance(value, str) or value not in factors.PRESETS:
+        raise Untrusted(f"{what}: {_show(value)} is not a factor preset (known: {', '.join(sorted(factors.PRESETS))})")
+    return value
+
+
+def factor_value(cell, what: str, factor) -> float:
+    """A factor's value written as text (a CSV cell): a plain decimal number, finite, in the
+    factor's [low, high], whole for a counted factor."""
+    from s2i_data.factors import COUNT
+
+    if not isinstance(cell, str) or len(cell) > 64 or not _DECIMAL.fullmatch(cell):
+        raise Untrusted(f"{what}: {_show(cell)} is not a number")
+    whole = factor.kind == COUNT
+    return float(number(float(cell), what, lo=factor.low, hi=factor.high, integer=whole))
+
+
+def factors_csv(data: bytes, where: str):
+    """``ROOT/factors.csv`` (its bytes, read through `capped_read` with `MAX_FACTOR_BYTES`) parsed
+    as UTF-8 CSV and checked whole by `factor_table`; returns a `factors.Sidecar`."""
+    import csv
+    import io
+
+    try:
+        text = data.decode("utf-8-sig")  # a spreadsheet's byte-order mark is not part of a name
+    except UnicodeDecodeError as e:
+        raise Untrusted(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise Untrusted(f"{where}: empty; a factors.csv starts with the header {','.join(FACTOR_KEYS)},...")
+
+        def rows():
+            for row in reader:
+                if row:  # a blank line (a trailing one, say) holds no video
+                    yield reader.line_num, row
+
+        return factor_table(header, rows(), where)
+    except csv.Error as e:
+        raise Untrusted(f"{where} line {reader.line_num}: not CSV ({e})") from None
+
+
+def factor_table(header, rows, where: str):
+    """A parsed factors table (``header``, then ``(line number, cells)`` per row) when every row
+    keeps the contract of ``ROOT/factors.csv``: columns preset, class, video and exactly the
+    ``factor_<name>`` columns of its preset; one preset, defined in `s2i_data.factors`, on every row;
+    class and video plain names (never paths), each (class, video) once; for each factor of the
+    row's class a value (`factor_value`), every other factor's cell empty; at most
+    `MAX_FACTOR_ROWS` rows. Returns a `factors.Sidecar`."""
+    from s2i_data import factors
+
+    if not isinstance(header, list):
+        raise Untrusted(f"{where}: no header")
+    header = names(header, f"{where}: header")
+    missing = [k for k in FACTOR_KEYS if k not in header]
+    if missing:
+        raise Untrusted(f"{where}: the header lacks column(s) {', '.join(missing)}")
+    preset: str | None = None
+    fs: tuple = ()
+    values: dict = {}
+    first = 0
+    for line, row in rows:
+        what = f"{where} line {line}"
+        if len(row) != len(header):
+            raise Untrusted(f"{what}: {len(row)} fields, the header has {len(header)}")
+        if len(values) >= MAX_FACTOR_ROWS:
+            raise Untrusted(f"{where}: more than {MAX_FACTOR_ROWS} rows; refusing to read it")
+        rec = dict(zip(header, row))
+        if preset is None:
+            preset, first = factor_preset(rec["preset"], f"{what}: preset"), line
+            fs = factors.preset(preset)
+            wanted = set(FACTOR_KEYS) | {f.column for f in fs}
+            lacking = [f.column for f in fs if f.column not in header]
+            if lacking:
+                raise Untrusted(f"{where}: the header lacks column(s) {', '.join(lacking)} of preset {preset!r}")
+            extra = [c for c in header if c not in wanted]
+            if extra:
+                raise Untrusted(f"{where}: column {_show(extra[0])} is not one of preset {preset!r}'s")
+        elif rec["preset"] != preset:
+            raise Untrusted(f"{what}: preset {_show(rec['preset'])}, but line {first} says {preset!r}; "
+                            "a factors.csv is of one preset")
+        cls, video = name(rec["class"], f"{what}: class"), name(rec["video"], f"{what}: video")
+        if (cls, video) in values:
+            raise Untrusted(f"{what}: class {_show(cls)} video {_show(video)} appears twice")
+        mine = {}
+        for f in fs:
+            cell = rec[f.column]
+            if f.cls == cls:
+                if cell == "":
+                    raise Untrusted(f"{what}: {f.column} is empty; a {cls} video needs a value")
+                mine[f.column] = factor_value(cell, f"{what}: {f.column}", f)
+            elif cell != "":
+                raise Untrusted(f"{what}: {f.column} holds {_show(cell)}, but it is a factor of {f.cls!r}, "
+                                f"not of {cls!r}: leave it empty")
+        values[(cls, video)] = mine
+    if preset is None:
+        raise Untrusted(f"{where}: no rows; a factors.csv names its preset and each video's values")
+    return factors.Sidecar(preset, values)
+
+
+def build_factors(record, where: str) -> tuple:
+    """build.json's ``factors`` (``{"preset": name, "columns": [factor_<name>, ...]}``): a preset
+    defined in `s2i_data.factors` and columns of it, each once. Returns their `factors.Factor`s,
+    in the preset's order."""
+    from s2i_data import factors
+
+    record = mapping(record, where)
+    preset = factor_preset(record.get("preset"), f"{where}.preset")
+    cols = record.get("columns")
+    if not isinstance(cols, list):
+        raise Untrusted(f"{where}.columns: not a list of column names")
+    cols = names(cols, f"{where}.columns")
+    known = factors.columns(preset)
+    for c in cols:
+        if c not in known:
+            raise Untrusted(f"{where}.columns: {_show(c)} is not a column of preset {preset!r}")
+    return tuple(f for f in factors.preset(preset) if f.column in cols)
+
+
+def factor_problems(df, where: str, factors, key: str = "key", rows=None) -> list[str]:
+    """Every way the table ``df`` (manifest.parquet, videos.parquet, the plan; only ``rows``, a
+    mask, when given) breaks its build's ``factors``, one line each: a factor's column missing or
+    not numbers; in a row of the factor's class its value missing, not finite, outside [low, high]
+    or (a counted factor) not whole; in a row of another class a value where it must be empty."""
+    import pandas as pd
+
+    if factors and "class" not in df.columns:
+        return [f"{where}: lacks column class"]
+    if not factors or not len(df):
+        return [f"{where}: lacks column {f.column}" for f in factors if f.column not in df.columns]
+    out = []
+    classes = df["class"].to_numpy(dtype=object)
+    keys = df[key].to_numpy(dtype=object) if key in df.columns else np.arange(len(df))
+    take = np.ones(len(df), bool) if rows is None else np.asarray(rows, bool)
+    for f in factors:
+        col = f.column
+        if col not in df.columns:
+            out.append(f"{where}: lacks column {col}")
+            continue
+        raw = df[col]
+        if not pd.api.types.is_numeric_dtype(raw) or pd.api.types.is_bool_dtype(raw):
+            out.append(f"{where}: column {col} holds {raw.dtype}, not numbers")
+            continue
+        values = raw.to_numpy(dtype=np.float64)
+        mine = take & (classes == f.cls)
+        with np.errstate(invalid="ignore"):
+            wrong = ~np.isfinite(values) | (values < f.low) | (values > f.high)
+            if f.kind == "count":
+                wrong |= values != np.round(values)
+        for i in np.flatnonzero(mine & wrong):
+            what = f"{where}: row {i} ({printable(keys[i], 120)}) {col}"
+            if np.isnan(values[i]):
+                out.append(f"{what} is empty; every {f.cls} row needs a value")
+            else:
+                out.append(f"{what} {values[i]:g} is not a {'whole' if f.kind == 'count' else 'finite'} "
+                           f"number in [{f.low:g}, {f.high:g}]")
+        for i in np.flatnonzero(take & (classes != f.cls) & ~np.isnan(values)):
+            out.append(f"{where}: row {i} ({printable(keys[i], 120)}) {col} holds {values[i]:g}, but it is a factor "
+                       f"of {f.cls!r}, not of {printable(classes[i], 60)!r}: it must be empty")
+    return out
+
+
+def factor_columns(df, where: str, factors, key: str = "key", rows=None):
+    """``df`` when `factor_problems` finds nothing, else `Untrusted` naming the first problem."""
+    problems = factor_problems(df, where, factors, key, rows)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise Untrusted(problems[0] + more)
+    return df
 
 
 # --- run folders: checkpoints, their caches and training logs (s2i_model) ---------------------

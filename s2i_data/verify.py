@@ -8,11 +8,16 @@ The content of samples is checked too: by default `deep.DEFAULT_PER_SPLIT` sampl
 (chosen by a hash of their key, the same every run), with ``deep`` every sample, are recomputed
 from their sources apart from the builder and compared (see `deep`). A source that is gone or
 remote is a note ("cannot check"), not a failure: shards may outlive the files they came from.
+
+A build of within-class factors (build.json's ``factors``, issue 28) has each sample's factor
+values checked against their definitions (`s2i_data.factors`), in the manifest and videos.parquet,
+and in each KEY.json against its manifest row (an empty factor is null there).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,6 +29,7 @@ from .deep import DEFAULT_PER_SPLIT, ContentCheck, Sample, sampled_keys, segment
 from .plan import SPLITS
 from .readers import IMAGE_EXTS, MEMBERS, Build, SampleError, decode_sample, iter_raw, unknown_members
 from .shards import MelStats
+from .untrusted import factor_problems
 
 
 @dataclass
@@ -47,8 +53,9 @@ def verify(build: Build | str | Path, max_errors: int = 50, shard_url: str | Non
     rep = Report()
     build = Build.open(build).with_access(shard_url, cache_dir)
     cfg, stats = build.config, build.stats
-    manifest = build.manifest()
-    videos = build.manifest(name="videos.parquet")
+    # factor values are checked below, each problem a line of its own, not refused whole
+    manifest = build.manifest(check_factors=False)
+    videos = build.manifest(name="videos.parquet", check_factors=False)
 
     rep.check(manifest["key"].is_unique, "manifest keys are unique",
               f"{manifest['key'].duplicated().sum()} duplicates")
@@ -108,7 +115,10 @@ def verify(build: Build | str | Path, max_errors: int = 50, shard_url: str | Non
         meta_expected["key"] = key
         for k, v in meta_expected.items():
             got = s["meta"].get(k)
-            if isinstance(v, float) and isinstance(got, (int, float)):
+            if isinstance(v, float) and math.isnan(v):  # an empty factor: null (or absent) in KEY.json
+                if got is not None:
+                    problems.append(f"json {k}={got!r} != manifest empty")
+            elif isinstance(v, float) and isinstance(got, (int, float)):
                 if abs(v - got) > 1e-6:
                     problems.append(f"json {k}={got} != manifest {v}")
             elif got != v:
@@ -172,6 +182,8 @@ def verify(build: Build | str | Path, max_errors: int = 50, shard_url: str | Non
     no_reason = videos[(videos["status"] != "ok") & (videos["reason"].fillna("") == "")]
     rep.check(no_reason.empty, "every skipped or failed input has a reason", f"{len(no_reason)} without")
 
+    _check_factors(rep, build, manifest, videos, max_errors)
+
     tl = stats.get("train_logmel", {})
     if mel.count and tl.get("count"):
         summ = mel.summary()
@@ -180,6 +192,23 @@ def verify(build: Build | str | Path, max_errors: int = 50, shard_url: str | Non
                  and np.allclose(tl["std"], summ["std"], rtol=1e-5, atol=1e-5))
         rep.check(close, "train log-mel statistics match the shards", "stats.json train_logmel differs")
     return rep
+
+
+def _check_factors(rep: Report, build: Build, manifest, videos, max_errors: int) -> None:
+    """A build of within-class factors (issue 28): every manifest row of a class with factors holds
+    each of its class's factors, in range (whole when counted), and the other classes' empty; so
+    does every usable row of videos.parquet. One FAIL line per problem."""
+    fs = build.factors
+    if not fs:
+        return
+    problems = factor_problems(manifest, "manifest.parquet", fs)
+    problems += factor_problems(videos, "videos.parquet", fs, key="video_id",
+                                rows=(videos["status"] == "ok").to_numpy())
+    rep.errors += _capped(problems, max_errors, "factor problems")
+    if not problems:
+        preset = build.build_json["factors"]["preset"]
+        rep.checks.append(f"every sample carries its class's factors of preset {preset!r} in range "
+                          f"({', '.join(f.column for f in fs)}), other classes' empty")
 
 
 def _capped(lines: list[str], most: int, what: str) -> list[str]:

@@ -14,6 +14,11 @@ A top-level folder that matches a class of the class table which was simply not 
 ignored silently (the user chose a subset). Hidden entries (names starting with '.') and non-video
 files are ignored. Symbolic links to folders below a class folder are not followed, so a link loop
 cannot hang the walk.
+
+Within-class factors (issue 28): ``ROOT/factors.csv``, when present, gives each video its factor
+values (`read_factors`, checked by `s2i_data.untrusted.factors_csv`); `factor_items` matches a
+video by (class, file name in its class folder) and records one of a class with factors but no
+row as skipped.
 """
 
 from __future__ import annotations
@@ -21,9 +26,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from s2i_data.classes import ClassInfo, class_table, match_folder
 from s2i_data.sources import VIDEO_EXTENSIONS, VideoItem, safe_id
+
+if TYPE_CHECKING:
+    from s2i_data.factors import Sidecar
 
 
 def _normalize_extensions(extensions: Iterable[str]) -> frozenset[str]:
@@ -159,3 +168,76 @@ def prepare_remote_folders(root: str, classes: Sequence[ClassInfo],
                          f"folders found: {', '.join(repr(f) for f in list(seen_folders)[:10]) or 'none'}")
     ranked.sort(key=lambda pair: pair[0])
     return [item for _, item in ranked]
+
+
+# --- within-class factors (issue 28): ROOT/factors.csv beside the class folders ---------------
+
+NO_FACTORS = "no factor values in factors.csv"
+
+
+def read_factors(root: str) -> "Sidecar | None":
+    """``ROOT/factors.csv`` checked whole (`untrusted.factors_csv`), or None when ROOT has none.
+    Read with a cap (`untrusted.MAX_FACTOR_BYTES`) whether ROOT is a folder or a URL; a link, FIFO
+    or device in its place is refused. Raises `untrusted.Untrusted` (one line) for a bad file."""
+    from s2i_data import factors, storage, untrusted
+
+    where = storage.join(root, factors.SIDECAR)
+    limit = untrusted.MAX_FACTOR_BYTES
+    if storage.is_remote(root):
+        if not storage.exists(where):
+            return None
+        fs, path = storage.fs_of(where)
+        with fs.open(path, "rb") as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise untrusted.Untrusted(f"{where}: more than {limit >> 20} MB; refusing to read it")
+    else:
+        try:
+            data = untrusted.capped_read(storage.local_path(where), limit, where)
+        except FileNotFoundError:
+            return None
+    return untrusted.factors_csv(data, where)
+
+
+def _in_class_folder(source: str, root: str) -> str | None:
+    """The file name of ``source`` when it lies directly in a top-level folder of ``root`` (as
+    factors.csv names videos), else None."""
+    from s2i_data import storage
+
+    if storage.is_remote(root):
+        fs, path = storage.fs_of(root)
+        base = fs.unstrip_protocol(fs._strip_protocol(path).rstrip("/"))
+        rel = source[len(base) + 1:] if source.startswith(base + "/") else None
+    else:
+        rel = _relative(source, os.path.abspath(root))
+    parts = rel.split("/") if rel else []
+    return parts[1] if len(parts) == 2 and parts[0] not in ("", ".", "..") else None
+
+
+def factor_items(items: list[VideoItem], root: str, sidecar: "Sidecar",
+                 classes: Sequence[str]) -> tuple[list[VideoItem], dict[str, dict[str, float]]]:
+    """The items with their factor values from ``sidecar`` (ROOT/factors.csv): a video of a class
+    that has factors in the sidecar's preset is matched by (class alias, file name) to its row;
+    without one it is recorded as skipped (`NO_FACTORS`), never dropped. Returns the items (those
+    skipped with their reason) and ``{video_id: {column: value}}`` for the matched ones; videos of
+    classes without factors get no values (their rows' factor columns stay empty)."""
+    import dataclasses
+
+    from s2i_data import factors
+
+    with_factors = {f.cls for f in factors.of_classes(sidecar.preset, classes)}
+    out, values = [], {}
+    for it in items:
+        if it.reason is not None or it.cls not in with_factors:
+            out.append(it)
+            continue
+        video = _in_class_folder(it.source, root)
+        row = sidecar.values.get((it.cls, video)) if video is not None else None
+        if row is None:
+            why = (f"class {it.cls!r}, video {video!r}" if video is not None
+                   else "factors.csv names only files lying directly in a class folder")
+            out.append(dataclasses.replace(it, reason=f"{NO_FACTORS} ({why})"))
+            continue
+        out.append(it)
+        values[it.video_id] = dict(row)
+    return out, values
