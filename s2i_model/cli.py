@@ -286,12 +286,14 @@ def reference(
     kind: str = typer.Argument(..., help="chance (a random train frame), lookup (the mean train frame of the class "
                                "a sound classifier picks), nearest-sound (the frames of the nearest train sounds in "
                                "a model's audio space; once called retrieval), nearest-image (the train frames "
-                               "nearest to the sound in a model's visual space) or real (the test sound's own frame)"),
+                               "nearest to the sound in a model's visual space), shuffled (the real frame of another "
+                               "video of the sound's class: a floor of factor agreement) or real (the test sound's own "
+                               "frame)"),
     run: Path = typer.Option(..., "--run", "--run-dir", help="the reference's folder (evaluate it like a run)"),
     space: Optional[Path] = typer.Option(None, help="nearest-sound, nearest-image: the trained run whose space is "
                                          "searched"),
-    data: str = typer.Option("", help="real, lookup, chance: the build; nearest-*: the build searched (default: "
-                             "the space's)"),
+    data: str = typer.Option("", help="real, shuffled, lookup, chance: the build; nearest-*: the build searched "
+                             "(default: the space's)"),
 ) -> None:
     """A reference row for `make compare`, to read the table by: chance, the class-mean lookup,
     copying instead of imagining (nearest-sound, nearest-image), or the real frames (the ceiling).
@@ -591,6 +593,7 @@ def _print_evaluation(res: dict) -> None:
                       "accuracy on the real frames " + ", ".join(
                           f"{k} {(judge.get(k) or {}).get('held_out_accuracy', 0):.1%}" for k in ("blurred", "full"))
                       + f" (headline: {judge.get('headline')})", highlight=False)
+    _print_factors(res)
     sep = res.get("embedding_separability") or {}
     if sep.get("centroid") is not None:
         console.print(f"ceiling: the {res['split']} sounds' embeddings alone name their class {sep['centroid']:.1%} "
@@ -599,6 +602,26 @@ def _print_evaluation(res: dict) -> None:
     console.print(f"* proxies (no human labels). Fréchet distance {p['frechet_distance']:.4g}, kernel distance "
                   f"{p['kernel_distance']:.4g} in the cross-fitted judges' features; fR@k: frame R@k (real frames, not CLIP)"
                   + (f"; Inception FID {p['fid_inception']:.4g}" if "fid_inception" in p else ""), highlight=False)
+
+
+def _print_factors(res: dict) -> None:
+    """Factor agreement per class and factor (a build of within-class factors, issue 28)."""
+    block = res.get("factors")
+    if not block:
+        return
+
+    def rho(v, ci=None) -> str:
+        return "–" if v is None else f"{v:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+
+    readers = (block.get("readers") or {}).get("per_factor") or {}
+    console.print(f"factor agreement (Spearman ρ of true factors and those read in the pictures): "
+                  f"{rho(block.get('mean'), block.get('interval'))}", highlight=False)
+    console.print(f"{'class':<12}{'factor':<18}{'ρ [95 % interval]':>22}{'count acc.':>12}{'reader ρ (val)':>16}",
+                  highlight=False)
+    for name, f in block["per_factor"].items():
+        acc = f"{100 * f['accuracy']:.1f}%" if f.get("accuracy") is not None else ""
+        console.print(f"{f['class']:<12}{name:<18}{rho(f['spearman'], f.get('interval')):>22}{acc:>12}"
+                      f"{rho((readers.get(name) or {}).get('val_spearman')):>16}", highlight=False)
 
 
 def _run_data(run: Path) -> Path:

@@ -5,7 +5,9 @@ Everything measured comes from each run's evaluation.json (one `evaluate` for ev
 same build, split, pictures per sound, seed and real-frame classifier when `make compare` ran
 it); what evaluation.json does not hold is read here: the parameters of the loaded model
 (`run.parameter_count`), the training time and throughput (RUN/metrics.jsonl), and the labels
-each model's training used (its registry entry, `s2i_model.models`). `report.write_report` calls `comparison` when
+each model's training used (its registry entry, `s2i_model.models`). On a build of within-class
+factors (issue 28) the rows also carry factor agreement, and `factor_rows` is the per (class,
+factor) table. `report.write_report` calls `comparison` when
 the runs under its folder hold more than one model.
 """
 
@@ -99,6 +101,57 @@ def _combined(runs: list[dict], part: str, key: str) -> dict:
     return {"value": value, "interval": ci}
 
 
+def _factor_block(r: dict) -> dict | None:
+    return r.get("factors") or None
+
+
+def _combined_factor(runs: list[dict], factor: str | None = None, key: str = "spearman") -> dict:
+    """Factor agreement (``factor`` None: the mean over (class, factor) pairs) or one factor's
+    ``key`` (spearman, accuracy) over a row's seeds, with its 95 % interval (`intervals.over_seeds`
+    on the replicates each evaluation stored); value None where a run has no factor results."""
+    blocks = [_factor_block(r) for r in runs]
+    if any(b is None for b in blocks):
+        return {"value": None, "interval": None}
+    reps_of = [((r.get("replicates") or {}).get("factors") or {}) for r in runs]
+    if factor is None:
+        points, reps = [b.get("mean") for b in blocks], [f.get("mean") for f in reps_of]
+    else:
+        entries = [b["per_factor"].get(factor) or {} for b in blocks]
+        points = [e.get(key) for e in entries]
+        reps = [((f.get("per_factor") or {}).get(factor) or {}).get(key) for f in reps_of]
+    if any(p is None for p in points):
+        return {"value": None, "interval": None}
+    if any(not x for x in reps):
+        return {"value": float(sum(points) / len(points)), "interval": None}
+    value, ci = intervals.over_seeds(points, reps)
+    return {"value": value, "interval": ci}
+
+
+def factor_rows(groups: list[dict]) -> dict | None:
+    """The per (class, factor) table: the factors (name, class, kind; in the first evaluation's
+    order, classes as the build lists them) and per row (model or reference, seeds joined) each
+    factor's Spearman and a counted factor's accuracy, with intervals. None when no run measured
+    factor agreement (a build without factors)."""
+    named: dict[str, dict] = {}
+    for g in groups:
+        for r in g["runs"]:
+            for name, e in ((_factor_block(r) or {}).get("per_factor") or {}).items():
+                named.setdefault(name, {"name": name, "class": e["class"], "kind": e["kind"]})
+    if not named:
+        return None
+    classes = groups[0]["runs"][0]["classes"]
+    factors = sorted(named.values(), key=lambda f: classes.index(f["class"]) if f["class"] in classes else len(classes))
+    rows = []
+    for g in groups:
+        per = {}
+        for f in factors:
+            per[f["name"]] = {"spearman": _combined_factor(g["runs"], f["name"])}
+            if f["kind"] == "count":
+                per[f["name"]]["accuracy"] = _combined_factor(g["runs"], f["name"], "accuracy")
+        rows.append({"name": g["name"], "model": g["model"], "per_factor": per})
+    return {"factors": factors, "rows": rows}
+
+
 def short_labels(text: str) -> str:
     """A registry's "labels used" as a table cell: the words before its explanation."""
     return text.split(" (")[0].strip()[:24] or "–"
@@ -119,6 +172,7 @@ def table_rows(groups: list[dict], models: dict[str, object], pool_models=None) 
                "epoch": runs[0]["epoch"], "width": runs[0].get("width"), "emb": runs[0].get("emb"),
                **{k: _combined(runs, "mean", k) for k in MEASURES},
                **{k: _combined(runs, "proxies", k) for k in DISTANCES},
+               "factor_agreement": _combined_factor(runs),
                "parameters": run_folder.parameter_count(models[runs[0]["name"]]) if runs[0]["name"] in models else None,
                "training_seconds": mean("training_seconds"), "training_samples": mean("training_samples"),
                "samples_per_s": mean("samples_per_s")}
@@ -290,6 +344,10 @@ def comparison(runs: list[dict], out: Path, metric: str, label: str, per_class: 
     learning = {r["name"]: curve.read(Path(r["run"]))["points"] for r in runs}
     curve_plot, curve_points = curves_plot(groups, learning, out / "curves.png")
     rows = table_rows(groups, models, pool_models)
-    return {"rows": rows, "orders": orders(rows), "grid": grid, "per_class_plot": plot, "per_class": bars,
-            "curves_plot": curve_plot, "curves": curve_points, "same_evaluation": len(settings) == 1,
-            "judge": first.get("judge")}
+    out = {"rows": rows, "orders": orders(rows), "grid": grid, "per_class_plot": plot, "per_class": bars,
+           "curves_plot": curve_plot, "curves": curve_points, "same_evaluation": len(settings) == 1,
+           "judge": first.get("judge")}
+    factors = factor_rows(groups)
+    if factors is not None:  # a build of within-class factors (issue 28)
+        out["factors"] = factors
+    return out

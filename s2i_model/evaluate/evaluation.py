@@ -10,7 +10,10 @@ Every sound gets ``samples`` pictures (test-time dropout). Measured, streaming t
   fold: not CLIP's class-name R@k); diversity of the pictures of one sound; with ``fid_weights``,
   the standard Inception FID;
 - a 95 % interval on every number (`intervals`: a stratified bootstrap over the split's videos) and
-  the replicates behind it, so that a report can combine seeds.
+  the replicates behind it, so that a report can combine seeds;
+- for a build of within-class factors (issue 28), factor agreement (`factors`): factor readers
+  fitted on the train frames read each sound's class's factors from its pictures; the Spearman
+  correlation of the reads with the true values per (class, factor), count accuracy, their mean.
 RUN/evaluation.json is the result; it is reused when nothing it depends on has changed.
 """
 
@@ -34,7 +37,8 @@ from s2i_model.evaluate.history import aggregates, informativity_history, pixel_
 from s2i_model.imagine import imagine_split
 from s2i_model.evaluate.informativity import FILE as JUDGES_FILE
 from s2i_model.evaluate.informativity import Judges, pool_models
-from s2i_model.evaluate.reference import RealFrames
+from s2i_model.evaluate.reference import RealFrames, ShuffledFrames
+from s2i_model.evaluate import factors as factor_eval
 from s2i_model.evaluate import intervals
 from s2i_model.evaluate.crossfit import FOLDS, HEADLINE, CrossFitted, cross_fitted
 from s2i_model.evaluate.realframe import diversity, frame_hits, separability
@@ -59,6 +63,7 @@ class EvalConfig:
     batch_sounds: int = 32
     device: str = "auto"
     skip_bad_samples: bool = False  # count, log and skip damaged samples or shards instead of stopping
+    factor_alpha: float = factor_eval.ALPHA  # the factor readers' ridge strength (a build of factors only)
 
 
 def _stamp(path: str) -> list:
@@ -68,24 +73,30 @@ def _stamp(path: str) -> list:
 
 def measure(pictures, data: Build | str | Path, split: str, judge, classes: list[str], samples: int,
             norm, device: str, batch_sounds: int = 32, seed: int = 0, judges: Judges | None = None,
-            inception: InceptionFeatures | None = None, replicates: int = intervals.REPLICATES) -> dict:
+            inception: InceptionFeatures | None = None, replicates: int = intervals.REPLICATES,
+            readers: "factor_eval.FactorReaders | None" = None) -> dict:
     """The metrics of any picture maker on a split's sounds, streamed a batch at a time.
 
     ``pictures(mels, real)``: a batch's normalised log-mels [B, 1, 100, 128] (on ``device``) and
     real frames [B, 3, 96, 96] in [-1, 1] → ``samples`` pictures per sound, [B * samples, 3, 96, 96],
-    sound by sound. `evaluate` passes the translator (encoder then generator); tests pass makers
-    whose metrics are known (the real frame itself, one picture for every sound). ``judge``: the
-    cross-fitted judges (`crossfit.CrossFitted`: each sound judged by its fold's judges, the
-    distances and frame R@k measured in that fold's space against that fold's real frames), or one
-    classifier for every sound. torch is seeded with ``seed`` first and ``pictures`` runs under
+    sound by sound; a maker whose ``needs_keys`` is true is called ``pictures(mels, real, keys)`` with
+    the batch's sample keys too (the shuffled reference row picks frames by key). `evaluate` passes
+    the translator (encoder then generator); tests pass makers whose metrics are known (the real
+    frame itself, one picture for every sound). ``judge``: the cross-fitted judges
+    (`crossfit.CrossFitted`: each sound judged by its fold's judges, the distances and frame R@k
+    measured in that fold's space against that fold's real frames), or one classifier for every
+    sound. torch is seeded with ``seed`` first and ``pictures`` runs under
     no_grad. Returns ``per_class``, ``mean``, ``proxies``, ``intervals`` and ``replicates`` as in
     evaluation.json (`intervals`: a bootstrap over the split's videos), and ``sound_cls`` (the class
-    of each sound, in stream order)."""
+    of each sound, in stream order). With ``readers`` (`factors.FactorReaders`, a build of factors),
+    also ``factors``: each sound's class's factors read from each of its pictures, the reads averaged
+    over its pictures and scored against the manifest's values (`factors.summary`; its replicates in
+    ``replicates["factors"]``)."""
     torch.manual_seed(seed)
     judge = judge if isinstance(judge, CrossFitted) else CrossFitted.single(judge)
     n = samples
     acc = {k: [] for k in ("cls", "fold", "keys", "agree", "agree_full", "informative", "div", "gen_feat",
-                           "real_feat", "gen_inc", "real_inc")}
+                           "real_feat", "gen_inc", "real_inc", "reads")}
     batch: list = []
 
     def flush() -> None:
@@ -94,7 +105,9 @@ def measure(pictures, data: Build | str | Path, split: str, judge, classes: list
         cls = torch.tensor([b[2] for b in batch])
         folds = judge.folds([b[3] for b in batch])
         with torch.no_grad():
-            imgs = pictures(mels, real).float().cpu()
+            keys = [b[3] for b in batch]
+            imgs = (pictures(mels, real, keys) if getattr(pictures, "needs_keys", False)
+                    else pictures(mels, real)).float().cpu()
             gcls, gfold = cls.repeat_interleave(n), folds.repeat_interleave(n)
             for name, key in ((HEADLINE, "agree"), ("full", "agree_full")):
                 hit = judge.predict(name, imgs, gfold, device) == gcls
@@ -106,6 +119,8 @@ def measure(pictures, data: Build | str | Path, split: str, judge, classes: list
                 acc["real_inc"].append(inception(real.to(device)).cpu())
             if judges is not None:
                 acc["informative"].append(judges.predict(imgs, [classes[c] for c in gcls]).float().view(len(batch), n))
+            if readers is not None:  # each picture read by its sound's class's reader, then averaged per sound
+                acc["reads"].append(readers.read(imgs, gcls, device).view(len(batch), n, -1).mean(1))
         if n > 1:
             s = imgs.reshape(len(batch), n, *imgs.shape[1:])
             acc["div"] += [diversity(s[i:i + 1]) for i in range(len(batch))]
@@ -193,8 +208,14 @@ def measure(pictures, data: Build | str | Path, split: str, judge, classes: list
     found["per_class"] = {c: {k: intervals.interval(v) for k, v in m.items()} for c, m in reps["per_class"].items()}
     found["videos"] = len(set(video.tolist()))
     found["replicates"] = replicates
-    return {"per_class": per_class, "mean": mean, "proxies": proxies, "intervals": found, "replicates": reps,
-            "sound_cls": torch.from_numpy(cls)}
+    out = {"per_class": per_class, "mean": mean, "proxies": proxies, "intervals": found, "replicates": reps,
+           "sound_cls": torch.from_numpy(cls)}
+    if readers is not None:  # factor agreement, on the same draws
+        build = Build.open(data)
+        true = factor_eval.truth(build.manifest(), readers.factors, acc["keys"], build)
+        out["factors"], reps["factors"] = factor_eval.summary(true, torch.cat(acc["reads"]).numpy(), cls,
+                                                              readers.factors, classes, draws, readers.record)
+    return out
 
 
 PER_CLASS_INTERVALS = ("class_agreement", "informativity")  # the per-class plot's error bars
@@ -241,10 +262,15 @@ def _evaluate(cfg: EvalConfig, run: Path, force: bool, log) -> dict:
         raise ValueError(f"{data} holds no s2i-data build (no stats.json): give the build with --data")
     build = run_folder.check_build(Build.open(data, skip_bad=cfg.skip_bad_samples))
     judges_path = str(Path(cfg.informativity) / JUDGES_FILE) if cfg.informativity else ""
-    ident = {"config": {k: v for k, v in asdict(cfg).items() if k not in ("device", "batch_sounds", "skip_bad_samples")},
+    ident = {"config": {k: v for k, v in asdict(cfg).items()
+                        if k not in ("device", "batch_sounds", "skip_bad_samples", "factor_alpha")},
              "translator_epoch": state["epoch"], "translator": _stamp(str(opened.file)),
              "judges": _stamp(judges_path) if judges_path else [],
              "data": data if storage.is_remote(data) else str(Path(data).resolve())}
+    factor_cache = (Path(cfg.proxy_cache).parent if cfg.proxy_cache else run) / factor_eval.FILE
+    if build.factors:  # the readers' settings (only here: a build without factors keeps its ident)
+        ident["factors"] = {"names": [f.name for f in build.factors], "alpha": cfg.factor_alpha,
+                            "cache": str(factor_cache.resolve())}
     if "reference" in state and state["reference"].get("space"):  # retrieval: its space's model counts too
         space = Path(state["reference"]["space"])
         ident["space"] = _stamp(str(run_folder.model_path(space)))
@@ -262,14 +288,15 @@ def _evaluate(cfg: EvalConfig, run: Path, force: bool, log) -> dict:
     judge = cross_fitted(build, cfg.split, len(classes), Path(cfg.proxy_cache) if cfg.proxy_cache else run / JUDGES,
                          cfg.folds, cfg.proxy_epochs, cfg.judge_seed, dev, log)
     inception = InceptionFeatures(Path(cfg.fid_weights)).to(dev) if cfg.fid_weights else None
+    readers = (factor_eval.factor_readers(build, build.factors, factor_cache, cfg.factor_alpha, dev, log) if build.factors else None)
 
     # ---- the translator's pictures of every sound, measured
     n = cfg.samples
     zs: list = []
 
-    pictures = picture_maker(tr, n, zs)
+    pictures = picture_maker(tr, n, zs, judge.fold_of_video)
     measured = measure(pictures, build, cfg.split, judge, classes, n, tr.norm, dev, cfg.batch_sounds, cfg.seed,
-                       judges, inception)
+                       judges, inception, readers=readers)
     per_class, mean, proxies = measured["per_class"], measured["mean"], measured["proxies"]
 
     # ---- the ceiling: how well the sounds' embeddings alone tell the classes (nearest centroid
@@ -292,6 +319,7 @@ def _evaluate(cfg: EvalConfig, run: Path, force: bool, log) -> dict:
         "training_seed": state["config"].get("seed") if isinstance(state.get("config"), dict) else None,
         "classes": classes, "per_class": per_class, "mean": mean, "proxies": proxies,
         "judge": judge.held_out, "intervals": measured["intervals"], "replicates": measured["replicates"],
+        **({"factors": measured["factors"]} if "factors" in measured else {}),
         "embedding_separability": ceiling,
         "informativity_judges": cfg.informativity or None,
         # the models the judges' pool held pictures of (None: the judges do not say): a report shows
@@ -300,16 +328,23 @@ def _evaluate(cfg: EvalConfig, run: Path, force: bool, log) -> dict:
         and pool_models(Path(cfg.informativity)) is not None else None,
         "training": {"pixel_loss_ma50": pixel_loss_ma(rows), "informativity_history": aggregates(hist) or None},
     }
-    if not isinstance(tr, RealFrames):  # the real frames are in every grid already
+    if not isinstance(tr, (RealFrames, ShuffledFrames)):  # real frames (its own, or another video's) are in every grid
         grid = imagine_split(tr, build, cfg.split, run / "evaluation-grid.png", n=min(n, 6), per_class=2, seed=cfg.seed)
         result["grid"] = grid.name
     storage.atomic_write(out_path, json.dumps(result, indent=2))
     return result
 
 
-def picture_maker(tr, n: int, zs: list | None = None):
+def picture_maker(tr, n: int, zs: list | None = None, fold_of_video: dict[str, int] | None = None):
     """``measure``'s ``pictures`` for a loaded model or reference row; ``zs`` collects the sounds'
-    embeddings where the model has them (the embedding ceiling)."""
+    embeddings where the model has them (the embedding ceiling); ``fold_of_video``: the judges'
+    folds, within which the shuffled row picks its other videos."""
+    if isinstance(tr, ShuffledFrames):  # another video's real frame, found by the sound's key
+        def shuffled(mels: torch.Tensor, real: torch.Tensor, keys: list[str]) -> torch.Tensor:
+            return tr.pictures_of_keys(keys, n, fold_of_video)
+        shuffled.needs_keys = True
+        return shuffled
+
     def pictures(mels: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         if isinstance(tr, RealFrames):  # the ceiling row: the sound's own frame
             return tr.pictures_of_real(real, n).float()

@@ -16,6 +16,11 @@
   → the train *frames* nearest to it in the model's visual space (its image encoder's embedding of
   the train frames, cosine), for models whose audio is mapped into an image space
   (``ModelSpec.image_space``).
+- **shuffled** (issue 28, for builds of within-class factors): each test sound gets the real frame
+  of *another* video of its class in the same split (`ShuffledFrames`: a fixed derangement of the
+  class's videos, within the judges' fold): the right class, shown as real frames show it, with
+  factors unrelated to the sound's. Its class agreement is about the real row's, its factor
+  agreement about 0: the floor of factor agreement for a picture that is right about the class.
 - **real**: the test sound's own frame, the ceiling of every measure.
 
 Each is a run folder holding RUN/reference.json (what it is, the space's run, the build), so
@@ -25,6 +30,7 @@ when it is loaded.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -37,7 +43,7 @@ from s2i_model import run as run_folder
 from s2i_model.data import Normalizer, ShardStream
 
 FILE = run_folder.REFERENCE
-KINDS = ("chance", "lookup", "nearest-sound", "nearest-image", "real")
+KINDS = ("chance", "lookup", "nearest-sound", "nearest-image", "shuffled", "real")
 OLD_KINDS = {"retrieval": "nearest-sound"}  # a reference's earlier name: what it means now
 SPACES = ("nearest-sound", "nearest-image")  # the kinds that search a trained model's space
 
@@ -307,8 +313,85 @@ class RealFrames:
         return real.repeat_interleave(n, 0)
 
 
+class ShuffledFrames:
+    """The shuffled row: each sound's n pictures are the real frame of one other video of its class
+    in its split (the sample at the same place among that video's samples, by segment, wrapping
+    round). The videos of a class are ordered by a hash of their ids and each is sent to the next
+    within its group (a derangement: no video keeps its own frames), the group being the class's
+    videos in one fold of the judges (`partners`' ``fold_of_video``) so that no judge sees a frame it
+    was trained on; a video alone in its fold goes to the next video of its class in another fold,
+    and a class's only video keeps its own frame (there is no other to show). Fixed: no randomness.
+
+    `evaluation.measure` hands it the batch's keys (`pictures_of_keys`); it has no ``sound_pictures``
+    (it cannot picture a sound it does not know), so the side-by-side grid leaves it out as it does
+    the real frames."""
+
+    SALT = "shuffled"
+
+    def __init__(self, build: Build, norm: Normalizer, device: torch.device, record: dict) -> None:
+        self.data, self.norm, self.device, self.build = build, norm, device, record
+        self._manifest = None
+        self._split_of: dict[str, str] = {}
+        self._frames: dict[str, dict[str, torch.Tensor]] = {}  # split -> key -> uint8 frame
+        self._partners: dict[tuple, dict[str, str]] = {}  # (split, folds) -> partners
+
+    def _rows(self):
+        if self._manifest is None:
+            m = self.data.manifest(["key", "split", "class_index", "video_id", "segment_index"])
+            self._manifest = m.sort_values(["split", "video_id", "segment_index", "key"])
+            self._split_of = dict(zip(m["key"], m["split"]))
+        return self._manifest
+
+    def partners(self, split: str, fold_of_video: dict[str, int] | None = None) -> dict[str, str]:
+        """``{key: the key whose frame stands in for it}`` over ``split``'s samples."""
+        m = self._rows()
+        m = m[m["split"] == split]
+        samples = {v: list(g["key"]) for v, g in m.groupby("video_id", sort=True)}
+        cls_of = dict(zip(m["video_id"], m["class_index"].astype(int)))
+        folds = fold_of_video or {}
+        video_to: dict[str, str] = {}
+        for c in sorted(set(cls_of.values())):
+            mine = sorted((v for v in cls_of if cls_of[v] == c),
+                          key=lambda v: hashlib.sha1(f"{self.SALT}:{v}".encode()).hexdigest())
+            for f in sorted({folds.get(v, 0) for v in mine}):
+                group = [v for v in mine if folds.get(v, 0) == f]
+                for i, v in enumerate(group):
+                    if len(group) > 1:
+                        video_to[v] = group[(i + 1) % len(group)]
+                    else:  # alone in its fold: the next video of its class, or itself when it is the only one
+                        video_to[v] = mine[(mine.index(v) + 1) % len(mine)]
+        out = {}
+        for v, keys in samples.items():
+            theirs = samples[video_to[v]]
+            for i, k in enumerate(keys):
+                out[k] = theirs[i % len(theirs)]
+        return out
+
+    def _split_frames(self, split: str) -> dict[str, torch.Tensor]:
+        if split not in self._frames:
+            self._frames[split] = {key: _as_bytes(img) for _, img, _, key in
+                                   ShardStream(self.data, split, self.norm, shuffle=False)}
+        return self._frames[split]
+
+    def pictures_of_keys(self, keys: list[str], n: int, fold_of_video: dict[str, int] | None = None) -> torch.Tensor:
+        """[len(keys) * n, 3, H, W] in [-1, 1], sound by sound: n copies of each partner's frame."""
+        self._rows()
+        folds = tuple(sorted((fold_of_video or {}).items()))
+        out = []
+        for k in keys:
+            if k not in self._split_of:
+                raise ValueError(f"sample {k!r} is not in {self.data}'s manifest: the shuffled row shows its build's "
+                                 "frames only")
+            split = self._split_of[k]
+            if (split, folds) not in self._partners:
+                self._partners[(split, folds)] = self.partners(split, fold_of_video)
+            out.append(self._split_frames(split)[self._partners[(split, folds)][k]])
+        frames = torch.stack(out).float().div(127.5).sub(1.0)
+        return frames.repeat_interleave(n, 0)
+
+
 def write_reference(kind: str, out: Path, data: str = "", space: Path | None = None) -> dict:
-    """RUN/reference.json for a reference row: ``real``, ``chance`` and ``lookup`` need the build
+    """RUN/reference.json for a reference row: ``real``, ``shuffled``, ``chance`` and ``lookup`` need the build
     (lookup fits its sound classifier here and records its test accuracy), ``nearest-sound`` and
     ``nearest-image`` the run whose space they search (its build is the one searched unless
     ``data`` says otherwise). ``retrieval`` is nearest-sound's earlier name."""
@@ -372,4 +455,6 @@ def load_reference(run: "run_folder.Run", device: torch.device):
         return ClassMeanLookup.load(build, device)
     if kind == "chance":
         return ChanceFrames.load(build, device)
+    if kind == "shuffled":
+        return ShuffledFrames(build, Normalizer.from_build(build), torch.device(device), build.record())
     return RealFrames(Normalizer.from_build(build), device, build.record())

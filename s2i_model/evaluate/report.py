@@ -288,6 +288,53 @@ def _ci(m: dict, pct: bool = True, digits: int = 3) -> str:
     return _Markup(f'{html.escape(f(v))}<span class=ci> [{html.escape(f(ci[0]))}, {html.escape(f(ci[1]))}]</span>')
 
 
+def _corr(m: dict) -> str:
+    """A correlation (Spearman's ρ, in [-1, 1]) and its 95 % interval as one short cell."""
+    v, ci = m.get("value"), m.get("interval")
+    if v is None:
+        return "–"
+    f = lambda x: f"{x:+.2f}"  # noqa: E731
+    if not ci:
+        return f(v)
+    return _Markup(f'{html.escape(f(v))}<span class=ci> [{html.escape(f(ci[0]))}, {html.escape(f(ci[1]))}]</span>')
+
+
+def _factor_section(cmp: dict, runs: list[dict]) -> str:
+    """The per (class, factor) table of a build of within-class factors (issue 28), the readers'
+    held-out quality and how to read it; "" when no run measured factor agreement."""
+    table = cmp.get("factors")
+    if not table:
+        return ""
+    e = html.escape
+    factors = table["factors"]
+    head = ["row"]
+    for f in factors:
+        head.append(f["name"].replace("_", " ") + " ρ")
+        if f["kind"] == "count":
+            head.append(f["name"].replace("_", " ") + " acc.")
+    body = []
+    for r in table["rows"]:
+        row = [r["name"]]
+        for f in factors:
+            cell = r["per_factor"][f["name"]]
+            row.append(_corr(cell["spearman"]))
+            if f["kind"] == "count":
+                row.append(_ci(cell["accuracy"]))
+        body.append(row)
+    readers = next((x["factors"].get("readers") for x in runs if x.get("factors")), None) or {}
+    quality = "; ".join(
+        f"{e(name.replace('_', ' '))} {e(_num(q.get('val_spearman'), 2))}"
+        + (f" ({_pct(q.get('val_accuracy'))} counted right)" if q.get("kind") == "count" else "")
+        for name, q in (readers.get("per_factor") or {}).items())
+    return (f"<h2>Factor agreement, per class and factor</h2><p>Spearman's ρ between each test sound's true factor "
+            "value and the value its class's factor reader reads in the sound's pictures (the reads of its pictures "
+            "averaged); for a counted factor also the share read right (acc., %). <b>real</b> is the ceiling; "
+            "<b>lookup</b> (one picture per class) and <b>shuffled</b> (another video's real frame of the same class) "
+            "are floors, about 0 by construction. Factor readers: one small CNN per class, trained on the train "
+            "split's real frames only; ρ on the real val frames: " + (quality or "–") + ".</p>"
+            + _table("factors", head, body))
+
+
 FOOTNOTES = {
     "cls": "class agreement (%): the share of pictures whose class the cross-fitted judges read as the sound's; "
            "blurred (the headline) and full resolution",
@@ -295,6 +342,8 @@ FOOTNOTES = {
              "picture in the judge's space; not the CLIP class-name R@k of Sound2Scene's paper",
     "dist": "Fréchet and kernel distances between the pictures and the real frames in each fold's judge's 32-d "
             "features, averaged over folds",
+    "factor": "factor agr.: mean over the build's (class, factor) pairs of Spearman's ρ between true within-class "
+              "factors and those read in the pictures (issue 28; the table below)",
     "budget": "samples seen: train samples drawn by every stage (RUN/metrics.jsonl), mean over seeds; time: the sum of "
               "every logged epoch",
 }
@@ -310,17 +359,20 @@ def _html_models(report: dict, metric_label: str) -> str:
     rows = cmp["rows"]
     labels = {r["model"]: r["labels_used"] for r in rows}
     marks = {text: _superscript(i + 1) for i, text in enumerate(dict.fromkeys(labels.values()))}
+    with_factors = bool(cmp.get("factors"))  # a build of within-class factors: its column (issue 28)
     head = ["row", "seeds", "class agr. blurred", "class agr. full", "frame R@1", "frame R@5", "Fréchet", "kernel",
-            "diversity", "informativity", "samples seen", "time", "params", "labels"]  # short: a laptop's width
+            "diversity", "informativity", *(["factor agr."] if with_factors else []),
+            "samples seen", "time", "params", "labels"]  # short: a laptop's width
     table = _table("models", head, [
         [r["name"], str(len(r["seeds"])), _ci(r["class_agreement"]), _ci(r["class_agreement_full"]),
          _ci(r["frame_r1"]), _ci(r["frame_r5"]), _ci(r["frechet_distance"], False, 2),
          _ci(r["kernel_distance"], False, 2), _ci(r["diversity"], False, 2), _ci(r["informativity"]),
+         *([_corr(r.get("factor_agreement") or {})] if with_factors else []),
          _count(None if r["training_samples"] is None else round(r["training_samples"])),
          _seconds(r["training_seconds"]), _count(r["parameters"]),
          short_labels(r["labels_used"]) + marks[r["labels_used"]]] for r in rows])
     notes = "".join(f"<li>{e(mark)} labels used: {e(text)}</li>" for text, mark in marks.items())
-    notes += "".join(f"<li>{e(v)}</li>" for v in FOOTNOTES.values())
+    notes += "".join(f"<li>{e(v)}</li>" for k, v in FOOTNOTES.items() if k != "factor" or with_factors)
     unjudged = [r["name"] for r in rows if r["informativity"].get("note")]
     if unjudged:
         notes += f"<li>informativity n/a: judges not trained on this model ({e(', '.join(unjudged))})</li>"
@@ -363,7 +415,7 @@ labels and are named as such.</p>{judges}
 {note}<h2>Models</h2>{table}<ul class=foot>{notes}</ul>
 <h2>Order</h2><p>Row against column on the headline class agreement: &gt; or &lt; only where the two 95 % intervals do
 not overlap; ≈: not separable.</p>{order}
-<h2>Per class: {e(metric_label)}</h2>{per_class}<h2>Plots</h2>{plots}
+<h2>Per class: {e(metric_label)}</h2>{per_class}{_factor_section(cmp, runs)}<h2>Plots</h2>{plots}
 <h2>The same test sounds, every model</h2><p>Each row: a held-out test sound's real frame, then
 {e(str(grid["pictures_per_model"]))} pictures from each model in this order: {e(", ".join(grid["columns"][1:]))}
 (seed {e(str(grid["seed"]))}, each row's first seed).</p><img class="grid" id="side-by-side" src="{_src(grid["file"])}" alt="side by side">

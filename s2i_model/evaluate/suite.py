@@ -4,8 +4,10 @@ Every model goes into RUNS/<name> at its own preset of one name (``paper``, ``cp
 presets live in each model's folder), is trained (a finished stage is skipped, a killed one
 resumed: its trainer's own rule), then evaluated with the same split, pictures per sound, seed and
 one real-frame classifier kept in RUNS; then the reference rows (RUNS/real, RUNS/retrieval-<model>),
-then RUNS/report. Every step is cached (a trainer's checkpoint, evaluate's ident, an unchanged
-reference record, a report newer than every evaluation), so a second run trains and measures nothing.
+then RUNS/report. On a build of within-class factors (issue 28) the factor readers are fitted once
+too (RUNS/factor-readers.pt), and the ``shuffled`` reference row joins the defaults. Every step is
+cached (a trainer's checkpoint, evaluate's ident, an unchanged reference record, a report newer
+than every evaluation), so a second run trains and measures nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from s2i_data.readers import Build
 from s2i_model import models
 from s2i_model.device import pick_device
 from s2i_model.evaluate import curve
+from s2i_model.evaluate import factors as factor_eval
 from s2i_model.evaluate.crossfit import cross_fitted
 from s2i_model.evaluate.evaluation import JUDGES, RESULT, EvalConfig, _stamp, agreement, evaluate
 from s2i_model.evaluate.reference import write_reference
@@ -50,7 +53,8 @@ def plan(cfg: CompareConfig) -> tuple[list[models.ModelSpec], list[tuple[str, st
     """The models and reference rows to run, every name checked before anything trains: each row as
     (its folder's name, its kind, the model whose space it searches or ""). By default real, lookup,
     chance, nearest-sound-<m> for each model with an audio space and nearest-image-<m> for each
-    whose audio space is an image space; ``retrieval-<m>`` is nearest-sound-<m>'s earlier name."""
+    whose audio space is an image space, and ``shuffled`` where the build has within-class factors
+    (issue 28: the floor of factor agreement); ``retrieval-<m>`` is nearest-sound-<m>'s earlier name."""
     if cfg.preset not in models.PRESETS:
         raise models.RegistryError(f"--preset must be one of {', '.join(models.PRESETS)}, not {cfg.preset!r}")
     if not cfg.models:
@@ -64,7 +68,7 @@ def plan(cfg: CompareConfig) -> tuple[list[models.ModelSpec], list[tuple[str, st
         specs.append(spec)
     wanted = cfg.references if cfg.references is not None else \
         ["real", "lookup", "chance"] + [f"nearest-sound-{s.name}" for s in specs if s.retrieval_space] \
-        + [f"nearest-image-{s.name}" for s in specs if s.image_space]
+        + [f"nearest-image-{s.name}" for s in specs if s.image_space] + (["shuffled"] if _has_factors(cfg.data) else [])
     spaces = {"nearest-sound": [s.name for s in specs],  # any with an `embed` (write_reference checks)
               "nearest-image": [s.name for s in specs if s.image_space]}
     refs = []  # (row name, kind, the model whose space it searches or "")
@@ -73,15 +77,24 @@ def plan(cfg: CompareConfig) -> tuple[list[models.ModelSpec], list[tuple[str, st
             ref = "nearest-sound-" + ref.removeprefix("retrieval-")
         kind = next((k for k in spaces if ref.startswith(k + "-")), ref)
         space = ref.removeprefix(kind + "-") if kind in spaces else ""
-        if kind in ("real", "lookup", "chance") or space in spaces.get(kind, ()):
+        if kind in ("real", "lookup", "chance", "shuffled") or space in spaces.get(kind, ()):
             if ref not in [r for r, *_ in refs]:
                 refs.append((ref, kind, space))
         else:
             raise models.RegistryError(
-                f"reference {ref!r} is not real, lookup, chance, nearest-sound-<one of --models> or "
+                f"reference {ref!r} is not real, lookup, chance, shuffled, nearest-sound-<one of --models> or "
                 f"nearest-image-<one of --models whose sounds map into an image space: "
                 f"{', '.join(spaces['nearest-image']) or 'none here'}>")
     return specs, refs
+
+
+def _has_factors(data: str) -> bool:
+    """Whether ``data`` is a build of within-class factors (a build that cannot be opened has none
+    here: the comparison refuses it later, in one line of its own)."""
+    try:
+        return bool(Build.open(data).factors)
+    except (ValueError, OSError):
+        return False
 
 
 def _report_is_current(runs: Path) -> bool:
@@ -115,7 +128,7 @@ def run_comparison(cfg: CompareConfig, log: Callable[[str], None] = print, conso
                             informativity=cfg.informativity, proxy_cache=str(judges_file), device=cfg.device),
                  log=log)
 
-    steps = len(seeds) * (2 * len(specs) + 2 * len(refs)) + 2
+    steps = len(seeds) * (2 * len(specs) + 2 * len(refs)) + 2 + bool(build.factors)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console or Console(stderr=True), transient=False) as progress:
         task = progress.add_task("compare", total=steps)
@@ -129,6 +142,9 @@ def run_comparison(cfg: CompareConfig, log: Callable[[str], None] = print, conso
         # one set of cross-fitted judges for every row and seed, fitted before anything is judged
         judge = step("judges", lambda: cross_fitted(build, "test", len(build.classes), judges_file,
                                                     device=pick_device(cfg.device).type, log=log))
+        if build.factors:  # one set of factor readers too, beside the judges (evaluate finds them there)
+            step("factor readers", lambda: factor_eval.factor_readers(
+                build, build.factors, runs / factor_eval.FILE, device=pick_device(cfg.device).type, log=log))
         stamp = _stamp(str(judges_file))
         for seed in seeds:
             for spec in specs:

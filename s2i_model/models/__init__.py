@@ -27,7 +27,7 @@ GROUP = "s2i.models"
 BUILTIN = ("s2i", "aivae", "aivaegan", "mmgan", "sound2scene")
 DEFAULT = "s2i"  # the model of a run folder or evaluation from before models were named
 # reference rows (evaluate/reference.py): registered, never trained; table order, floor to ceiling
-REFERENCES = ("chance", "lookup", "nearest-sound", "nearest-image", "real")
+REFERENCES = ("chance", "lookup", "nearest-sound", "nearest-image", "shuffled", "real")
 OLD_REFERENCES = {"retrieval": "nearest-sound"}  # earlier names of a reference row: what they mean now
 PRESETS = ("paper", "cpu", "test")
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
@@ -128,6 +128,10 @@ _REFERENCE_ROWS = {
                                "space", "003: Sound2Scene's baseline (C), retrieval",
                                "none (copies train frames; the spaces are its model's)", "reference.json",
                                "s2i_model.evaluate.reference:load_reference"),
+    "shuffled": ModelSpec("shuffled", "the real frame of another video of the sound's class: the right class, "
+                          "unrelated within-class factors (issue 28)", "ours: shuffled real frames",
+                          "class labels (it shows a real frame of the sound's own class, by its label)",
+                          "reference.json", "s2i_model.evaluate.reference:load_reference"),
     "real": ModelSpec("real", "the test sound's own frame: the ceiling of every measure", "ours",
                       "none (the test sound's own frame: the ceiling)", "reference.json",
                       "s2i_model.evaluate.reference:load_reference"),

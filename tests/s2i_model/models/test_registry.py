@@ -25,7 +25,8 @@ def test_builtin_models_by_name():
     assert [s.name for s in models.get("s2i").stages] == ["autoencoder", "translator"]
     assert models.get("mmgan").labels_used == "class labels"
     assert [n for n in models.names() if models.get(n).retrieval_space] == ["s2i", "sound2scene"]
-    assert models.names(include_references=True)[-5:] == ["chance", "lookup", "nearest-sound", "nearest-image", "real"]
+    assert models.names(include_references=True)[-6:] == ["chance", "lookup", "nearest-sound", "nearest-image",
+                                                          "shuffled", "real"]
 
 
 def test_presets_are_the_settings_the_makefile_used():
