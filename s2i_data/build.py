@@ -36,6 +36,9 @@ import numpy as np
 import pandas as pd
 
 from . import __version__, factors, lock, media, plan, shards, storage, untrusted
+# imported here, not where it is used: it runs before the output folder is checked, and a refusal
+# must not need to read the package again (tests/s2i_data/test_lock.py: a private checkout)
+from .sources.folders import read_factors
 from .classes import resolve_classes
 from .config import BuildConfig
 from .executors import default_workers, make_executor
@@ -132,8 +135,6 @@ def root_factors(cfg: BuildConfig) -> factors.Sidecar | None:
     without one (or for another source); a bad file is one line, raised before anything is written."""
     if cfg.source != "folders":
         return None
-    from .sources.folders import read_factors
-
     try:
         return read_factors(cfg.root)
     except (untrusted.Untrusted, OSError, ValueError) as e:  # ValueError: an fsspec URL it cannot open
