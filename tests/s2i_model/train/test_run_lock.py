@@ -49,13 +49,16 @@ def start_holder(data: Path, run: Path) -> subprocess.Popen:
     while time.time() < deadline and proc.poll() is None:
         rec = holder_record(run / ".lock")
         if rec and rec.get("pid") == proc.pid:
-            break
+            os.killpg(proc.pid, signal.SIGSTOP)
+            # the training takes RUN/.lock twice (model.json, then the training itself): stopped
+            # between the two, its record is gone; go on and stop it again once it holds the run
+            rec = holder_record(run / ".lock")
+            if rec and rec.get("pid") == proc.pid:
+                return proc
+            os.killpg(proc.pid, signal.SIGCONT)
         time.sleep(0.02)
-    else:
-        proc.kill()
-        raise AssertionError(f"the training never recorded itself in the lock: {proc.communicate()[1]}")
-    os.killpg(proc.pid, signal.SIGSTOP)
-    return proc
+    proc.kill()
+    raise AssertionError(f"the training never recorded itself in the lock: {proc.communicate()[1]}")
 
 
 def refused_naming(r: subprocess.CompletedProcess, pid: int) -> str:
