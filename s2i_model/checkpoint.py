@@ -168,6 +168,22 @@ def build(make, stored, where: str) -> torch.nn.Module:
     return net
 
 
+def kept_or_fitted(cache: Path | None, ident: dict, stored, built, fit, what: str):
+    """``(built(states), record)`` from ``stored`` (a cache's ``(states, record)``, or None) when
+    its nets fit; otherwise ``fit()``'s, saved to ``cache`` with ``ident`` first. A cache of other
+    shapes (edited, or not ours) is fitted again with a warning naming ``what``, never loaded."""
+    if stored is not None:
+        states, record = stored
+        try:
+            return built(states), record
+        except (CheckpointError, untrusted.Untrusted) as e:
+            print(f"warning: {e}; fitting the {what} again", file=sys.stderr)
+    states, record = fit()
+    if cache is not None:
+        save(cache, {"ident": ident, "states": states, "record": record})
+    return built(states), record
+
+
 def load_into(net: torch.nn.Module, stored, where: str) -> torch.nn.Module:
     """``stored`` loaded into ``net`` (built from the command's settings) when it holds exactly
     ``net``'s tensors: a resumed checkpoint of other sizes is one line, not a failed copy."""

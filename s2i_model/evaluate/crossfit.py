@@ -157,18 +157,8 @@ def cross_fitted(data: str | Path | Build, split: str, n_classes: int, cache: Pa
                 for name in BLURS}
 
     stored = _cached(cache, ident, device) if cache is not None else None
-    judges = None
-    if stored is not None:
-        states, record = stored
-        try:  # a cache of other shapes (edited, or not ours) is fitted again, not loaded
-            judges = built(states)
-        except (checkpoint.CheckpointError, untrusted.Untrusted) as e:
-            print(f"warning: {e}; fitting the judges again", file=sys.stderr)
-    if judges is None:
-        states, record = fit(build, split, n_classes, k, epochs, seed, device, log)
-        if cache is not None:
-            checkpoint.save(cache, {"ident": ident, "states": states, "record": record})
-        judges = built(states)
+    judges, record = checkpoint.kept_or_fitted(cache, ident, stored, built,
+                                               lambda: fit(build, split, n_classes, k, epochs, seed, device, log), "judges")
     manifest = build.manifest(["key", "split", "class_index", "video_id"])
     mine = manifest[manifest["split"] == split]
     videos = dict(zip(mine["video_id"], mine["class_index"].astype(int)))

@@ -318,19 +318,9 @@ def factor_readers(data: str | Path | Build, factors: Sequence[Factor], cache: P
         return {cls: checkpoint.build(lambda k=len(mine): FactorReader(k), states[cls], f"{cache}: {cls}")
                 .to(device).eval() for cls, mine in by_class.items()}
 
-    nets = None
     stored = _cached(cache, ident, by_class) if cache is not None else None
-    if stored is not None:
-        states, record = stored
-        try:  # a cache of other shapes (edited, or not ours) is fitted again, not loaded
-            nets = built(states)
-        except (checkpoint.CheckpointError, untrusted.Untrusted) as e:
-            print(f"warning: {e}; fitting the factor readers again", file=sys.stderr)
-    if nets is None:
-        states, record = fit(build, factors, alpha, device, log)
-        if cache is not None:
-            checkpoint.save(cache, {"ident": ident, "states": states, "record": record})
-        nets = built(states)
+    nets, record = checkpoint.kept_or_fitted(cache, ident, stored, built, lambda: fit(build, factors, alpha, device, log),
+                                             "factor readers")
     return FactorReaders(factors, build.classes, nets, record)
 
 
