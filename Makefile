@@ -73,7 +73,7 @@ $(STAMP): pyproject.toml torch.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q -r torch.txt
-	$(BIN)/python -m pip install -q -e '.[test,live]'
+	$(BIN)/python -m pip install -q -e '.[test,live,fast]'
 	touch $(STAMP)
 
 # the learning test's data (20 videos a class of data seed 3, 30 % of the videos held out) and

@@ -18,6 +18,23 @@ from s2i_model import models as registry  # names only: the registry imports no 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="The Sound-to-Imagination translator: describe, train, imagine.")
 console = Console(stderr=True, soft_wrap=True)
+FAST_HELP = ("the networks' path: auto (OpenVINO when installed, else torch) | openvino | torch | eager (the "
+             "networks as trained); S2I's fast path gives the eager pictures within a stated tolerance "
+             "(docs/performance.md), and falls back to eager with one line")
+
+
+def _accelerated(model, fast: str, precision: str):
+    """``model`` on the fast path (`fast.accelerate`): silent when it is the path asked for, else its one
+    line on stderr (stdout names the pictures); a bad choice exits."""
+    from s2i_model import fast as fast_path
+
+    if not hasattr(model, "sound_pictures"):
+        return model
+    try:
+        return fast_path.accelerate(model, fast, precision, 0, log=lambda s: console.print(s, highlight=False, markup=False),
+                                    quiet=True)
+    except fast_path.FastPathError as e:
+        _fail(str(e))
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -327,6 +344,9 @@ def imagine(
     max_windows: int = typer.Option(60, min=1, help="at most this many windows per file, evenly spread"),
     seed: int = typer.Option(0, help="seed of the dropout noise"),
     device: str = typer.Option("auto"),
+    fast: str = typer.Option("auto", help=FAST_HELP),
+    precision: str = typer.Option("fp32", help="the fast path's precision: fp32 (the default: the pictures are "
+                                  "the eager ones within 2e-3) | bf16 (faster where the CPU has it) | auto"),
 ) -> None:
     """Pictures of what could be making a sound: a grid with a row per 1 s window.
 
@@ -346,7 +366,7 @@ def imagine(
     if data is not None:  # a grid from a build's own held-out sounds, real frame first
         _check_data(data)
         try:
-            grid = imagine_split(load_model(run, device), data, split, output or Path(f"{split}.imagined.png"),
+            grid = imagine_split(_accelerated(load_model(run, device), fast, precision), data, split, output or Path(f"{split}.imagined.png"),
                                  n=n, seed=seed)
         except (RunError, ImagineError, ValueError, CheckpointError) as e:
             _fail(str(e))
@@ -367,6 +387,7 @@ def imagine(
     if not hasattr(tr, "sound_pictures"):  # the real-frames reference row shows a test sound's own frame
         _fail(f"{path_shown(run)} is the real-frames reference: it draws no pictures from a sound "
               "(imagine --data BUILD shows its frames)")
+    tr = _accelerated(tr, fast, precision)
     if source.is_dir():
         if not media_files(source):
             _fail(f"{source}: no audio or video files")
@@ -421,6 +442,9 @@ def live(
     mic: Optional[str] = typer.Option(None, help="a microphone other than the default (python -m sounddevice lists them)"),
     open_page: bool = typer.Option(True, "--open/--no-open", help="open the page in a browser (when there is a display)"),
     threads: int = typer.Option(1, min=0, help="torch threads (0: torch's default; 1 keeps latency steady on a busy CPU)"),
+    fast: str = typer.Option("auto", help=FAST_HELP),
+    precision: str = typer.Option("auto", help="the fast path's precision: auto (bf16 where the CPU computes it "
+                                  "natively) | fp32 | bf16"),
     seed: int = typer.Option(0), device: str = typer.Option("auto"),
 ) -> None:
     """A picture every hop of what is sounding now, on a local web page (ends when the input ends)."""
@@ -434,7 +458,7 @@ def live(
                        informativity=informativity,
                        host=host, port=port, record=str(record) if record else None, realtime=realtime, format=format,
                        pcm_rate=pcm_rate, stall_timeout=stall_timeout, mic=mic, device=device, seed=seed,
-                       threads=threads)
+                       threads=threads, fast=fast, precision=precision)
     try:
         summary = run_session(opts, log=lambda s: print(s, flush=True),
                               on_ready=open_page_in_browser if open_page else None)

@@ -89,6 +89,7 @@ class Imaginer:
                  class_names: list[str] | None = None, gate: float = 0.0, seed: int = 0) -> None:
         self.model, self.n, self.quiet_db = model, n, quiet_db
         self.classifier, self.class_names, self.gate = classifier, class_names, gate
+        self.networks = ""  # which path draws the pictures (`fast.accelerate`'s line), for the session's first line
         self.warm_up()
         torch.manual_seed(seed)  # once: the stream of pictures is reproducible for a given stream of windows
 

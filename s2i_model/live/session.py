@@ -54,6 +54,8 @@ class LiveOptions:
     seed: int = 0
     strip: int = 8
     threads: int = 1  # torch's threads: one keeps latency steady on a busy CPU (docs/performance.md)
+    fast: str = "auto"  # the networks' path (`fast.accelerate`): auto | openvino | torch | eager
+    precision: str = "auto"  # the fast path's: auto (bf16 where the CPU has it) | fp32 | bf16
 
 
 def class_names(run: Path, ident: dict, model) -> list[str] | None:
@@ -150,6 +152,17 @@ def prepare(opts: LiveOptions, log=print):
         # the p95 grows tenfold (bench/live.py); one thread leaves a core to the rest.
         torch.set_num_threads(opts.threads)
     model = load_model(opts.run, opts.device)
+    if hasattr(model, "sound_pictures"):
+        from s2i_model import fast
+
+        said: list[str] = []  # its one line goes into the session's first line (`run_session`)
+        try:
+            model = fast.accelerate(model, opts.fast, opts.precision, max(opts.threads, 0), said.append)
+        except fast.FastPathError as e:
+            raise LiveError(str(e)) from None
+        networks = "; ".join(said) or "fast path: eager networks"
+    else:
+        networks = ""
     if not hasattr(model, "sound_pictures"):  # the real-frames reference row shows a test sound's own frame
         raise LiveError(f"{path_shown(opts.run)} is the real-frames reference (s2i-model reference real): it has no model "
                         "that makes pictures from a sound")
@@ -161,6 +174,7 @@ def prepare(opts: LiveOptions, log=print):
         clf, names = load_classifier(Path(opts.run), opts.classifier, model, model.device)
     imaginer = loop.Imaginer(model, opts.n, opts.quiet_db, clf, names, default_gate(opts, names) if clf is not None
                              else 0.0, opts.seed)
+    imaginer.networks = networks
     source = open_source(opts.input, rate, opts.realtime, opts.format, opts.pcm_rate, opts.stall_timeout, opts.mic)
     return model, imaginer, windower, source
 
@@ -186,9 +200,10 @@ def run_session(opts: LiveOptions, log=print, on_ready=None, stop: threading.Eve
                 "classifier": imaginer.class_names if imaginer.classifier is not None else None,
                 "class_line_from": None if imaginer.classifier is None else
                 ("informativity judges" if opts.informativity else "frame classifier"),
-                "gate": imaginer.gate, "incremental_log_mel": windower.incremental})
+                "gate": imaginer.gate, "incremental_log_mel": windower.incremental, "networks": imaginer.networks})
         log(f"hearing {source.name} ({'live: stale windows are dropped' if source.live else 'every window is made'}); "
-            f"a picture every {opts.hop:g} s of the last {seconds:g} s" + (f"; page at {server.url}" if server else ""))
+            f"a picture every {opts.hop:g} s of the last {seconds:g} s" + (f"; {imaginer.networks}" if imaginer.networks else "")
+            + (f"; page at {server.url}" if server else ""))
         if on_ready is not None:
             on_ready(server.url if server else None)
         try:

@@ -85,10 +85,11 @@ def test_each_hop_is_what_imagine_makes_of_that_second(live_run, tmp_path):
     # Both command-line tools on one real file, hop 1 s so the live windows are imagine's windows
     # (0-1 s, 1-2 s, ...), with a seed other than the default. -n 8: imagine draws one window per
     # generator call (PICTURES_PER_CALL = 8), as the live loop does, so the dropout noise of the
-    # k-th window is the same draw in both.
+    # k-th window is the same draw in both. Both on the fast path at imagine's precision (fp32; live's
+    # default is bf16 where the CPU has it).
     wav = write_wav(tmp_path / "four.wav", seconds_apart(4))
     res = subprocess.run(live_cmd(wav, "--run", live_run, "--record", tmp_path / "rec", "--hop", "1", "-n", "8",
-                                  "--seed", "7"), capture_output=True, text=True, timeout=300)
+                                  "--seed", "7", "--precision", "fp32"), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     res = subprocess.run([sys.executable, "-m", "s2i_model.cli", "imagine", str(wav), "--run", str(live_run),
                           "-n", "8", "--seed", "7", "-o", str(tmp_path / "grid.png"), "--out-dir", str(tmp_path / "im")],
@@ -131,9 +132,10 @@ def test_half_hops_are_the_files_windows_in_order(model, live_run, tmp_path):
 
     audio = seconds_apart(4)
     wav = write_wav(tmp_path / "four.wav", audio)
-    # threads=0: torch's own setting, the one the reference below runs with in this process
+    # threads=0: torch's own setting, the one the reference below runs with in this process; the eager
+    # networks, as the reference's (the fast path's own pictures: tests/s2i_model/test_fast.py)
     summary = run_session(LiveOptions(run=str(live_run), input=str(wav), hop=0.5, n=2, seed=3, serve=False,
-                                      record=str(tmp_path / "rec"), threads=0), log=lambda *_: None)
+                                      record=str(tmp_path / "rec"), threads=0, fast="eager"), log=lambda *_: None)
     assert summary.error is None and summary.made == 7 and summary.quiet == 0
     lines = journal(tmp_path / "rec")
     live = recorded(tmp_path / "rec")

@@ -37,6 +37,9 @@ def test_a_stream_gives_a_line_per_hop_with_latencies(live_run, talk_and_silence
     finally:
         stream.close()
     assert res.returncode == 0 and "input ended" in res.stdout and "Traceback" not in res.stderr, res.stdout + res.stderr
+    # the pictures come from the fast path (the test extra installs OpenVINO), which the first line names
+    networks = json.loads((tmp_path / "rec" / "live.json").read_text())["networks"]
+    assert networks.startswith("fast path: openvino ") and f"; {networks}; page at " in res.stdout.splitlines()[0]
     lines = journal(tmp_path / "rec")
     expected = int((LENGTH_S - 1.0) / 0.5) + 1  # windows ending at 1.0, 1.5, ..., 7.0
     assert abs(len(lines) - expected) <= 1, [x["t"] for x in lines]
