@@ -5,16 +5,18 @@ Makes a one-minute and a one-hour recording (pink noise with a slow swell, 44.1 
 own:
 
 - ``stream``: `sound_windows`, the streamed decode + shared log-mel of the 60 kept windows;
-- ``imagine``: the same plus a randomly initialised width-1/16 network painting 8 pictures per
-  window (32 per generator call) and writing the grid: the whole of ``s2i-model imagine`` but for
-  loading trained weights;
+- ``imagine``: the same plus a randomly initialised network (``--width``, default 1/16; 1.0 is the
+  paper's) painting 8 pictures per window (8 per generator call) and writing the grid: the whole of
+  ``s2i-model imagine`` but for loading trained weights, on the eager networks (today's path);
+- ``fast``: the same on the fast path `s2i-model imagine` now takes (`fast.accelerate`, auto
+  backend, imagine's default precision fp32; ``--precision bf16`` to time that);
 - ``whole``: the decode imagine used before (the whole file as one float32 array) + the log-mel of
   the same windows, for comparison (``--no-whole`` to skip it on a small machine: about 0.8 GB).
 
 Memory is reported as the peak over the RSS after the imports (torch alone is ~300 MB), time as
 wall seconds, and both as ratios hour / minute. Figures go to docs/performance.md by hand.
 
-    python bench/imagine.py [--format mp3|flac] [--no-whole] [--keep DIR]
+    python bench/imagine.py [--format mp3|flac] [--no-whole] [--keep DIR] [--width 1.0] [--precision bf16]
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-MODES = ("stream", "imagine", "whole")
+MODES = ("stream", "imagine", "fast", "whole")
 
 
 def make_recording(path: Path, seconds: int, fmt: str) -> Path:
@@ -41,8 +43,8 @@ def make_recording(path: Path, seconds: int, fmt: str) -> Path:
     return path
 
 
-def random_run(folder: Path) -> Path:
-    """A run folder in the trainers' checkpoint format, with untrained width-1/16 networks."""
+def random_run(folder: Path, width: float = 0.0625) -> Path:
+    """A run folder in the trainers' checkpoint format, with untrained networks of ``width``."""
     import torch
 
     from s2i_model import checkpoint
@@ -51,7 +53,7 @@ def random_run(folder: Path) -> Path:
     from s2i_model.models.s2i import AUTOENCODER as AE_CKPT
     from s2i_model.models.s2i import TRANSLATOR as GAN_CKPT
     torch.manual_seed(0)
-    cfg = AutoencoderConfig(data="unused", run=str(folder), emb=128, width=0.0625, epochs=1)
+    cfg = AutoencoderConfig(data="unused", run=str(folder), emb=128 if width < 1 else 512, width=width, epochs=1)
     checkpoint.save(folder / AE_CKPT, {"model": AudioAutoencoder(cfg.emb, cfg.width).state_dict(), "epoch": 1,
                                        "config": cfg.to_dict(), "normalizer": {"lo": -13.8, "hi": 4.0}})
     checkpoint.save(folder / GAN_CKPT, {"G": DenseGenerator(cfg.emb, cfg.width).state_dict(), "epoch": 1,
@@ -64,7 +66,7 @@ def _kb(key: str) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith(key))
 
 
-def child(mode: str, path: Path, run: Path | None, out: Path) -> None:
+def child(mode: str, path: Path, run: Path | None, out: Path, precision: str = "fp32") -> None:
     """One measurement in this (fresh) process; prints a JSON line."""
     import resource
 
@@ -72,13 +74,17 @@ def child(mode: str, path: Path, run: Path | None, out: Path) -> None:
     from s2i_model.imagine import _picked, imagine_file, sound_windows
     from s2i_model.models.s2i.load import Translator
 
-    tr = Translator.load(run, "cpu") if mode == "imagine" else None
+    tr = Translator.load(run, "cpu") if mode in ("imagine", "fast") else None
+    if mode == "fast":
+        from s2i_model import fast
+
+        tr = fast.accelerate(tr, "auto", precision, 0, log=lambda s: print(s, file=sys.stderr))
     base = _kb("VmRSS:")
     t0 = time.perf_counter()
     if mode == "stream":
         sound_windows(path)
-    elif mode == "imagine":
-        imagine_file(tr, path, 8, out / f"{path.stem}.png")
+    elif mode in ("imagine", "fast"):
+        imagine_file(tr, path, 8, out / f"{path.stem}-{mode}.png")
     else:  # the whole-file decode imagine used before streaming
         audio = media.decode_audio(str(path), features.SAMPLE_RATE, timeout=1e6)
         keep = _picked(int(len(audio) / features.SAMPLE_RATE), 60)
@@ -89,9 +95,9 @@ def child(mode: str, path: Path, run: Path | None, out: Path) -> None:
                       "wall_s": wall, "ffmpeg_cpu_s": ffmpeg_cpu}))
 
 
-def measure(mode: str, path: Path, run: Path, out: Path) -> dict:
-    r = subprocess.run([sys.executable, __file__, "--child", mode, str(path), "--run", str(run), "--out", str(out)],
-                       capture_output=True, text=True)
+def measure(mode: str, path: Path, run: Path, out: Path, precision: str = "fp32") -> dict:
+    r = subprocess.run([sys.executable, __file__, "--child", mode, str(path), "--run", str(run), "--out", str(out),
+                        "--precision", precision], capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(f"{mode} {path.name} failed:\n{r.stderr}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -105,9 +111,11 @@ def main() -> None:
     ap.add_argument("--child", nargs=2, metavar=("MODE", "FILE"), help=argparse.SUPPRESS)
     ap.add_argument("--run", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--width", type=float, default=0.0625, help="the networks' width (1.0: the paper's)")
+    ap.add_argument("--precision", default="fp32", help="the fast mode's precision (fp32, imagine's default, or bf16)")
     a = ap.parse_args()
     if a.child:
-        child(a.child[0], Path(a.child[1]), a.run, a.out)
+        child(a.child[0], Path(a.child[1]), a.run, a.out, a.precision)
         return
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,12 +128,13 @@ def main() -> None:
             files[label] = make_recording(folder / f"{seconds}s.{a.format}", seconds, a.format)
             size_mb = files[label].stat().st_size / 1e6
             print(f"made {label} {a.format}: {size_mb:.1f} MB in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-        run = random_run(tmp / "run")
+        run = random_run(tmp / "run", a.width)
         (tmp / "out").mkdir()
         modes = [m for m in MODES if not (m == "whole" and a.no_whole)]
-        res = {(m, label): measure(m, p, run, tmp / "out") for m in modes for label, p in files.items()}
+        res = {(m, label): measure(m, p, run, tmp / "out", a.precision) for m in modes for label, p in files.items()}
 
-    print(f"\nimagine front end, {a.format} 44.1 kHz stereo, 60 windows kept ({os.cpu_count()} CPUs)\n")
+    print(f"\nimagine, {a.format} 44.1 kHz stereo, 60 windows kept, width {a.width:g}, fast path at {a.precision} "
+          f"({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f})\n")
     print(f"| {'mode':<8} | {'file':<6} | {'RSS after imports':>17} | {'peak RSS':>9} | {'peak - imports':>14} "
           f"| {'wall':>7} | {'ffmpeg CPU':>10} |")
     print(f"|{'-' * 10}|{'-' * 8}|{'-' * 19}|{'-' * 11}|{'-' * 16}|{'-' * 9}|{'-' * 12}|")
@@ -138,6 +147,10 @@ def main() -> None:
         grow = (h["peak_mb"] - h["base_mb"]) / max(mi["peak_mb"] - mi["base_mb"], 1e-9)
         print(f"  {m:<8} peak RSS x{h['peak_mb'] / mi['peak_mb']:.2f} (growth over imports x{grow:.1f}), "
               f"wall x{h['wall_s'] / mi['wall_s']:.1f}")
+    for label in files:
+        e, f = res[("imagine", label)], res[("fast", label)]
+        print(f"  {label}: fast path / eager networks, wall x{f['wall_s'] / e['wall_s']:.3f} "
+              f"(speed-up x{e['wall_s'] / f['wall_s']:.2f}), peak RSS x{f['peak_mb'] / e['peak_mb']:.2f}")
     if "whole" in modes:
         s, w = res[("stream", "1 h")], res[("whole", "1 h")]
         print(f"  one hour, streamed / whole-file: peak RSS x{s['peak_mb'] / w['peak_mb']:.2f}, "

@@ -7,10 +7,11 @@ What `accelerate` does to a loaded `Translator`, each step kept because bench/li
 1. `inference_copy`: every BatchNorm folded into the convolution before it (in eval mode BN is an
    affine map per channel: w' = w·γ/σ, b' = (b − μ)·γ/σ + β); every stride-1 transposed convolution
    rewritten as the convolution it equals (kernel flipped, in/out swapped, padding k − 1 − p); every
-   stride-2 one (kernel 4, padding 1) as a 3×3 convolution to 4× the channels and a pixel shuffle
-   (each output phase reads a 2×2 corner of the 3×3 window); every test-time dropout a mask that
-   the caller hands in. On one CPU thread the transposed convolutions ran at a third of the
-   convolutions' arithmetic rate; as convolutions they go through the runtime's best kernels.
+   stride-2 one (kernel 4, padding 1) as a 2×2 convolution to 4× the channels, a crop per output
+   phase and a pixel shuffle (the same multiply-adds; a 3×3 version with zero taps cost 2.25× in
+   those layers and 12 % more time a picture); every test-time dropout a mask that the caller
+   hands in. On one CPU thread the transposed convolutions ran at a third of the convolutions'
+   arithmetic rate; as convolutions they go through the runtime's best kernels.
 2. The masks are drawn from torch's generator exactly as ``F.dropout2d`` draws them (a Bernoulli
    ``[B, C, 1, 1]`` tensor per layer, in layer order, divided by 1 − p), so a seed gives the same
    pictures on every path: `seeded_pictures`, `Translator.pictures`, live's stream.
@@ -92,29 +93,36 @@ def fold_batchnorm(conv: nn.Module, bn: nn.BatchNorm2d) -> None:
 
 
 class Upsample2(nn.Module):
-    """ConvTranspose2d(kernel 4, stride 2, padding 1) as Conv2d(3×3, padding 1) to 4× the channels and
-    PixelShuffle(2). Output row 2m + a reads input rows m − 1, m (a = 0: kernel rows 3, 1) or m, m + 1
-    (a = 1: kernel rows 2, 0); the same in columns."""
+    """ConvTranspose2d(kernel 4, stride 2, padding 1) as one 2×2 convolution to 4× the channels over
+    the input padded by one, a shifted crop per output phase and PixelShuffle(2): the same
+    multiply-adds as the transposed convolution, through the runtime's convolution kernels. Output
+    row 2m + a reads input rows m − 1, m with kernel rows 3, 1 (a = 0) or m, m + 1 with kernel rows
+    2, 0 (a = 1): the 2×2 window at padded row m + a; the same in columns."""
 
-    TAPS = {0: {0: 3, 1: 1}, 1: {1: 2, 2: 0}}  # phase → {offset in the 3×3 window: kernel index}
+    TAPS = {0: (3, 1), 1: (2, 0)}  # phase → the kernel index read at the 2×2 window's offsets 0, 1
 
     def __init__(self, ct: nn.ConvTranspose2d) -> None:
         super().__init__()
         w = ct.weight.detach()  # [in, out, 4, 4]
         cin, cout = w.shape[:2]
-        wc = w.new_zeros(cout, 2, 2, cin, 3, 3)
+        wc = w.new_zeros(2, 2, cout, cin, 2, 2)
         for ah, rows in self.TAPS.items():
             for aw, cols in self.TAPS.items():
-                for dh, kh in rows.items():
-                    for dw, kw in cols.items():
-                        wc[:, ah, aw, :, dh, dw] = w[:, :, kh, kw].t()
-        self.conv = nn.Conv2d(cin, 4 * cout, 3, 1, 1, bias=ct.bias is not None)
-        self.conv.weight = nn.Parameter(wc.reshape(4 * cout, cin, 3, 3), requires_grad=False)
+                for dh, kh in enumerate(rows):
+                    for dw, kw in enumerate(cols):
+                        wc[ah, aw, :, :, dh, dw] = w[:, :, kh, kw].t()
+        self.cout = cout
+        self.conv = nn.Conv2d(cin, 4 * cout, 2, 1, 1, bias=ct.bias is not None)
+        self.conv.weight = nn.Parameter(wc.reshape(4 * cout, cin, 2, 2), requires_grad=False)
         if ct.bias is not None:
-            self.conv.bias = nn.Parameter(ct.bias.detach().repeat_interleave(4), requires_grad=False)
+            self.conv.bias = nn.Parameter(ct.bias.detach().repeat(4), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pixel_shuffle(self.conv(x), 2)
+        h, w, c = x.shape[2], x.shape[3], self.cout
+        y = self.conv(x)  # [B, 4C, H + 1, W + 1]: phase (a, b) in channels (2a + b)·C ...
+        phases = [y[:, (2 * a + b) * c:(2 * a + b + 1) * c, a:a + h, b:b + w] for a in (0, 1) for b in (0, 1)]
+        # pixel_shuffle wants channel c·4 + 2a + b: phases interleaved per output channel
+        return F.pixel_shuffle(torch.stack(phases, 2).flatten(1, 2), 2)
 
 
 def as_convolution(ct: nn.ConvTranspose2d) -> nn.Module:
