@@ -321,6 +321,7 @@ def accelerate(model, backend: str = "auto", precision: str = "auto", threads: i
     choice = choose(backend, precision)
     if choice.backend == "eager":
         return model
+    threads = threads if threads > 0 else torch.get_num_threads()  # as torch's: OpenVINO's own default takes every core
     if not isinstance(model, Translator) or model.device.type != "cpu":
         where = "this model" if not isinstance(model, Translator) else f"{model.device.type}"
         log(f"fast path: none for {where} (S2I on the CPU only); eager networks")
