@@ -299,6 +299,9 @@ def audio_samples(chunk) -> tuple[np.ndarray, int]:
 
 # --- a download's record (s2i_data/download: download.parquet and its journal) ----------------
 
+MAX_ATTEMPTS = 1e9
+
+
 def download_record(rec, where: str) -> dict:
     """A row of ``download.parquet`` or of its journal as the next run reads it: text ``key`` and
     ``status``, and ``attempts`` a whole number >= 0 (missing: 0). The other fields are only shown
@@ -309,8 +312,104 @@ def download_record(rec, where: str) -> dict:
             raise Untrusted(f"{where}: {field} {_show(rec.get(field))} is not text")
     attempts = rec.get("attempts")
     rec["attempts"] = 0 if attempts is None else number(attempts, f"{where}: {_show(rec['key'])} attempts", lo=0,
-                                                        hi=1e9, integer=True)
+                                                        hi=MAX_ATTEMPTS, integer=True)
     return rec
+
+
+def parquet_value(value):
+    """A cell of a table read with pandas as a plain Python value: NaN (a missing number or text)
+    is None, a numpy scalar its Python value."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def download_table(table, where: str):
+    """The rows of a table of the download's record (a pyarrow Table read from parquet) as
+    `download_record` reads them one by one, checked a column at a time: ``(key, status,
+    attempts)`` as pyarrow arrays (text, text, int64). A row that a column's type or value puts in
+    doubt is read as the row-by-row reader reads it (pandas, `parquet_value`) and passed to
+    `download_record`, in row order: the first bad row stops it with that row's line
+    (``<where>: row <i>: ...``), and a doubtful row that passes (a null read as 0 attempts) keeps
+    the values `download_record` gave it. At two million rows this is the difference between
+    seconds and minutes, and gigabytes of dicts."""
+    import pyarrow as pa
+
+    n = table.num_rows
+    if n == 0:
+        return pa.array([], pa.string()), pa.array([], pa.string()), pa.array([], pa.int64())
+    key, key_doubt = _text_column(table, "key")
+    status, status_doubt = _text_column(table, "status")
+    attempts, attempts_doubt = _attempts_column(table)
+    doubt = key_doubt | status_doubt | attempts_doubt
+    if not doubt.any():
+        return key, status, attempts
+    rows = np.flatnonzero(doubt)
+    frame = table.select([c for c in ("key", "status", "attempts") if c in table.column_names]).to_pandas()
+    passed = {}
+    for first in range(0, len(rows), 10_000):  # a hostile column of two million odd cells: in pieces
+        chunk = rows[first:first + 10_000]
+        for i, rec in zip(chunk.tolist(), frame.iloc[chunk].to_dict("records")):
+            passed[i] = download_record({k: parquet_value(v) for k, v in rec.items()}, f"{where}: row {i}")
+
+    def patched(array, field: str, type_):
+        values = array.to_pylist() if array is not None else [None] * n
+        for i, rec in passed.items():
+            values[i] = rec[field]
+        return pa.array(values, type_)
+
+    return patched(key, "key", pa.string()), patched(status, "status", pa.string()), \
+        patched(attempts, "attempts", pa.int64())
+
+
+def is_text_type(t) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    view = getattr(pa.types, "is_string_view", None)  # pyarrow >= 16
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or bool(view and view(t))
+
+
+def _text_column(table, field: str):
+    """(the column as text, rows in doubt): a text column's nulls; every row of any other column
+    (pandas reads no other type as str)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = table.num_rows
+    if field not in table.column_names or not is_text_type(table.column(field).type):
+        return None, np.ones(n, bool)
+    column = table.column(field).cast(pa.string()).combine_chunks()
+    return column, pc.is_null(column).to_numpy(zero_copy_only=False)
+
+
+def _attempts_column(table):
+    """(attempts as int64, rows in doubt): a whole number in [0, 1e9]; a missing one (no column,
+    a null, a NaN) is 0. Integers and floats are checked here; any other type is in doubt row by
+    row (a bool, a text, a decimal is refused there; a null of such a column passes as 0)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = table.num_rows
+    if "attempts" not in table.column_names or pa.types.is_null(table.column("attempts").type):
+        return pa.array(np.zeros(n, np.int64)), np.zeros(n, bool)
+    column = table.column("attempts").combine_chunks()
+    t = column.type
+    if pa.types.is_integer(t):
+        x = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)  # a null is read as missing: 0
+        doubt = (x < 0) | (x > MAX_ATTEMPTS)
+        return pa.array(np.where(doubt, 0, x).astype(np.int64)), doubt
+    if pa.types.is_floating(t):
+        try:
+            x = column.cast(pa.float64()).to_numpy(zero_copy_only=False)  # null → NaN: read as missing
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None, np.ones(n, bool)
+        with np.errstate(invalid="ignore"):
+            doubt = ~np.isnan(x) & (~np.isfinite(x) | (x != np.floor(x)) | (x < 0) | (x > MAX_ATTEMPTS))
+        values = np.where(np.isnan(x) | doubt, 0, x).astype(np.int64)
+        return pa.array(values), doubt
+    return None, np.ones(n, bool)
 
 
 # --- run folders, reports and labelling pools (s2i_model: evaluate/report.py, labelling/) -----

@@ -1,9 +1,12 @@
 """`s2i-data download`: the windows a CSV names, fetched with yt-dlp into ``ROOT/<class>/<key>.mp4``.
 
-The walk: `rows.read_rows` (the CSV, bad lines kept with a reason) → the state of earlier runs
-(`manifest.load`) decides what is left to do → each row is fetched (`fetch.fetch`) by one of
-``workers`` threads, or by Dask workers in chunks, every attempt taking a slot of the global rate
-(`ratelimit`) → each finished row goes to the journal at once → ``download.parquet`` at the end.
+The walk: `rows.read_table` (the CSV as columns, bad lines kept with a reason) → the record of
+earlier runs (`manifest.load`) and one listing of each class folder decide what is left to do
+(`plan`) → each row is fetched (`fetch.fetch`) by one of ``workers`` threads, or by Dask workers
+in chunks, every attempt taking a slot of the global rate (`ratelimit`) → each finished row goes
+to the journal at once, to parts of ``download.parquet`` every few thousand rows, and the end of
+the run folds them in (`manifest.Writer`). Until the first request nothing is a Python object a
+row: two million AudioSet rows are planned in seconds (issue 29, docs/performance.md).
 
 A re-run skips rows that are ``ok`` (their file still there) and permanent failures
 (unavailable, private, removed; ``retry_failed`` retries them) and tries again the rest
@@ -15,9 +18,8 @@ killed between the rename and the journal line) is checked and recorded as ``ok`
 
 from __future__ import annotations
 
-import os
+import functools
 import queue
-import shutil
 import threading
 import time
 import uuid
@@ -26,11 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from . import manifest
-from .fetch import VIDEO_EXTS, FetchSettings, Incomplete, Outcome, check_clip, fetch as fetch_window
+from .fetch import FetchSettings, Incomplete, Outcome, check_clip, fetch as fetch_window
+from .plan import make_plan, release_memory
 from .ratelimit import DaskSchedule, Schedule, parse_rate
-from .rows import FORMATS, Row, read_rows
+from .rows import FORMATS, Row, read_table
 
 MAX_WAIT_S = 600.0  # a Retry-After longer than this ends the row's attempts for this run
 
@@ -67,13 +71,17 @@ class DownloadConfig:
 @dataclass
 class DownloadResult:
     root: Path
-    table: pd.DataFrame  # download.parquet as written
     done_now: int  # rows attempted by this run
     counts: dict[str, int]  # status → rows of this CSV's selection
 
-    @property
+    @functools.cached_property
+    def table(self) -> pd.DataFrame:
+        """download.parquet as written (read when asked: two million rows at AudioSet scale)."""
+        return manifest.read_record(self.root)
+
+    @functools.cached_property
     def failures(self) -> pd.DataFrame:
-        return self.table[~self.table["status"].isin(["ok"])]
+        return manifest.read_record(self.root, failed_only=True)
 
 
 def _record(row: Row, out: Outcome, attempts: int) -> dict:
@@ -120,42 +128,9 @@ def download_chunk(chunk: Chunk, root: str, settings: FetchSettings, slots, atte
     return [download_row(r, root, settings, slots, attempts, backoff_s, p) for r, p in zip(chunk.rows, chunk.previous)]
 
 
-# ------------------------------------------------------------------------------------ planning
+# ------------------------------------------------------------------------------------ the run
 
-class _Listing:
-    """The clips already under final names, one listing per class folder (not a stat per row:
-    at AudioSet scale on a shared file system that is millions of round trips)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.folders: dict[str, dict[str, str]] = {}
-
-    def find(self, row: Row) -> Path | None:
-        if row.cls not in self.folders:
-            names: dict[str, str] = {}
-            try:
-                with os.scandir(self.root / row.cls) as it:
-                    for e in it:
-                        stem, dot, ext = e.name.rpartition(".")
-                        if dot and not e.name.startswith(".") and ext in VIDEO_EXTS and e.is_file():
-                            names.setdefault(stem, e.name)
-            except FileNotFoundError:
-                pass
-            self.folders[row.cls] = names
-        name = self.folders[row.cls].get(row.key)
-        return self.root / row.cls / name if name else None
-
-
-def _remove_partials(root: Path) -> None:
-    """Work folders of an interrupted run (never valid: their clip was not checked yet)."""
-    with os.scandir(root) as it:  # a link in ROOT is not followed: nothing outside ROOT is removed
-        folders = [e.path for e in it if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
-    for folder in folders:
-        for p in Path(folder).glob(".part-*"):
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def _adopt(root: Path, row: Row, path: Path, previous: dict | None) -> dict:
+def _adopt(root: Path, row: Row, path: Path, previous_attempts: int) -> dict:
     """Record of a clip found under its final name with no ok record: checked, then kept."""
     try:
         duration = check_clip(path, row.end - row.start)
@@ -165,7 +140,39 @@ def _adopt(root: Path, row: Row, path: Path, previous: dict | None) -> dict:
 
     out = Outcome("ok", file=path.relative_to(root).as_posix(), bytes=path.stat().st_size, sha256=_sha256(path),
                   duration_s=duration)
-    return _record(row, out, int((previous or {}).get("attempts") or 0))
+    return _record(row, out, previous_attempts)
+
+
+class _Todo:
+    """The rows to fetch, handed out one at a time: a `Row` is made when a worker takes it, a
+    batch of the table at a time (two million Row objects would be gigabytes)."""
+
+    BATCH = 256
+
+    def __init__(self, plan) -> None:
+        self.rows, self.todo, self.previous = plan.rows, plan.todo, plan.previous
+        self.next, self.ready = 0, []
+        self.lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.todo)
+
+    def _batch(self, first: int, last: int) -> list[tuple[Row, int]]:
+        picked = self.rows.take(pa.array(self.todo[first:last])).to_pylist()
+        return [(Row(r["line"], r["ytid"], r["start"], r["end"], r["cls"], r["split"], "", r["key"]), int(p))
+                for r, p in zip(picked, self.previous[first:last].tolist())]
+
+    def take(self) -> tuple[Row, int] | None:
+        with self.lock:
+            if not self.ready:
+                if self.next >= len(self.todo):
+                    return None
+                self.ready = self._batch(self.next, self.next + self.BATCH)[::-1]
+                self.next += len(self.ready)
+            return self.ready.pop()
+
+    def all(self) -> list[tuple[Row, int]]:
+        return self._batch(0, len(self.todo))
 
 
 def validate(cfg: DownloadConfig) -> tuple[Path, float]:
@@ -196,10 +203,12 @@ def validate(cfg: DownloadConfig) -> tuple[Path, float]:
 
 
 def download(cfg: DownloadConfig, on_row: Callable[[dict], None] | None = None) -> DownloadResult:
-    """Fetch what ``cfg.csv`` names into ``cfg.out``; resumable, one run per ROOT at a time."""
+    """Fetch what ``cfg.csv`` names into ``cfg.out``; resumable, one run per ROOT at a time.
+    ``on_row``: called with the record of each row this run fetches or adopts."""
     root, rate = validate(cfg)
     try:
-        rows = read_rows(cfg.csv, cfg.fmt, cfg.classes or None, cfg.window_s)
+        rows = read_table(cfg.csv, cfg.fmt, cfg.classes or None, cfg.window_s)
+        release_memory()
     except ValueError as e:
         raise DownloadError(str(e).splitlines()[0]) from None
     try:
@@ -215,71 +224,51 @@ def download(cfg: DownloadConfig, on_row: Callable[[dict], None] | None = None) 
         lock.__exit__()
 
 
-def _download_locked(cfg, root: Path, rate: float, rows: list[Row], on_row) -> DownloadResult:
-    _remove_partials(root)
-    records = manifest.load(root)
-    journal = manifest.Journal(root)
+def _download_locked(cfg, root: Path, rate: float, rows, on_row) -> DownloadResult:
+    known = manifest.load(root)  # every record checked before anything is written
+    writer = manifest.Writer(root, known)
+    known = writer.known  # (a download.parquet of before issue 29 is parts now)
+    release_memory()
     settings = FetchSettings(cfg.url_template, cfg.max_height, cfg.cookies and str(Path(cfg.cookies).resolve()),
                              read_timeout_s=cfg.read_timeout_s, clips=cfg.clips, min_speed_kBps=cfg.min_speed_kBps,
                              speed_window_s=cfg.speed_window_s, max_file_mb=cfg.max_file_mb)
-    todo: list[Row] = []
-    listing = _Listing(root)
-    seen: set[str] = set()
-    selection: list[str] = []
 
     def finish(rec: dict) -> None:
-        records[rec["key"]] = rec
-        journal.append(rec)
+        writer.add(rec)
         if on_row:
             on_row(rec)
 
     try:
-        for row in rows:
-            if row.key in seen:
-                continue  # listed twice: once, as first listed
-            seen.add(row.key)
-            selection.append(row.key)
-            old = records.get(row.key)
-            if row.reason:
-                finish(_record(row, Outcome("skipped", row.reason), 0))
-                continue
-            found = listing.find(row)
-            if found is not None:
-                if not (old and old.get("status") == "ok"):
-                    finish(_adopt(root, row, found, old))
-                continue
-            if old and old.get("status") in manifest.PERMANENT and not cfg.retry_failed:
-                continue
-            todo.append(row)
-        previous = [int((records.get(r.key) or {}).get("attempts") or 0) for r in todo]
+        plan = make_plan(rows, known, root, cfg.retry_failed)
+        del rows, known
+        release_memory()
+        writer.replaces(*plan.replacing)
+        writer.add_table(plan.skipped)  # lines of the CSV: parts at once, not a journal line each
+        for row, path, previous in plan.adopt:
+            finish(_adopt(root, row, path, previous))
+        todo = _Todo(plan)
         if cfg.executor == "dask":
-            _run_dask(cfg, root, settings, rate, todo, previous, finish)
+            _run_dask(cfg, root, settings, rate, todo, finish)
         else:
-            _run_threads(cfg, root, settings, rate, todo, previous, finish)
+            _run_threads(cfg, root, settings, rate, todo, finish)
     finally:
-        journal.close()
-        table = manifest.save(root, records)  # also on Ctrl-C: what finished is kept
-    mine = table[table["key"].isin(set(selection))]
-    counts = {s: int((mine["status"] == s).sum()) for s in manifest.STATUSES}
-    return DownloadResult(root, table, len(todo), counts)
+        writer.close()  # also on Ctrl-C: what finished is kept
+    return DownloadResult(root, len(todo), manifest.count(root, manifest.array(plan.rows["key"])))
 
 
-def _run_threads(cfg, root, settings, rate, todo, previous, finish) -> None:
+def _run_threads(cfg, root, settings, rate, todo: _Todo, finish) -> None:
     """``workers`` daemon threads: a Ctrl-C returns at once (a thread in a download is abandoned;
     its work folder is removed by the next run)."""
     slots = Schedule(rate)
-    work: queue.Queue = queue.Queue()
-    for item in zip(todo, previous):
-        work.put(item)
     results: queue.Queue = queue.Queue()
     stop = threading.Event()
 
     def worker() -> None:
         while not stop.is_set():
-            try:
-                row, prev = work.get_nowait()
-            except queue.Empty:
+            item = todo.take()
+            if item is None:
                 return
+            row, prev = item
             try:
                 results.put(download_row(row, str(root), settings, slots, cfg.attempts, cfg.backoff_s, prev, stop))
             except BaseException as e:  # noqa: BLE001 - a bug must not hang the run
@@ -296,7 +285,7 @@ def _run_threads(cfg, root, settings, rate, todo, previous, finish) -> None:
         stop.set()
 
 
-def _run_dask(cfg, root, settings, rate, todo, previous, finish) -> None:
+def _run_dask(cfg, root, settings, rate, todo: _Todo, finish) -> None:
     from s2i_data.executors import make_executor
 
     try:
@@ -305,7 +294,9 @@ def _run_dask(cfg, root, settings, rate, todo, previous, finish) -> None:
         raise DownloadError(str(e)) from None
     slots = DaskSchedule(rate, f"s2i-download-{uuid.uuid4().hex[:12]}")
     n = max(1, cfg.chunk_rows)
-    chunks = [Chunk(f"download-{i // n:06d}", todo[i:i + n], previous[i:i + n]) for i in range(0, len(todo), n)]
+    items = todo.all()  # the tasks are handed to the scheduler at once: Rows of every row to fetch
+    chunks = [Chunk(f"download-{i // n:06d}", [r for r, _ in items[i:i + n]], [p for _, p in items[i:i + n]])
+              for i in range(0, len(items), n)]
     try:
         failed = executor.run(download_chunk, chunks, args=(str(root), settings, slots, cfg.attempts, cfg.backoff_s),
                               on_done=lambda chunk, recs: [finish(r) for r in recs])

@@ -1,4 +1,6 @@
-"""The rows to download: a CSV in one of three formats → `Row`s, bad lines kept with a reason.
+"""The rows to download: a CSV in one of three formats → `Row`s, bad lines kept with a reason;
+`read_table` gives them as columns, which is how a download reads them (AudioSet's two million
+lines are read as columns by `segments` and never become a `Row` each).
 
 - ``vggsound``: headerless ``ytid,start_seconds,label,train|test`` (`s2i_data.sources.vggsound`);
   classes by VGGSound label or class-table alias; without ``--classes`` every label is taken.
@@ -24,8 +26,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from s2i_data.classes import normalize, resolve_classes, slugify
+from s2i_data.classes import normalize, slugify
 from s2i_data.sources import vggsound
+
+from .segments import audioset_table
 
 FORMATS = ("auto", "vggsound", "audioset", "plain")
 UNLABELLED = "unlabelled"  # the folder of plain rows without a class
@@ -49,6 +53,28 @@ class Row:
         if self.name:
             return self.name
         return vggsound.stem(self.ytid, self.start) if math.isfinite(self.start) else f"{self.ytid}_line{self.line}"
+
+
+def read_table(path: str | Path, fmt: str, classes: list[str] | None, window_s: float = 10.0):
+    """The rows of `read_rows` as a pyarrow Table of `segments.COLUMNS` (``cls`` the class alias,
+    ``key`` `Row.key`), in line order: AudioSet's millions of lines are read as columns
+    (`segments`), never as a Python object a row; the other formats (VGGSound: 200,000 rows) are
+    read as rows and turned into columns."""
+    import pyarrow as pa
+
+    if fmt == "auto":
+        fmt = detect(path)
+    if fmt == "audioset":
+        return audioset_table(path, classes)
+    rows = read_rows(path, fmt, classes, window_s)
+    return pa.table({"line": pa.array([r.line for r in rows], pa.int64()),
+                     "ytid": pa.array([r.ytid for r in rows], pa.string()),
+                     "start": pa.array([r.start for r in rows], pa.float64()),
+                     "end": pa.array([r.end for r in rows], pa.float64()),
+                     "cls": pa.array([r.cls for r in rows], pa.string()),
+                     "split": pa.array([r.split for r in rows], pa.string()),
+                     "reason": pa.array([r.reason for r in rows], pa.string()),
+                     "key": pa.array([r.key for r in rows], pa.string())})
 
 
 def read_rows(path: str | Path, fmt: str, classes: list[str] | None, window_s: float = 10.0) -> list[Row]:
@@ -138,33 +164,9 @@ def _records(path) -> list[tuple[int, list[str]]]:
 
 
 def _audioset(path, classes) -> list[Row]:
-    from s2i_data.classes import ontology
-    from s2i_data.sources.audioset import label_classes
-
-    if not classes:
-        raise ValueError("--format audioset needs --classes (the segment CSVs list millions of rows)")
-    infos = resolve_classes(classes)
-    table = label_classes(infos, ontology())
-    out = []
-    for line, fields in _records(path):
-        if len(fields) != 4:
-            out.append(Row(line, fields[0], math.nan, math.nan, "", "",
-                           f"line {line}: expected 4 fields (YTID, start, end, \"labels\"), got {len(fields)}"))
-            continue
-        ytid, start_text, end_text, labels = fields
-        matched = sorted({i for label in labels.split(",") for i in table.get(label.strip(), ())})
-        if not matched:
-            continue
-        start, end, reason = _window(line, ytid, start_text, end_text)
-        if not reason and len(matched) > 1:
-            reason = f"line {line}: labels match several requested classes: {', '.join(infos[i].alias for i in matched)}"
-        # <YTID>_<start ms>_<end ms>: the cut clip's name that `build --source audioset` finds
-        # (sources/audioset.py), so the downloaded tree builds with the same CSV, no --clips
-        name = f"{ytid}_{round(start * 1000)}_{round(end * 1000)}" if not reason else ""
-        out.append(Row(line, ytid, start, end, "" if reason else infos[matched[0]].alias, "", reason, name))
-    if not out and not _records(path):
-        raise ValueError(f"{path}: AudioSet segment CSV has no rows")
-    return out
+    table = audioset_table(path, classes)  # the columns, as Rows (for small files and tests)
+    return [Row(r["line"], r["ytid"], r["start"], r["end"], r["cls"], r["split"], r["reason"],
+                "" if r["reason"] else r["key"]) for r in table.to_pylist()]
 
 
 def _plain(path, classes) -> list[Row]:

@@ -192,7 +192,7 @@ def _file_index(root: str) -> dict[str, str]:
 def _download_reasons(root: str) -> dict[str, str]:
     """stem → 'status: reason' of rows `download` did not fetch, from ROOT/download.parquet."""
     path = os.path.join(root, "download.parquet")
-    if not os.path.isfile(path):
+    if not os.path.exists(path):  # a folder of parts (a file before issue 29): read as one table
         return {}
     import pandas as pd
 
