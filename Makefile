@@ -149,9 +149,11 @@ compare: setup
 # microphone), installed as root (elsewhere: advice; under CI=true a test that would skip fails).
 # TEST_JOBS pytest-xdist workers, each torch process of the suite on one thread (tests/conftest.py):
 # two fill CI's two cores; TEST_JOBS=0 runs the suite in one process. A module stays on one worker
-# (loadscope: its module fixtures are made once), modules in collection order (tests/conftest.py)
+# (loadscope: its module fixtures are made once), modules in collection order (tests/conftest.py).
+# A worker that dies ends the run at once, naming its test: under loadscope, xdist's replacement
+# worker left the run hanging until CI's time limit (issue 29's SIGSEGV, s2i_model/fast.py).
 TEST_JOBS ?= 2
-PYTEST = $(BIN)/python -m pytest -q --durations=15 $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadscope --no-loadscope-reorder)
+PYTEST = $(BIN)/python -m pytest -q --durations=15 $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadscope --no-loadscope-reorder --max-worker-restart 0)
 test: setup
 	.ci/install-browser
 	.ci/install-portaudio

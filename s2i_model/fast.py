@@ -28,9 +28,12 @@ Only S2I's translator has a fast path; another model gets one line and its eager
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import ctypes
 import dataclasses
 import io
+import sys
 import warnings
 from collections.abc import Callable
 
@@ -218,6 +221,39 @@ class TorchNet:
         return self.net(x.to(self.dtype), *masks).float().contiguous()
 
 
+class _SignalStack(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@contextlib.contextmanager
+def signal_stack_kept():
+    """Run the body, then give this thread back the alternate signal stack it had before.
+
+    OpenVINO's CPU plugin (2026.4) gives a thread that compiles a model an alternate signal stack
+    of its own, and when that model is freed puts back the stack it found. Two models freed in the
+    order they were made (the encoder, then the generator) leave the thread on a stack that was
+    unmapped with the first; the next signal whose handler runs on it (SIGCHLD when a child process
+    ends, once torch's DataLoader has set a handler; Python sets SA_ONSTACK on every handler) kills
+    the process with SIGSEGV from the kernel. It killed pytest workers in the suite and would kill
+    a notebook that imagines twice. OpenVINO installs no handler of its own (SigCgt unchanged), so
+    its stack is never used: keeping ours, a model's free puts back a stack that still exists."""
+    libc = None
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            before = _SignalStack()
+            if libc.sigaltstack(None, ctypes.byref(before)) != 0:
+                libc = None
+        except (OSError, AttributeError):
+            libc = None
+    try:
+        yield
+    finally:
+        if libc is not None:
+            before.ss_flags &= ~1  # SS_ONSTACK is reported, never set
+            libc.sigaltstack(ctypes.byref(before), None)
+
+
 class OpenVinoNet:
     """The inference copy exported to ONNX (in memory) and compiled by OpenVINO's CPU plugin."""
 
@@ -238,8 +274,9 @@ class OpenVinoNet:
                   "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
         if threads > 0:
             config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = core.compile_model(core.read_model(buf.getvalue()), "CPU", config)
-        self.request = self.compiled.create_infer_request()
+        with signal_stack_kept():
+            self.compiled = core.compile_model(core.read_model(buf.getvalue()), "CPU", config)
+            self.request = self.compiled.create_infer_request()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         masks = draw_masks(len(x), self.channels, self.rates)

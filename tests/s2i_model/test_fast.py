@@ -207,6 +207,45 @@ def test_without_openvino_auto_is_torch_and_asking_for_it_says_so_in_one_line():
                      "pip install 's2i[fast]'; torch instead)")
 
 
+# What a process that imagines twice, then has a signal handler run, goes through (a notebook; a
+# pytest worker after an in-process training). A child process: a crash must not take the test run.
+TWICE_THEN_A_SIGNAL = """
+import ctypes, faulthandler, gc, signal, subprocess, sys
+import torch
+from s2i_model import fast
+from s2i_model.models.s2i.load import Translator
+
+class Stack(ctypes.Structure):
+    _fields_ = [("sp", ctypes.c_void_p), ("flags", ctypes.c_int), ("size", ctypes.c_size_t)]
+
+def stack():
+    s = Stack()
+    assert ctypes.CDLL(None).sigaltstack(None, ctypes.byref(s)) == 0
+    return s.sp, s.size
+
+faulthandler.enable()  # pytest's workers run with it: it gives the main thread an alternate stack
+before = stack()
+seen = []
+signal.signal(signal.SIGCHLD, lambda *_: seen.append(1))  # as torch's DataLoader sets one
+tr = Translator.load(sys.argv[1], "cpu")
+for _ in range(2):
+    quick = fast.accelerate(tr, "openvino", "fp32", 1, log=lambda _s: None)
+    assert isinstance(quick.generator, fast.OpenVinoNet)
+    assert stack() == before, (stack(), before)
+    del quick  # its encoder, then its generator: freed in the order they were made
+    gc.collect()
+    assert stack() == before, (stack(), before)
+subprocess.run([sys.executable, "-c", "pass"], check=True)  # a child ends: SIGCHLD, its handler runs
+print("alive", bool(seen))
+"""
+
+
+def test_a_process_that_imagined_twice_survives_its_next_signal(trained):
+    r = subprocess.run([sys.executable, "-c", TWICE_THEN_A_SIGNAL, str(trained)], capture_output=True, text=True,
+                       timeout=300, cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 0 and r.stdout.split() == ["alive", "True"], (r.returncode, r.stdout, r.stderr[-2000:])
+
+
 # ---- imagine on the command line
 
 
