@@ -30,8 +30,11 @@ PAPER_CLASSES = ["baby", "dog", "rail", "fireworks", "water"]
 _YTID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 
 
-def write_csv(path: Path, rows: int, seed: int = 0, block: int = 200_000) -> None:
-    """A synthetic segment CSV in the real format."""
+def write_csv(path: Path, rows: int, seed: int = 0, block: int = 200_000, most_labels: int = 4,
+              odd_windows: float = 0.0) -> None:
+    """A synthetic segment CSV in the real format: 1 to ``most_labels`` labels a row, windows
+    starting on a whole second, ``odd_windows`` of them at a millisecond instead (the real CSVs
+    have both)."""
     import numpy as np
 
     from s2i_data.classes import manifest_path
@@ -43,21 +46,17 @@ def write_csv(path: Path, rows: int, seed: int = 0, block: int = 200_000) -> Non
     with open(path, "w", encoding="utf-8") as f:
         f.write("# Segments csv created Sun Mar  5 10:54:31 2017\n")
         f.write(f"# num_ytids={rows}, num_segs={rows}, num_unique_labels=527, "
-                f"num_positive_labels={rows * 2}\n")
+                f"num_positive_labels={rows * (1 + most_labels) // 2}\n")
         f.write("# YTID, start_seconds, end_seconds, positive_labels\n")
         for first in range(0, rows, block):
             n = min(block, rows - first)
             ytids = chars[rng.integers(0, 64, (n, 11))].view("<U11").ravel()
-            starts = rng.integers(0, 60, n) * 10
-            counts = rng.integers(1, 5, n)
-            labels = mids[rng.integers(0, len(mids), (n, 4))]
-            lines = [
-                f'{y}, {s}.000, {s + 10}.000, "{",".join(lab[:c])}"\n'
-                for y, s, c, lab in zip(
-                    ytids.tolist(), starts.tolist(), counts.tolist(), labels.tolist(), strict=True
-                )
-            ]
-            f.write("".join(lines))
+            ms = rng.integers(0, 590, n) * 1000 + np.where(rng.random(n) < odd_windows, rng.integers(0, 1000, n), 0)
+            counts = rng.integers(1, most_labels + 1, n)
+            labels = mids[rng.integers(0, len(mids), (n, most_labels))]
+            f.write("".join(
+                f'{y}, {s // 1000}.{s % 1000:03d}, {s // 1000 + 10}.{s % 1000:03d}, "{",".join(lab[:c])}"\n'
+                for y, s, c, lab in zip(ytids.tolist(), ms.tolist(), counts.tolist(), labels.tolist(), strict=True)))
 
 
 def time_prepare(csv_path: Path, root: Path, class_names: list[str]) -> None:

@@ -40,7 +40,6 @@ scaled alike) when the full size is too slow or too big for the machine; ``0`` s
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -52,6 +51,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # runnable from a checkout without installing the package
+sys.path.insert(0, str(REPO / "bench"))
+
+import audioset_csv  # noqa: E402  (the CSV writer bench/plan.py uses too)
 
 # Heavy imports stay in the functions: the parent only spawns, so each child's VmHWM is its own.
 
@@ -59,7 +61,6 @@ BASELINE = "3d30906"  # today's path: the commit before this change
 BASELINE_FILES = ("__init__.py", "rows.py", "manifest.py", "fetch.py", "ratelimit.py", "guard.py")
 # the seven roots of the AudioSet ontology: every row is of one of them (or of two: skipped)
 CLASSES = ["/m/0dgw9r", "/m/0jbk", "/m/04rlf", "/m/059j3w", "/t/dd00041", "/t/dd00098", "/t/dd00123"]
-_YTID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 DONE_SHARES = {"ok": 0.72, "unavailable": 0.20, "private": 0.02, "removed": 0.04, "error": 0.02}
 REASONS = {"unavailable": "Video unavailable",
            "removed": "Video unavailable. This video has been removed by the uploader",
@@ -69,27 +70,10 @@ REASONS = {"unavailable": "Video unavailable",
 
 # ------------------------------------------------------------------------------------ the CSV
 
-def write_csv(path: Path, rows: int, seed: int = 0, block: int = 200_000) -> None:
-    import numpy as np
-
-    from s2i_data.classes import manifest_path
-
-    with open(manifest_path("audioset/class_labels_indices.csv"), encoding="utf-8") as f:
-        mids = np.array([row["mid"] for row in csv.DictReader(f)])
-    chars = np.array(list(_YTID_CHARS))
-    rng = np.random.default_rng(seed)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("# Segments csv created Sun Mar  5 10:54:31 2017\n")
-        f.write(f"# num_ytids={rows}, num_segs={rows}, num_unique_labels=527, num_positive_labels={rows}\n")
-        f.write("# YTID, start_seconds, end_seconds, positive_labels\n")
-        for first in range(0, rows, block):
-            n = min(block, rows - first)
-            ytids = chars[rng.integers(0, 64, (n, 11))].view("<U11").ravel()
-            # whole seconds, one window in ten at a millisecond (the real CSVs have both)
-            ms = rng.integers(0, 590, n) * 1000 + np.where(rng.random(n) < 0.1, rng.integers(0, 1000, n), 0)
-            labels = mids[rng.integers(0, len(mids), n)]
-            f.write("".join(f'{y}, {s // 1000}.{s % 1000:03d}, {s // 1000 + 10}.{s % 1000:03d}, "{lab}"\n'
-                            for y, s, lab in zip(ytids.tolist(), ms.tolist(), labels.tolist())))
+def write_csv(path: Path, rows: int, seed: int = 0) -> None:
+    """The bench's CSV (`audioset_csv.write_csv`): one class a row, a tenth of the windows at a
+    millisecond."""
+    audioset_csv.write_csv(path, rows, seed, most_labels=1, odd_windows=0.1)
 
 
 # ------------------------------------------------------------------------------------ the two paths
