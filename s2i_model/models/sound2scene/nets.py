@@ -23,12 +23,13 @@ encoder's last stage, so it scales too (512 at width 1.0; the paper's 2048 is Re
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
+from torch.nn.utils import parametrizations, parametrize
 
 from s2i_model.nets.blocks import scaled
 
@@ -129,6 +130,31 @@ class AudioEncoder(nn.Module):
 
 
 # ---- IC-GAN / BigGAN
+# torch's spectral norm runs 15 power iterations when it is registered. On the meta device
+# (checkpoint.check_net builds every loaded run's nets there to compare shapes) they compute
+# nothing, cost ~60 ms a layer and import torch's reference kernels (~2 s, sympy among them): ~3 s
+# a Sound2Scene load against ~0.2 s on the CPU. There only the state's names and shapes matter.
+class _SpectralNormShapes(nn.Module):
+    """torch's `_SpectralNorm` state (buffers `_u`: out, `_v`: in) with no arithmetic: meta only."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("_u", weight.new_empty(weight.shape[0]))
+        self.register_buffer("_v", weight.new_empty(math.prod(weight.shape[1:])))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:  # pragma: no cover - meta nets never run
+        return weight
+
+
+def spectral_norm(module: nn.Module) -> nn.Module:
+    """torch's `spectral_norm` (dim 0: no transposed convolutions here); on the meta device, a
+    parametrization of the same state-dict names and shapes that computes nothing."""
+    if not module.weight.is_meta:
+        return parametrizations.spectral_norm(module)
+    parametrize.register_parametrization(module, "weight", _SpectralNormShapes(module.weight), unsafe=True)
+    return module
+
+
 class _CondBatchNorm(nn.Module):
     """BatchNorm without its own affine; gain 1 + γ(c) and bias β(c) from the condition (BigGAN)."""
 
