@@ -22,6 +22,9 @@ from s2i_model.models.s2i.train_autoencoder import train_autoencoder
 from s2i_model.models.mmgan.train import train_mmgan
 from s2i_model.models.mmgan.config import MmganConfig
 from s2i_model.models.s2i.train_translator import train_translator
+from s2i_model.models.s2i.discriminator import Discriminator
+from s2i_model.models.s2i.load import generator_maker
+from s2i_model.run import EMBEDDINGS
 
 QUIET = dict(log=lambda *_: None)
 TINY = dict(batch_size=8, workers=0, grid_every=0)
@@ -61,11 +64,26 @@ def s2i_saved(tiny_build, tmp_path_factory) -> Path:
                                         workers=0, epochs=1, max_steps=2, optimizer="adam"), **QUIET)
     train_translator(TranslatorConfig(data=str(tiny_build), run=str(run), epochs=1, max_steps=2, n_gd=1, **TINY),
                      **QUIET)
-    # D's score is a tanh: two steps may leave it at exactly -1 for every picture (seen on one torch
-    # thread: adv_loss 4.0), which passes no gradient to G whatever the code does. Its last
-    # convolution at 1 % keeps the tanh in its slope, so a G that does not move is the code's fault.
+    # D's score is conv → BatchNorm → tanh, and G's term sees D in eval mode. After two steps the
+    # running statistics are far from G's pictures: the tanh sat at exactly -1 for every picture
+    # (adv_loss 4.0; pre-tanh scores near -6000 on an AMD Zen 3, one torch thread), which passes no
+    # gradient to G whatever the code does; scaling the last convolution did not help there. The
+    # score's BatchNorm is set to standardise the scores of G's pictures at this state (γ = 0.5):
+    # every score in the tanh's slope, so a G that does not move is the code's fault.
     state = checkpoint.load(run / "translator.pt")
-    state["D"]["score.0.weight"] = state["D"]["score.0.weight"] * 0.01
+    ae = state["autoencoder"]
+    G, D = generator_maker(state, run)(), Discriminator(ae["emb"], ae["width"])
+    G.load_state_dict(state["G"])
+    D.load_state_dict(state["D"])
+    z = checkpoint.load(run / EMBEDDINGS)["train"]["emb"][:8]
+    with torch.no_grad():
+        fake = G.train()(z)  # as G draws in its step
+        D.eval()
+        x = D.score[0](torch.cat([D.features(fake), z.reshape(len(z), -1, 2, 2)], 1)).flatten()
+    state["D"]["score.1.running_mean"] = x.mean().reshape(1)
+    state["D"]["score.1.running_var"] = x.var().reshape(1)
+    state["D"]["score.1.weight"] = torch.full((1,), 0.5)
+    state["D"]["score.1.bias"] = torch.zeros(1)
     checkpoint.save(run / "translator.pt", state)
     return run
 
