@@ -139,7 +139,8 @@ def test_every_runtime_dependency_is_used():
                 imported |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 imported.add(node.module.split(".")[0])
-    distributions = {d.lower().replace("_", "-") for m in imported for d in packages_distributions().get(m, [])}
+    owners = packages_distributions()  # reads every installed distribution's file list: once, not per module
+    distributions = {d.lower().replace("_", "-") for m in imported for d in owners.get(m, [])}
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     unused = [d for d in declared if Requirement(d).name.lower() not in distributions | set(THROUGH)]
     assert unused == []
