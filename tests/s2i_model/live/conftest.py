@@ -98,5 +98,8 @@ def listening(port: int) -> bool:
     return False
 
 
-def live_cmd(*args) -> list[str]:
-    return [sys.executable, "-m", "s2i_model.cli", "live", *map(str, args), "--no-open", "--port", "0"]
+def live_cmd(*args, fast: str = "eager") -> list[str]:
+    """`s2i-model live ARGS` on the eager networks unless ``fast`` says otherwise: importing OpenVINO
+    and compiling cost ~2 s a process, and only the tests of the fast path itself need it (they
+    pass ``fast="auto"``, live's default)."""
+    return [sys.executable, "-m", "s2i_model.cli", "live", *map(str, args), "--fast", fast, "--no-open", "--port", "0"]

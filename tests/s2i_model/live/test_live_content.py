@@ -89,7 +89,7 @@ def test_each_hop_is_what_imagine_makes_of_that_second(live_run, tmp_path):
     # default is bf16 where the CPU has it).
     wav = write_wav(tmp_path / "four.wav", seconds_apart(4))
     res = subprocess.run(live_cmd(wav, "--run", live_run, "--record", tmp_path / "rec", "--hop", "1", "-n", "8",
-                                  "--seed", "7", "--precision", "fp32"), capture_output=True, text=True, timeout=300)
+                                  "--seed", "7", "--precision", "fp32", fast="auto"), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     res = subprocess.run([sys.executable, "-m", "s2i_model.cli", "imagine", str(wav), "--run", str(live_run),
                           "-n", "8", "--seed", "7", "-o", str(tmp_path / "grid.png"), "--out-dir", str(tmp_path / "im")],

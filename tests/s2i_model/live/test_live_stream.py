@@ -32,7 +32,7 @@ def one_line(res: subprocess.CompletedProcess) -> str:
 def test_a_stream_gives_a_line_per_hop_with_latencies(live_run, talk_and_silence, tmp_path):
     stream = Streamer(talk_and_silence)
     try:
-        res = subprocess.run(live_cmd(stream.url, "--run", live_run, "--record", tmp_path / "rec"),
+        res = subprocess.run(live_cmd(stream.url, "--run", live_run, "--record", tmp_path / "rec", fast="auto"),
                              capture_output=True, text=True, timeout=120)
     finally:
         stream.close()
