@@ -195,26 +195,30 @@ def learning_data(tmp_path_factory) -> Path:
         subprocess.run([sys.executable, "-m", "s2i_data.cli", "build", "--root", str(root / "videos"), "--classes",
                         ",".join(LEARNING_CLASSES), "--out", str(root / "shards"), "--shard-size", "32",
                         "--splits", "0.6,0.1,0.3", "--no-progress"], check=True, capture_output=True)
-        # the judge too, in the same folder and once: a classifier of the real train frames
-        # (60 epochs, seeded) in a fresh process, as bench/learning.py trains it (in this one,
-        # earlier in-process tests leave global torch state behind, deterministic algorithms from
-        # a trainer's seeding, which gave another judge and other agreements than the calibration's)
-        code = ("import sys, torch; from s2i_model.evaluate.realframe import train_frame_classifier; "
-                "m = train_frame_classifier(sys.argv[1], int(sys.argv[2]), epochs=60); "
-                "torch.save(m.state_dict(), sys.argv[3])")
-        subprocess.run([sys.executable, "-c", code, str(root / "shards"), str(len(LEARNING_CLASSES)),
-                        str(root / "judge.pt")], check=True, capture_output=True)
-
     return made_once(tmp_path_factory, "learn", make) / "shards"
 
 
 @pytest.fixture(scope="session")
-def learning_judge(learning_data):
-    """The independent judge of the learning tests, trained once for all of them (`learning_data`)."""
+def learning_judge(learning_data, tmp_path_factory):
+    """The independent judge of the learning tests, trained once for all of them: a classifier of
+    the real train frames of `learning_data` (60 epochs, seeded). Made apart from the data so that
+    the two longest learning tests, which ask for it after their training
+    (``request.getfixturevalue``), both start training as soon as the data exist instead of one
+    waiting ~40 s for the other worker to train the judge too."""
     import torch
 
     from s2i_model.evaluate.realframe import FrameClassifier
 
+    def make(folder: Path) -> None:
+        # in a fresh process, as bench/learning.py trains it (in this one, earlier in-process tests
+        # leave global torch state behind, deterministic algorithms from a trainer's seeding, which
+        # gave another judge and other agreements than the calibration's)
+        code = ("import sys, torch; from s2i_model.evaluate.realframe import train_frame_classifier; "
+                "m = train_frame_classifier(sys.argv[1], int(sys.argv[2]), epochs=60); "
+                "torch.save(m.state_dict(), sys.argv[3])")
+        subprocess.run([sys.executable, "-c", code, str(learning_data), str(len(LEARNING_CLASSES)),
+                        str(folder / "judge.pt")], check=True, capture_output=True)
+
     judge = FrameClassifier(len(LEARNING_CLASSES))
-    judge.load_state_dict(torch.load(learning_data.parent / "judge.pt", weights_only=True))
+    judge.load_state_dict(torch.load(made_once(tmp_path_factory, "learn-judge", make) / "judge.pt", weights_only=True))
     return judge.eval()

@@ -191,7 +191,7 @@ CLASSES = ["baby", "dog", "rail", "fireworks", "water"]
 
 
 @pytest.mark.slow(5)  # ~5 min on one CPU thread
-def test_make_train_sound2scene_learns_recognisable_pictures(learning_data, learning_judge, tmp_path):
+def test_make_train_sound2scene_learns_recognisable_pictures(learning_data, request, tmp_path):
     """Sound2Scene at CPU size through `make train MODEL=sound2scene` on the built-in synthetic data
     (the data of test_learns.py): pictures imagined from held-out test sounds are recognised by the
     independent real-frame classifier above chance (20 %). No stage reads a class label. Width 1/16,
@@ -211,7 +211,7 @@ def test_make_train_sound2scene_learns_recognisable_pictures(learning_data, lear
                     f"RUN={tmp_path / 'run'}", "WIDTH=0.0625", "EPOCHS_VISUAL=20", "EPOCHS_GENERATOR=40", "EPOCHS=20",
                     "LR_G=4e-4", "LR_D=4e-4", "D_STEPS=1", "BATCH=16", "NEIGHBOURS=10", "LOADERS=2", "GRID_EVERY=0"],
                    cwd=REPO, env=env, check=True, capture_output=True, text=True)
-    classifier = learning_judge
+    classifier = request.getfixturevalue("learning_judge")  # after training: conftest.learning_judge
     mels, _, classes, _ = load_split(data, "test")
     model = load_model(tmp_path / "run", "cpu")
     with torch.no_grad():

@@ -122,16 +122,17 @@ def assert_term_was_there(run: Path) -> None:
     assert checkpoint.load(run / "translator.pt")["config"]["lam"] == 0.1
 
 
-def test_make_train_learns_recognisable_pictures(learning_data, learning_judge, tmp_path):
+def test_make_train_learns_recognisable_pictures(learning_data, request, tmp_path):
     from s2i_model.evaluate.realframe import embedding_separability, load_split
 
-    data, judge = learning_data, learning_judge
+    data = learning_data
     make_train(data, tmp_path / "lam0.1", 0.1)
     control = shuffled_copy(data, tmp_path / "shuffled")
     # the control learns from the same sounds (only their pictures moved): the λ = 0.1 run's
     # autoencoder is its autoencoder, and only the pairing differs between the two translators
     train_translator(control, same_autoencoder(tmp_path / "lam0.1", tmp_path / "control"))
 
+    judge = request.getfixturevalue("learning_judge")  # after training: conftest.learning_judge
     _, real, classes, _ = load_split(data, "test")
     assert judge(real).argmax(1).eq(classes).float().mean() > 0.8  # the judge itself sees classes (~90 %)
     agreement, per = per_class_agreement(tmp_path / "lam0.1", data, judge)
