@@ -122,17 +122,19 @@ PACED_ROWS = 20
 
 def assert_paced(times: list[float], rate: int) -> None:
     """Requests ``1/rate`` apart: the median gap within 20 % of it, and no second with more than
-    ``rate`` requests. The count is exact; the second is shortened by one slot (1/rate), the
+    ``rate`` requests. The count is exact; the second is shortened by two slots (2/rate), the
     lateness allowed to one request: a request leaves its slot late by what the process does
-    between the slot and the socket (yt-dlp's TLS set-up, other threads holding the GIL), so on a
-    busy machine two requests of a correct run can arrive closer than 1/rate. A rate twice too
-    high puts rate+1 requests within half a second."""
+    between the slot and the socket (yt-dlp's TLS set-up, other threads holding the GIL, a sleep
+    woken late), so on a busy machine requests of a correct run can arrive closer than 1/rate
+    (seen with two training runs on both cores: one request 0.36 s late, five within 0.64 s; one
+    slot of allowance failed there). A rate twice too high fails the median (1/(2·rate)), and a
+    schedule that lets `rate` requests go at once puts rate+1 within one slot."""
     gaps = [b - a for a, b in zip(times, times[1:])]
     median = statistics.median(gaps)
     shown = [round(g, 3) for g in gaps]
     assert abs(median - 1 / rate) <= 0.2 / rate, (median, shown)
     spans = [b - a for a, b in zip(times, times[rate:])]  # rate+1 consecutive requests
-    assert min(spans) >= 1 - 1 / rate, (f"{rate + 1} requests within {min(spans):.3f} s", shown)
+    assert min(spans) >= 1 - 2 / rate, (f"{rate + 1} requests within {min(spans):.3f} s", shown)
 
 
 def _paced_mirror(tmp_path: Path) -> tuple[list[str], Path, Path]:
